@@ -1,0 +1,88 @@
+"""Errors of the cloud core.
+
+    CoreError
+    ├── RegistryError            the registry's storage failed
+    ├── CameraNotFound           no such camera (camera_id)
+    ├── AgentUnavailable         the camera's agent is offline or did not answer (district_id)
+    ├── SessionRejected          the agent refused the offer (code, message)
+    ├── SessionNotFound          no such session (session_id)
+    ├── ConfigError              a core configuration file is invalid (path, problem)
+    ├── PolicyError              the policy file is invalid (path, problem)
+    ├── AccessDenied             a decision said no (reason)
+    ├── GrantError               a grant could not be signed or loaded
+    └── AuditError               the audit log could not be written or read
+        └── AuditChainBroken     verification failed (seq, problem)
+
+Servicers translate these into gRPC status codes; nothing else does.
+"""
+
+from __future__ import annotations
+
+
+class CoreError(Exception):
+    """Base of every error the cloud core raises on purpose."""
+
+
+class RegistryError(CoreError):
+    pass
+
+
+class CameraNotFound(CoreError):
+    def __init__(self, camera_id: str) -> None:
+        super().__init__(f"camera {camera_id!r} is not in the registry")
+        self.camera_id = camera_id
+
+
+class AgentUnavailable(CoreError):
+    def __init__(self, district_id: str, why: str) -> None:
+        super().__init__(f"the agent of district {district_id!r} is unavailable: {why}")
+        self.district_id = district_id
+        self.why = why
+
+
+class SessionRejected(CoreError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SessionNotFound(CoreError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} is not open")
+        self.session_id = session_id
+
+
+class ConfigError(CoreError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class PolicyError(CoreError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class AccessDenied(CoreError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class GrantError(CoreError):
+    pass
+
+
+class AuditError(CoreError):
+    pass
+
+
+class AuditChainBroken(AuditError):
+    def __init__(self, seq: int, problem: str) -> None:
+        super().__init__(f"audit record {seq}: {problem}")
+        self.seq = seq
+        self.problem = problem

@@ -1,0 +1,1 @@
+"""The district edge agent: proxies RTSP cameras over WebRTC and reports status over MQTT."""

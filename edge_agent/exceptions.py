@@ -1,0 +1,49 @@
+"""Errors of the edge agent.
+
+    AgentError
+    ├── ConfigError              the agent's TOML config is invalid (path, problem)
+    ├── SourceError              a camera source failed (camera_id, reason, detail)
+    ├── OfferRejected            an SDP offer could not be answered (code, message)
+    └── GrantRejected            a session grant failed the edge check (reason)
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the edge agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class SourceError(AgentError):
+    """A camera source could not be opened or stopped delivering.
+
+    ``reason`` is one of: refused, unauthorized, timeout, stalled, codec.
+    """
+
+    def __init__(self, camera_id: str, reason: str, detail: str) -> None:
+        super().__init__(f"camera {camera_id!r} {reason}: {detail}")
+        self.camera_id = camera_id
+        self.reason = reason
+        self.detail = detail
+
+
+class OfferRejected(AgentError):
+    """``code`` is a SignalError name without prefix, e.g. "BAD_OFFER", "UNKNOWN_CAMERA"."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class GrantRejected(AgentError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"grant rejected: {reason}")
+        self.reason = reason
