@@ -1,0 +1,220 @@
+"""The edge agent of one district: cameras, viewer sessions, status and signalling over MQTT.
+
+``EdgeAgent`` is an async context manager. Entering connects to the broker (and keeps
+reconnecting), publishes ``online`` and every camera's status, and answers session offers that
+arrive on the district's signalling topic. Leaving closes every session, says ``offline`` and
+disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+import aiomqtt
+import structlog
+from google.protobuf.message import DecodeError
+
+from edge_agent.camera_feed import CameraFeed, FeedHealth
+from edge_agent.camera_sources import source_for
+from edge_agent.config import AgentConfig
+from edge_agent.exceptions import OfferRejected
+from edge_agent.status_reporter import StatusReporter, now_timestamp
+from edge_agent.viewer_session import ViewerSession
+from protos import topics
+from protos.safetynet.v1 import mqtt_pb2
+from safetynet.exceptions import LinkDown
+from safetynet.mqtt_link import MqttLink
+
+log = structlog.get_logger(__name__)
+
+MAX_SESSIONS = 256
+
+
+class EdgeAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.status = StatusReporter(config)
+        self.feeds: dict[str, CameraFeed] = {}
+        self.sessions: dict[str, ViewerSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._link: MqttLink | None = None
+        self._log = log.bind(district=config.district_id, agent=config.agent_id)
+        for camera in config.cameras:
+            self.feeds[camera.camera_id] = CameraFeed(
+                source_for(camera, config.district_id),
+                idle_close_seconds=config.idle_close_seconds,
+                on_health=self._on_feed_health,
+            )
+
+    @property
+    def link(self) -> MqttLink:
+        if self._link is None:
+            raise RuntimeError("agent not started")
+        return self._link
+
+    async def __aenter__(self) -> EdgeAgent:
+        self._link = MqttLink(
+            self.config.broker,
+            client_id=self.config.agent_id,
+            subscriptions=[topics.signal_request(self.config.district_id)],
+            on_message=self._on_message,
+            on_connect=self.status.publish_online,
+            will=self.status.last_will(),
+        )
+        self.status.attach(self._link)
+        await self._link.__aenter__()
+        self._heartbeat = asyncio.create_task(self.status.run_heartbeats(), name="heartbeat")
+        self._log.info("agent started", cameras=len(self.feeds), broker=self.config.broker.describe())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close sessions, then cameras, say offline, disconnect; idempotent."""
+        if self._link is None:
+            return
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for session in list(self.sessions.values()):
+            await session.close("agent stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *(t for t in [self._heartbeat] if t),
+                             return_exceptions=True)
+        for feed in self.feeds.values():
+            await feed.close()
+        try:
+            await self.status.publish_offline()
+        except LinkDown:
+            pass  # the broker holds our last will: it says offline for us
+        link, self._link = self._link, None
+        await link.close()
+        self._log.info("agent stopped")
+
+    # --- signalling -------------------------------------------------------------------------
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            self._log.warning("rejected signal message: payload is not bytes", topic=str(message.topic))
+            return
+        try:
+            request = mqtt_pb2.SignalRequest.FromString(bytes(payload))
+        except DecodeError as exc:
+            self._log.warning("rejected malformed signal request", topic=str(message.topic),
+                              error=str(exc), size=len(payload))
+            return
+        if not request.request_id or request.WhichOneof("body") is None:
+            self._log.warning("rejected signal request without request id or body",
+                              topic=str(message.topic))
+            return
+        self._spawn(self._handle(request), f"signal:{request.request_id}")
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
+        response = mqtt_pb2.SignalResponse(request_id=request.request_id)
+        try:
+            if request.WhichOneof("body") == "offer":
+                response.session_id = request.offer.session_id
+                response.sdp_answer = await self._open_session(request.offer)
+            else:
+                response.session_id = request.close.session_id
+                await self._close_session(request.close)
+                response.closed = True
+        except OfferRejected as exc:
+            self._log.info("offer rejected", request=request.request_id, code=exc.code,
+                           why=exc.message)
+            response.error.code = mqtt_pb2.SignalError.Value(f"SIGNAL_ERROR_{exc.code}")
+            response.error.message = exc.message
+        except Exception:
+            # Answer rather than leave the core waiting for its timeout; the bug is logged in full.
+            self._log.exception("signal request failed", request=request.request_id)
+            response.error.code = mqtt_pb2.SIGNAL_ERROR_INTERNAL
+            response.error.message = "the agent failed to handle the request; see its log"
+        try:
+            await self.link.publish(topics.signal_response(self.config.district_id),
+                                    response.SerializeToString(), qos=1)
+        except LinkDown as exc:
+            self._log.warning("signal response lost, link down", request=request.request_id,
+                              why=exc.why)
+
+    async def _open_session(self, offer: mqtt_pb2.SessionOffer) -> str:
+        feed = self.feeds.get(offer.camera_id)
+        if feed is None:
+            raise OfferRejected("UNKNOWN_CAMERA",
+                                f"camera {offer.camera_id!r} is not in district {self.config.district_id!r}")
+        if not offer.session_id:
+            raise OfferRejected("BAD_OFFER", "the offer has no session id")
+        if offer.session_id in self.sessions:
+            raise OfferRejected("BAD_OFFER", f"session {offer.session_id!r} is already open")
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise OfferRejected("CAPACITY", f"the agent already serves {MAX_SESSIONS} sessions")
+        now = datetime.now(UTC)
+        cap = now + timedelta(seconds=self.config.session_max_seconds)
+        expires_at = offer.expires_at.ToDatetime(tzinfo=UTC) if offer.HasField("expires_at") else cap
+        if expires_at <= now:
+            raise OfferRejected("BAD_OFFER", "the offer has already expired")
+        session = ViewerSession(
+            session_id=offer.session_id, camera_id=offer.camera_id, feed=feed,
+            webrtc=self.config.webrtc, expires_at=min(expires_at, cap),
+            on_closed=self._on_session_closed,
+        )
+        self.sessions[session.session_id] = session
+        try:
+            answer = await session.answer(offer.sdp_offer)
+        except BaseException:
+            self.sessions.pop(session.session_id, None)
+            raise
+        self.status.sessions = len(self.sessions)
+        await self._report_camera(offer.camera_id)
+        await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_STARTED, "")
+        return answer
+
+    async def _close_session(self, close: mqtt_pb2.SessionClose) -> None:
+        session = self.sessions.get(close.session_id)
+        if session is None:
+            raise OfferRejected("UNKNOWN_SESSION", f"session {close.session_id!r} is not open here")
+        await session.close(close.reason or "closed by core")
+
+    async def _on_session_closed(self, session: ViewerSession, reason: str) -> None:
+        self.sessions.pop(session.session_id, None)
+        self.status.sessions = len(self.sessions)
+        await self._report_camera(session.camera_id)
+        await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_ENDED, reason)
+
+    async def _publish_event(self, session: ViewerSession, kind: int, reason: str) -> None:
+        event = mqtt_pb2.SessionEvent(
+            session_id=session.session_id, camera_id=session.camera_id, kind=kind,  # type: ignore[arg-type]
+            reason=reason, at=now_timestamp(), duration_seconds=session.duration_seconds,
+            bytes_sent=session.bytes_sent,
+        )
+        try:
+            await self.link.publish(topics.session_events(self.config.district_id),
+                                    event.SerializeToString(), qos=1)
+        except (LinkDown, RuntimeError) as exc:
+            self._log.warning("session event not published", session=session.session_id, error=str(exc))
+
+    # --- camera status ----------------------------------------------------------------------
+
+    async def _on_feed_health(self, camera_id: str, health: FeedHealth) -> None:
+        feed = self.feeds[camera_id]
+        await self.status.camera_changed(camera_id, health, feed.viewers, feed.streaming)
+
+    async def _report_camera(self, camera_id: str) -> None:
+        feed = self.feeds[camera_id]
+        await self.status.camera_changed(camera_id, feed.health, feed.viewers, feed.streaming)
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM)."""
+    async with EdgeAgent(config):
+        await stop.wait()

@@ -1,0 +1,240 @@
+"""One camera, many viewers: a single pull of the source, fanned out packet by packet.
+
+A ``CameraFeed`` opens its source when the first viewer subscribes and closes it a configurable
+idle time after the last one leaves. It keeps the current GOP (parameter sets and every packet
+since the last key frame) so a viewer who joins mid-GOP starts decoding at once instead of waiting
+for the camera's next key frame. Packets are never re-encoded.
+
+Each subscriber has a bounded queue. A viewer that cannot keep up loses packets up to the next key
+frame (never a partial GOP, which would show as smeared video) and the drop is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import av
+import structlog
+
+from edge_agent.camera_sources.base import CameraSource, EncodedPacket
+from edge_agent.exceptions import SourceError
+
+log = structlog.get_logger(__name__)
+
+GOP_CACHE_MAX_PACKETS = 600  # 40 s at 15 fps: more than any sane GOP
+
+
+class FeedState(enum.Enum):
+    IDLE = "idle"            # nobody watches; the source is closed
+    STARTING = "starting"    # connecting to the source
+    LIVE = "live"            # packets arrive
+    FAILED = "failed"        # the source failed; retrying while anyone watches
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    state: FeedState
+    reason: str = ""         # refused, unauthorized, timeout, stalled, codec (when FAILED)
+    detail: str = ""
+
+
+HealthListener = Callable[[str, FeedHealth], Awaitable[None]]
+
+
+class FeedSubscription:
+    """A viewer's place on the feed: an ordered, bounded queue of shared ``av.Packet``s."""
+
+    def __init__(self, feed: CameraFeed, maxsize: int) -> None:
+        self.feed = feed
+        self.queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(maxsize)
+        self.waiting_for_keyframe = False
+        self.dropped = 0
+        self.delivered = 0
+
+    async def get(self) -> av.Packet | None:
+        """The next packet; ``None`` when the feed has closed."""
+        packet = await self.queue.get()
+        if packet is not None:
+            self.delivered += 1
+        return packet
+
+    def offer(self, packet: av.Packet, keyframe: bool) -> None:
+        if self.waiting_for_keyframe:
+            if not keyframe:
+                self.dropped += 1
+                return
+            self.waiting_for_keyframe = False
+        try:
+            self.queue.put_nowait(packet)
+        except asyncio.QueueFull:
+            # Overflow policy: drop what is queued and skip to the next key frame.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+                self.dropped += 1
+            self.dropped += 1
+            self.waiting_for_keyframe = True
+            log.warning("viewer too slow, skipping to next key frame",
+                        camera=self.feed.camera_id, dropped=self.dropped)
+
+    def end(self) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
+
+    def unsubscribe(self) -> None:
+        self.feed.unsubscribe(self)
+
+
+class CameraFeed:
+    """Owns one camera source while anyone watches; an async context manager."""
+
+    def __init__(self, source: CameraSource, *, idle_close_seconds: float = 10.0,
+                 on_health: HealthListener | None = None, subscriber_queue: int = 240,
+                 retry_initial: float = 0.5, retry_max: float = 30.0) -> None:
+        self.camera_id = source.camera_id
+        self.source = source
+        self._idle_close = idle_close_seconds
+        self._on_health = on_health
+        self._queue_size = subscriber_queue
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._subscribers: list[FeedSubscription] = []
+        self._gop: list[tuple[av.Packet, bool]] = []
+        self._pump: asyncio.Task[None] | None = None
+        self._idle_timer: asyncio.Task[None] | None = None
+        self._health = FeedHealth(FeedState.IDLE)
+        self._log = log.bind(camera=self.camera_id)
+        self.packets_in = 0
+
+    @property
+    def health(self) -> FeedHealth:
+        return self._health
+
+    @property
+    def viewers(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def streaming(self) -> bool:
+        return self._pump is not None
+
+    async def __aenter__(self) -> CameraFeed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def subscribe(self) -> FeedSubscription:
+        """Attach a viewer; it receives the cached GOP first, then live packets."""
+        if self._health.state is FeedState.CLOSED:
+            raise RuntimeError(f"feed {self.camera_id} is closed")
+        subscription = FeedSubscription(self, self._queue_size)
+        for packet, keyframe in self._gop:
+            subscription.offer(packet, keyframe)
+        if not self._gop:
+            subscription.waiting_for_keyframe = True
+        self._subscribers.append(subscription)
+        self._cancel_idle_timer()
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run_source(), name=f"feed:{self.camera_id}")
+        return subscription
+
+    def unsubscribe(self, subscription: FeedSubscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+        if not self._subscribers and self._pump is not None and self._idle_timer is None:
+            self._idle_timer = asyncio.create_task(self._close_when_idle(),
+                                                   name=f"feed-idle:{self.camera_id}")
+
+    async def close(self) -> None:
+        """Stop the source and end every subscription; idempotent."""
+        self._cancel_idle_timer()
+        await self._stop_pump()
+        for subscription in self._subscribers:
+            subscription.end()
+        self._subscribers.clear()
+        self._health = FeedHealth(FeedState.CLOSED)
+
+    def _cancel_idle_timer(self) -> None:
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+
+    async def _close_when_idle(self) -> None:
+        await asyncio.sleep(self._idle_close)
+        self._idle_timer = None
+        if not self._subscribers:
+            self._log.info("closing idle camera", idle_seconds=self._idle_close)
+            await self._stop_pump()
+            await self._set_health(FeedHealth(FeedState.IDLE))
+
+    async def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        self._gop.clear()
+        if pump is None:
+            return
+        pump.cancel()
+        try:
+            await pump
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    async def _set_health(self, health: FeedHealth) -> None:
+        if health == self._health:
+            return
+        self._health = health
+        self._log.info("camera feed state", state=health.state.value, reason=health.reason or None)
+        if self._on_health is not None:
+            await self._on_health(self.camera_id, health)
+
+    async def _run_source(self) -> None:
+        delay = self._retry_initial
+        while True:
+            await self._set_health(FeedHealth(FeedState.STARTING))
+            try:
+                async for packet in self.source.packets():
+                    if self._health.state is not FeedState.LIVE:
+                        await self._set_health(FeedHealth(FeedState.LIVE))
+                        delay = self._retry_initial
+                    self._fan_out(packet)
+                raise SourceError(self.camera_id, "stopped", "the stream ended")
+            except SourceError as exc:
+                await self._set_health(FeedHealth(FeedState.FAILED, exc.reason, exc.detail))
+                self._gop.clear()
+                for subscription in self._subscribers:
+                    subscription.waiting_for_keyframe = True
+            except Exception as exc:
+                # A source bug must not end the feed for good: report it and retry like a failure.
+                self._log.exception("camera source crashed")
+                await self._set_health(FeedHealth(FeedState.FAILED, "internal", type(exc).__name__))
+                self._gop.clear()
+            wait = delay * random.uniform(0.8, 1.2)
+            self._log.info("camera source retry", retry_in=round(wait, 2))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self._retry_max)
+
+    def _fan_out(self, encoded: EncodedPacket) -> None:
+        self.packets_in += 1
+        packet = av.Packet(encoded.data)
+        packet.pts = encoded.pts
+        packet.dts = encoded.pts
+        packet.time_base = encoded.time_base
+        if encoded.keyframe:
+            self._gop.clear()
+        if encoded.keyframe or self._gop:
+            if len(self._gop) < GOP_CACHE_MAX_PACKETS:
+                self._gop.append((packet, encoded.keyframe))
+            else:
+                self._gop.clear()
+        for subscription in self._subscribers:
+            subscription.offer(packet, encoded.keyframe)

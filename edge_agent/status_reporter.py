@@ -1,0 +1,141 @@
+"""Tells the city what this district's agent and cameras are doing, over MQTT.
+
+Camera statuses are retained and published when they change; all of them again after every
+reconnect (the broker may have restarted and lost them); and a batched heartbeat goes out
+periodically. The agent's own status is retained too, with the broker holding ``offline`` as
+the connection's last will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from edge_agent.camera_feed import FeedHealth, FeedState
+from edge_agent.config import AgentConfig, CameraConfig
+from protos import topics
+from protos.safetynet.v1 import mqtt_pb2
+from safetynet import __version__
+from safetynet.exceptions import LinkDown
+from safetynet.mqtt_link import LastWill, MqttLink
+
+log = structlog.get_logger(__name__)
+
+_REASONS = {
+    "refused": mqtt_pb2.OFFLINE_REASON_REFUSED,
+    "unauthorized": mqtt_pb2.OFFLINE_REASON_UNAUTHORIZED,
+    "timeout": mqtt_pb2.OFFLINE_REASON_TIMEOUT,
+    "stalled": mqtt_pb2.OFFLINE_REASON_STALLED,
+    "stopped": mqtt_pb2.OFFLINE_REASON_STALLED,
+    "codec": mqtt_pb2.OFFLINE_REASON_CODEC,
+}
+
+
+def now_timestamp() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC))
+    return stamp
+
+
+class StatusReporter:
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._link: MqttLink | None = None
+        self._cameras: dict[str, mqtt_pb2.CameraStatus] = {
+            camera.camera_id: self._initial_status(camera) for camera in config.cameras
+        }
+        self._started = time.monotonic()
+        self.sessions = 0
+
+    def attach(self, link: MqttLink) -> None:
+        self._link = link
+
+    def last_will(self) -> LastWill:
+        return LastWill(topics.agent_status(self._config.district_id),
+                        self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE).SerializeToString())
+
+    def agent_status(self, state: int) -> mqtt_pb2.AgentStatus:
+        return mqtt_pb2.AgentStatus(
+            district_id=self._config.district_id, district_name=self._config.district_name,
+            agent_id=self._config.agent_id, state=state,  # type: ignore[arg-type]
+            software_version=__version__, changed_at=now_timestamp(),
+            camera_count=len(self._config.cameras),
+        )
+
+    def _initial_status(self, camera: CameraConfig) -> mqtt_pb2.CameraStatus:
+        return mqtt_pb2.CameraStatus(
+            camera=mqtt_pb2.CameraDescriptor(
+                camera_id=camera.camera_id, district_id=self._config.district_id,
+                name=camera.name, lat=camera.lat, lon=camera.lon, kind=camera.kind,
+            ),
+            # Not yet probed: assumed to work until a pull says otherwise.
+            state=mqtt_pb2.CAMERA_STATE_ONLINE, changed_at=now_timestamp(),
+        )
+
+    def camera_status(self, camera_id: str) -> mqtt_pb2.CameraStatus:
+        return self._cameras[camera_id]
+
+    async def publish_online(self) -> None:
+        """After each (re)connect: the agent is online and here is every camera's status."""
+        await self._publish(topics.agent_status(self._config.district_id),
+                            self.agent_status(mqtt_pb2.AGENT_STATE_ONLINE), retain=True)
+        for status in self._cameras.values():
+            await self._publish_camera(status)
+
+    async def publish_offline(self) -> None:
+        """On a clean stop: say ``offline`` ourselves (the last will only fires on a lost link)."""
+        await self._publish(topics.agent_status(self._config.district_id),
+                            self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE), retain=True)
+
+    async def camera_changed(self, camera_id: str, health: FeedHealth, viewers: int,
+                             streaming: bool) -> None:
+        status = self._cameras[camera_id]
+        new = mqtt_pb2.CameraStatus()
+        new.CopyFrom(status)
+        if health.state is FeedState.FAILED:
+            new.state = mqtt_pb2.CAMERA_STATE_OFFLINE
+            new.reason = _REASONS.get(health.reason, mqtt_pb2.OFFLINE_REASON_UNSPECIFIED)
+            new.detail = health.detail
+        elif health.state in (FeedState.LIVE, FeedState.IDLE):
+            new.state = mqtt_pb2.CAMERA_STATE_ONLINE
+            new.reason = mqtt_pb2.OFFLINE_REASON_UNSPECIFIED
+            new.detail = ""
+        new.viewers = viewers
+        new.streaming = streaming
+        if (new.state, new.reason, new.detail, new.viewers, new.streaming) == (
+            status.state, status.reason, status.detail, status.viewers, status.streaming
+        ):
+            return
+        new.changed_at.CopyFrom(now_timestamp())
+        self._cameras[camera_id] = new
+        await self._publish_camera(new)
+
+    async def publish_heartbeat(self) -> None:
+        beat = mqtt_pb2.Heartbeat(
+            district_id=self._config.district_id, agent_id=self._config.agent_id,
+            sent_at=now_timestamp(), uptime_seconds=time.monotonic() - self._started,
+            cameras=list(self._cameras.values()), sessions=self.sessions,
+        )
+        await self._publish(topics.heartbeat(self._config.district_id), beat, retain=False, qos=0)
+
+    async def run_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.heartbeat_seconds)
+            await self.publish_heartbeat()
+
+    async def _publish_camera(self, status: mqtt_pb2.CameraStatus) -> None:
+        await self._publish(topics.camera_status(self._config.district_id, status.camera.camera_id),
+                            status, retain=True)
+
+    async def _publish(self, topic: str, message: object, *, retain: bool, qos: int = 1) -> None:
+        if self._link is None:
+            return
+        try:
+            await self._link.publish(topic, message.SerializeToString(), qos=qos, retain=retain)  # type: ignore[attr-defined]
+        except LinkDown as exc:
+            # The current state is published again in full after the next reconnect.
+            log.debug("status not published, link down", topic=topic, why=exc.why)

@@ -1,0 +1,3 @@
+from safetynet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""``safetynet demo``: the two-district pilot on one machine, in one command.
+
+Starts a Mosquitto broker of its own on a free loopback port, the core (in this process), and one
+edge agent per pilot district (each its own process, as in a district centre). Everything listens
+and advertises on loopback only. Ctrl-C stops agents, core and broker in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cloud_core.config import CoreConfig
+from cloud_core.server import CoreServer
+from safetynet.broker import MosquittoBroker, free_port
+from safetynet.mqtt_link import BrokerSettings
+from simulators.agent_configs import write_pilot_configs
+from simulators.pilot_districts import PILOT_DISTRICTS
+
+log = structlog.get_logger(__name__)
+
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    state_dir: Path | None = None
+    core_port: int = 50051
+    camera_source: str = "sim:?size=640x360&fps=15&gop=1"
+    agent_log_level: str = "warning"
+
+
+class AgentProcess:
+    """One ``safetynet agent`` child process."""
+
+    def __init__(self, district_id: str, config: Path, log_level: str) -> None:
+        self.district_id = district_id
+        self.config = config
+        self.log_level = log_level
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "safetynet", "agent", "--config", str(self.config),
+            "--log-level", self.log_level, stdin=asyncio.subprocess.DEVNULL,
+            # Own process group: Ctrl-C reaches the demo, which stops agents in order.
+            start_new_session=True,
+        )
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def _core_port(wanted: int) -> int:
+    if wanted == 0:
+        return free_port()
+    try:
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", wanted))
+        return wanted
+    except OSError:
+        port = free_port()
+        log.warning("core port taken, using another", wanted=wanted, port=port)
+        return port
+
+
+async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
+    tmp = None
+    state_dir = options.state_dir
+    if state_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="safetynet-demo-")
+        state_dir = Path(tmp.name)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        async with MosquittoBroker(work_dir=state_dir) as broker:
+            broker_settings = BrokerSettings(host=broker.host, port=broker.port)
+            configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
+                                          broker_port=broker.port, source=options.camera_source)
+            core_config = CoreConfig(database=state_dir / "core.sqlite3",
+                                     listen=f"127.0.0.1:{_core_port(options.core_port)}",
+                                     broker=broker_settings)
+            async with CoreServer(core_config) as core:
+                agents = [AgentProcess(path.stem, path, options.agent_log_level) for path in configs]
+                try:
+                    for agent in agents:
+                        await agent.start()
+                    expected = {c.camera_id for d in PILOT_DISTRICTS for c in d.cameras}
+                    try:
+                        await core.wait_until(lambda r: _all_online(r, expected), STARTUP_TIMEOUT)
+                    except TimeoutError:
+                        print("safetynet demo: the agents did not come online within "
+                              f"{STARTUP_TIMEOUT:g} s; see the log above", file=sys.stderr)
+                        return 1
+                    state = _demo_state(core, broker, agents, state_dir)
+                    (state_dir / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
+                    _print_summary(state)
+                    await stop.wait()
+                    print("\nstopping: agents, core, broker …", flush=True)
+                finally:
+                    for agent in agents:
+                        await agent.stop()
+        print("demo stopped", flush=True)
+        return 0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _all_online(registry: Any, expected: set[str]) -> bool:
+    cameras = registry.list_cameras(status="online")
+    return expected <= {c.camera_id for c in cameras}
+
+
+def _demo_state(core: CoreServer, broker: MosquittoBroker, agents: list[AgentProcess],
+                state_dir: Path) -> dict[str, Any]:
+    assert core.registry is not None
+    return {
+        "core": core.address,
+        "broker": f"mqtt://{broker.host}:{broker.port}",
+        "database": str(core.config.database),
+        "pid": os.getpid(),
+        "districts": [
+            {
+                "district_id": district.district_id,
+                "name": district.name,
+                "agent_pid": next((a.process.pid for a in agents
+                                   if a.district_id == district.district_id and a.process), None),
+                "agent_config": str(state_dir / "agents" / f"{district.district_id}.toml"),
+                "cameras": [c.camera_id for c in district.cameras],
+            }
+            for district in PILOT_DISTRICTS
+        ],
+        "cameras": [c.camera_id for d in PILOT_DISTRICTS for c in d.cameras],
+    }
+
+
+def _print_summary(state: dict[str, Any]) -> None:
+    lines = [
+        "",
+        "Safety Net demo is running (loopback only):",
+        f"  broker  {state['broker']}",
+        f"  core    {state['core']}  (gRPC; database {state['database']})",
+    ]
+    for district in state["districts"]:
+        lines.append(f"  agent   {district['district_id']:<8} {len(district['cameras'])} cameras "
+                     f"(pid {district['agent_pid']})")
+    first = [d["cameras"][0] for d in state["districts"]]
+    core_flag = "" if state["core"] == "127.0.0.1:50051" else f" --core {state['core']}"
+    lines += [
+        "",
+        "View a camera from another terminal:",
+        *(f"  safetynet view {camera}{core_flag} --snapshot {camera}.png" for camera in first),
+        f"  safetynet cameras{core_flag} --near 37.4979,127.0276,1500",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,216 @@
+"""One MQTT connection that keeps itself up.
+
+``MqttLink`` wraps an ``aiomqtt.Client``: it connects, (re)subscribes, runs the caller's
+``on_connect`` (to publish state that must be current after every reconnect), hands each message
+to ``on_message``, and when the broker goes away it reconnects with capped, jittered backoff.
+aiomqtt errors stop here: callers see ``LinkDown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from safetynet.exceptions import LinkDown
+
+log = structlog.get_logger(__name__)
+
+MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+ConnectHandler = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how to prove who we are. TLS when ``ca_file`` is set."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    keepalive: int = 15
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.ca_file is not None
+
+    def describe(self) -> str:
+        return f"{'mqtts' if self.uses_tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A context that trusts only the configured CA (never the system store)."""
+        if self.ca_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        return context
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], base: Path) -> BrokerSettings:
+        """From a TOML ``[broker]`` table; relative file paths are taken from ``base``."""
+        unknown = set(data) - {"host", "port", "ca_file", "cert_file", "key_file", "username",
+                               "password", "keepalive"}
+        if unknown:
+            raise ValueError(f"unknown broker setting(s): {', '.join(sorted(unknown))}")
+
+        def path(key: str) -> Path | None:
+            value = data.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise ValueError(f"broker.{key} must be a file path")
+            return (base / value).resolve()
+
+        port = data.get("port", 1883)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"broker.port must be a port number, got {port!r}")
+        host = data.get("host", "127.0.0.1")
+        if not isinstance(host, str) or not host:
+            raise ValueError("broker.host must be a host name or address")
+        return cls(host=host, port=port, ca_file=path("ca_file"), cert_file=path("cert_file"),
+                   key_file=path("key_file"), username=data.get("username"),
+                   password=data.get("password"), keepalive=int(data.get("keepalive", 15)))
+
+
+@dataclass(frozen=True)
+class LastWill:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttLink:
+    """A self-healing MQTT connection; an async context manager owning one background task."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        client_id: str,
+        on_message: MessageHandler,
+        subscriptions: Sequence[str] = (),
+        on_connect: ConnectHandler | None = None,
+        will: LastWill | None = None,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 10.0,
+        max_queued_messages: int = 10_000,
+    ) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._on_message = on_message
+        self._subscriptions = tuple(subscriptions)
+        self._on_connect = on_connect
+        self._will = will
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._max_queued = max_queued_messages
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self._log = log.bind(client_id=client_id, broker=settings.describe())
+
+    async def __aenter__(self) -> MqttLink:
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-link:{self._client_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Disconnect cleanly (no last will is sent); idempotent."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+        self.connected.clear()
+
+    async def wait_connected(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self.connected.wait()
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise LinkDown(topic)
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
+        except aiomqtt.MqttError as exc:
+            raise LinkDown(topic, str(exc)) from exc
+
+    def _client_for_attempt(self) -> aiomqtt.Client:
+        will = None
+        if self._will is not None:
+            will = aiomqtt.Will(self._will.topic, self._will.payload, qos=self._will.qos,
+                                retain=self._will.retain)
+        return aiomqtt.Client(
+            self._settings.host,
+            self._settings.port,
+            identifier=self._client_id,
+            username=self._settings.username,
+            password=self._settings.password,
+            keepalive=self._settings.keepalive,
+            will=will,
+            clean_session=True,
+            tls_context=self._settings.tls_context(),
+            max_queued_incoming_messages=self._max_queued,
+            timeout=10,
+        )
+
+    async def _run(self) -> None:
+        delay = self._backoff_initial
+        while True:
+            client = self._client_for_attempt()
+            try:
+                async with client:
+                    self._client = client
+                    for topic in self._subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self.connections += 1
+                    self.connected.set()
+                    self._log.info("mqtt connected", connections=self.connections)
+                    delay = self._backoff_initial
+                    if self._on_connect is not None:
+                        await self._on_connect()
+                    async for message in client.messages:
+                        await self._dispatch(message)
+            except aiomqtt.MqttError as exc:
+                self._log.warning("mqtt link down, reconnecting", error=str(exc), retry_in=round(delay, 2))
+            except ssl.SSLError as exc:
+                self._log.error("mqtt TLS failed, reconnecting", error=str(exc), retry_in=round(delay, 2))
+            finally:
+                self.connected.clear()
+                self._client = None
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _dispatch(self, message: aiomqtt.Message) -> None:
+        try:
+            await self._on_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in one handler must not take the district offline; it is logged loudly.
+            self._log.exception("mqtt message handler failed", topic=str(message.topic))
