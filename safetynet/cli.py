@@ -342,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from safetynet.logs import configure_logging
+
+    # Quiet by default (stdout stays for results such as --json); commands with --log-level
+    # configure their own verbosity.
+    configure_logging(getattr(args, "log_level", "warning"))
     try:
         return int(args.func(args))
     except UserError as exc:

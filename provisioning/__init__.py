@@ -1,0 +1,1 @@
+"""District provisioning: certificate authority, agent bundles, broker configs (to come)."""

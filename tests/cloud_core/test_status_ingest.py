@@ -1,0 +1,61 @@
+"""Bad status payloads are rejected with a reason and change nothing already stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from cloud_core.registry import Registry
+from cloud_core.status_ingest import StatusIngest
+from protos import topics
+from protos.safetynet.v1 import mqtt_pb2
+
+
+def _camera(camera_id: str = "gangnam-001", district: str = "gangnam", lat: float = 37.5,
+            lon: float = 127.0, state: int = mqtt_pb2.CAMERA_STATE_ONLINE) -> mqtt_pb2.CameraStatus:
+    return mqtt_pb2.CameraStatus(state=state, camera=mqtt_pb2.CameraDescriptor(  # type: ignore[arg-type]
+        camera_id=camera_id, district_id=district, name="Gangnam Station", lat=lat, lon=lon))
+
+
+@pytest.fixture
+def ingest(tmp_path: Path) -> tuple[StatusIngest, Registry]:
+    registry = Registry(tmp_path / "r.sqlite3")
+    ingest = StatusIngest(registry)
+    ingest.handle(topics.parse(topics.agent_status("gangnam")), mqtt_pb2.AgentStatus(
+        district_id="gangnam", agent_id="a", state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString())
+    ingest.handle(topics.parse(topics.camera_status("gangnam", "gangnam-001")), _camera().SerializeToString())
+    return ingest, registry
+
+
+@pytest.mark.parametrize(("topic", "payload", "problem"), [
+    (topics.camera_status("gangnam", "gangnam-001"), b"\xff\xfe garbage", "not a valid CameraStatus"),
+    (topics.camera_status("gangnam", "gangnam-001"), _camera(lat=123.0).SerializeToString(), "impossible coordinates"),
+    (topics.camera_status("gangnam", "gangnam-001"), _camera(district="mapo").SerializeToString(), "claims district"),
+    (topics.camera_status("gangnam", "gangnam-001"), _camera(camera_id="gangnam-002").SerializeToString(), "on 'gangnam-001'"),
+    (topics.camera_status("gangnam", "gangnam-001"), _camera(state=0).SerializeToString(), "no valid state"),
+    (topics.agent_status("gangnam"), mqtt_pb2.AgentStatus(district_id="mapo", state=1).SerializeToString(), "names district"),
+    (topics.heartbeat("gangnam"), mqtt_pb2.Heartbeat(district_id="gangnam", cameras=[
+        _camera("gangnam-001", lat=10.0), _camera("gangnam-002", lat=float("nan"))]).SerializeToString(),
+     "impossible coordinates"),
+])
+def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload: bytes, problem: str) -> None:  # type: ignore[no-untyped-def]
+    handler, registry = ingest
+    before = registry.camera("gangnam-001")
+    with capture_logs() as logs:
+        handler.handle(topics.parse(topic), payload)
+    rejected = [e for e in logs if e["event"] == "rejected status message"]
+    assert rejected and problem in rejected[0]["problem"]
+    after = registry.camera("gangnam-001")
+    assert after is not None and before is not None
+    assert (after.lat, after.lon, after.status, after.district_id) == (before.lat, before.lon, before.status, before.district_id)
+    assert registry.camera("gangnam-002") is None  # a heartbeat is all-or-nothing
+    assert registry.district("gangnam").agent_online  # type: ignore[union-attr]
+
+
+def test_topic_parser_rejects_foreign_topics() -> None:
+    for topic in ("safetynet/v2/districts/x/agent/status", "other/thing", "safetynet/v1/districts/x/what"):
+        with pytest.raises(ValueError, match="topic"):
+            topics.parse(topic)
+    assert topics.parse(topics.camera_status("mapo", "mapo-001")) == topics.ParsedTopic("camera_status", "mapo", "mapo-001")

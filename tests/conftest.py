@@ -1,0 +1,69 @@
+"""Shared fixtures: a real Mosquitto per test on a free loopback port, the core on port 0,
+agents in-process with small synthetic cameras. Nothing here reaches beyond loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cloud_core.config import CoreConfig
+from cloud_core.server import CoreServer
+from edge_agent.config import AgentConfig, CameraConfig
+from safetynet.broker import MosquittoBroker
+from safetynet.mqtt_link import BrokerSettings
+from safetynet.webrtc import WebRtcSettings
+from simulators.pilot_districts import GANGNAM, MAPO, PilotDistrict
+
+SMALL_SIM = "sim:?size=320x240&fps=15&gop=1&kbps=300"
+
+
+@pytest.fixture
+async def mosquitto() -> AsyncIterator[MosquittoBroker]:
+    async with MosquittoBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def broker_settings(mosquitto: MosquittoBroker) -> BrokerSettings:
+    return BrokerSettings(host=mosquitto.host, port=mosquitto.port, keepalive=5)
+
+
+@pytest.fixture
+def core_config(tmp_path: Path, broker_settings: BrokerSettings) -> CoreConfig:
+    return CoreConfig(database=tmp_path / "core.sqlite3", listen="127.0.0.1:0",
+                      broker=broker_settings, answer_timeout_seconds=5.0)
+
+
+@pytest.fixture
+async def core(core_config: CoreConfig) -> AsyncIterator[CoreServer]:
+    async with CoreServer(core_config) as server:
+        await server.wait_connected()
+        yield server
+
+
+AgentConfigFactory = Callable[..., AgentConfig]
+
+
+@pytest.fixture
+def agent_config(broker_settings: BrokerSettings) -> AgentConfigFactory:
+    """``agent_config(district=GANGNAM, cameras=3, **overrides)``: a small config for tests."""
+
+    def make(district: PilotDistrict = GANGNAM, cameras: int = 3, source: str = SMALL_SIM,
+             **overrides: object) -> AgentConfig:
+        config = AgentConfig(
+            district_id=district.district_id, district_name=district.name,
+            agent_id=f"{district.district_id}-agent", broker=broker_settings,
+            webrtc=WebRtcSettings.loopback(),
+            cameras=tuple(CameraConfig(c.camera_id, c.name, c.lat, c.lon, source)
+                          for c in district.cameras[:cameras]),
+            heartbeat_seconds=30, idle_close_seconds=1.0,
+        )
+        return replace(config, **overrides)  # type: ignore[arg-type]
+
+    return make
+
+
+__all__ = ["GANGNAM", "MAPO", "SMALL_SIM"]
