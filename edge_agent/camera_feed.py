@@ -12,6 +12,7 @@ frame (never a partial GOP, which would show as smeared video) and the drop is l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 from collections.abc import Awaitable, Callable
@@ -144,8 +145,11 @@ class CameraFeed:
         self._subscribers.append(subscription)
         self._cancel_idle_timer()
         if self._pump is None:
-            self._pump = asyncio.create_task(self._run_source(), name=f"feed:{self.camera_id}")
+            self._start_pump()
         return subscription
+
+    def _start_pump(self) -> None:
+        self._pump = asyncio.create_task(self._run_source(), name=f"feed:{self.camera_id}")
 
     def unsubscribe(self, subscription: FeedSubscription) -> None:
         if subscription in self._subscribers:
@@ -171,14 +175,18 @@ class CameraFeed:
     async def _close_when_idle(self) -> None:
         await asyncio.sleep(self._idle_close)
         self._idle_timer = None
-        if not self._subscribers:
-            self._log.info("closing idle camera", idle_seconds=self._idle_close)
-            await self._stop_pump()
+        if self._subscribers:
+            return
+        self._log.info("closing idle camera", idle_seconds=self._idle_close)
+        await self._stop_pump()
+        if self._subscribers:  # a viewer arrived while the camera was closing
+            self._start_pump()
+        else:
             await self._set_health(FeedHealth(FeedState.IDLE))
 
     async def _stop_pump(self) -> None:
-        pump, self._pump = self._pump, None
-        self._gop.clear()
+        """Stop pulling the camera; ``streaming`` stays true until its connection is closed."""
+        pump = self._pump
         if pump is None:
             return
         pump.cancel()
@@ -188,6 +196,10 @@ class CameraFeed:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
+        finally:
+            if self._pump is pump:
+                self._pump = None
+            self._gop.clear()
 
     async def _set_health(self, health: FeedHealth) -> None:
         if health == self._health:
@@ -202,11 +214,13 @@ class CameraFeed:
         while True:
             await self._set_health(FeedHealth(FeedState.STARTING))
             try:
-                async for packet in self.source.packets():
-                    if self._health.state is not FeedState.LIVE:
-                        await self._set_health(FeedHealth(FeedState.LIVE))
-                        delay = self._retry_initial
-                    self._fan_out(packet)
+                # aclosing: a cancelled pump closes the camera connection now, not at GC time.
+                async with contextlib.aclosing(self.source.packets()) as packets:
+                    async for packet in packets:
+                        if self._health.state is not FeedState.LIVE:
+                            await self._set_health(FeedHealth(FeedState.LIVE))
+                            delay = self._retry_initial
+                        self._fan_out(packet)
                 raise SourceError(self.camera_id, "stopped", "the stream ended")
             except SourceError as exc:
                 await self._set_health(FeedHealth(FeedState.FAILED, exc.reason, exc.detail))

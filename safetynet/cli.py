@@ -127,7 +127,7 @@ def cmd_sim_cameras(args: argparse.Namespace) -> int:
         from simulators import rtsp_launcher
     except ImportError as exc:
         raise UserError(f"RTSP camera simulator unavailable: {exc}", EXIT_FAILED) from exc
-    return int(rtsp_launcher.main(args.rest) or 0)
+    return int(rtsp_launcher.main(args.rest) or 0)  # it parses (and explains) its own options
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -295,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "print 'CAMERA_ID rtsp://…' per camera. Options: --gop SECONDS "
                                    "--fps N --size WxH --bitrate KBPS --port N --count N.",
                        add_help=False)
-    q.add_argument("rest", nargs=argparse.REMAINDER, help="options (use --help for the full list)")
-    q.set_defaults(func=cmd_sim_cameras)
+    q.set_defaults(func=cmd_sim_cameras, passthrough=True)
 
     p = sub.add_parser("demo", help="run broker, core and both pilot agents on this machine",
                        description="Start a Mosquitto broker on a free loopback port, the core and "
@@ -341,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from safetynet.logs import configure_logging
 
     # Quiet by default (stdout stays for results such as --json); commands with --log-level

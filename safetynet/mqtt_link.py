@@ -120,6 +120,7 @@ class MqttLink:
         self._max_queued = max_queued_messages
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.connected = asyncio.Event()
         self.connections = 0
         self._log = log.bind(client_id=client_id, broker=settings.describe())
@@ -135,16 +136,20 @@ class MqttLink:
         await self.close()
 
     async def close(self) -> None:
-        """Disconnect cleanly (no last will is sent); idempotent."""
+        """Disconnect cleanly (no last will is sent); idempotent.
+
+        Cancels until the task has really ended: on Python 3.11 ``asyncio.wait_for`` (used inside
+        aiomqtt) can swallow a cancellation that lands as its inner future completes.
+        """
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise
+        self._closing = True
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("mqtt link ended with an error", error=repr(task.exception()))
         self.connected.clear()
 
     async def wait_connected(self, timeout: float) -> None:
@@ -181,7 +186,7 @@ class MqttLink:
 
     async def _run(self) -> None:
         delay = self._backoff_initial
-        while True:
+        while not self._closing:
             client = self._client_for_attempt()
             try:
                 async with client:
@@ -195,6 +200,8 @@ class MqttLink:
                     if self._on_connect is not None:
                         await self._on_connect()
                     async for message in client.messages:
+                        if self._closing:
+                            break
                         await self._dispatch(message)
             except aiomqtt.MqttError as exc:
                 self._log.warning("mqtt link down, reconnecting", error=str(exc), retry_in=round(delay, 2))
