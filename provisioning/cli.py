@@ -1,0 +1,365 @@
+"""The ``safetynet provision …`` commands (city operators) and ``safetynet agent install|check``
+(district IT staff). ``safetynet/cli.py`` wires them in with ``add_provision_parser`` and
+``add_agent_actions``; everything heavy is imported when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+CITY_DIR_ENV = "SAFETYNET_CITY_DIR"
+
+
+def _user_error(message: str, exit_code: int = 2) -> Exception:
+    from safetynet.cli import UserError
+
+    return UserError(message, exit_code)
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    from safetynet.cli import _host_port as parse
+
+    return parse(value, what)
+
+
+def _city(args: argparse.Namespace) -> Any:
+    from provisioning.city import City
+    from provisioning.exceptions import CityError
+
+    try:
+        return City.open(Path(args.dir or os.environ.get(CITY_DIR_ENV) or "."))
+    except CityError as exc:
+        raise _user_error(str(exc)) from exc
+
+
+# --- provision init -----------------------------------------------------------------------
+
+def cmd_provision_init(args: argparse.Namespace) -> int:
+    from provisioning.city import init_city
+    from provisioning.exceptions import ProvisioningError
+
+    broker = _host_port(args.broker, "--broker") if args.broker else None
+    core = _host_port(args.core, "--core") if args.core else None
+    try:
+        city = init_city(Path(args.dir), city_name=args.city_name,
+                         server_names=tuple(args.server_name), broker=broker, core=core,
+                         ca_days=args.ca_days)
+    except ProvisioningError as exc:
+        raise _user_error(str(exc)) from exc
+    settings = city.settings()
+    print(f"city {settings.name!r} set up in {city.root}")
+    _list_files(city.root)
+    print(f"\nagents will reach the broker at {settings.broker_host}:{settings.broker_port} and "
+          f"the core at {settings.core_address}.")
+    print("next: safetynet provision broker --out DIR, then safetynet provision district add …")
+    print("keep this folder safe and backed up: it holds the city CA key and the grant key.")
+    return 0
+
+
+def _list_files(root: Path) -> None:
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        mode = path.stat().st_mode & 0o777
+        print(f"  {mode:04o}  {path.relative_to(root)}")
+
+
+# --- provision district -------------------------------------------------------------------
+
+def cmd_district_add(args: argparse.Namespace) -> int:
+    from provisioning.district_enrolment import add_district
+    from provisioning.exceptions import InventoryRejected, ProvisioningError
+    from safetynet.progress import progress_bar
+
+    city = _city(args)
+    try:
+        with progress_bar(f"Checking {Path(args.cameras).name}") as advance:
+            enrolled = add_district(
+                city, args.district_id, name=args.name, cameras_csv=Path(args.cameras),
+                valid_days=args.valid_days, update=args.update, renew=args.renew,
+                advertise=tuple(args.advertise), out_dir=Path(args.out) if args.out else None,
+                progress=advance)
+    except InventoryRejected as exc:
+        print(f"safetynet: {exc.path}: {len(exc.problems)} problem(s); nothing imported, "
+              "the stored inventory is unchanged:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    except ProvisioningError as exc:
+        raise _user_error(str(exc)) from exc
+    record = enrolled.record
+    certificate = ("new certificate" if enrolled.new_certificate else "certificate kept")
+    print(f"district {record.district_id} ({record.name}): {record.cameras} cameras, "
+          f"{certificate} agent:{record.district_id} serial {record.serial:x}, "
+          f"valid until {record.not_after}")
+    print(f"bundle: {enrolled.bundle.tarball}")
+    print(f"        {enrolled.bundle.folder}/")
+    _broker_note(enrolled.broker_updated)
+    return 0
+
+
+def _broker_note(updated: bool) -> None:
+    if updated:
+        print("broker ACL and CRL rewritten: reload mosquitto (systemctl reload mosquitto) "
+              "for them to take effect")
+    else:
+        print("no broker files yet: run safetynet provision broker --out DIR")
+
+
+def cmd_district_revoke(args: argparse.Namespace) -> int:
+    from provisioning.district_enrolment import revoke_district
+    from provisioning.exceptions import ProvisioningError
+
+    city = _city(args)
+    try:
+        revoked = revoke_district(city, args.district_id)
+    except ProvisioningError as exc:
+        raise _user_error(str(exc)) from exc
+    print(f"district {args.district_id}: certificate serial {revoked.record.serial:x} revoked; "
+          f"its ACL block removed; CRL: {city.crl}")
+    _broker_note(revoked.broker_updated)
+    print("mosquitto reads the CRL and ACL at start and on SIGHUP: until reloaded it still "
+          "admits the revoked certificate")
+    return 0
+
+
+def cmd_district_list(args: argparse.Namespace) -> int:
+    city = _city(args)
+    for record in city.districts():
+        state = f"REVOKED {record.revoked_at}" if record.revoked else f"valid until {record.not_after}"
+        print(f"{record.district_id:<16} {record.cameras:>6} cameras  serial {record.serial:x}  "
+              f"{state}  {record.name}")
+    return 0
+
+
+# --- provision broker ---------------------------------------------------------------------
+
+def cmd_provision_broker(args: argparse.Namespace) -> int:
+    from provisioning.broker_config import write_broker_files
+    from provisioning.exceptions import ProvisioningError
+
+    city = _city(args)
+    if not 0 < args.port < 65536:
+        raise _user_error(f"--port must be 1..65535, got {args.port}")
+    if args.install_dir and not Path(args.install_dir).is_absolute():
+        raise _user_error(f"--install-dir must be an absolute path (Mosquitto reads the files "
+                          f"from there), got {args.install_dir!r}")
+    try:
+        written = write_broker_files(
+            city, Path(args.out), port=args.port, bind=args.bind,
+            install_dir=Path(args.install_dir) if args.install_dir else None,
+            extra_names=tuple(args.server_name))
+    except ProvisioningError as exc:
+        raise _user_error(str(exc)) from exc
+    print(f"mosquitto files for {written.districts} district(s) in {written.out_dir}")
+    _list_files(written.out_dir)
+    print(f"broker certificate names: {', '.join(written.names)}")
+    print(f"use: mosquitto -c {written.config}   (or copy it into /etc/mosquitto/conf.d/)")
+    settings = city.settings()
+    if args.port != settings.broker_port:
+        print(f"note: agents are configured for port {settings.broker_port} "
+              f"({settings.broker_host}:{settings.broker_port}); the listener is on {args.port}")
+    return 0
+
+
+def add_provision_parser(sub: Any) -> None:
+    """Register ``safetynet provision …`` on the top-level subparsers."""
+    dir_help = f"the city folder (default ${CITY_DIR_ENV} or the current folder)"
+    p = sub.add_parser(
+        "provision", help="city CA, district enrolment and bundles, broker config",
+        description="What the city's operators run: create the city's certificate authority, "
+                    "enrol districts (certificate, camera inventory, one bundle for the "
+                    "district's IT), write the Mosquitto config and revoke districts.")
+    what = p.add_subparsers(dest="provision_command", metavar="WHAT", required=True)
+
+    q = what.add_parser(
+        "init", help="create the city CA, the core's certificates and grant key",
+        description="Create the city folder: a dedicated certificate authority, the core's gRPC "
+                    "server certificate and MQTT client certificate, the grant-signing key and a "
+                    "core config. Private keys are written 0600 and never printed.")
+    q.add_argument("--dir", required=True, metavar="CITY", help="folder to create the city in")
+    q.add_argument("--city-name", default="Seoul", help="the city's name (default Seoul)")
+    q.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                   help="DNS name or IP of the core (and broker) besides localhost/127.0.0.1 "
+                        "(repeatable; the first is the default address given to agents)")
+    q.add_argument("--broker", metavar="HOST:PORT", help="where agents reach the broker "
+                   "(default FIRST_SERVER_NAME:8883)")
+    q.add_argument("--core", metavar="HOST:PORT", help="where agents and viewers reach the core "
+                   "(default FIRST_SERVER_NAME:50051)")
+    q.add_argument("--ca-days", type=int, default=3650, help="CA lifetime in days (default 3650)")
+    q.set_defaults(func=cmd_provision_init)
+
+    q = what.add_parser("district", help="enrol, update, list or revoke districts",
+                        description="Enrol a district and write its agent bundle, or revoke it.")
+    district = q.add_subparsers(dest="district_command", metavar="ACTION", required=True)
+    r = district.add_parser(
+        "add", help="validate the inventory, issue the agent certificate, write the bundle",
+        description="Validate the district's camera inventory (every bad row is reported with "
+                    "its line; nothing is imported from a file with one), issue the agent's "
+                    "certificate (CN agent:ID), and write the bundle as a folder and a tar.gz. "
+                    "CSV columns: id,name,lat,lon,stream_url,type[,address,notes] "
+                    "(see edge_agent/camera_inventory.py).")
+    r.add_argument("district_id", metavar="ID", help="district id, e.g. gangnam")
+    r.add_argument("--name", required=True, help="the district's name, e.g. Gangnam-gu")
+    r.add_argument("--cameras", required=True, metavar="FILE.csv", help="the camera inventory")
+    r.add_argument("--dir", metavar="CITY", help=dir_help)
+    r.add_argument("--valid-days", type=int, default=365,
+                   help="agent certificate lifetime in days (default 365)")
+    r.add_argument("--update", action="store_true",
+                   help="the district exists: replace its inventory and rebuild its bundle")
+    r.add_argument("--renew", action="store_true", help="with --update: issue a new certificate")
+    r.add_argument("--advertise", action="append", default=[], metavar="IP",
+                   help="the agent's ICE host address (repeatable; default every interface)")
+    r.add_argument("--out", metavar="DIR", help="where to write the bundle (default CITY/bundles)")
+    r.set_defaults(func=cmd_district_add)
+    r = district.add_parser(
+        "revoke", help="revoke the district's agent certificate (CRL) and drop its ACL",
+        description="Put the district's agent certificate on the city CRL and remove its ACL "
+                    "block; then reload mosquitto (SIGHUP) for it to take effect.")
+    r.add_argument("district_id", metavar="ID")
+    r.add_argument("--dir", metavar="CITY", help=dir_help)
+    r.set_defaults(func=cmd_district_revoke)
+    r = district.add_parser("list", help="list enrolled districts",
+                            description="List the city's districts, certificates and camera counts.")
+    r.add_argument("--dir", metavar="CITY", help=dir_help)
+    r.set_defaults(func=cmd_district_list)
+
+    q = what.add_parser(
+        "broker", help="write the city's Mosquitto config: TLS, certificates, ACL, CRL",
+        description="Write a Mosquitto configuration for the city: one TLS listener (no plain "
+                    "one), client certificates required and used as user names, an ACL that "
+                    "confines each agent to its district's topics, and the CRL. District "
+                    "add/revoke later rewrite the ACL and CRL in the same folder.")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder to write the files into")
+    q.add_argument("--dir", metavar="CITY", help=dir_help)
+    q.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
+    q.add_argument("--bind", default="0.0.0.0", help="listener address (default 0.0.0.0)")
+    q.add_argument("--install-dir", metavar="PATH",
+                   help="where the files will live on the broker host (default: --out)")
+    q.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                   help="extra DNS name or IP for the broker certificate (repeatable)")
+    q.set_defaults(func=cmd_provision_broker)
+
+
+# --- agent install / check ----------------------------------------------------------------
+
+def cmd_agent_install(args: argparse.Namespace) -> int:
+    from provisioning.agent_bundle import install_bundle, read_bundle
+    from provisioning.exceptions import ProvisioningError
+
+    try:
+        bundle = read_bundle(Path(args.bundle))
+        installed = install_bundle(bundle, Path(args.prefix).resolve(), user=args.user,
+                                   force=args.force)
+    except ProvisioningError as exc:
+        raise _user_error(str(exc), 1) from exc
+    except PermissionError as exc:
+        raise _user_error(f"cannot write {exc.filename}: permission denied (run with sudo, "
+                          "or pass --prefix)", 1) from exc
+    manifest = bundle.manifest
+    print(f"installed the agent of district {installed.district_id} "
+          f"({manifest.get('district_name', '')}, {manifest.get('cameras', '?')} cameras)")
+    print(f"  config   {installed.config_dir}/  (agent.toml, cameras.csv, tls/, grant-public.pem)")
+    print(f"  state    {installed.state_dir}/")
+    print(f"  service  {installed.unit}")
+    user, config = installed.user, installed.config
+    steps = []
+    if not installed.owned:
+        etc = installed.config_dir
+        steps += [
+            (f"sudo useradd --system --home-dir {installed.state_dir} --shell /usr/sbin/nologin "
+             f"{user}    # once, if the user does not exist"),
+            (f"sudo chown -R root:{user} {etc} && sudo chown {user}: {etc}/tls/agent.key "
+             f"{etc}/cameras.csv {installed.state_dir}"),
+        ]
+    steps += [
+        f"sudo -u {user} safetynet agent check --config {config}",
+        "sudo systemctl daemon-reload",
+        "sudo systemctl enable --now safetynet-agent",
+        "journalctl -u safetynet-agent -f        # watch it come online",
+    ]
+    print("\nnext:")
+    for step in steps:
+        print(f"  {step}")
+    return 0
+
+
+def cmd_agent_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from edge_agent.config import AgentConfig
+    from edge_agent.exceptions import ConfigError
+    from edge_agent.preflight import Outcome, run_checks
+    from safetynet.progress import progress_bar
+
+    if not args.config:
+        raise _user_error("safetynet agent check: --config FILE is required")
+    try:
+        config = AgentConfig.from_toml(Path(args.config))
+    except ConfigError as exc:
+        raise _user_error(str(exc), 1) from exc
+    with progress_bar(f"Checking {len(config.cameras)} cameras", len(config.cameras)) as advance:
+        results = asyncio.run(run_checks(config, timeout=args.timeout, camera_progress=advance))
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=1000)  # logs and pipes: one line per row, never wrapped
+    cameras = [r for r in results if r.check.startswith("camera ")]
+    shown = [r for r in results if args.all or not r.check.startswith("camera ") or r.failed]
+    table = Table(title=f"safetynet agent check — district {config.district_id}")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("what was found")
+    table.add_column("what to do")
+    style = {Outcome.PASS: "green", Outcome.FAIL: "bold red", Outcome.SKIP: "yellow"}
+    for result in shown:
+        # Plain Text: details quote config sections like "[broker]", which are not markup.
+        table.add_row(Text(result.check), Text(result.outcome.value, style[result.outcome]),
+                      Text(result.detail), Text(result.hint))
+    camera_failures = sum(r.failed for r in cameras)
+    if cameras and not args.all:
+        table.add_row("cameras", "[red]FAIL[/]" if camera_failures else "[green]pass[/]",
+                      f"{len(cameras) - camera_failures} of {len(cameras)} answered",
+                      "failed cameras are listed above" if camera_failures else "")
+    console.print(table)
+    failures = sum(r.failed for r in results)
+    if failures:
+        console.print(f"[bold red]{failures} check(s) failed[/]: fix them, then run this again.")
+        return 1
+    console.print(f"[green]all {len(results)} checks passed[/]: "
+                  "sudo systemctl enable --now safetynet-agent")
+    return 0
+
+
+def add_agent_actions(agent: argparse.ArgumentParser) -> None:
+    """``safetynet agent install|check``, beside the plain ``safetynet agent --config FILE``."""
+    actions = agent.add_subparsers(dest="agent_action", metavar="[ACTION]", required=False,
+                                   title="actions (without one, the agent runs)")
+    p = actions.add_parser(
+        "install", help="put a district bundle's files in place and print the systemd steps",
+        description="Install a district's agent bundle (the folder or tar.gz from the city): "
+                    "check it against its manifest, put the config under PREFIX/etc/safetynet "
+                    "(keys 0600), state under PREFIX/var/lib/safetynet, a systemd unit under "
+                    "PREFIX/etc/systemd/system, and print the steps to start it.")
+    p.add_argument("bundle", metavar="BUNDLE", help="safetynet-agent-ID.tar.gz or its folder")
+    p.add_argument("--prefix", default="/", metavar="DIR", help="install under DIR (default /)")
+    p.add_argument("--user", default="safetynet", help="system user the agent runs as")
+    p.add_argument("--force", action="store_true",
+                   help="replace an installed agent of another district")
+    p.set_defaults(func=cmd_agent_install)
+    p = actions.add_parser(
+        "check", help="preflight: broker, core and every camera, with a hint per failure",
+        description="Check that this agent will work here: its certificate, the broker (TLS with "
+                    "the city CA, the agent's certificate accepted), the core (TLS, health), and "
+                    "every camera. Prints a table with a hint for each failure; exits 1 if any "
+                    "check failed.")
+    p.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                   help="agent TOML config, e.g. /etc/safetynet/agent.toml")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for each peer (default 5)")
+    p.add_argument("--all", action="store_true", help="list every camera, not only failures")
+    p.set_defaults(func=cmd_agent_check)
