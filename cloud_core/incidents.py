@@ -1,0 +1,224 @@
+"""Incidents, break-glass windows and nearby facilities, stored beside the registry.
+
+Rows mirror ``cloud_core.policy``'s frozen ``Incident`` and ``BreakGlass``; the policy decides,
+this module only keeps them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from cloud_core.exceptions import ConfigError, RegistryError
+from cloud_core.policy import BreakGlass, Incident, distance_m
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    incident_id TEXT PRIMARY KEY,
+    incident_type TEXT NOT NULL,
+    service TEXT NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    radius_m REAL NOT NULL,
+    agencies TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    closed_at TEXT,
+    close_reason TEXT,
+    legal_basis TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    occurred_at TEXT,
+    external_ref TEXT NOT NULL DEFAULT '',
+    reported_by TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents(closed_at, expires_at);
+CREATE TABLE IF NOT EXISTS break_glass (
+    breakglass_id TEXT PRIMARY KEY,
+    operator_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    camera_ids TEXT NOT NULL,
+    district_ids TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    stopped_at TEXT
+);
+CREATE TABLE IF NOT EXISTS facilities (
+    facility_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredIncident:
+    incident: Incident
+    reported_by: str
+    close_reason: str
+
+
+@dataclass(frozen=True)
+class Facility:
+    facility_id: str
+    kind: str
+    name: str
+    lat: float
+    lon: float
+    detail: str
+    distance_m: float = 0.0
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+class IncidentStore:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self._db = db
+        self._db.executescript(SCHEMA)
+
+    # --- incidents --------------------------------------------------------------------------
+
+    def add(self, incident: Incident, reported_by: str) -> None:
+        i = incident
+        try:
+            self._db.execute(
+                "INSERT INTO incidents (incident_id, incident_type, service, lat, lon, radius_m, agencies, "
+                "opened_at, expires_at, closed_at, legal_basis, purpose, occurred_at, external_ref, "
+                "reported_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [i.incident_id, i.incident_type, i.service, i.lat, i.lon, i.radius_m,
+                 json.dumps(sorted(i.agencies)), _iso(i.opened_at), _iso(i.expires_at),
+                 _iso(i.closed_at), i.legal_basis, i.purpose, _iso(i.occurred_at), i.external_ref,
+                 reported_by])
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot store incident: {exc}") from exc
+
+    def close(self, incident_id: str, closed_at: datetime, reason: str) -> bool:
+        cursor = self._db.execute(
+            "UPDATE incidents SET closed_at=?, close_reason=? WHERE incident_id=? AND closed_at IS NULL",
+            [_iso(closed_at), reason, incident_id])
+        return cursor.rowcount > 0
+
+    def get(self, incident_id: str) -> StoredIncident | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM incidents WHERE incident_id=?",
+                               [incident_id]).fetchone()
+        return _incident(row) if row else None
+
+    def list_all(self, *, include_closed: bool = False, now: datetime | None = None) -> list[StoredIncident]:
+        sql = f"SELECT {_COLUMNS} FROM incidents"
+        params: list[object] = []
+        if not include_closed:
+            sql += " WHERE closed_at IS NULL AND expires_at > ?"
+            params.append(_iso(now or datetime.now(UTC)))
+        sql += " ORDER BY opened_at DESC"
+        return [_incident(r) for r in self._db.execute(sql, params).fetchall()]
+
+    # --- break-glass ------------------------------------------------------------------------
+
+    def add_break_glass(self, window: BreakGlass) -> None:
+        self._db.execute(
+            "INSERT INTO break_glass (breakglass_id, operator_id, reason, camera_ids, district_ids, "
+            "started_at, expires_at, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [window.breakglass_id, window.operator_id, window.reason,
+             json.dumps(sorted(window.camera_ids)), json.dumps(sorted(window.district_ids)),
+             _iso(window.started_at), _iso(window.expires_at), _iso(window.stopped_at)])
+
+    def stop_break_glass(self, breakglass_id: str, stopped_at: datetime) -> bool:
+        cursor = self._db.execute(
+            "UPDATE break_glass SET stopped_at=? WHERE breakglass_id=? AND stopped_at IS NULL",
+            [_iso(stopped_at), breakglass_id])
+        return cursor.rowcount > 0
+
+    def break_glass(self, breakglass_id: str) -> BreakGlass | None:
+        row = self._db.execute(
+            "SELECT breakglass_id, operator_id, reason, camera_ids, district_ids, started_at, "
+            "expires_at, stopped_at FROM break_glass WHERE breakglass_id=?", [breakglass_id]).fetchone()
+        return _break_glass(row) if row else None
+
+    def break_glass_windows(self, since: datetime | None = None,
+                            until: datetime | None = None) -> list[BreakGlass]:
+        sql = ("SELECT breakglass_id, operator_id, reason, camera_ids, district_ids, started_at, "
+               "expires_at, stopped_at FROM break_glass WHERE 1=1")
+        params: list[object] = []
+        if since:
+            sql += " AND started_at >= ?"
+            params.append(_iso(since))
+        if until:
+            sql += " AND started_at < ?"
+            params.append(_iso(until))
+        return [_break_glass(r) for r in self._db.execute(sql + " ORDER BY started_at", params)]
+
+    # --- facilities -------------------------------------------------------------------------
+
+    def load_facilities(self, path: Path) -> int:
+        """Replace the facility list with ``path`` (CSV); all-or-nothing, errors name the line."""
+        rows = []
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                missing = {"facility_id", "kind", "name", "lat", "lon"} - set(reader.fieldnames or [])
+                if missing:
+                    raise ConfigError(str(path), f"missing column(s): {', '.join(sorted(missing))}")
+                for line, row in enumerate(reader, start=2):
+                    try:
+                        lat, lon = float(row["lat"]), float(row["lon"])
+                    except ValueError as exc:
+                        raise ConfigError(str(path), f"line {line}: bad coordinate") from exc
+                    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+                        raise ConfigError(str(path), f"line {line}: coordinate out of range")
+                    if row["kind"] not in ("parking", "hazardous"):
+                        raise ConfigError(str(path), f"line {line}: kind must be parking or hazardous")
+                    rows.append([row["facility_id"], row["kind"], row["name"], lat, lon,
+                                 row.get("detail") or ""])
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+        with self._db.conn:
+            self._db.execute("DELETE FROM facilities")
+            self._db.conn.executemany("INSERT INTO facilities VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def facilities_near(self, lat: float, lon: float, radius_m: float) -> list[Facility]:
+        found = []
+        for row in self._db.execute("SELECT facility_id, kind, name, lat, lon, detail FROM facilities"):
+            d = distance_m(lat, lon, row[3], row[4])
+            if d <= radius_m:
+                found.append(Facility(row[0], row[1], row[2], row[3], row[4], row[5], d))
+        return sorted(found, key=lambda f: f.distance_m)
+
+
+_COLUMNS = ("incident_id, incident_type, service, lat, lon, radius_m, agencies, opened_at, expires_at, "
+            "closed_at, legal_basis, purpose, occurred_at, external_ref, reported_by, close_reason")
+
+
+def _incident(row: tuple[object, ...]) -> StoredIncident:
+    incident = Incident(
+        incident_id=str(row[0]), incident_type=str(row[1]), service=str(row[2]),
+        lat=float(row[3]), lon=float(row[4]), radius_m=float(row[5]),  # type: ignore[arg-type]
+        agencies=frozenset(json.loads(str(row[6]))), opened_at=_time(str(row[7])),  # type: ignore[arg-type]
+        expires_at=_time(str(row[8])), closed_at=_time(row[9]),  # type: ignore[arg-type]
+        legal_basis=str(row[10]), purpose=str(row[11]), occurred_at=_time(row[12]),  # type: ignore[arg-type]
+        external_ref=str(row[13]),
+    )
+    return StoredIncident(incident, str(row[14]), str(row[15] or ""))
+
+
+def _break_glass(row: tuple[object, ...]) -> BreakGlass:
+    return BreakGlass(
+        breakglass_id=str(row[0]), operator_id=str(row[1]), reason=str(row[2]),
+        camera_ids=frozenset(json.loads(str(row[3]))), district_ids=frozenset(json.loads(str(row[4]))),
+        started_at=_time(str(row[5])), expires_at=_time(str(row[6])), stopped_at=_time(row[7]),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,296 @@
+"""The edge's own check of a session grant signed by the cloud core.
+
+An agent answers a session offer only if its grant was signed by a core key it trusts, is for
+this district, this camera and this session, is inside its validity window, and has not been
+used before. The core signs with :class:`cloud_core.grants.GrantSigner`; both sides share
+:class:`GrantClaimsData` and :func:`key_id_for` from here (the edge never imports the core).
+
+Wire format (protos/safetynet/v1/grant.proto): ``SignedGrant{claims, signature}`` where
+``claims`` are the deterministic serialization of ``GrantClaims`` and ``signature`` is Ed25519
+over exactly those bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import structlog
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from edge_agent.exceptions import ConfigError, GrantRejected
+from protos.safetynet.v1 import grant_pb2
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CLOCK_SKEW: Final = timedelta(seconds=5)
+DEFAULT_REPLAY_MEMORY: Final = 100_000
+
+
+def key_id_for(public_key: Ed25519PublicKey) -> str:
+    """The id of a core signing key: first 16 hex chars of sha256 over the raw public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantClaimsData:
+    """What the core vouches for in a grant (``GrantClaims`` with tz-aware UTC datetimes).
+
+    ``incident_id`` is empty for a district's standing access to its own cameras.
+    """
+
+    session_id: str
+    camera_id: str
+    district_id: str
+    operator_id: str
+    agency: str
+    incident_id: str
+    purpose: str
+    not_before: datetime
+    expires_at: datetime
+    key_id: str = ""
+
+    def to_proto(self) -> grant_pb2.GrantClaims:
+        """The wire message for these claims."""
+        message = grant_pb2.GrantClaims(
+            session_id=self.session_id,
+            camera_id=self.camera_id,
+            district_id=self.district_id,
+            operator_id=self.operator_id,
+            agency=self.agency,
+            incident_id=self.incident_id,
+            purpose=self.purpose,
+            key_id=self.key_id,
+        )
+        message.not_before.FromDatetime(self.not_before.astimezone(UTC))
+        message.expires_at.FromDatetime(self.expires_at.astimezone(UTC))
+        return message
+
+    @classmethod
+    def from_proto(cls, message: grant_pb2.GrantClaims) -> GrantClaimsData:
+        """Claims from a wire message; raises ValueError when a timestamp is missing or bad."""
+        for name in ("not_before", "expires_at"):
+            if not message.HasField(name):
+                raise ValueError(f"claims lack {name}")
+        try:
+            not_before = message.not_before.ToDatetime(tzinfo=UTC)
+            expires_at = message.expires_at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(f"claims carry an invalid timestamp: {exc}") from exc
+        return cls(
+            session_id=message.session_id,
+            camera_id=message.camera_id,
+            district_id=message.district_id,
+            operator_id=message.operator_id,
+            agency=message.agency,
+            incident_id=message.incident_id,
+            purpose=message.purpose,
+            not_before=not_before,
+            expires_at=expires_at,
+            key_id=message.key_id,
+        )
+
+    def problem(self) -> str | None:
+        """What makes these claims unfit to sign or accept (None when they are well formed)."""
+        for name in ("session_id", "camera_id", "district_id", "operator_id", "agency", "key_id"):
+            if not getattr(self, name):
+                return f"claims have no {name}"
+        for name in ("not_before", "expires_at"):
+            value: datetime = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                return f"claims' {name} is not timezone-aware"
+        if self.expires_at <= self.not_before:
+            return "claims expire before they become valid"
+        return None
+
+
+class GrantVerifier:
+    """Checks grants at the edge agent of one district.
+
+    ``public_keys`` are the core keys this agent trusts (several during a key rotation);
+    ``clock`` returns the current tz-aware UTC time. ``max_clock_skew`` tolerates a core clock
+    slightly ahead of the agent's for ``not_before`` only: expiry is never extended.
+
+    Accepted session ids are remembered until their grant expires (plus the skew), so a grant
+    cannot be used twice; at most ``replay_memory`` live ids are kept, and when that many live
+    grants are outstanding new ones are refused rather than forgetting old ones.
+    """
+
+    def __init__(
+        self,
+        public_keys: Ed25519PublicKey | Iterable[Ed25519PublicKey],
+        district_id: str,
+        clock: Callable[[], datetime],
+        *,
+        max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        replay_memory: int = DEFAULT_REPLAY_MEMORY,
+    ) -> None:
+        keys = [public_keys] if isinstance(public_keys, Ed25519PublicKey) else list(public_keys)
+        if not keys:
+            raise ValueError("a grant verifier needs at least one public key")
+        if not district_id:
+            raise ValueError("district_id must not be empty")
+        if max_clock_skew < timedelta(0):
+            raise ValueError("max_clock_skew must not be negative")
+        if replay_memory < 1:
+            raise ValueError("replay_memory must be at least 1")
+        self._keys = {key_id_for(key): key for key in keys}
+        self._district_id = district_id
+        self._clock = clock
+        self._skew = max_clock_skew
+        self._replay_memory = replay_memory
+        self._accepted: dict[str, datetime] = {}
+        self._forget_at: list[tuple[datetime, str]] = []
+        self._log = log.bind(district=district_id)
+
+    @classmethod
+    def from_pem_file(
+        cls,
+        paths: str | Path | Sequence[str | Path],
+        district_id: str,
+        clock: Callable[[], datetime],
+        *,
+        max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        replay_memory: int = DEFAULT_REPLAY_MEMORY,
+    ) -> GrantVerifier:
+        """A verifier trusting the PEM public key file(s) at ``paths``.
+
+        Raises edge_agent ConfigError when a file cannot be read or holds no Ed25519 key.
+        """
+        listed = [paths] if isinstance(paths, str | Path) else list(paths)
+        keys = [_load_public_key(Path(p)) for p in listed]
+        return cls(
+            keys,
+            district_id,
+            clock,
+            max_clock_skew=max_clock_skew,
+            replay_memory=replay_memory,
+        )
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """Ids of the core keys this verifier trusts."""
+        return frozenset(self._keys)
+
+    def check(self, grant_bytes: bytes, camera_id: str, session_id: str) -> GrantClaimsData:
+        """Accept the grant for ``session_id`` on ``camera_id`` or raise GrantRejected.
+
+        On success the session id is remembered, so the same grant is refused next time.
+        """
+        now = self._clock()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("the verifier's clock must return timezone-aware datetimes")
+        claims = self._verified_claims(grant_bytes)
+        self._forget_expired(now)
+        problem = self._problem(claims, camera_id, session_id, now)
+        if problem is not None:
+            self._log.info(
+                "grant.rejected",
+                camera=camera_id,
+                session=session_id,
+                key_id=claims.key_id,
+                reason=problem,
+            )
+            raise GrantRejected(problem)
+        self._remember(claims)
+        self._log.info(
+            "grant.accepted",
+            camera=camera_id,
+            session=session_id,
+            operator=claims.operator_id,
+            agency=claims.agency,
+            incident=claims.incident_id,
+            expires_at=claims.expires_at.isoformat(),
+        )
+        return claims
+
+    def _verified_claims(self, grant_bytes: bytes) -> GrantClaimsData:
+        """Parse the envelope, check the signature, and return the claims it vouches for."""
+        if not grant_bytes:
+            raise self._reject("empty grant")
+        try:
+            signed = grant_pb2.SignedGrant.FromString(grant_bytes)
+        except DecodeError as exc:
+            raise self._reject("malformed grant: not a SignedGrant message") from exc
+        if not signed.signature:
+            raise self._reject("unsigned grant: no signature")
+        if not signed.claims:
+            raise self._reject("malformed grant: no claims")
+        try:
+            message = grant_pb2.GrantClaims.FromString(signed.claims)
+        except DecodeError as exc:
+            raise self._reject("malformed grant: claims are not a GrantClaims message") from exc
+        key = self._keys.get(message.key_id)
+        if key is None:
+            raise self._reject(f"unknown signing key id {message.key_id!r}")
+        try:
+            key.verify(signed.signature, signed.claims)
+        except InvalidSignature as exc:
+            raise self._reject("bad signature: the grant was forged or altered") from exc
+        try:
+            return GrantClaimsData.from_proto(message)
+        except ValueError as exc:
+            raise self._reject(f"malformed grant: {exc}") from exc
+
+    def _problem(
+        self, claims: GrantClaimsData, camera_id: str, session_id: str, now: datetime
+    ) -> str | None:
+        """Why verified ``claims`` do not admit this session here and now (None: they do)."""
+        malformed = claims.problem()
+        if malformed is not None:
+            return f"malformed grant: {malformed}"
+        if claims.district_id != self._district_id:
+            return (
+                f"grant is for district {claims.district_id!r}, "
+                f"this agent serves {self._district_id!r}"
+            )
+        if claims.camera_id != camera_id:
+            return f"grant is for camera {claims.camera_id!r}, not {camera_id!r}"
+        if claims.session_id != session_id:
+            return f"grant is for session {claims.session_id!r}, not {session_id!r}"
+        if now + self._skew < claims.not_before:
+            return f"grant is not valid yet (valid from {claims.not_before.isoformat()})"
+        if now >= claims.expires_at:
+            return f"grant expired at {claims.expires_at.isoformat()}"
+        if claims.session_id in self._accepted:
+            return f"replayed grant: session {claims.session_id!r} was already accepted"
+        if len(self._accepted) >= self._replay_memory:
+            return "too many live grants remembered; refusing new ones until some expire"
+        return None
+
+    def _remember(self, claims: GrantClaimsData) -> None:
+        forget_at = claims.expires_at + self._skew
+        self._accepted[claims.session_id] = forget_at
+        heapq.heappush(self._forget_at, (forget_at, claims.session_id))
+
+    def _forget_expired(self, now: datetime) -> None:
+        while self._forget_at and self._forget_at[0][0] < now:
+            _, session_id = heapq.heappop(self._forget_at)
+            self._accepted.pop(session_id, None)
+
+    def _reject(self, reason: str) -> GrantRejected:
+        self._log.info("grant.rejected", reason=reason)
+        return GrantRejected(reason)
+
+
+def _load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the core's public key: {exc.strerror}") from exc
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(str(path), "is not a PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(str(path), f"holds a {type(key).__name__}, not an Ed25519 public key")
+    return key
