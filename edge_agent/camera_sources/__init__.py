@@ -1,22 +1,27 @@
 """Where a camera's H.264 comes from: the seam between the agent and its cameras.
 
 ``base.CameraSource`` is the interface; ``synthetic`` draws a scene (``sim:`` sources);
-an RTSP source plugs in beside it. ``source_for()`` picks one from the inventory entry.
+``rtsp`` pulls a real camera (``rtsp://`` and ``rtsps://``). ``source_for()`` picks one from
+the inventory entry.
 """
 
 from __future__ import annotations
 
 from edge_agent.camera_sources.base import CameraSource, EncodedPacket
+from edge_agent.camera_sources.rtsp import RtspSource
 from edge_agent.camera_sources.synthetic import SyntheticSource
-from edge_agent.config import CameraConfig
+from edge_agent.config import CameraConfig, RtspSettings
 
 
-def source_for(camera: CameraConfig, district_id: str) -> CameraSource:
+def source_for(camera: CameraConfig, district_id: str,
+               rtsp: RtspSettings | None = None) -> CameraSource:
     """The source for one inventory entry (the URL scheme decides)."""
     scheme = camera.source.split(":", 1)[0]
     if scheme == "sim":
         return SyntheticSource(camera, district_id)
+    if scheme in ("rtsp", "rtsps"):
+        return RtspSource(camera, rtsp)
     raise ValueError(f"camera {camera.camera_id!r}: unsupported source scheme {scheme!r}")
 
 
-__all__ = ["CameraSource", "EncodedPacket", "SyntheticSource", "source_for"]
+__all__ = ["CameraSource", "EncodedPacket", "RtspSource", "SyntheticSource", "source_for"]

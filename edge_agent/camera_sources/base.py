@@ -22,6 +22,9 @@ class CameraSource(abc.ABC):
     kind: str
     #: How many times this source connected to its camera: one pull per camera, however many viewers.
     opens: int = 0
+    #: What the camera sends (FFmpeg's codec name), once known, and whether the agent re-encodes it.
+    codec: str | None = None
+    transcoding: bool = False
 
     @abc.abstractmethod
     def packets(self) -> AsyncIterator[EncodedPacket]:

@@ -37,6 +37,7 @@ def scene_settings_from_url(url: str) -> SceneSettings:
 
 class SyntheticSource(CameraSource):
     kind = "simulated"
+    codec = "h264"
 
     def __init__(self, camera: CameraConfig, district_id: str) -> None:
         self.camera_id = camera.camera_id

@@ -1,0 +1,357 @@
+"""Probes the cameras nobody watches, so the map shows which ones work before anyone needs them.
+
+A probe is one RTSP ``DESCRIBE`` over a fresh TCP connection (Digest or Basic auth when the
+camera asks): it proves the camera answers, accepts our credentials and offers a video stream in
+a codec we can carry, and it costs the camera no media session and the agent no decoder. The
+answer becomes the camera's status (online, or offline with refused / unauthorized / timeout /
+codec) only while the camera is still idle: a pulled camera's status comes from its packets.
+
+``CameraProber`` spreads the probes evenly: one every ``max(interval / cameras, 1 / rate)``
+seconds, at most ``concurrency`` in flight. For a district of 2,700 cameras with the defaults
+(120 s, 25/s, 16) that is 22.5 probes a second, each camera every 120 s; past 3,000 cameras the
+rate cap holds and the cycle stretches instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import errno
+import hashlib
+import os
+import random
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote
+
+import structlog
+
+from edge_agent.camera_sources.rtsp import PASSTHROUGH_CODECS, RtspTarget
+from edge_agent.config import CameraConfig, RtspSettings
+
+log = structlog.get_logger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+USER_AGENT = "safetynet-probe/1"
+
+#: SDP encoding names as FFmpeg names the codecs (what RtspSource reports once connected).
+_SDP_CODECS = {"h264": "h264", "h265": "hevc", "jpeg": "mjpeg", "mp4v-es": "mpeg4", "vp8": "vp8"}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    reason: str = ""   # when not ok: refused, unauthorized, timeout, codec
+    detail: str = ""   # free of credentials
+    codec: str = ""    # the offered video codec, when the camera answered
+    seconds: float = 0.0
+
+
+class ProbeFailed(Exception):
+    """One probe's failure, carried up to ``probe_rtsp`` and turned into a ProbeResult there."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RtspResponse:
+    status: int
+    phrase: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+async def probe_rtsp(target: RtspTarget, *, timeout: float = 5.0,
+                     transcode_allowed: bool = False) -> ProbeResult:
+    """DESCRIBE ``target`` once; never raises for anything the camera does."""
+    started = time.monotonic()
+    try:
+        codec = await _describe(target, timeout)
+    except ProbeFailed as exc:
+        return ProbeResult(False, exc.reason, target.redact(exc.detail),
+                           seconds=time.monotonic() - started)
+    if codec not in PASSTHROUGH_CODECS and not transcode_allowed:
+        return ProbeResult(False, "codec", f"the camera offers {codec}; only H.264 passes through",
+                           codec=codec, seconds=time.monotonic() - started)
+    return ProbeResult(True, codec=codec, seconds=time.monotonic() - started)
+
+
+async def _describe(target: RtspTarget, timeout: float) -> str:
+    context = _tls_context() if target.secure else None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(target.host, target.port, ssl=context)
+    except TimeoutError as exc:
+        raise ProbeFailed("timeout", f"no connection within {timeout:g} s") from exc
+    except ConnectionRefusedError as exc:
+        raise ProbeFailed("refused", "connection refused") from exc
+    except OSError as exc:
+        unreachable = exc.errno in (errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH)
+        raise ProbeFailed("timeout" if unreachable else "refused",
+                          f"cannot connect: {exc.strerror or exc}") from exc
+    try:
+        response = await _request(reader, writer, target, 1, None, timeout)
+        if response.status == 401:
+            authorization = _authorization(response, target)
+            response = await _request(reader, writer, target, 2, authorization, timeout)
+        if response.status in (401, 403):
+            raise ProbeFailed("unauthorized", f"the camera rejected the credentials "
+                                              f"({response.status} {response.phrase})")
+        if response.status != 200:
+            raise ProbeFailed("refused", f"the camera refused the stream "
+                                         f"({response.status} {response.phrase})")
+        return video_codec(response.body.decode("utf-8", "replace"))
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass  # the camera hung up first: nothing left to close
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   target: RtspTarget, cseq: int, authorization: str | None,
+                   timeout: float) -> RtspResponse:
+    lines = [f"DESCRIBE {target.url} RTSP/1.0", f"CSeq: {cseq}", "Accept: application/sdp",
+             f"User-Agent: {USER_AGENT}"]
+    if authorization:
+        lines.append(f"Authorization: {authorization}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    try:
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+            return await read_response(reader)
+    except TimeoutError as exc:
+        raise ProbeFailed("timeout", f"no answer to DESCRIBE within {timeout:g} s") from exc
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise ProbeFailed("refused", "the camera closed the connection") from exc
+
+
+async def read_response(reader: asyncio.StreamReader) -> RtspResponse:
+    """One RTSP response: status line, headers, and a body of Content-Length bytes."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError as exc:
+        raise ProbeFailed("refused", "the camera's answer is not RTSP") from exc
+    if len(head) > MAX_HEADER_BYTES:
+        raise ProbeFailed("refused", "the camera's answer headers are too long")
+    status_line, *header_lines = head.decode("utf-8", "replace").split("\r\n")
+    match = re.fullmatch(r"RTSP/1\.\d (\d{3}) ?(.*)", status_line)
+    if match is None:
+        raise ProbeFailed("refused", "the camera's answer is not RTSP")
+    headers = []
+    for line in header_lines:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers.append((key.strip(), value.strip()))
+    lengths = [v for k, v in headers if k.lower() == "content-length"]
+    length = int(lengths[0]) if lengths and lengths[0].isdigit() else 0
+    if length > MAX_BODY_BYTES:
+        raise ProbeFailed("refused", f"the camera's SDP is too long ({length} bytes)")
+    body = await reader.readexactly(length) if length else b""
+    return RtspResponse(int(match[1]), match[2], tuple(headers), body)
+
+
+def _authorization(response: RtspResponse, target: RtspTarget) -> str:
+    if not target.username:
+        raise ProbeFailed("unauthorized", "the camera wants credentials and the inventory has none")
+    user, password = unquote(target.username), unquote(target.password)
+    challenges = response.header("WWW-Authenticate")
+    digest = next((c for c in challenges if c.lower().startswith("digest")), None)
+    if digest is not None:
+        return digest_authorization(digest, user, password, "DESCRIBE", target.url)
+    if any(c.lower().startswith("basic") for c in challenges):
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    raise ProbeFailed("unauthorized", "the camera asks for an authentication scheme we lack")
+
+
+def _challenge_params(challenge: str) -> dict[str, str]:
+    return {key.lower(): quoted if quoted else bare for key, quoted, bare in
+            re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', challenge.split(None, 1)[-1])}
+
+
+def digest_authorization(challenge: str, user: str, password: str, method: str, uri: str,
+                         *, cnonce: str | None = None) -> str:
+    """The Authorization header answering a Digest ``challenge`` (RFC 2617; MD5, MD5-sess)."""
+    params = _challenge_params(challenge)
+    realm, nonce = params.get("realm", ""), params.get("nonce", "")
+    algorithm = params.get("algorithm", "MD5")
+    if algorithm.upper() not in ("MD5", "MD5-SESS"):
+        raise ProbeFailed("unauthorized", f"unsupported digest algorithm {algorithm}")
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+    cnonce = cnonce or os.urandom(8).hex()
+    ha1 = md5(f"{user}:{realm}:{password}")
+    if algorithm.upper() == "MD5-SESS":
+        ha1 = md5(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = md5(f"{method}:{uri}")
+    qops = [q.strip() for q in params.get("qop", "").split(",") if q.strip()]
+    fields = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"']
+    if "auth" in qops:
+        nc = "00000001"
+        response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+        fields += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
+    else:
+        response = md5(f"{ha1}:{nonce}:{ha2}")
+    fields.append(f'response="{response}"')
+    if "opaque" in params:
+        fields.append(f'opaque="{params["opaque"]}"')
+    if "algorithm" in params:
+        fields.append(f"algorithm={algorithm}")
+    return "Digest " + ", ".join(fields)
+
+
+def video_codec(sdp: str) -> str:
+    """The codec of the SDP's first video stream, named as FFmpeg names it."""
+    in_video, payloads = False, []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+            if in_video:
+                payloads = line.split()[3:]
+        elif in_video and line.startswith("a=rtpmap:"):
+            payload, _, encoding = line[len("a=rtpmap:"):].partition(" ")
+            if payload in payloads[:1]:
+                name = encoding.split("/", 1)[0].lower()
+                return _SDP_CODECS.get(name, name)
+    if not payloads:
+        raise ProbeFailed("codec", "the camera offers no video stream")
+    return "mjpeg" if payloads[0] == "26" else "unknown"  # 26: JPEG's static payload type
+
+
+def _tls_context() -> ssl.SSLContext:
+    # rtsps:// cameras carry self-signed certificates; FFmpeg does not verify them either.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+ProbeFunction = Callable[..., Awaitable[ProbeResult]]
+ResultListener = Callable[[str, ProbeResult], Awaitable[None]]
+
+
+class CameraProber:
+    """Probes idle RTSP cameras on a spread, rate-capped schedule; an async context manager."""
+
+    def __init__(self, cameras: Sequence[CameraConfig], settings: RtspSettings, *,
+                 is_idle: Callable[[str], bool], on_result: ResultListener,
+                 probe: ProbeFunction = probe_rtsp) -> None:
+        self._targets = {
+            c.camera_id: (RtspTarget.parse(c.source, c.transport), c.transcode)
+            for c in cameras if c.source.startswith(("rtsp://", "rtsps://"))
+        }
+        self._settings = settings
+        self._is_idle = is_idle
+        self._on_result = on_result
+        self._probe = probe
+        self._order = list(self._targets)
+        self._next = 0
+        self._urgent: collections.deque[str] = collections.deque()
+        self._slots = asyncio.Semaphore(settings.probe_concurrency)
+        self._scheduler: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
+        self.probes_started = 0
+        self.results_applied = 0
+
+    @property
+    def cameras(self) -> int:
+        return len(self._targets)
+
+    @property
+    def spacing_seconds(self) -> float:
+        """Seconds between two probe starts: the schedule's one knob."""
+        if not self._targets:
+            return self._settings.probe_interval_seconds
+        return max(self._settings.probe_interval_seconds / len(self._targets),
+                   1.0 / self._settings.probes_per_second)
+
+    @property
+    def probes_per_second(self) -> float:
+        return 1.0 / self.spacing_seconds if self._targets else 0.0
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._scheduler is None and self._targets:
+            log.info("camera probes scheduled", cameras=len(self._targets),
+                     per_second=round(self.probes_per_second, 2),
+                     cycle_s=round(self.spacing_seconds * len(self._targets), 1),
+                     concurrency=self._settings.probe_concurrency)
+            self._scheduler = asyncio.create_task(self._schedule(), name="camera-probes")
+
+    def probe_soon(self, camera_id: str) -> None:
+        """Probe this camera in the next free slot (it just went idle, its state is stale)."""
+        if camera_id in self._targets and camera_id not in self._urgent:
+            self._urgent.append(camera_id)
+
+    async def close(self) -> None:
+        """Stop scheduling, cancel probes in flight; idempotent."""
+        scheduler, self._scheduler = self._scheduler, None
+        tasks = [t for t in [scheduler, *self._probes] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            # Never burst to catch up after a slow spell: the rate is the promise.
+            due = max(due + self.spacing_seconds * random.uniform(0.9, 1.1), loop.time())
+            camera_id = self._pick()
+            if not self._is_idle(camera_id):
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._probe_one(camera_id), name=f"probe:{camera_id}")
+            self._probes.add(task)
+            task.add_done_callback(self._probe_done)
+
+    def _pick(self) -> str:
+        if self._urgent:
+            return self._urgent.popleft()
+        camera_id = self._order[self._next]
+        self._next = (self._next + 1) % len(self._order)
+        return camera_id
+
+    def _probe_done(self, task: asyncio.Task[None]) -> None:
+        self._probes.discard(task)
+        self._slots.release()
+
+    async def _probe_one(self, camera_id: str) -> None:
+        target, transcode = self._targets[camera_id]
+        self.probes_started += 1
+        try:
+            result = await self._probe(target, timeout=self._settings.open_timeout_seconds,
+                                       transcode_allowed=transcode)
+        except Exception:
+            # A probe bug must not stop the schedule; the camera keeps its last known state.
+            log.exception("camera probe crashed", camera=camera_id)
+            return
+        log.debug("camera probed", camera=camera_id, ok=result.ok, reason=result.reason or None,
+                  ms=round(result.seconds * 1000))
+        if self._is_idle(camera_id):  # a viewer may have started pulling it meanwhile
+            self.results_applied += 1
+            await self._on_result(camera_id, result)
