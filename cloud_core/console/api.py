@@ -1,0 +1,309 @@
+"""The console's JSON API: thin handlers over AccessService, one per screen's need.
+
+    GET  /api/me                      who is signed in, what they may report
+    GET  /api/districts               districts, their agents and outlines (drawn once)
+    GET  /api/overview                cameras, open incidents, agents (polled by the map)
+    GET  /api/incidents[?closed=1]    incidents visible to the caller
+    POST /api/incidents               report one: {incident_type, lat, lon, radius_m?, …} → 201
+    GET  /api/incidents/{id}          an incident with its ranked cameras (and facilities, 119)
+    POST /api/incidents/{id}/close    {reason}
+    GET  /api/sessions/{id}           a session's state: active, why it ended, grant expiry
+    GET  /api/audit?operator=&camera=&incident=&action=&since=&until=&limit=   (auditors)
+    GET  /api/audit/verify            chain and checkpoint verification (auditors)
+    GET  /api/audit/export?since=&until=&format=csv|json   a recorded export (auditors)
+
+Every call re-authenticates its bearer token, so a disabled operator is out at the next call.
+Sessions are opened and closed through WHEP (``cloud_core.console.whep``), the console included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from cloud_core import audit as audit_log
+from cloud_core.access import VIEW_ROLES, AccessService, Caller, IncidentReport, SessionState
+from cloud_core.console.bearer import authenticate
+from cloud_core.console.district_outlines import DistrictOutline
+from cloud_core.exceptions import InvalidRequest
+from cloud_core.incidents import Facility, StoredIncident
+from cloud_core.policy import Role, ServicePolicy
+from cloud_core.registry import CameraRecord
+from cloud_core.servicer import count_records
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+def camera_json(camera: CameraRecord, in_use: set[str]) -> dict[str, Any]:
+    return {
+        "camera_id": camera.camera_id, "district_id": camera.district_id, "name": camera.name,
+        "lat": camera.lat, "lon": camera.lon, "status": camera.effective_status,
+        "reason": camera.effective_reason, "detail": camera.detail, "viewers": camera.viewers,
+        "agent_online": camera.agent_online, "in_use": camera.camera_id in in_use,
+        "distance_m": None if camera.distance_m is None else round(camera.distance_m, 1),
+    }
+
+
+def incident_json(stored: StoredIncident, access: AccessService, now: datetime) -> dict[str, Any]:
+    i = stored.incident
+    service = access.policy.services.get(i.service)
+    return {
+        "incident_id": i.incident_id, "incident_type": i.incident_type, "service": i.service,
+        "service_title": service.title if service else i.service,
+        "lat": i.lat, "lon": i.lon, "radius_m": i.radius_m, "agencies": sorted(i.agencies),
+        "opened_at": _iso(i.opened_at), "expires_at": _iso(i.expires_at),
+        "closed_at": _iso(i.closed_at), "close_reason": stored.close_reason,
+        "legal_basis": i.legal_basis, "purpose": i.purpose, "external_ref": i.external_ref,
+        "reported_by": stored.reported_by,
+        "open": i.closed_at is None and now < i.expires_at,
+    }
+
+
+def facility_json(facility: Facility) -> dict[str, Any]:
+    return {"facility_id": facility.facility_id, "kind": facility.kind, "name": facility.name,
+            "lat": facility.lat, "lon": facility.lon, "detail": facility.detail,
+            "distance_m": round(facility.distance_m, 1)}
+
+
+def session_json(state: SessionState, now: datetime) -> dict[str, Any]:
+    return {"session_id": state.session_id, "camera_id": state.camera_id, "active": state.active,
+            "reason": state.reason, "expires_at": _iso(state.expires_at), "now": _iso(now)}
+
+
+def service_json(service: ServicePolicy) -> dict[str, Any]:
+    return {"service": service.service_id, "title": service.title,
+            "incident_types": sorted(service.incident_types),
+            "default_radius_m": service.default_radius_m, "max_radius_m": service.max_radius_m,
+            "facilities": service.facilities}
+
+
+def _number(body: dict[str, Any], key: str, *, required: bool = True) -> float | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _time_query(request: web.Request, key: str) -> datetime | None:
+    text = request.query.get(key, "").strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{key} must be an ISO 8601 time, got {text!r}") from exc
+    if moment.tzinfo is None:
+        raise InvalidRequest(f"{key} must carry a time zone (e.g. 2026-05-01T09:00:00Z)")
+    return moment
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+class ConsoleApi:
+    def __init__(self, access: AccessService, outlines: tuple[DistrictOutline, ...] = ()) -> None:
+        self._access = access
+        self._outlines = {o.district_id: o for o in outlines}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/me", self.me),
+            web.get("/api/districts", self.districts),
+            web.get("/api/overview", self.overview),
+            web.get("/api/incidents", self.incidents),
+            web.post("/api/incidents", self.report_incident),
+            web.get("/api/incidents/{incident_id}", self.incident),
+            web.post("/api/incidents/{incident_id}/close", self.close_incident),
+            web.get("/api/sessions/{session_id}", self.session),
+            web.get("/api/audit", self.audit_search),
+            web.get("/api/audit/verify", self.audit_verify),
+            web.get("/api/audit/export", self.audit_export),
+        ]
+
+    def _caller(self, request: web.Request) -> Caller:
+        return authenticate(self._access, request)
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _in_use(self) -> set[str]:
+        """Cameras some incident-backed session is watching right now."""
+        return {str(r["camera_id"]) for r in self._access.registry.open_sessions()
+                if r["incident_id"]}
+
+    def _report(self, report: IncidentReport) -> dict[str, Any]:
+        in_use = self._in_use()
+        return {"incident": incident_json(report.incident, self._access, self._now()),
+                "cameras": [camera_json(c, in_use) for c in report.cameras],
+                "facilities": [facility_json(f) for f in report.facilities]}
+
+    # --- who, where -----------------------------------------------------------------------
+
+    async def me(self, request: web.Request) -> web.Response:
+        operator = self._caller(request).operator
+        services = []
+        if operator.role in VIEW_ROLES:
+            services = [service_json(s) for s in self._access.policy.services.values()
+                        if operator.agency in s.agencies and s.incident_types_from is None]
+        return web.json_response({
+            "operator_id": operator.operator_id, "name": operator.name, "agency": operator.agency,
+            "agency_title": self._access.policy.agencies.get(operator.agency, operator.agency),
+            "role": operator.role.value, "views_video": operator.role in VIEW_ROLES,
+            "audits": operator.role == Role.AUDITOR, "reports": services,
+        })
+
+    async def districts(self, request: web.Request) -> web.Response:
+        self._caller(request)
+        known = {d.district_id: d for d in self._access.registry.districts()}
+        result = []
+        for district_id in sorted(set(known) | set(self._outlines)):
+            record, outline = known.get(district_id), self._outlines.get(district_id)
+            result.append({
+                "district_id": district_id,
+                "name": record.name if record else (outline.name if outline else district_id),
+                "agent_online": bool(record and record.agent_online),
+                "outline": outline.as_json() if outline else [],
+            })
+        return web.json_response({"districts": result})
+
+    async def overview(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        now = self._now()
+        in_use = self._in_use()
+        cameras = self._access.list_cameras(caller)
+        return web.json_response({
+            "now": _iso(now),
+            "agents": {d.district_id: d.agent_online for d in self._access.registry.districts()},
+            "cameras": [camera_json(c, in_use) for c in cameras],
+            "incidents": [incident_json(s, self._access, now)
+                          for s in self._access.list_incidents(caller)],
+        })
+
+    # --- incidents ------------------------------------------------------------------------
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        closed = request.query.get("closed", "") in ("1", "true", "yes")
+        now = self._now()
+        return web.json_response({"incidents": [
+            incident_json(s, self._access, now)
+            for s in self._access.list_incidents(caller, include_closed=closed)]})
+
+    async def report_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        incident_type = _text(body, "incident_type")
+        if not incident_type:
+            raise InvalidRequest("incident_type is required")
+        lat, lon = _number(body, "lat"), _number(body, "lon")
+        assert lat is not None and lon is not None
+        report = await self._access.report_incident(
+            caller, incident_type=incident_type, lat=lat, lon=lon,
+            radius_m=_number(body, "radius_m", required=False),
+            external_ref=_text(body, "external_ref") or "",
+            legal_basis=_text(body, "legal_basis") or None,
+            service=_text(body, "service") or None)
+        incident_id = report.incident.incident.incident_id
+        return web.json_response(self._report(report), status=201,
+                                 headers={"Location": f"/api/incidents/{incident_id}"})
+
+    async def incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        report = self._access.get_incident(caller, request.match_info["incident_id"])
+        return web.json_response(self._report(report))
+
+    async def close_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        stored = await self._access.close_incident(caller, request.match_info["incident_id"],
+                                                   _text(body, "reason") or "")
+        return web.json_response({"incident": incident_json(stored, self._access, self._now())})
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def session(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        state = self._access.session_state(caller, request.match_info["session_id"])
+        return web.json_response(session_json(state, self._now()))
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def _auditor(self, request: web.Request) -> Caller:
+        caller = self._caller(request)
+        self._access.require_auditor(caller)
+        return caller
+
+    async def audit_search(self, request: web.Request) -> web.Response:
+        self._auditor(request)
+        query = request.query
+        try:
+            limit = int(query.get("limit", "200"))
+        except ValueError as exc:
+            raise InvalidRequest(f"limit must be a whole number, got {query['limit']!r}") from exc
+        if not 1 <= limit <= audit_log.MAX_SEARCH_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {audit_log.MAX_SEARCH_LIMIT}")
+        try:
+            records = await asyncio.to_thread(
+                audit_log.search, self._access.audit.db_path,
+                operator_id=query.get("operator", "").strip() or None,
+                camera_id=query.get("camera", "").strip() or None,
+                incident_id=query.get("incident", "").strip() or None,
+                action=query.get("action", "").strip() or None,
+                since=_time_query(request, "since"), until=_time_query(request, "until"),
+                limit=limit)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        return web.json_response({"records": [r.to_dict() for r in records],
+                                  "limit": limit, "more": len(records) == limit})
+
+    async def audit_verify(self, request: web.Request) -> web.Response:
+        self._auditor(request)
+        report = await asyncio.to_thread(audit_log.verify, self._access.audit.db_path,
+                                         self._access.signer.public_key)
+        return web.json_response({
+            "ok": report.ok, "records": report.records, "head_seq": report.head_seq,
+            "head_hash": report.head_hash, "checkpoints": report.checkpoints,
+            "last_checkpoint_seq": report.last_checkpoint_seq, "key_trusted": report.key_trusted,
+            "unattested": report.unattested, "broken_seq": report.broken_seq,
+            "problem": report.problem, "problems": [list(p) for p in report.problems],
+            "warnings": list(report.warnings), "checked_at": _iso(self._now()),
+        })
+
+    async def audit_export(self, request: web.Request) -> web.Response:
+        caller = self._auditor(request)
+        fmt = request.query.get("format", "csv")
+        if fmt not in ("csv", "json"):
+            raise InvalidRequest(f"format must be csv or json, got {fmt!r}")
+        since, until = _time_query(request, "since"), _time_query(request, "until")
+        content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
+                                          since, until, fmt)  # type: ignore[arg-type]
+        count = count_records(content, fmt)
+        await self._access.record_export(caller, since, until, fmt, count)
+        stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
+        return web.Response(
+            text=content, content_type="text/csv" if fmt == "csv" else "application/json",
+            headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{fmt}"'})
