@@ -47,11 +47,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="safetynet-bench-") as tmp:
         state = Path(tmp)
         async with MosquittoBroker() as broker:
-            configs = write_pilot_configs(state / "agents", broker_host=broker.host,
-                                          broker_port=broker.port, source=args.source)
             core_config = CoreConfig(database=state / "core.sqlite3", listen="127.0.0.1:0",
                                      broker=BrokerSettings(host=broker.host, port=broker.port))
             async with CoreServer(core_config) as core:
+                assert core.access is not None
+                configs = write_pilot_configs(state / "agents", broker_host=broker.host,
+                                              broker_port=broker.port, source=args.source,
+                                              grant_public_key=core_config.grant_public_key_path)
+                tokens = {d.district_id: core.access.operators.add(
+                    f"{d.district_id}-centre", agency=f"district:{d.district_id}", role="operator",
+                    policy=core.access.policy)[1] for d in PILOT_DISTRICTS}
                 agents = [AgentProcess(p.stem, p, "warning") for p in configs]
                 for agent in agents:
                     await agent.start()
@@ -65,11 +70,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     ttff, open_ms = [], []
                     for camera in order:
                         keeper = None
+                        token = tokens[camera.split("-")[0]]
                         if args.mode == "warm":
-                            keeper = CameraViewer(core.address, camera, webrtc=webrtc)
+                            keeper = CameraViewer(core.address, camera, webrtc=webrtc, token=token)
                             await keeper.open()
                             await keeper.wait_frames(args.warm_frames, timeout=10)
-                        async with CameraViewer(core.address, camera, webrtc=webrtc) as viewer:
+                        async with CameraViewer(core.address, camera, webrtc=webrtc,
+                                                token=token) as viewer:
                             async with asyncio.timeout(10):
                                 await viewer.first_frame.wait()
                             ttff.append(viewer.report.time_to_first_frame_ms or 0.0)

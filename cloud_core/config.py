@@ -2,8 +2,20 @@
 
     listen = "127.0.0.1:50051"
     database = "core.sqlite3"         # relative paths are taken from the file's folder
-    session_ttl_seconds = 600
+    audit_database = "audit.sqlite3"  # the tamper-evident audit log (its own file and lock)
+    session_ttl_seconds = 600         # cap on any session; grants usually end sooner
     answer_timeout_seconds = 10
+    grant_key = "grant-signing.key"   # Ed25519, created (0600) when missing; .pub beside it
+    policy = "policy.toml"            # optional: the city's policy; the shipped default otherwise
+    facilities = "facilities.csv"     # optional: parking and hazardous facilities (119)
+    sweep_seconds = 1                 # how often ended grants are looked for
+
+    tls_cert_file = "tls/server.crt"        # optional: gRPC over TLS (both files, from
+    tls_key_file = "tls/server.key"          # `safetynet provision init`); plain without them
+    tls_client_ca_file = "tls/ca.crt"        # optional: also require client certificates
+    http_listen = "127.0.0.1:8080"    # optional: the operators' browser console and WHEP (HTTPS
+                                      # with the TLS files above); off when missing or empty
+    district_outlines = "districts.geojson"  # optional: district outlines for the console's map
 
     [broker]
     host = "127.0.0.1"
@@ -29,6 +41,28 @@ class CoreConfig:
     session_ttl_seconds: float = 600.0
     answer_timeout_seconds: float = 10.0
     client_id: str = "safetynet-core"
+    audit_database_file: Path | None = None  # default: audit.sqlite3 beside the database
+    grant_key_file: Path | None = None      # default: beside the database
+    policy_file: Path | None = None         # default: the shipped policy
+    facilities_file: Path | None = None
+    sweep_seconds: float = 1.0
+    tls_cert_file: Path | None = None       # gRPC over TLS when set (with tls_key_file)
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # mutual TLS: clients need a certificate from this CA
+    http_listen: str = ""                   # console + WHEP (HTTP, or HTTPS with the TLS files)
+    district_outlines_file: Path | None = None  # GeoJSON outlines drawn on the console's map
+
+    @property
+    def audit_database(self) -> Path:
+        return self.audit_database_file or self.database.parent / "audit.sqlite3"
+
+    @property
+    def grant_key_path(self) -> Path:
+        return self.grant_key_file or self.database.parent / "grant-signing.key"
+
+    @property
+    def grant_public_key_path(self) -> Path:
+        return self.grant_key_path.with_suffix(".pub")
 
     @classmethod
     def from_toml(cls, path: Path) -> CoreConfig:
@@ -46,7 +80,9 @@ class CoreConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> CoreConfig:
         unknown = set(data) - {"listen", "database", "broker", "session_ttl_seconds",
-                               "answer_timeout_seconds", "client_id"}
+                               "answer_timeout_seconds", "client_id", "grant_key", "policy",
+                               "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
+                               "tls_client_ca_file", "http_listen", "district_outlines"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -55,8 +91,12 @@ class CoreConfig:
         listen = data.get("listen", "127.0.0.1:50051")
         if not isinstance(listen, str) or ":" not in listen:
             raise ValueError(f"listen must be HOST:PORT, got {listen!r}")
+        http_listen = data.get("http_listen", "")
+        if not isinstance(http_listen, str) or (http_listen and ":" not in http_listen):
+            raise ValueError(f"http_listen must be HOST:PORT (or empty: no console), got {http_listen!r}")
         numbers = {}
-        for key, default in (("session_ttl_seconds", 600.0), ("answer_timeout_seconds", 10.0)):
+        for key, default in (("session_ttl_seconds", 600.0), ("answer_timeout_seconds", 10.0),
+                             ("sweep_seconds", 1.0)):
             value = data.get(key, default)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{key} must be a positive number, got {value!r}")
@@ -64,6 +104,19 @@ class CoreConfig:
         broker = data.get("broker", {})
         if not isinstance(broker, dict):
             raise ValueError("[broker] must be a table")
-        return cls(database=(base / database).resolve(), listen=listen,
+        paths = {}
+        for key, field_name in (("grant_key", "grant_key_file"), ("policy", "policy_file"),
+                                ("facilities", "facilities_file"), ("tls_cert_file", "tls_cert_file"),
+                                ("tls_key_file", "tls_key_file"),
+                                ("tls_client_ca_file", "tls_client_ca_file"),
+                                ("district_outlines", "district_outlines_file")):
+            value = data.get(key)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ValueError(f"{key} must be a file path")
+                paths[field_name] = (base / value).resolve()
+        if ("tls_cert_file" in paths) != ("tls_key_file" in paths):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return cls(database=(base / database).resolve(), listen=listen, http_listen=http_listen,
                    broker=BrokerSettings.from_mapping(broker, base),
-                   client_id=str(data.get("client_id", "safetynet-core")), **numbers)
+                   client_id=str(data.get("client_id", "safetynet-core")), **numbers, **paths)

@@ -9,6 +9,9 @@
     ├── ConfigError              a core configuration file is invalid (path, problem)
     ├── PolicyError              the policy file is invalid (path, problem)
     ├── AccessDenied             a decision said no (reason)
+    ├── Unauthenticated          no valid operator token (reason)
+    ├── IncidentNotFound         no such incident, or not visible to the caller (incident_id)
+    ├── InvalidRequest           a malformed request (problem)
     ├── GrantError               a grant could not be signed or loaded
     └── AuditError               the audit log could not be written or read
         └── AuditChainBroken     verification failed (seq, problem)
@@ -85,4 +88,26 @@ class AuditChainBroken(AuditError):
     def __init__(self, seq: int, problem: str) -> None:
         super().__init__(f"audit record {seq}: {problem}")
         self.seq = seq
+        self.problem = problem
+
+
+class Unauthenticated(CoreError):
+    """No valid operator token: gRPC UNAUTHENTICATED, HTTP 401."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class IncidentNotFound(CoreError):
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"incident {incident_id!r} does not exist or is not visible to you")
+        self.incident_id = incident_id
+
+
+class InvalidRequest(CoreError):
+    """The caller's request is malformed: gRPC INVALID_ARGUMENT, HTTP 400."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
         self.problem = problem

@@ -114,14 +114,27 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at TEXT NOT NULL,
     closed_at TEXT,
     close_reason TEXT,
-    bytes_sent INTEGER
+    bytes_sent INTEGER,
+    duration_seconds REAL,
+    operator_id TEXT NOT NULL DEFAULT '',
+    agency TEXT NOT NULL DEFAULT '',
+    incident_id TEXT NOT NULL DEFAULT '',
+    breakglass_id TEXT NOT NULL DEFAULT '',
+    basis TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions(closed_at);
 """
 
 _CAMERA_COLUMNS = (
     "c.camera_id, c.district_id, c.name, c.lat, c.lon, c.kind, c.status, c.reason, c.detail, "
     "c.viewers, c.last_seen, COALESCE(d.agent_online, 0)"
 )
+
+
+_SESSION_KEYS = ("session_id", "camera_id", "district_id", "opened_at", "expires_at", "closed_at",
+                 "close_reason", "bytes_sent", "duration_seconds", "operator_id", "agency",
+                 "incident_id", "breakglass_id", "basis")
+_SESSION_COLUMNS = ", ".join(_SESSION_KEYS)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -201,23 +214,38 @@ class Registry:
                             [_iso(seen_at), district_id])
 
     def record_session(self, session_id: str, camera_id: str, district_id: str,
-                       opened_at: datetime, expires_at: datetime) -> None:
+                       opened_at: datetime, expires_at: datetime, *, operator_id: str = "",
+                       agency: str = "", incident_id: str = "", breakglass_id: str = "",
+                       basis: str = "") -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT INTO sessions (session_id, camera_id, district_id, opened_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [session_id, camera_id, district_id, _iso(opened_at), _iso(expires_at)],
+                "INSERT INTO sessions (session_id, camera_id, district_id, opened_at, expires_at, "
+                "operator_id, agency, incident_id, breakglass_id, basis) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [session_id, camera_id, district_id, _iso(opened_at), _iso(expires_at),
+                 operator_id, agency, incident_id, breakglass_id, basis],
             )
 
     def end_session(self, session_id: str, closed_at: datetime, reason: str,
-                    bytes_sent: int | None = None) -> bool:
+                    bytes_sent: int | None = None, duration_seconds: float | None = None) -> bool:
+        """Mark a session closed (first reason wins); later reports may still add the figures."""
         with self._transaction():
             cursor = self.db.execute(
-                "UPDATE sessions SET closed_at=?, close_reason=?, bytes_sent=COALESCE(?, bytes_sent) "
-                "WHERE session_id=? AND closed_at IS NULL",
-                [_iso(closed_at), reason, bytes_sent, session_id],
+                "UPDATE sessions SET closed_at=?, close_reason=? WHERE session_id=? AND closed_at IS NULL",
+                [_iso(closed_at), reason, session_id],
             )
+            if bytes_sent is not None or duration_seconds is not None:
+                self.db.execute(
+                    "UPDATE sessions SET bytes_sent=COALESCE(?, bytes_sent), "
+                    "duration_seconds=COALESCE(?, duration_seconds) WHERE session_id=?",
+                    [bytes_sent, duration_seconds, session_id],
+                )
             return cursor.rowcount > 0
+
+    def open_sessions(self) -> list[dict[str, object]]:
+        rows = self.db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL").fetchall()
+        return [dict(zip(_SESSION_KEYS, row, strict=True)) for row in rows]
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -245,13 +273,8 @@ class Registry:
 
     def session(self, session_id: str) -> dict[str, object] | None:
         row = self.db.execute(
-            "SELECT session_id, camera_id, district_id, opened_at, expires_at, closed_at, close_reason "
-            "FROM sessions WHERE session_id=?", [session_id]).fetchone()
-        if row is None:
-            return None
-        keys = ("session_id", "camera_id", "district_id", "opened_at", "expires_at", "closed_at",
-                "close_reason")
-        return dict(zip(keys, row, strict=True))
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id=?", [session_id]).fetchone()
+        return dict(zip(_SESSION_KEYS, row, strict=True)) if row else None
 
     def list_cameras(self, *, district_id: str = "", status: str = "",
                      near: tuple[float, float, float] | None = None,

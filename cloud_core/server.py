@@ -17,22 +17,33 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cloud_core.access import AccessService
+from cloud_core.audit import AuditLog, CheckpointSigner
 from cloud_core.config import CoreConfig
+from cloud_core.console import ConsoleServer
+from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
+from cloud_core.incidents import IncidentStore
+from cloud_core.operators import OperatorStore
+from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
-from cloud_core.servicer import CameraServicer, SessionServicer
+from cloud_core.servicer import (
+    AuditServicer,
+    CameraServicer,
+    GrantServicer,
+    IncidentServicer,
+    SessionServicer,
+)
 from cloud_core.sessions import SessionBroker
 from cloud_core.signalling import SignallingRelay
 from cloud_core.status_ingest import StatusIngest
+from cloud_core.transport_security import add_listen_port
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
 from safetynet.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
 
-SERVICE_NAMES = (
-    core_pb2.DESCRIPTOR.services_by_name["CameraService"].full_name,
-    core_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
-)
+SERVICE_NAMES = tuple(service.full_name for service in core_pb2.DESCRIPTOR.services_by_name.values())
 
 
 class CoreServer:
@@ -46,7 +57,11 @@ class CoreServer:
         self._health = health.aio.HealthServicer()
         self._ingest: StatusIngest | None = None
         self.broker: SessionBroker | None = None
+        self.access: AccessService | None = None
+        self.audit: AuditLog | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
+        self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
 
     @property
     def address(self) -> str:
@@ -67,26 +82,50 @@ class CoreServer:
             session_ttl=timedelta(seconds=self.config.session_ttl_seconds),
             answer_timeout=self.config.answer_timeout_seconds,
         )
+        policy = load_policy(self.config.policy_file) if self.config.policy_file else Policy.default()
+        key = load_or_create_signing_key(self.config.grant_key_path)
+        signer = GrantSigner(key)
+        write_public_key(self.config.grant_public_key_path, signer.public_key)
+        incidents = IncidentStore(self.registry.db)
+        if self.config.facilities_file is not None:
+            incidents.load_facilities(self.config.facilities_file)
+        self.audit = AuditLog.open(self.config.audit_database, signer=CheckpointSigner(key))
+        await self.audit.__aenter__()
+        self.access = AccessService(
+            registry=self.registry, operators=OperatorStore(self.registry.db), incidents=incidents,
+            policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
         self._link = MqttLink(self.config.broker, client_id=self.config.client_id,
                               subscriptions=topics.CORE_SUBSCRIPTIONS, on_message=self._on_message)
         self.relay.attach(self._link)
         await self._link.__aenter__()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="grant-sweeper")
 
         server = grpc.aio.server()
-        core_pb2_grpc.add_CameraServiceServicer_to_server(CameraServicer(self.registry), server)
-        core_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(self.broker), server)
+        access = self.access
+        core_pb2_grpc.add_CameraServiceServicer_to_server(CameraServicer(access), server)
+        core_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(access), server)
+        core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
+        core_pb2_grpc.add_GrantServiceServicer_to_server(GrantServicer(access), server)
+        core_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.port = server.add_insecure_port(self.config.listen)
+        self.port = add_listen_port(server, self.config)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.http_listen:
+            self.console = ConsoleServer(access, self.config)
+            try:
+                await self.console.__aenter__()
+            except BaseException:
+                await self.close()
+                raise
         log.info("core serving", address=self.address, broker=self.config.broker.describe(),
-                 database=str(self.config.database))
+                 database=str(self.config.database), audit=str(self.config.audit_database))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -95,19 +134,41 @@ class CoreServer:
 
     async def close(self) -> None:
         """Stop serving, disconnect, close the registry; idempotent."""
+        console, self.console = self.console, None
+        if console is not None:
+            await console.close()
         server, self._server = self._server, None
         if server is not None:
             await self._health.enter_graceful_shutdown()
             await server.stop(grace=1.0)
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         link, self._link = self._link, None
         if link is not None:
             await link.close()
+        audit, self.audit = self.audit, None
+        if audit is not None:
+            await audit.close()
         registry, self.registry = self.registry, None
         if registry is not None:
             registry.close()
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         await self.link.wait_connected(timeout)
+
+    async def _sweep_forever(self) -> None:
+        assert self.access is not None
+        while True:
+            await asyncio.sleep(self.config.sweep_seconds)
+            try:
+                await self.access.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The sweeper must keep running: a failed pass is retried on the next tick.
+                log.exception("grant sweep failed")
 
     async def wait_until(self, predicate: Callable[[Registry], bool], timeout: float) -> None:
         """Wait until ``predicate(registry)`` holds; re-checked after every MQTT message."""
@@ -134,8 +195,10 @@ class CoreServer:
         if topic.kind == "signal_response":
             self.relay.handle_response(topic.district, bytes(payload))
         elif topic.kind == "session_events":
-            assert self.broker is not None
-            self.broker.handle_event(topic.district, bytes(payload))
+            assert self.broker is not None and self.access is not None
+            event = self.broker.handle_event(topic.district, bytes(payload))
+            if event is not None:
+                await self.access.session_ended(event)
         else:
             assert self._ingest is not None
             self._ingest.handle(topic, bytes(payload))

@@ -1,22 +1,39 @@
-"""Thin gRPC servicers: convert protobuf to plain calls, and our errors to status codes."""
+"""Thin gRPC servicers: authenticate, convert protobuf to plain calls, our errors to status codes.
+
+Every call carries ``authorization: Bearer <operator token>`` in its metadata. Policy lives in
+``cloud_core.access``; nothing here decides anything.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import grpc
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from cloud_core import audit as audit_log
+from cloud_core.access import AccessService, Caller, IncidentReport
 from cloud_core.exceptions import (
+    AccessDenied,
     AgentUnavailable,
     CameraNotFound,
+    IncidentNotFound,
+    InvalidRequest,
     RegistryError,
     SessionNotFound,
     SessionRejected,
+    Unauthenticated,
 )
-from cloud_core.registry import CameraRecord, Registry
-from cloud_core.sessions import InvalidOffer, SessionBroker
+from cloud_core.incidents import StoredIncident
+from cloud_core.policy import BreakGlass
+from cloud_core.registry import CameraRecord
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
 
 log = structlog.get_logger(__name__)
@@ -32,6 +49,18 @@ _REJECTED_CODES = {
 }
 
 
+def _stamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _time(stamp: Timestamp, has: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=UTC) if has else None
+
+
 def camera_message(camera: CameraRecord) -> core_pb2.Camera:
     message = core_pb2.Camera(
         camera_id=camera.camera_id, district_id=camera.district_id, name=camera.name,
@@ -42,10 +71,56 @@ def camera_message(camera: CameraRecord) -> core_pb2.Camera:
     )
     reason = camera.effective_reason
     if reason:
-        message.reason = mqtt_pb2.OfflineReason.Value(f"OFFLINE_REASON_{reason.upper()}")
+        name = f"OFFLINE_REASON_{reason.upper()}"
+        if name in mqtt_pb2.OfflineReason.keys():
+            message.reason = mqtt_pb2.OfflineReason.Value(name)
     if camera.last_seen:
         message.last_seen.FromDatetime(camera.last_seen)
     return message
+
+
+def incident_message(stored: StoredIncident) -> core_pb2.Incident:
+    i = stored.incident
+    message = core_pb2.Incident(
+        incident_id=i.incident_id, incident_type=i.incident_type, service=i.service,
+        location=core_pb2.GeoPoint(lat=i.lat, lon=i.lon), radius_m=i.radius_m,
+        agencies=sorted(i.agencies), opened_at=_stamp(i.opened_at), expires_at=_stamp(i.expires_at),
+        legal_basis=i.legal_basis, purpose=i.purpose, external_ref=i.external_ref,
+        reported_by=stored.reported_by, close_reason=stored.close_reason,
+        open=i.closed_at is None and datetime.now(UTC) < i.expires_at,
+    )
+    if i.closed_at is not None:
+        message.closed_at.FromDatetime(i.closed_at)
+    return message
+
+
+def report_message(report: IncidentReport) -> core_pb2.IncidentReport:
+    return core_pb2.IncidentReport(
+        incident=incident_message(report.incident),
+        cameras=[camera_message(c) for c in report.cameras],
+        facilities=[core_pb2.Facility(
+            facility_id=f.facility_id, kind=f.kind, name=f.name,
+            location=core_pb2.GeoPoint(lat=f.lat, lon=f.lon), distance_m=f.distance_m,
+            detail=f.detail) for f in report.facilities],
+    )
+
+
+def break_glass_message(window: BreakGlass) -> core_pb2.BreakGlass:
+    message = core_pb2.BreakGlass(
+        breakglass_id=window.breakglass_id, operator_id=window.operator_id,
+        camera_ids=sorted(window.camera_ids), district_ids=sorted(window.district_ids),
+        reason=window.reason, started_at=_stamp(window.started_at),
+        expires_at=_stamp(window.expires_at))
+    if window.stopped_at is not None:
+        message.stopped_at.FromDatetime(window.stopped_at)
+    return message
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
+    return ""
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
@@ -58,75 +133,191 @@ async def translated_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[
     """Our errors become gRPC statuses here, and only here."""
     try:
         yield
-    except CameraNotFound as exc:
+    except Unauthenticated as exc:
+        await _abort(context, grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+    except AccessDenied as exc:
+        await _abort(context, grpc.StatusCode.PERMISSION_DENIED, exc.reason)
+    except (CameraNotFound, IncidentNotFound, SessionNotFound) as exc:
         await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
     except AgentUnavailable as exc:
         await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
     except SessionRejected as exc:
         code = _REJECTED_CODES.get(exc.code, grpc.StatusCode.INTERNAL)
         await _abort(context, code, f"the agent refused the session: {exc.message}")
-    except SessionNotFound as exc:
-        await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-    except InvalidOffer as exc:
-        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except InvalidRequest as exc:
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.problem)
     except RegistryError as exc:
         log.error("registry error", error=str(exc))
         await _abort(context, grpc.StatusCode.INTERNAL, "the registry is unavailable")
 
 
-class CameraServicer(core_pb2_grpc.CameraServiceServicer):
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+class _Authenticated:
+    def __init__(self, access: AccessService) -> None:
+        self._access = access
 
+    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        return self._access.authenticate(bearer_token(context), context.peer() or "")
+
+
+class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):
     async def ListCameras(self, request: core_pb2.ListCamerasRequest,
                           context: grpc.aio.ServicerContext) -> core_pb2.ListCamerasResponse:
-        near = None
-        if request.HasField("near"):
-            point, radius = request.near.point, request.near.radius_m
-            if not (abs(point.lat) <= 90 and abs(point.lon) <= 180):
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                             f"near.point ({point.lat}, {point.lon}) is not a place on Earth")
-            if not 0 < radius <= 50_000:
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                             f"near.radius_m must be in (0, 50000], got {radius:g}")
-            near = (point.lat, point.lon, radius)
-        if request.limit < 0:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit must not be negative")
-        status = {mqtt_pb2.CAMERA_STATE_ONLINE: "online",
-                  mqtt_pb2.CAMERA_STATE_OFFLINE: "offline"}.get(request.status, "")
         async with translated_errors(context):
-            cameras = self._registry.list_cameras(district_id=request.district_id, status=status,
-                                                  near=near, limit=request.limit)
+            caller = self.caller(context)
+            near = None
+            if request.HasField("near"):
+                point, radius = request.near.point, request.near.radius_m
+                if not (abs(point.lat) <= 90 and abs(point.lon) <= 180):
+                    raise InvalidRequest(f"near.point ({point.lat}, {point.lon}) is not a place on Earth")
+                if not 0 < radius <= 50_000:
+                    raise InvalidRequest(f"near.radius_m must be in (0, 50000], got {radius:g}")
+                near = (point.lat, point.lon, radius)
+            if request.limit < 0:
+                raise InvalidRequest("limit must not be negative")
+            status = {mqtt_pb2.CAMERA_STATE_ONLINE: "online",
+                      mqtt_pb2.CAMERA_STATE_OFFLINE: "offline"}.get(request.status, "")
+            cameras = self._access.list_cameras(caller, district_id=request.district_id,
+                                                status=status, near=near, limit=request.limit)
         return core_pb2.ListCamerasResponse(cameras=[camera_message(c) for c in cameras])
 
     async def GetCamera(self, request: core_pb2.GetCameraRequest,
                         context: grpc.aio.ServicerContext) -> core_pb2.Camera:
-        camera = self._registry.camera(request.camera_id)
-        if camera is None:
-            await _abort(context, grpc.StatusCode.NOT_FOUND,
-                         f"camera {request.camera_id!r} is not in the registry")
-        assert camera is not None
+        async with translated_errors(context):
+            self.caller(context)
+            camera = self._access.registry.camera(request.camera_id)
+            if camera is None:
+                raise CameraNotFound(request.camera_id)
         return camera_message(camera)
 
 
-class SessionServicer(core_pb2_grpc.SessionServiceServicer):
-    def __init__(self, broker: SessionBroker) -> None:
-        self._broker = broker
-
+class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):
     async def OpenSession(self, request: core_pb2.OpenSessionRequest,
                           context: grpc.aio.ServicerContext) -> core_pb2.OpenSessionResponse:
         async with translated_errors(context):
-            opened = await self._broker.open(request.camera_id, request.sdp_offer)
-        response = core_pb2.OpenSessionResponse(
+            caller = self.caller(context)
+            opened = await self._access.open_session(
+                caller, request.camera_id, request.sdp_offer, incident_id=request.incident_id,
+                breakglass_id=request.breakglass_id)
+        record = self._access.registry.session(opened.session_id) or {}
+        return core_pb2.OpenSessionResponse(
             session_id=opened.session_id, sdp_answer=opened.sdp_answer,
-            camera=camera_message(opened.camera),
-        )
-        response.expires_at.FromDatetime(opened.expires_at)
-        return response
+            camera=camera_message(opened.camera), expires_at=_stamp(opened.expires_at),
+            basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")))
 
     async def CloseSession(self, request: core_pb2.CloseSessionRequest,
                            context: grpc.aio.ServicerContext) -> core_pb2.CloseSessionResponse:
         async with translated_errors(context):
-            await self._broker.close(request.session_id)
+            await self._access.close_session(self.caller(context), request.session_id)
         return core_pb2.CloseSessionResponse()
 
+
+class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):
+    async def Report(self, request: core_pb2.ReportIncidentRequest,
+                     context: grpc.aio.ServicerContext) -> core_pb2.IncidentReport:
+        async with translated_errors(context):
+            caller = self.caller(context)
+            if not request.HasField("location"):
+                raise InvalidRequest("an incident needs a location")
+            report = await self._access.report_incident(
+                caller, incident_type=request.incident_type, lat=request.location.lat,
+                lon=request.location.lon, radius_m=request.radius_m or None,
+                occurred_at=_time(request.occurred_at, request.HasField("occurred_at")),
+                external_ref=request.external_ref, legal_basis=request.legal_basis or None,
+                service=request.service or None)
+        return report_message(report)
+
+    async def Close(self, request: core_pb2.CloseIncidentRequest,
+                    context: grpc.aio.ServicerContext) -> core_pb2.Incident:
+        async with translated_errors(context):
+            stored = await self._access.close_incident(self.caller(context), request.incident_id,
+                                                       request.reason)
+        return incident_message(stored)
+
+    async def Get(self, request: core_pb2.GetIncidentRequest,
+                  context: grpc.aio.ServicerContext) -> core_pb2.IncidentReport:
+        async with translated_errors(context):
+            report = self._access.get_incident(self.caller(context), request.incident_id)
+        return report_message(report)
+
+    async def List(self, request: core_pb2.ListIncidentsRequest,
+                   context: grpc.aio.ServicerContext) -> core_pb2.ListIncidentsResponse:
+        async with translated_errors(context):
+            incidents = self._access.list_incidents(self.caller(context),
+                                                    include_closed=request.include_closed)
+        return core_pb2.ListIncidentsResponse(incidents=[incident_message(i) for i in incidents])
+
+
+class GrantServicer(_Authenticated, core_pb2_grpc.GrantServiceServicer):
+    async def StartBreakGlass(self, request: core_pb2.StartBreakGlassRequest,
+                              context: grpc.aio.ServicerContext) -> core_pb2.BreakGlass:
+        async with translated_errors(context):
+            window = await self._access.start_break_glass(
+                self.caller(context), camera_ids=list(request.camera_ids),
+                district_ids=list(request.district_ids), reason=request.reason,
+                minutes=request.minutes or 30)
+        return break_glass_message(window)
+
+    async def StopBreakGlass(self, request: core_pb2.StopBreakGlassRequest,
+                             context: grpc.aio.ServicerContext) -> core_pb2.BreakGlass:
+        async with translated_errors(context):
+            window = await self._access.stop_break_glass(self.caller(context), request.breakglass_id)
+        return break_glass_message(window)
+
+    async def RevokeSession(self, request: core_pb2.RevokeSessionRequest,
+                            context: grpc.aio.ServicerContext) -> core_pb2.RevokeSessionResponse:
+        async with translated_errors(context):
+            await self._access.revoke_session(self.caller(context), request.session_id,
+                                              request.reason)
+        return core_pb2.RevokeSessionResponse()
+
+
+class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
+    def _auditor(self, context: grpc.aio.ServicerContext) -> Caller:
+        caller = self.caller(context)
+        self._access.require_auditor(caller)
+        return caller
+
+    async def Verify(self, request: core_pb2.VerifyAuditRequest,
+                     context: grpc.aio.ServicerContext) -> core_pb2.VerifyAuditResponse:
+        async with translated_errors(context):
+            self._auditor(context)
+            report = await asyncio.to_thread(audit_log.verify, self._access.audit.db_path,
+                                           self._access.signer.public_key)
+        return core_pb2.VerifyAuditResponse(
+            ok=report.ok, records=report.records, broken_seq=report.broken_seq or 0,
+            problem=report.problem or "", head_hash=report.head_hash or "",
+            last_checkpoint_seq=report.last_checkpoint_seq or 0)
+
+    async def Export(self, request: core_pb2.ExportAuditRequest,
+                     context: grpc.aio.ServicerContext) -> core_pb2.ExportAuditResponse:
+        async with translated_errors(context):
+            caller = self._auditor(context)
+            fmt = request.format or "csv"
+            if fmt not in ("csv", "json"):
+                raise InvalidRequest(f"format must be csv or json, got {fmt!r}")
+            since = _time(request.since, request.HasField("since"))
+            until = _time(request.until, request.HasField("until"))
+            content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
+                                              since, until, fmt)  # type: ignore[arg-type]
+            count = count_records(content, fmt)
+            await self._access.record_export(caller, since, until, fmt, count)
+        return core_pb2.ExportAuditResponse(format=fmt, content=content.encode(), records=count)
+
+    async def Search(self, request: core_pb2.SearchAuditRequest,
+                     context: grpc.aio.ServicerContext) -> core_pb2.SearchAuditResponse:
+        async with translated_errors(context):
+            self._auditor(context)
+            records = await asyncio.to_thread(
+                audit_log.search, self._access.audit.db_path, operator_id=request.operator_id or None,
+                camera_id=request.camera_id or None, incident_id=request.incident_id or None,
+                since=_time(request.since, request.HasField("since")),
+                until=_time(request.until, request.HasField("until")),
+                limit=request.limit or 100)
+        return core_pb2.SearchAuditResponse(
+            records_json=[json.dumps(r.to_dict(), ensure_ascii=False) for r in records])
+
+
+def count_records(content: str, fmt: str) -> int:
+    if fmt == "json":
+        return len(json.loads(content))
+    return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)

@@ -62,15 +62,24 @@ class SessionBroker:
             raise CameraNotFound(camera_id)
         return camera
 
+    @staticmethod
+    def new_session_id() -> str:
+        return f"ses-{uuid.uuid4().hex}"
+
     async def open(self, camera_id: str, sdp_offer: str, *, expires_at: datetime | None = None,
-                   grant: bytes = b"", session_id: str | None = None) -> OpenedSession:
+                   grant: bytes = b"", session_id: str | None = None,
+                   record: dict[str, str] | None = None) -> OpenedSession:
+        """Relay the offer (with its signed grant) and return the agent's answer.
+
+        ``record`` adds who and why to the session's registry row (operator, agency, incident…).
+        """
         check_offer(sdp_offer)
         camera = self.find_camera(camera_id)
         if not camera.agent_online:
             raise AgentUnavailable(camera.district_id, "its agent is offline")
-        session_id = session_id or f"ses-{uuid.uuid4().hex}"
+        session_id = session_id or self.new_session_id()
         now = datetime.now(UTC)
-        expires_at = expires_at or now + self._ttl
+        expires_at = min(expires_at or now + self._ttl, now + self._ttl)
         offer = mqtt_pb2.SessionOffer(session_id=session_id, camera_id=camera_id,
                                       sdp_offer=sdp_offer, grant=grant)
         offer.expires_at.FromDatetime(expires_at)
@@ -81,7 +90,8 @@ class SessionBroker:
             raise SessionRejected(code, response.error.message)
         if response.WhichOneof("result") != "sdp_answer" or not response.sdp_answer:
             raise SessionRejected("INTERNAL", "the agent sent no SDP answer")
-        self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at)
+        self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at,
+                                      **(record or {}))
         log.info("session opened", session=session_id, camera=camera_id, district=camera.district_id)
         return OpenedSession(session_id, response.sdp_answer, expires_at, camera)
 
@@ -89,33 +99,37 @@ class SessionBroker:
         record = self._registry.session(session_id)
         if record is None or record["closed_at"] is not None:
             raise SessionNotFound(session_id)
-        district = str(record["district_id"])
+        await self.close_at_agent(session_id, str(record["district_id"]), reason)
+        self._registry.end_session(session_id, datetime.now(UTC), reason)
+
+    async def close_at_agent(self, session_id: str, district: str, reason: str) -> bool:
+        """Ask the agent to end the session now; True when it confirmed (or had none)."""
         close = mqtt_pb2.SessionClose(session_id=session_id, reason=reason)
         try:
             response = await self._relay.request(district, mqtt_pb2.SignalRequest(close=close),
                                                  self._answer_timeout)
         except AgentUnavailable:
-            # The agent ends it anyway at expiry; the registry records the viewer's intent now.
+            # The agent ends it anyway at expiry; the registry records the intent now.
             log.warning("session close not confirmed by agent", session=session_id, district=district)
-        else:
-            if response.WhichOneof("result") == "error":
-                log.info("agent had no such session", session=session_id,
-                         message=response.error.message)
-        self._registry.end_session(session_id, datetime.now(UTC), reason)
+            return False
+        if response.WhichOneof("result") == "error":
+            log.info("agent had no such session", session=session_id, message=response.error.message)
+        return True
 
-    def handle_event(self, district_id: str, payload: bytes) -> None:
+    def handle_event(self, district_id: str, payload: bytes) -> mqtt_pb2.SessionEvent | None:
         """A session's end reported by the agent (viewer left, expired, …)."""
         try:
             event = mqtt_pb2.SessionEvent.FromString(payload)
         except DecodeError as exc:
             log.warning("rejected malformed session event", district=district_id, error=str(exc))
-            return
+            return None
         if event.kind != mqtt_pb2.SessionEvent.KIND_ENDED:
-            return
+            return None
         record = self._registry.session(event.session_id)
         if record is None or record["district_id"] != district_id:
             log.warning("session event for unknown session ignored", district=district_id,
                         session=event.session_id)
-            return
+            return None
         self._registry.end_session(event.session_id, event.at.ToDatetime(tzinfo=UTC), event.reason,
-                                   event.bytes_sent)
+                                   event.bytes_sent, event.duration_seconds)
+        return event

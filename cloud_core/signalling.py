@@ -51,8 +51,10 @@ class SignallingRelay:
         future: asyncio.Future[mqtt_pb2.SignalResponse] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = _Pending(district_id, future)
         try:
+            # QoS 0: a request has its own timeout, and with clean sessions QoS 1 would add only
+            # a PUBACK per message, not delivery across reconnects.
             await self._link.publish(topics.signal_request(district_id),
-                                     request.SerializeToString(), qos=1)
+                                     request.SerializeToString(), qos=0)
             async with asyncio.timeout(timeout):
                 return await future
         except LinkDown as exc:

@@ -8,8 +8,8 @@ what is wrong and dropped, and the registry keeps what it had.
 from __future__ import annotations
 
 import math
-from typing import TypeVar
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 from google.protobuf.message import DecodeError, Message

@@ -16,10 +16,12 @@ import aiomqtt
 import structlog
 from google.protobuf.message import DecodeError
 
-from edge_agent.camera_feed import CameraFeed, FeedHealth
+from edge_agent.camera_feed import CameraFeed, FeedHealth, FeedState
+from edge_agent.camera_probe import CameraProber, ProbeResult
 from edge_agent.camera_sources import source_for
 from edge_agent.config import AgentConfig
-from edge_agent.exceptions import OfferRejected
+from edge_agent.exceptions import GrantRejected, OfferRejected
+from edge_agent.grant_check import GrantVerifier
 from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
@@ -42,12 +44,20 @@ class EdgeAgent:
         self._heartbeat: asyncio.Task[None] | None = None
         self._link: MqttLink | None = None
         self._log = log.bind(district=config.district_id, agent=config.agent_id)
+        # Deny unless a grant allows: without the core's public key no offer is ever answered.
+        self.grants: GrantVerifier | None = None
+        if config.grant_public_key is not None:
+            self.grants = GrantVerifier.from_pem_file(
+                config.grant_public_key, config.district_id, lambda: datetime.now(UTC))
         for camera in config.cameras:
             self.feeds[camera.camera_id] = CameraFeed(
-                source_for(camera, config.district_id),
+                source_for(camera, config.district_id, config.rtsp),
                 idle_close_seconds=config.idle_close_seconds,
                 on_health=self._on_feed_health,
             )
+        # Idle RTSP cameras are probed so the map shows which work before anyone watches.
+        self.prober = CameraProber(config.cameras, config.rtsp, is_idle=self._camera_idle,
+                                   on_result=self._on_probe_result)
 
     @property
     def link(self) -> MqttLink:
@@ -67,6 +77,7 @@ class EdgeAgent:
         self.status.attach(self._link)
         await self._link.__aenter__()
         self._heartbeat = asyncio.create_task(self.status.run_heartbeats(), name="heartbeat")
+        self.prober.start()
         self._log.info("agent started", cameras=len(self.feeds), broker=self.config.broker.describe())
         return self
 
@@ -80,6 +91,7 @@ class EdgeAgent:
             return
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        await self.prober.close()
         for session in list(self.sessions.values()):
             await session.close("agent stopping")
         for task in list(self._tasks):
@@ -142,7 +154,7 @@ class EdgeAgent:
             response.error.message = "the agent failed to handle the request; see its log"
         try:
             await self.link.publish(topics.signal_response(self.config.district_id),
-                                    response.SerializeToString(), qos=1)
+                                    response.SerializeToString(), qos=0)
         except LinkDown as exc:
             self._log.warning("signal response lost, link down", request=request.request_id,
                               why=exc.why)
@@ -158,11 +170,21 @@ class EdgeAgent:
             raise OfferRejected("BAD_OFFER", f"session {offer.session_id!r} is already open")
         if len(self.sessions) >= MAX_SESSIONS:
             raise OfferRejected("CAPACITY", f"the agent already serves {MAX_SESSIONS} sessions")
+        if self.grants is None:
+            raise OfferRejected("GRANT_REJECTED", "this agent has no core public key configured "
+                                "([grants] public_key), so it accepts no session")
+        try:
+            claims = self.grants.check(offer.grant, offer.camera_id, offer.session_id)
+        except GrantRejected as exc:
+            raise OfferRejected("GRANT_REJECTED", exc.reason) from exc
         now = datetime.now(UTC)
         cap = now + timedelta(seconds=self.config.session_max_seconds)
-        expires_at = offer.expires_at.ToDatetime(tzinfo=UTC) if offer.HasField("expires_at") else cap
+        # The signed grant's expiry rules; the offer's own field is not signed and only shortens it.
+        expires_at = claims.expires_at
+        if offer.HasField("expires_at"):
+            expires_at = min(expires_at, offer.expires_at.ToDatetime(tzinfo=UTC))
         if expires_at <= now:
-            raise OfferRejected("BAD_OFFER", "the offer has already expired")
+            raise OfferRejected("GRANT_REJECTED", "the grant has already expired")
         session = ViewerSession(
             session_id=offer.session_id, camera_id=offer.camera_id, feed=feed,
             webrtc=self.config.webrtc, expires_at=min(expires_at, cap),
@@ -206,12 +228,24 @@ class EdgeAgent:
     # --- camera status ----------------------------------------------------------------------
 
     async def _on_feed_health(self, camera_id: str, health: FeedHealth) -> None:
-        feed = self.feeds[camera_id]
-        await self.status.camera_changed(camera_id, health, feed.viewers, feed.streaming)
+        if health.state is FeedState.IDLE:
+            self.prober.probe_soon(camera_id)  # its last pulled state goes stale from now on
+        await self._report_camera(camera_id, health)
 
-    async def _report_camera(self, camera_id: str) -> None:
+    async def _report_camera(self, camera_id: str, health: FeedHealth | None = None) -> None:
         feed = self.feeds[camera_id]
-        await self.status.camera_changed(camera_id, feed.health, feed.viewers, feed.streaming)
+        source = feed.source
+        await self.status.camera_changed(
+            camera_id, health or feed.health, feed.viewers, feed.streaming,
+            codec=source.codec, transcoding=source.transcoding,
+        )
+
+    def _camera_idle(self, camera_id: str) -> bool:
+        return not self.feeds[camera_id].streaming
+
+    async def _on_probe_result(self, camera_id: str, result: ProbeResult) -> None:
+        await self.status.camera_probed(camera_id, result.ok, result.reason, result.detail,
+                                        result.codec)
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:

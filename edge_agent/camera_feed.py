@@ -17,6 +17,7 @@ import enum
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import structlog
@@ -27,6 +28,38 @@ from edge_agent.exceptions import SourceError
 log = structlog.get_logger(__name__)
 
 GOP_CACHE_MAX_PACKETS = 600  # 40 s at 15 fps: more than any sane GOP
+
+
+TIMELINE_CLOCK = Fraction(1, 90_000)  # RTP's video clock
+
+
+class _Timeline:
+    """One continuous, increasing timeline for viewers across the source's reconnections.
+
+    Each RTSP session starts its timestamps afresh; without this, a viewer kept across a
+    reconnection would see time jump backwards. Packets after a reconnection continue one frame
+    after the last one sent.
+    """
+
+    def __init__(self) -> None:
+        self._offset = 0
+        self._last: int | None = None
+        self._step = 6000  # one frame at 15 fps until the stream shows its own
+        self._rebase = True
+
+    def new_connection(self) -> None:
+        self._rebase = True
+
+    def place(self, encoded: EncodedPacket) -> int:
+        pts = round(encoded.pts * encoded.time_base / TIMELINE_CLOCK)
+        if self._rebase:
+            self._rebase = False
+            self._offset = 0 if self._last is None else self._last + self._step - pts
+        placed = pts + self._offset
+        if self._last is not None and placed > self._last:
+            self._step = min(placed - self._last, 90_000)
+        self._last = placed if self._last is None else max(self._last, placed)
+        return placed
 
 
 class FeedState(enum.Enum):
@@ -99,7 +132,8 @@ class CameraFeed:
 
     def __init__(self, source: CameraSource, *, idle_close_seconds: float = 10.0,
                  on_health: HealthListener | None = None, subscriber_queue: int = 240,
-                 retry_initial: float = 0.5, retry_max: float = 30.0) -> None:
+                 retry_initial: float = 0.5, retry_max: float = 30.0,
+                 gop_cache: bool = True) -> None:
         self.camera_id = source.camera_id
         self.source = source
         self._idle_close = idle_close_seconds
@@ -114,6 +148,11 @@ class CameraFeed:
         self._health = FeedHealth(FeedState.IDLE)
         self._log = log.bind(camera=self.camera_id)
         self.packets_in = 0
+        self.keyframes_in = 0
+        self.last_packet_at: float | None = None  # loop time of the latest packet from the camera
+        #: Off only to measure what the cache is worth (bench/gop_cache.py).
+        self.gop_cache = gop_cache
+        self._timeline = _Timeline()
 
     @property
     def health(self) -> FeedHealth:
@@ -122,6 +161,11 @@ class CameraFeed:
     @property
     def viewers(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def cached_packets(self) -> int:
+        """Packets in the GOP cache: the key frame and every packet since."""
+        return len(self._gop)
 
     @property
     def streaming(self) -> bool:
@@ -138,9 +182,10 @@ class CameraFeed:
         if self._health.state is FeedState.CLOSED:
             raise RuntimeError(f"feed {self.camera_id} is closed")
         subscription = FeedSubscription(self, self._queue_size)
-        for packet, keyframe in self._gop:
-            subscription.offer(packet, keyframe)
-        if not self._gop:
+        if self.gop_cache:
+            for packet, keyframe in self._gop:
+                subscription.offer(packet, keyframe)
+        if not self._gop or not self.gop_cache:
             subscription.waiting_for_keyframe = True
         self._subscribers.append(subscription)
         self._cancel_idle_timer()
@@ -213,6 +258,7 @@ class CameraFeed:
         delay = self._retry_initial
         while True:
             await self._set_health(FeedHealth(FeedState.STARTING))
+            self._timeline.new_connection()
             try:
                 # aclosing: a cancelled pump closes the camera connection now, not at GC time.
                 async with contextlib.aclosing(self.source.packets()) as packets:
@@ -239,10 +285,11 @@ class CameraFeed:
 
     def _fan_out(self, encoded: EncodedPacket) -> None:
         self.packets_in += 1
+        self.keyframes_in += encoded.keyframe
+        self.last_packet_at = asyncio.get_running_loop().time()
         packet = av.Packet(encoded.data)
-        packet.pts = encoded.pts
-        packet.dts = encoded.pts
-        packet.time_base = encoded.time_base
+        packet.pts = packet.dts = self._timeline.place(encoded)
+        packet.time_base = TIMELINE_CLOCK
         if encoded.keyframe:
             self._gop.clear()
         if encoded.keyframe or self._gop:

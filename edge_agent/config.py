@@ -18,21 +18,35 @@
     advertise = ["127.0.0.1"]     # ICE host candidates; empty = every interface
     # [[webrtc.ice_servers]] urls = ["stun:stun.example.org"]
 
-    [[cameras]]
+    [rtsp]                        # all optional: how RTSP cameras are pulled and probed
+    open_timeout_seconds = 5      # connect + DESCRIBE/SETUP/PLAY, and a probe's whole exchange
+    stall_seconds = 4             # no packet for this long: the camera is offline (stalled)
+    probe_interval_seconds = 120  # each idle camera is probed (RTSP DESCRIBE) this often …
+    probes_per_second = 25        # … but never faster than this for the whole district
+    probe_concurrency = 16        # probes in flight at once
+
+    [core]                        # optional; only `safetynet agent check` uses it
+    address = "core.city.example:50051"
+    ca_file = "tls/ca.crt"        # the city CA: the core's gRPC is checked over TLS when set
+
+    [[cameras]]                   # or, before any table: cameras_file = "cameras.csv"
     id = "gangnam-001"
     name = "Gangnam Station exit 11"
     lat = 37.49795
     lon = 127.02760
-    source = "sim:?size=640x360&fps=15&gop=1"   # or rtsp://…
+    source = "sim:?size=640x360&fps=15&gop=1"   # or rtsp://user:pass@host/path
+    transport = "tcp"             # rtsp:// only: "tcp" (interleaved, default) or "udp"
+    transcode = false             # rtsp:// only: re-encode to H.264 if the camera sends another codec
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge_agent.exceptions import ConfigError
 from protos.topics import check_id
@@ -47,10 +61,43 @@ class CameraConfig:
     lat: float
     lon: float
     source: str = field(repr=False)  # may carry credentials: never logged, never published
+    transport: str = "tcp"           # RTSP lower transport: "tcp" or "udp"
+    transcode: bool = False          # allow re-encoding a codec that cannot be passed through
 
     @property
     def kind(self) -> str:
         return "simulated" if self.source.startswith("sim:") else self.source.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class RtspSettings:
+    """How the agent pulls and probes its RTSP cameras (``[rtsp]``)."""
+
+    open_timeout_seconds: float = 5.0
+    stall_seconds: float = 4.0
+    probe_interval_seconds: float = 120.0
+    probes_per_second: float = 25.0
+    probe_concurrency: int = 16
+
+    @classmethod
+    def from_mapping(cls, table: dict[str, Any]) -> RtspSettings:
+        unknown = set(table) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"rtsp: unknown key(s) {', '.join(sorted(unknown))}")
+        concurrency = table.get("probe_concurrency", 16)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"rtsp.probe_concurrency must be a whole number ≥ 1, got {concurrency!r}")
+        settings = cls(
+            open_timeout_seconds=_positive(table, "open_timeout_seconds", 5.0, section="rtsp"),
+            stall_seconds=_positive(table, "stall_seconds", 4.0, section="rtsp"),
+            probe_interval_seconds=_positive(table, "probe_interval_seconds", 120.0, section="rtsp"),
+            probes_per_second=_positive(table, "probes_per_second", 25.0, section="rtsp"),
+            probe_concurrency=concurrency,
+        )
+        if settings.stall_seconds > 4.5:
+            # Health promise: a camera whose frames stop is reported offline within 5 s.
+            raise ValueError(f"rtsp.stall_seconds must be at most 4.5, got {settings.stall_seconds!r}")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -65,6 +112,9 @@ class AgentConfig:
     idle_close_seconds: float = 10.0
     session_max_seconds: float = 3600.0
     grant_public_key: Path | None = None
+    rtsp: RtspSettings = field(default_factory=RtspSettings)
+    core_address: str | None = None
+    core_ca_file: Path | None = None
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
@@ -85,7 +135,8 @@ class AgentConfig:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
-        unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants"}
+        unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
+                               "cameras_file", "core"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -94,6 +145,10 @@ class AgentConfig:
         cameras = tuple(
             _camera(entry, i) for i, entry in enumerate(data.get("cameras", []), start=1)
         )
+        if "cameras_file" in data:
+            if cameras:
+                raise ValueError("give the cameras inline ([[cameras]]) or as cameras_file, not both")
+            cameras = _cameras_from_file(base, data["cameras_file"])
         seen: set[str] = set()
         for camera in cameras:
             if camera.camera_id in seen:
@@ -101,6 +156,9 @@ class AgentConfig:
             seen.add(camera.camera_id)
         grants = _table(data, "grants", required=False)
         public_key = grants.get("public_key")
+        core = _table(data, "core", required=False)
+        if set(core) - {"address", "ca_file"}:
+            raise ValueError(f"core: unknown key(s) {', '.join(sorted(set(core) - {'address', 'ca_file'}))}")
         return cls(
             district_id=district_id,
             district_name=str(district.get("name", district_id)),
@@ -112,6 +170,9 @@ class AgentConfig:
             idle_close_seconds=_positive(agent, "idle_close_seconds", 10.0, allow_zero=True),
             session_max_seconds=_positive(agent, "session_max_seconds", 3600.0),
             grant_public_key=(base / public_key).resolve() if public_key else None,
+            rtsp=RtspSettings.from_mapping(_table(data, "rtsp", required=False)),
+            core_address=_str(core, "core.address") if "address" in core else None,
+            core_ca_file=(base / _str(core, "core.ca_file")).resolve() if "ca_file" in core else None,
         )
 
 
@@ -133,12 +194,13 @@ def _str(table: dict[str, Any], dotted: str) -> str:
     return value
 
 
-def _positive(table: dict[str, Any], key: str, default: float, *, allow_zero: bool = False) -> float:
+def _positive(table: dict[str, Any], key: str, default: float, *, allow_zero: bool = False,
+              section: str = "agent") -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"agent.{key} must be a number, got {value!r}")
+        raise ValueError(f"{section}.{key} must be a number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"agent.{key} must be positive, got {value!r}")
+        raise ValueError(f"{section}.{key} must be positive, got {value!r}")
     return float(value)
 
 
@@ -146,7 +208,7 @@ def _camera(entry: Any, index: int) -> CameraConfig:
     where = f"cameras[{index}]"
     if not isinstance(entry, dict):
         raise ValueError(f"{where} must be a table")
-    unknown = set(entry) - {"id", "name", "lat", "lon", "source"}
+    unknown = set(entry) - {"id", "name", "lat", "lon", "source", "transport", "transcode"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     camera_id = check_id(_str(entry, f"{where}.id"), f"{where}.id")
@@ -159,4 +221,41 @@ def _camera(entry: Any, index: int) -> CameraConfig:
     source = _str(entry, f"{where}.source")
     if not source.startswith(("sim:", "rtsp://", "rtsps://")):
         raise ValueError(f"{where} ({camera_id}): source must be sim:… or rtsp://…")
-    return CameraConfig(camera_id, str(entry.get("name", camera_id)), float(lat), float(lon), source)  # type: ignore[arg-type]
+    is_rtsp = source.startswith(("rtsp://", "rtsps://"))
+    if is_rtsp and not _has_host(source):
+        raise ValueError(f"{where} ({camera_id}): source names no camera host (or a bad port)")
+    transport = entry.get("transport", "tcp")
+    if transport not in ("tcp", "udp"):
+        raise ValueError(f"{where} ({camera_id}): transport must be \"tcp\" or \"udp\", got {transport!r}")
+    transcode = entry.get("transcode", False)
+    if not isinstance(transcode, bool):
+        raise ValueError(f"{where} ({camera_id}): transcode must be true or false, got {transcode!r}")
+    if not is_rtsp and ("transport" in entry or transcode):
+        raise ValueError(f"{where} ({camera_id}): transport and transcode apply to rtsp:// sources only")
+    return CameraConfig(camera_id, str(entry.get("name", camera_id)), float(lat), float(lon),  # type: ignore[arg-type]
+                        source, transport=transport, transcode=transcode)
+
+
+def _cameras_from_file(base: Path, value: Any) -> tuple[CameraConfig, ...]:
+    """The cameras of a CSV inventory (format: edge_agent/camera_inventory.py)."""
+    from edge_agent.camera_inventory import read_inventory
+
+    if not isinstance(value, str) or not value:
+        raise ValueError("cameras_file must be a file path")
+    path = (base / value).resolve()
+    report = read_inventory(path)
+    if not report.ok:
+        shown = "; ".join(str(p) for p in report.problems[:5])
+        more = f" (and {len(report.problems) - 5} more)" if len(report.problems) > 5 else ""
+        raise ValueError(f"cameras_file {path}: {shown}{more}")
+    return tuple(CameraConfig(c.camera_id, c.name, c.lat, c.lon, c.stream_url)
+                 for c in report.cameras)
+
+
+def _has_host(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a malformed port
+        return bool(parts.hostname)
+    except ValueError:  # the message would quote the URL, password and all: ours does not
+        return False

@@ -92,7 +92,13 @@ class StatusReporter:
                             self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE), retain=True)
 
     async def camera_changed(self, camera_id: str, health: FeedHealth, viewers: int,
-                             streaming: bool) -> None:
+                             streaming: bool, *, codec: str | None = None,
+                             transcoding: bool = False) -> None:
+        """A pulled camera's state: online while packets arrive, offline with a reason.
+
+        An idle camera (nobody watches, nothing pulled) keeps the state it was last seen in,
+        until a probe says otherwise (``camera_probed``).
+        """
         status = self._cameras[camera_id]
         new = mqtt_pb2.CameraStatus()
         new.CopyFrom(status)
@@ -100,18 +106,39 @@ class StatusReporter:
             new.state = mqtt_pb2.CAMERA_STATE_OFFLINE
             new.reason = _REASONS.get(health.reason, mqtt_pb2.OFFLINE_REASON_UNSPECIFIED)
             new.detail = health.detail
-        elif health.state in (FeedState.LIVE, FeedState.IDLE):
+        elif health.state is FeedState.LIVE:
             new.state = mqtt_pb2.CAMERA_STATE_ONLINE
             new.reason = mqtt_pb2.OFFLINE_REASON_UNSPECIFIED
             new.detail = ""
         new.viewers = viewers
         new.streaming = streaming
-        if (new.state, new.reason, new.detail, new.viewers, new.streaming) == (
-            status.state, status.reason, status.detail, status.viewers, status.streaming
-        ):
+        if codec is not None:
+            new.codec = codec
+        new.transcoding = transcoding and streaming
+        await self._replace_camera(status, new)
+
+    async def camera_probed(self, camera_id: str, ok: bool, reason: str = "", detail: str = "",
+                            codec: str = "") -> None:
+        """An idle camera answered a probe (online) or did not (offline with the reason)."""
+        status = self._cameras[camera_id]
+        new = mqtt_pb2.CameraStatus()
+        new.CopyFrom(status)
+        new.state = mqtt_pb2.CAMERA_STATE_ONLINE if ok else mqtt_pb2.CAMERA_STATE_OFFLINE
+        new.reason = (mqtt_pb2.OFFLINE_REASON_UNSPECIFIED if ok
+                      else _REASONS.get(reason, mqtt_pb2.OFFLINE_REASON_UNSPECIFIED))
+        new.detail = "" if ok else detail
+        if codec:
+            new.codec = codec
+        await self._replace_camera(status, new)
+
+    async def _replace_camera(self, status: mqtt_pb2.CameraStatus,
+                              new: mqtt_pb2.CameraStatus) -> None:
+        """Publish ``new`` if it differs from ``status`` in anything but its timestamp."""
+        new.changed_at.CopyFrom(status.changed_at)
+        if new == status:
             return
         new.changed_at.CopyFrom(now_timestamp())
-        self._cameras[camera_id] = new
+        self._cameras[status.camera.camera_id] = new
         await self._publish_camera(new)
 
     async def publish_heartbeat(self) -> None:

@@ -29,8 +29,12 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-def run_until_signalled(body: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:
-    """Run ``body(stop)``; SIGINT/SIGTERM set ``stop`` so it can shut down in order."""
+def run_until_signalled(body: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]], *,
+                        fast_loop: bool = False) -> int:
+    """Run ``body(stop)``; SIGINT/SIGTERM set ``stop`` so it can shut down in order.
+
+    ``fast_loop`` runs it on uvloop when installed (the core: many small gRPC and MQTT calls).
+    """
 
     async def runner() -> int | None:
         stop = asyncio.Event()
@@ -39,7 +43,15 @@ def run_until_signalled(body: Callable[[asyncio.Event], Coroutine[Any, Any, int 
             loop.add_signal_handler(sig, stop.set)
         return await body(stop)
 
-    return asyncio.run(runner()) or EXIT_OK
+    loop_factory = None
+    if fast_loop:
+        try:
+            import uvloop
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner_:
+        return runner_.run(runner()) or EXIT_OK
 
 
 def _loopback(host: str) -> bool:
@@ -77,6 +89,9 @@ def cmd_core(args: argparse.Namespace) -> int:
     if args.listen:
         _host_port(args.listen, "--listen")
         overrides["listen"] = args.listen
+    if args.http_listen:
+        _host_port(args.http_listen, "--http-listen")
+        overrides["http_listen"] = args.http_listen
     if args.broker:
         host, port = _host_port(args.broker, "--broker")
         overrides["broker"] = BrokerSettings(host=host, port=port)
@@ -85,7 +100,7 @@ def cmd_core(args: argparse.Namespace) -> int:
     if overrides:
         from dataclasses import replace
         config = replace(config, **overrides)
-    return run_until_signalled(lambda stop: run_core(config, stop))
+    return run_until_signalled(lambda stop: run_core(config, stop), fast_loop=True)
 
 
 # --- agent --------------------------------------------------------------------------------
@@ -112,9 +127,19 @@ def cmd_sim_districts(args: argparse.Namespace) -> int:
     from simulators.agent_configs import write_pilot_configs
 
     host, port = _host_port(args.broker, "--broker")
+    extra: dict[str, Any] = {}
+    if args.sources:
+        from simulators.agent_configs import read_camera_urls
+
+        try:
+            extra["sources"] = read_camera_urls(Path(args.sources).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--sources {args.sources}: {exc}") from exc
     try:
         written = write_pilot_configs(Path(args.out), broker_host=host, broker_port=port,
-                                      source=args.source, advertise=tuple(args.advertise))
+                                      source=args.source, advertise=tuple(args.advertise), **extra,
+                                      grant_public_key=Path(args.grant_key).resolve()
+                                      if args.grant_key else None)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     for path in written:
@@ -138,7 +163,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     options = DemoOptions(state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
-                          core_port=args.port, camera_source=args.source,
+                          core_port=args.port, console_port=args.console_port,
+                          camera_source=args.source,
                           agent_log_level=args.agent_log_level)
     return run_until_signalled(lambda stop: run_demo(options, stop))
 
@@ -173,10 +199,24 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get("SAFETYNET_TOKEN") or None
 
 
+def _ca_file(args: argparse.Namespace, core: str) -> Path | None:
+    """The city CA to check the core's TLS certificate with; plain gRPC only to a loopback core."""
+    value = args.ca_file or os.environ.get("SAFETYNET_CA_FILE")
+    if not value:
+        if not _loopback(core.rpartition(":")[0]):
+            raise UserError(f"the core {core} is not on this machine: pass --ca-file CITY_CA.crt "
+                            "(or set $SAFETYNET_CA_FILE) to talk TLS; plain gRPC is for loopback only")
+        return None
+    if not Path(value).is_file():
+        raise UserError(f"--ca-file {value}: no such file")
+    return Path(value)
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     from viewer.client import ViewError, watch
 
     core = _core_address(args)
+    ca_file = _ca_file(args, core)
     webrtc = _viewer_webrtc(args, core)
     token = _token(args)
     snapshot = Path(args.snapshot) if args.snapshot else None
@@ -186,7 +226,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     async def body(stop: asyncio.Event) -> int:
         try:
             report = await watch(core, args.camera_id, seconds=args.seconds, webrtc=webrtc,
-                                 token=token, snapshot=snapshot)
+                                 token=token, snapshot=snapshot, ca_file=ca_file,
+                                 incident_id=args.incident, breakglass_id=args.breakglass)
         except ViewError as exc:
             if args.json:
                 print(json.dumps({"camera_id": args.camera_id, "error": exc.code,
@@ -209,9 +250,10 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     import grpc
 
     from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
-    from viewer.client import call_metadata
+    from viewer.client import call_metadata, open_channel
 
     core = _core_address(args)
+    ca_file = _ca_file(args, core)
     request = core_pb2.ListCamerasRequest(district_id=args.district or "", limit=args.limit)
     if args.status:
         request.status = mqtt_pb2.CAMERA_STATE_ONLINE if args.status == "online" else mqtt_pb2.CAMERA_STATE_OFFLINE
@@ -223,7 +265,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         request.near.point.lat, request.near.point.lon, request.near.radius_m = lat, lon, radius
 
     async def body(stop: asyncio.Event) -> int:
-        async with grpc.aio.insecure_channel(core) as channel:
+        async with open_channel(core, ca_file) as channel:
             try:
                 response = await core_pb2_grpc.CameraServiceStub(channel).ListCameras(
                     request, metadata=call_metadata(_token(args)), timeout=10)
@@ -256,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with every look on the record.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from provisioning.cli import add_agent_actions, add_provision_parser
 
     def log_level(p: argparse.ArgumentParser, default: str = "info") -> None:
         p.add_argument("--log-level", default=default, choices=["debug", "info", "warning", "error"],
@@ -265,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the cloud core: gRPC services for agencies, MQTT link to agents.")
     p.add_argument("--config", metavar="FILE", help="core TOML config (see cloud_core/config.py)")
     p.add_argument("--listen", metavar="HOST:PORT", help=f"gRPC address (default {DEFAULT_CORE})")
+    p.add_argument("--http-listen", metavar="HOST:PORT",
+                   help="serve the browser console and WHEP here (default: off, or http_listen)")
     p.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
     p.add_argument("--db", metavar="FILE", default="core.sqlite3", help="registry database file")
     log_level(p)
@@ -276,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="agent TOML config (see edge_agent/config.py)")
     log_level(p)
     p.set_defaults(func=cmd_agent)
+    add_agent_actions(p)
 
     p = sub.add_parser("sim", help="simulators: pilot districts, RTSP cameras",
                        description="Stand-ins for what a pilot does not have yet.")
@@ -289,11 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera source for every camera (default: synthetic 640x360, 15 fps, 1 s GOP)")
     q.add_argument("--advertise", action="append", default=[], metavar="ADDR",
                    help="ICE host address to advertise (repeatable; default 127.0.0.1)")
+    q.add_argument("--sources", metavar="FILE",
+                   help="per-camera sources: 'CAMERA_ID URL' lines, e.g. the output of "
+                        "'safetynet sim cameras' (cameras not listed keep --source)")
+    q.add_argument("--grant-key", metavar="FILE",
+                   help="the core's grant public key (grant-signing.pub beside its database)")
     q.set_defaults(func=cmd_sim_districts)
     q = sim.add_parser("cameras", help="serve synthetic cameras as real RTSP on loopback",
                        description="Serve synthetic cameras as real RTSP streams on loopback and "
-                                   "print 'CAMERA_ID rtsp://…' per camera. Options: --gop SECONDS "
-                                   "--fps N --size WxH --bitrate KBPS --port N --count N.",
+                                   "print 'CAMERA_ID rtsp://…' per camera: the pilot districts' "
+                                   "cameras unless told otherwise. Options: --gop SECONDS "
+                                   "--fps N --size WxH --bitrate KBPS --port N --codec C "
+                                   "--cameras ID,… | --count N | --district ID "
+                                   "--credentials USER:PASS --fault-at-start CAMERA=FAULT.",
                        add_help=False)
     q.set_defaults(func=cmd_sim_cameras, passthrough=True)
 
@@ -303,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stop everything cleanly on Ctrl-C.")
     p.add_argument("--state-dir", metavar="DIR", help="keep state here and write DIR/demo.json")
     p.add_argument("--port", type=int, default=50051, help="core gRPC port (default 50051; 0 = any free)")
+    p.add_argument("--console-port", type=int, default=8080,
+                   help="browser console and WHEP port (default 8080; 0 = any free)")
     p.add_argument("--source", default="sim:?size=640x360&fps=15&gop=1",
                    help="camera source for every simulated camera")
     p.add_argument("--agent-log-level", default="warning",
@@ -320,8 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", metavar="FILE.png", help="save the last decoded frame as an image")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--token-file", metavar="FILE", help="operator token (default $SAFETYNET_TOKEN)")
+    p.add_argument("--ca-file", metavar="FILE",
+                   help="city CA certificate: talk TLS to the core (default $SAFETYNET_CA_FILE)")
     p.add_argument("--advertise", action="append", default=[], metavar="ADDR",
                    help="ICE host address to advertise (repeatable; default loopback for a local core)")
+    p.add_argument("--incident", metavar="INCIDENT_ID", default="",
+                   help="the incident that justifies the view (none: your district's standing access)")
+    p.add_argument("--breakglass", metavar="BREAKGLASS_ID", default="",
+                   help="a supervisor's break-glass window")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("cameras", help="list the registry's cameras",
@@ -334,7 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="at most this many")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--token-file", metavar="FILE", help="operator token (default $SAFETYNET_TOKEN)")
+    p.add_argument("--ca-file", metavar="FILE",
+                   help="city CA certificate: talk TLS to the core (default $SAFETYNET_CA_FILE)")
     p.set_defaults(func=cmd_cameras)
+    add_provision_parser(sub)
+
+    from safetynet.cli_access import add_access_parsers
+
+    add_access_parsers(sub)
     return parser
 
 

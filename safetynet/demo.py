@@ -23,6 +23,8 @@ from cloud_core.server import CoreServer
 from safetynet.broker import MosquittoBroker, free_port
 from safetynet.mqtt_link import BrokerSettings
 from simulators.agent_configs import write_pilot_configs
+from simulators.district_outlines import write_outlines_geojson
+from simulators.facilities import write_facilities_csv
 from simulators.pilot_districts import PILOT_DISTRICTS
 
 log = structlog.get_logger(__name__)
@@ -34,6 +36,7 @@ STARTUP_TIMEOUT = 30.0
 class DemoOptions:
     state_dir: Path | None = None
     core_port: int = 50051
+    console_port: int = 8080        # the browser console and WHEP (0: any free port)
     camera_source: str = "sim:?size=640x360&fps=15&gop=1"
     agent_log_level: str = "warning"
 
@@ -68,7 +71,7 @@ class AgentProcess:
             await process.wait()
 
 
-def _core_port(wanted: int) -> int:
+def _core_port(wanted: int, what: str = "core") -> int:
     if wanted == 0:
         return free_port()
     try:
@@ -78,7 +81,7 @@ def _core_port(wanted: int) -> int:
         return wanted
     except OSError:
         port = free_port()
-        log.warning("core port taken, using another", wanted=wanted, port=port)
+        log.warning("port taken, using another", listener=what, wanted=wanted, port=port)
         return port
 
 
@@ -92,12 +95,18 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
     try:
         async with MosquittoBroker(work_dir=state_dir) as broker:
             broker_settings = BrokerSettings(host=broker.host, port=broker.port)
-            configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
-                                          broker_port=broker.port, source=options.camera_source)
             core_config = CoreConfig(database=state_dir / "core.sqlite3",
                                      listen=f"127.0.0.1:{_core_port(options.core_port)}",
-                                     broker=broker_settings)
+                                     broker=broker_settings,
+                                     facilities_file=write_facilities_csv(state_dir / "facilities.csv"),
+                                     http_listen=f"127.0.0.1:{_core_port(options.console_port, 'console')}",
+                                     district_outlines_file=write_outlines_geojson(
+                                         state_dir / "district-outlines.geojson"))
             async with CoreServer(core_config) as core:
+                configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
+                                              broker_port=broker.port, source=options.camera_source,
+                                              grant_public_key=core_config.grant_public_key_path)
+                operators = _demo_operators(core, state_dir / "tokens")
                 agents = [AgentProcess(path.stem, path, options.agent_log_level) for path in configs]
                 try:
                     for agent in agents:
@@ -110,6 +119,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                               f"{STARTUP_TIMEOUT:g} s; see the log above", file=sys.stderr)
                         return 1
                     state = _demo_state(core, broker, agents, state_dir)
+                    state["operators"] = operators
                     (state_dir / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
                     _print_summary(state)
                     await stop.wait()
@@ -124,6 +134,37 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
             tmp.cleanup()
 
 
+# One operator per agency (and the two district centres), so every service can be tried.
+DEMO_OPERATORS = (
+    ("gangnam-centre", "district:gangnam", "operator"),
+    ("mapo-centre", "district:mapo", "operator"),
+    ("police-op", "police-112", "operator"),
+    ("police-sup", "police-112", "supervisor"),
+    ("fire-op", "fire-119", "operator"),
+    ("disaster-op", "disaster-room", "operator"),
+    ("protect-op", "vulnerable-support", "operator"),
+    ("auditor", "police-112", "auditor"),
+)
+
+
+def _demo_operators(core: CoreServer, token_dir: Path) -> list[dict[str, str]]:
+    """Create the demo's operators (once per state dir); their tokens go to 0600 files."""
+    assert core.access is not None
+    token_dir.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for name, agency, role in DEMO_OPERATORS:
+        token_file = token_dir / f"{name}.token"
+        if core.access.operators.get(name) is None:
+            _, token = core.access.operators.add(name, agency=agency, role=role,
+                                                 policy=core.access.policy)
+            token_file.unlink(missing_ok=True)
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token + "\n")
+        listed.append({"name": name, "agency": agency, "role": role, "token_file": str(token_file)})
+    return listed
+
+
 def _all_online(registry: Any, expected: set[str]) -> bool:
     cameras = registry.list_cameras(status="online")
     return expected <= {c.camera_id for c in cameras}
@@ -134,8 +175,10 @@ def _demo_state(core: CoreServer, broker: MosquittoBroker, agents: list[AgentPro
     assert core.registry is not None
     return {
         "core": core.address,
+        "console": core.console.url if core.console else None,
         "broker": f"mqtt://{broker.host}:{broker.port}",
         "database": str(core.config.database),
+        "audit_database": str(core.config.audit_database),
         "pid": os.getpid(),
         "districts": [
             {
@@ -158,17 +201,28 @@ def _print_summary(state: dict[str, Any]) -> None:
         "Safety Net demo is running (loopback only):",
         f"  broker  {state['broker']}",
         f"  core    {state['core']}  (gRPC; database {state['database']})",
+        (f"  console {state['console']}  (browser: sign in with a token file below; "
+         "WHEP: POST /whep/cameras/ID)"),
     ]
     for district in state["districts"]:
         lines.append(f"  agent   {district['district_id']:<8} {len(district['cameras'])} cameras "
                      f"(pid {district['agent_pid']})")
-    first = [d["cameras"][0] for d in state["districts"]]
+    tokens = {o["name"]: o["token_file"] for o in state.get("operators", [])}
     core_flag = "" if state["core"] == "127.0.0.1:50051" else f" --core {state['core']}"
+    lines += ["", "Operators (token files, 0600):"]
+    lines += [f"  {o['name']:<15} {o['agency']:<20} {o['role']:<10} {o['token_file']}"
+              for o in state.get("operators", [])]
     lines += [
         "",
-        "View a camera from another terminal:",
-        *(f"  safetynet view {camera}{core_flag} --snapshot {camera}.png" for camera in first),
-        f"  safetynet cameras{core_flag} --near 37.4979,127.0276,1500",
+        "From another terminal — a district centre watches its own cameras:",
+        f"  safetynet view gangnam-001{core_flag} --token-file {tokens.get('gangnam-centre')} "
+        "--snapshot gangnam-001.png",
+        f"  safetynet view mapo-001{core_flag} --token-file {tokens.get('mapo-centre')}",
+        "112 reports a robbery at Gangnam Station, then watches the nearest camera:",
+        f"  safetynet incident report --type robbery --at 37.4979,127.0276{core_flag} "
+        f"--token-file {tokens.get('police-op')}",
+        f"  safetynet view gangnam-001 --incident INCIDENT_ID{core_flag} "
+        f"--token-file {tokens.get('police-op')}",
         "",
         "Ctrl-C stops everything.",
     ]

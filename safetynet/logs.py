@@ -25,7 +25,9 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a debug line below the level costs nothing beyond the check.
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
@@ -40,5 +42,8 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # Third-party chatter below warning is noise for operators.
+    # ("mqtt" is aiomqtt's logger: it warns on every publish past ten in flight, which is
+    # normal under load and drowns everything else.)
     for noisy in ("aioice", "aiortc", "libav", "grpc"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("mqtt").setLevel(max(numeric, logging.ERROR))

@@ -78,6 +78,7 @@ class StreamSettings:
     fps: int = 15
     gop_s: float = 1.0
     bitrate_kbps: int = 2500
+    codec: str = "h264"  # or "h265" / "mjpeg": cameras whose video cannot pass through to WebRTC
 
     @property
     def key_int_max(self) -> int:
@@ -102,12 +103,25 @@ def launch_line(camera_id: str, settings: StreamSettings) -> str:
         ' ! clockoverlay valignment=bottom halignment=right font-desc="Sans 16"'
         ' time-format="%Y-%m-%d %H:%M:%S" shaded-background=true'
         " ! valve name=stall drop=false drop-mode=forward-sticky-events"
-        " ! x264enc tune=zerolatency speed-preset=ultrafast threads=1"
-        f" key-int-max={settings.key_int_max} bitrate={settings.bitrate_kbps}"
+        f" ! {ENCODERS[settings.codec].format(s=settings)} )"
+    )
+
+
+#: The encoder and payloader of each codec a simulated camera can send.
+ENCODERS = {
+    "h264": (
+        "x264enc tune=zerolatency speed-preset=ultrafast threads=1"
+        " key-int-max={s.key_int_max} bitrate={s.bitrate_kbps}"
         ' option-string="scenecut=0:nal-hrd=cbr:filler=1"'
         " ! video/x-h264,profile=constrained-baseline"
-        " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
-    )
+        " ! rtph264pay name=pay0 pt=96 config-interval=-1"
+    ),
+    "h265": (
+        "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={s.key_int_max}"
+        " bitrate={s.bitrate_kbps} ! rtph265pay name=pay0 pt=96 config-interval=-1"
+    ),
+    "mjpeg": "jpegenc quality=50 ! rtpjpegpay name=pay0 pt=26",
+}
 
 
 class SimulatedCamera:
@@ -351,6 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT")
     parser.add_argument("--bitrate", type=int, default=2500, help="kbit/s")
+    parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264")
     parser.add_argument(
         "--fault-at-start", action="append", default=[], metavar="CAMERA=FAULT",
         help="apply a fault before any client connects (repeatable)",
@@ -395,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     Gst.init(None)
     settings = StreamSettings(
         width=args.width, height=args.height, fps=args.fps,
-        gop_s=args.gop, bitrate_kbps=args.bitrate,
+        gop_s=args.gop, bitrate_kbps=args.bitrate, codec=args.codec,
     )
     server = CameraServer(args.camera_ids, settings, port=args.port, credentials=credentials)
     for camera_id, fault in args.faults_at_start:

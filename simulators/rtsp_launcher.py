@@ -36,6 +36,8 @@ from typing import Self
 
 import structlog
 
+from simulators.pilot_districts import PILOT_DISTRICTS
+
 logger = structlog.get_logger(__name__)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -130,7 +132,8 @@ class RtspCameraServer:
     encoder per watched camera, none for an unwatched one. ``credentials``
     ``(user, password)`` turns on basic and digest auth for every camera.
     ``faults_at_start`` applies faults before the first client can connect.
-    ``port=0`` lets the server pick a free port.
+    ``port=0`` lets the server pick a free port. ``codec`` "h265" or "mjpeg"
+    stands in for cameras whose video cannot pass through to WebRTC.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class RtspCameraServer:
         port: int = 0,
         credentials: tuple[str, str] | None = None,
         faults_at_start: Mapping[str, Fault | str] | None = None,
+        codec: str = "h264",
         python: str = SYSTEM_PYTHON,
         start_timeout_s: float = 15.0,
         reply_timeout_s: float = 5.0,
@@ -164,6 +168,7 @@ class RtspCameraServer:
             "--fps", str(fps),
             "--size", f"{size[0]}x{size[1]}",
             "--bitrate", str(bitrate_kbps),
+            "--codec", codec,
         ]
         for camera_id, fault in self._faults_at_start.items():
             self._argv += ["--fault-at-start", f"{camera_id}={fault}"]
@@ -349,6 +354,12 @@ class RtspCameraServer:
 # --- command line ------------------------------------------------------------
 
 
+def pilot_camera_ids(district_id: str | None = None) -> tuple[str, ...]:
+    """The pilot districts' camera ids (gangnam-001 …, mapo-001 …), or one district's."""
+    return tuple(c.camera_id for d in PILOT_DISTRICTS
+                 if district_id in (None, d.district_id) for c in d.cameras)
+
+
 @dataclasses.dataclass(frozen=True)
 class SimCamerasConfig:
     """Options of ``safetynet sim cameras``."""
@@ -361,6 +372,7 @@ class SimCamerasConfig:
     port: int = 0
     credentials: tuple[str, str] | None = None
     faults_at_start: tuple[tuple[str, Fault], ...] = ()
+    codec: str = "h264"
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None) -> SimCamerasConfig:
@@ -370,11 +382,15 @@ class SimCamerasConfig:
         )
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--cameras", metavar="ID[,ID...]", help="camera ids to serve")
-        which.add_argument("--count", type=int, default=2, help="serve cam-01..cam-NN")
+        which.add_argument("--count", type=int, help="serve cam-01..cam-NN")
+        which.add_argument("--district", choices=[d.district_id for d in PILOT_DISTRICTS],
+                           help="serve one pilot district's cameras")
         parser.add_argument("--gop", type=float, default=1.0, metavar="SECONDS")
         parser.add_argument("--fps", type=int, default=15, metavar="N")
         parser.add_argument("--size", default="1280x720", metavar="WxH")
         parser.add_argument("--bitrate", type=int, default=2500, metavar="KBPS")
+        parser.add_argument("--codec", choices=["h264", "h265", "mjpeg"], default="h264",
+                            help="what the cameras send (h265 and mjpeg need transcode = true)")
         parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
         parser.add_argument("--credentials", metavar="USER:PASS", help="require RTSP auth")
         parser.add_argument(
@@ -384,10 +400,12 @@ class SimCamerasConfig:
         args = parser.parse_args(argv)
         if args.cameras:
             camera_ids = tuple(c for c in args.cameras.split(",") if c)
-        else:
+        elif args.count is not None:
             if args.count < 1:
                 parser.error("--count must be at least 1")
             camera_ids = tuple(f"cam-{i:02d}" for i in range(1, args.count + 1))
+        else:
+            camera_ids = pilot_camera_ids(args.district)
         size = re.fullmatch(r"(\d+)x(\d+)", args.size)
         if size is None:
             parser.error(f"--size {args.size!r} is not WIDTHxHEIGHT")
@@ -406,7 +424,7 @@ class SimCamerasConfig:
         return cls(
             camera_ids=camera_ids, gop_s=args.gop, fps=args.fps,
             size=(int(size[1]), int(size[2])), bitrate_kbps=args.bitrate, port=args.port,
-            credentials=credentials, faults_at_start=tuple(faults),
+            credentials=credentials, faults_at_start=tuple(faults), codec=args.codec,
         )
 
 
@@ -415,7 +433,7 @@ async def serve(config: SimCamerasConfig) -> None:
     async with RtspCameraServer(
         config.camera_ids, gop_s=config.gop_s, fps=config.fps, size=config.size,
         bitrate_kbps=config.bitrate_kbps, port=config.port, credentials=config.credentials,
-        faults_at_start=dict(config.faults_at_start),
+        faults_at_start=dict(config.faults_at_start), codec=config.codec,
     ) as server:
         for camera_id, url in server.urls.items():
             print(camera_id, url, flush=True)

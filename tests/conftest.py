@@ -15,6 +15,7 @@ from edge_agent.config import AgentConfig, CameraConfig
 from safetynet.broker import MosquittoBroker
 from safetynet.mqtt_link import BrokerSettings
 from safetynet.webrtc import WebRtcSettings
+from simulators.facilities import write_facilities_csv
 from simulators.pilot_districts import GANGNAM, MAPO, PilotDistrict
 
 SMALL_SIM = "sim:?size=320x240&fps=15&gop=1&kbps=300"
@@ -34,7 +35,8 @@ def broker_settings(mosquitto: MosquittoBroker) -> BrokerSettings:
 @pytest.fixture
 def core_config(tmp_path: Path, broker_settings: BrokerSettings) -> CoreConfig:
     return CoreConfig(database=tmp_path / "core.sqlite3", listen="127.0.0.1:0",
-                      broker=broker_settings, answer_timeout_seconds=5.0)
+                      broker=broker_settings, answer_timeout_seconds=5.0,
+                      facilities_file=write_facilities_csv(tmp_path / "facilities.csv"))
 
 
 @pytest.fixture
@@ -44,11 +46,31 @@ async def core(core_config: CoreConfig) -> AsyncIterator[CoreServer]:
         yield server
 
 
+# One operator per agency and role the tests need: name -> (agency, role).
+TEST_OPERATORS = {
+    "gangnam-op": ("district:gangnam", "operator"),
+    "mapo-op": ("district:mapo", "operator"),
+    "police-op": ("police-112", "operator"),
+    "police-sup": ("police-112", "supervisor"),
+    "fire-op": ("fire-119", "operator"),
+    "auditor": ("police-112", "auditor"),
+}
+
+
+@pytest.fixture
+def tokens(core: CoreServer) -> dict[str, str]:
+    """Bearer tokens of TEST_OPERATORS, created in the core's store."""
+    assert core.access is not None
+    return {name: core.access.operators.add(name, agency=agency, role=role,
+                                            policy=core.access.policy)[1]
+            for name, (agency, role) in TEST_OPERATORS.items()}
+
+
 AgentConfigFactory = Callable[..., AgentConfig]
 
 
 @pytest.fixture
-def agent_config(broker_settings: BrokerSettings) -> AgentConfigFactory:
+def agent_config(broker_settings: BrokerSettings, core_config: CoreConfig) -> AgentConfigFactory:
     """``agent_config(district=GANGNAM, cameras=3, **overrides)``: a small config for tests."""
 
     def make(district: PilotDistrict = GANGNAM, cameras: int = 3, source: str = SMALL_SIM,
@@ -60,6 +82,7 @@ def agent_config(broker_settings: BrokerSettings) -> AgentConfigFactory:
             cameras=tuple(CameraConfig(c.camera_id, c.name, c.lat, c.lon, source)
                           for c in district.cameras[:cameras]),
             heartbeat_seconds=30, idle_close_seconds=1.0,
+            grant_public_key=core_config.grant_public_key_path,
         )
         return replace(config, **overrides)  # type: ignore[arg-type]
 

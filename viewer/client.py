@@ -54,6 +54,18 @@ class ViewReport:
         return asdict(self)
 
 
+def open_channel(core_address: str, ca_file: Path | None = None) -> grpc.aio.Channel:
+    """A channel to the core: TLS trusting only ``ca_file`` (the city CA) when given, else plain
+    (for a core on loopback: the demo and the tests)."""
+    if ca_file is None:
+        return grpc.aio.insecure_channel(core_address)
+    try:
+        root = ca_file.read_bytes()
+    except OSError as exc:
+        raise ViewError("CA_FILE", f"cannot read {ca_file}: {exc.strerror}") from exc
+    return grpc.aio.secure_channel(core_address, grpc.ssl_channel_credentials(root_certificates=root))
+
+
 def call_metadata(token: str | None) -> Sequence[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -62,8 +74,13 @@ class CameraViewer:
     """One viewing session; an async context manager that closes the session on exit."""
 
     def __init__(self, core_address: str, camera_id: str, *, webrtc: WebRtcSettings,
-                 token: str | None = None, channel: grpc.aio.Channel | None = None) -> None:
+                 token: str | None = None, channel: grpc.aio.Channel | None = None,
+                 incident_id: str = "", breakglass_id: str = "",
+                 ca_file: Path | None = None) -> None:
         self.camera_id = camera_id
+        self._ca_file = ca_file
+        self.incident_id = incident_id
+        self.breakglass_id = breakglass_id
         self._core_address = core_address
         self._webrtc = webrtc
         self._token = token
@@ -88,7 +105,7 @@ class CameraViewer:
 
     async def open(self) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._core_address)
+            self._channel = open_channel(self._core_address, self._ca_file)
         stub = core_pb2_grpc.SessionServiceStub(self._channel)
         pc = RTCPeerConnection(self._webrtc.rtc_configuration())
         self._pc = pc
@@ -108,7 +125,9 @@ class CameraViewer:
         self._t_open = time.perf_counter()
         try:
             response = await stub.OpenSession(
-                core_pb2.OpenSessionRequest(camera_id=self.camera_id, sdp_offer=pc.localDescription.sdp),
+                core_pb2.OpenSessionRequest(camera_id=self.camera_id, sdp_offer=pc.localDescription.sdp,
+                                            incident_id=self.incident_id,
+                                            breakglass_id=self.breakglass_id),
                 metadata=call_metadata(self._token), timeout=20,
             )
         except grpc.aio.AioRpcError as exc:
@@ -182,10 +201,13 @@ class CameraViewer:
 
 async def watch(core_address: str, camera_id: str, *, seconds: float, webrtc: WebRtcSettings,
                 token: str | None = None, snapshot: Path | None = None,
-                first_frame_timeout: float = 10.0) -> ViewReport:
+                first_frame_timeout: float = 10.0, incident_id: str = "",
+                breakglass_id: str = "", ca_file: Path | None = None) -> ViewReport:
     """Open a session, wait for the first frame, keep decoding for ``seconds``, close."""
     started = time.perf_counter()
-    async with CameraViewer(core_address, camera_id, webrtc=webrtc, token=token) as viewer:
+    async with CameraViewer(core_address, camera_id, webrtc=webrtc, token=token,
+                            incident_id=incident_id, breakglass_id=breakglass_id,
+                            ca_file=ca_file) as viewer:
         try:
             async with asyncio.timeout(first_frame_timeout):
                 await viewer.first_frame.wait()

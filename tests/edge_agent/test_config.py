@@ -51,3 +51,40 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_stream_urls_stay_out_of_repr(tmp_path: Path) -> None:
     config = _load(tmp_path, GOOD.replace('source = "sim:"', 'source = "rtsp://admin:s3cret@127.0.0.1/x"', 1))
     assert "s3cret" not in repr(config)
+
+
+# --- RTSP cameras: transport, transcode, [rtsp] -----------------------------------------------
+
+RTSP = GOOD.replace('source = "sim:"', 'source = "rtsp://admin:s3cret@10.0.0.5/live"', 1)
+
+
+def test_rtsp_camera_options_and_settings_load(tmp_path: Path) -> None:
+    text = RTSP.replace('source = "rtsp://admin:s3cret@10.0.0.5/live"',
+                        'source = "rtsp://admin:s3cret@10.0.0.5/live"\ntransport = "udp"\ntranscode = true')
+    text += "\n[rtsp]\nstall_seconds = 3\nprobe_interval_seconds = 300\nprobe_concurrency = 4\n"
+    config = _load(tmp_path, text)
+    first = config.cameras[0]
+    assert (first.kind, first.transport, first.transcode) == ("rtsp", "udp", True)
+    assert (config.cameras[1].transport, config.cameras[1].transcode) == ("tcp", False)
+    assert (config.rtsp.stall_seconds, config.rtsp.probe_interval_seconds,
+            config.rtsp.probe_concurrency, config.rtsp.open_timeout_seconds) == (3.0, 300.0, 4, 5.0)
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda t: t.replace("/live\"", "/live\"\ntransport = \"http\"", 1), 'transport must be "tcp" or "udp"'),
+    (lambda t: t.replace("/live\"", "/live\"\ntranscode = \"yes\"", 1), "transcode must be true or false"),
+    (lambda t: t.replace('source = "sim:"', 'source = "sim:"\ntransport = "udp"', 1),
+     "apply to rtsp:// sources only"),
+    (lambda t: t + "\n[rtsp]\nstall_seconds = 6\n", "rtsp.stall_seconds must be at most 4.5"),
+    (lambda t: t + "\n[rtsp]\nprobe_concurrency = 2.5\n", "rtsp.probe_concurrency must be a whole number"),
+    (lambda t: t + "\n[rtsp]\nprobes_per_second = 0\n", "rtsp.probes_per_second must be positive"),
+    (lambda t: t + "\n[rtsp]\nprobe_every = 5\n", "rtsp: unknown key(s) probe_every"),
+    (lambda t: t.replace("admin:s3cret@10.0.0.5/live", "admin:s3cret@:99999/live", 1),
+     "source names no camera host"),
+])
+def test_bad_rtsp_options_name_the_problem(tmp_path: Path, change, problem: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, change(RTSP))
+    assert problem in str(caught.value)
+    assert "s3cret" not in str(caught.value)

@@ -25,7 +25,8 @@ async def test_killed_agent_goes_offline_through_its_last_will(
         core: CoreServer, mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     config = tmp_path / "gangnam.toml"
     config.write_text(agent_config_text(GANGNAM, broker_host=mosquitto.host, broker_port=mosquitto.port,
-                                        source=SMALL_SIM))
+                                        source=SMALL_SIM,
+                                        grant_public_key=core.config.grant_public_key_path))
     agent = await _start_agent(config)
     try:
         await core.wait_until(

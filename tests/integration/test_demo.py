@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 pytestmark = pytest.mark.media
@@ -39,21 +40,43 @@ async def test_demo_then_view_a_camera_of_each_district(tmp_path: Path) -> None:
         assert {d["district_id"] for d in info["districts"]} == {"gangnam", "mapo"}
         assert all(len(d["cameras"]) == 20 for d in info["districts"])
         assert len(info["cameras"]) == 40
+        # The browser console (and WHEP) is served too, at the URL the demo prints.
+        assert info["console"].startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as http, http.get(info["console"]) as page:
+            assert page.status == 200 and "Safety Net" in await page.text()
 
+        token_files = {o["name"]: o["token_file"] for o in info["operators"]}
+        assert {o["agency"] for o in info["operators"]} >= {
+            "police-112", "fire-119", "disaster-room", "vulnerable-support", "district:gangnam",
+            "district:mapo"}
         for district in info["districts"]:
             camera = district["cameras"][0]
             snapshot = tmp_path / f"{camera}.png"
+            token = token_files[f"{district['district_id']}-centre"]
             code, out, err = await _run("view", camera, "--core", info["core"], "--seconds", "0.5",
-                                        "--json", "--snapshot", str(snapshot))
+                                        "--json", "--snapshot", str(snapshot), "--token-file", token)
             assert code == 0, err
             report = json.loads(out)
             assert report["frames"] >= 1 and report["width"] == 640 and report["height"] == 360
             assert report["district_id"] == district["district_id"]
             assert snapshot.stat().st_size > 1000
 
-        code, out, err = await _run("view", "gangnam-999", "--core", info["core"])
+        code, out, err = await _run("view", "gangnam-001", "--core", info["core"])
         assert code == 1
-        assert "not in the registry" in err and "Traceback" not in err
+        assert "UNAUTHENTICATED" in err and "Traceback" not in err
+        # 112 reports a robbery at Gangnam Station and watches the nearest camera through it.
+        police = token_files["police-op"]
+        code, out, err = await _run("incident", "report", "--type", "robbery", "--at",
+                                    "37.4979,127.0276", "--core", info["core"], "--token-file",
+                                    police, "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["cameras"][0]["camera_id"] == "gangnam-001"
+        code, out, err = await _run("view", "gangnam-001", "--incident", report["incident_id"],
+                                    "--core", info["core"], "--token-file", police, "--json",
+                                    "--seconds", "0.2")
+        assert code == 0, err
+        assert json.loads(out)["frames"] >= 1
     finally:
         if demo.returncode is None:
             demo.send_signal(signal.SIGINT)

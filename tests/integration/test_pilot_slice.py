@@ -24,6 +24,15 @@ from viewer.client import CameraViewer, ViewError, watch
 pytestmark = pytest.mark.media
 
 
+def _auth(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _add_operator(server: CoreServer, name: str, agency: str, role: str = "operator") -> str:
+    assert server.access is not None
+    return server.access.operators.add(name, agency=agency, role=role, policy=server.access.policy)[1]
+
+
 def _online(district: str, camera: str):  # type: ignore[no-untyped-def]
     def check(registry) -> bool:  # type: ignore[no-untyped-def]
         record = registry.camera(camera)
@@ -32,13 +41,14 @@ def _online(district: str, camera: str):  # type: ignore[no-untyped-def]
 
 
 async def test_viewer_receives_and_decodes_frames_from_each_district(
-        core: CoreServer, agent_config: AgentConfigFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens, tmp_path) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM)), EdgeAgent(agent_config(MAPO)):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         await core.wait_until(_online("mapo", "mapo-001"), 10)
         for camera in ("gangnam-001", "mapo-001"):
+            district = camera.split("-")[0]
             report = await watch(core.address, camera, seconds=0.5, webrtc=WebRtcSettings.loopback(),
-                                 snapshot=tmp_path / f"{camera}.png")
+                                 snapshot=tmp_path / f"{camera}.png", token=tokens[f"{district}-op"])
             assert report.frames >= 3
             assert (report.width, report.height) == (320, 240)
             assert report.time_to_first_frame_ms is not None
@@ -47,33 +57,39 @@ async def test_viewer_receives_and_decodes_frames_from_each_district(
 
 
 async def test_camera_status_reaches_the_registry_and_list_cameras(
-        core: CoreServer, agent_config: AgentConfigFactory) -> None:
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=20)):
         await core.wait_until(lambda r: len(r.list_cameras(district_id="gangnam", status="online")) == 20, 10)
         async with grpc.aio.insecure_channel(core.address) as channel:
             stub = core_pb2_grpc.CameraServiceStub(channel)
             near = core_pb2.ListCamerasRequest(near=core_pb2.Near(
                 point=core_pb2.GeoPoint(lat=37.49795, lon=127.02760), radius_m=1500))
-            response = await stub.ListCameras(near)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ListCameras(near)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            auth = _auth(tokens["fire-op"])
+            response = await stub.ListCameras(near, metadata=auth)
             distances = [c.distance_m for c in response.cameras]
             assert response.cameras[0].camera_id == "gangnam-001"
             assert distances == sorted(distances) and distances[-1] <= 1500
             assert all(c.status == mqtt_pb2.CAMERA_STATE_ONLINE and c.agent_online
                        for c in response.cameras)
-            everything = await stub.ListCameras(core_pb2.ListCamerasRequest(district_id="gangnam"))
+            everything = await stub.ListCameras(core_pb2.ListCamerasRequest(district_id="gangnam"),
+                                                metadata=auth)
             assert len(everything.cameras) == 20
-            camera = await stub.GetCamera(core_pb2.GetCameraRequest(camera_id="gangnam-003"))
+            camera = await stub.GetCamera(core_pb2.GetCameraRequest(camera_id="gangnam-003"),
+                                          metadata=auth)
             assert camera.name == GANGNAM.cameras[2].name
 
 
 async def test_two_viewers_of_one_camera_share_one_source_and_one_encoder(
-        core: CoreServer, agent_config: AgentConfigFactory) -> None:
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         encoders_before = SyntheticCamera.encoders_started
         webrtc = WebRtcSettings.loopback()
-        async with CameraViewer(core.address, "gangnam-001", webrtc=webrtc) as first, \
-                CameraViewer(core.address, "gangnam-001", webrtc=webrtc) as second:
+        async with CameraViewer(core.address, "gangnam-001", webrtc=webrtc, token=tokens["gangnam-op"]) as first, \
+                CameraViewer(core.address, "gangnam-001", webrtc=webrtc, token=tokens["gangnam-op"]) as second:
             await first.wait_frames(5, timeout=10)
             await second.wait_frames(5, timeout=10)
             assert len(agent.sessions) == 2
@@ -83,36 +99,45 @@ async def test_two_viewers_of_one_camera_share_one_source_and_one_encoder(
 
 
 async def test_joining_viewer_gets_the_cached_gop_at_once(
-        core: CoreServer, agent_config: AgentConfigFactory) -> None:
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     # A 4 s GOP: without the cache the second viewer would wait up to 4 s for a key frame.
     config = agent_config(GANGNAM, cameras=1, source="sim:?size=320x240&fps=15&gop=4&kbps=300")
     async with EdgeAgent(config):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         webrtc = WebRtcSettings.loopback()
-        async with CameraViewer(core.address, "gangnam-001", webrtc=webrtc) as first:
+        async with CameraViewer(core.address, "gangnam-001", webrtc=webrtc, token=tokens["gangnam-op"]) as first:
             await first.wait_frames(20, timeout=10)  # well past the first key frame
-            async with CameraViewer(core.address, "gangnam-001", webrtc=webrtc) as second:
+            async with CameraViewer(core.address, "gangnam-001", webrtc=webrtc, token=tokens["gangnam-op"]) as second:
                 async with asyncio.timeout(2.0):
                     await second.first_frame.wait()
 
 
-async def test_unknown_camera_is_not_found(core: CoreServer, agent_config: AgentConfigFactory) -> None:
+async def test_unknown_camera_is_refused_without_revealing_it(
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
-        with pytest.raises(ViewError) as caught:
-            await watch(core.address, "gangnam-999", seconds=0, webrtc=WebRtcSettings.loopback())
-    assert caught.value.code == "NOT_FOUND"
-    assert "gangnam-999" in caught.value.message
+        webrtc = WebRtcSettings.loopback()
+        with pytest.raises(ViewError) as unknown:
+            await watch(core.address, "gangnam-999", seconds=0, webrtc=webrtc, token=tokens["gangnam-op"])
+        with pytest.raises(ViewError) as foreign:
+            await watch(core.address, "gangnam-001", seconds=0, webrtc=webrtc, token=tokens["mapo-op"])
+        with pytest.raises(ViewError) as anonymous:
+            await watch(core.address, "gangnam-001", seconds=0, webrtc=webrtc)
+    assert unknown.value.code == foreign.value.code == "PERMISSION_DENIED"
+    # Same words for a camera that does not exist and one that is not yours.
+    assert unknown.value.message == foreign.value.message
+    assert anonymous.value.code == "UNAUTHENTICATED"
 
 
 async def test_stopped_agent_gives_unavailable_at_once(
-        core: CoreServer, agent_config: AgentConfigFactory) -> None:
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
     await core.wait_until(lambda r: not r.district("gangnam").agent_online, 10)
     started = time.monotonic()
     with pytest.raises(ViewError) as caught:
-        await watch(core.address, "gangnam-001", seconds=0, webrtc=WebRtcSettings.loopback())
+        await watch(core.address, "gangnam-001", seconds=0, webrtc=WebRtcSettings.loopback(),
+                    token=tokens["gangnam-op"])
     assert caught.value.code == "UNAVAILABLE"
     assert "offline" in caught.value.message
     assert time.monotonic() - started < 3
@@ -136,16 +161,19 @@ async def test_silent_agent_gives_unavailable_after_the_answer_timeout(
                             retain=True)
     async with CoreServer(config) as server:
         await server.wait_until(_online("gangnam", "gangnam-001"), 10)
+        token = _add_operator(server, "gangnam-op", "district:gangnam")
         started = time.monotonic()
         with pytest.raises(ViewError) as caught:
-            await watch(server.address, "gangnam-001", seconds=0, webrtc=WebRtcSettings.loopback())
+            await watch(server.address, "gangnam-001", seconds=0, webrtc=WebRtcSettings.loopback(),
+                        token=token)
         elapsed = time.monotonic() - started
     assert caught.value.code == "UNAVAILABLE"
     assert "no answer within 1 s" in caught.value.message
     assert elapsed < 4
 
 
-async def test_malformed_offer_is_invalid_argument(core: CoreServer, agent_config: AgentConfigFactory) -> None:
+async def test_malformed_offer_is_invalid_argument(
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         async with grpc.aio.insecure_channel(core.address) as channel:
@@ -154,7 +182,8 @@ async def test_malformed_offer_is_invalid_argument(core: CoreServer, agent_confi
                                  ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\ngarbage\r\n", "unusable SDP")):
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await stub.OpenSession(core_pb2.OpenSessionRequest(camera_id="gangnam-001",
-                                                                       sdp_offer=offer))
+                                                                       sdp_offer=offer),
+                                           metadata=_auth(tokens["gangnam-op"]))
                 assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert words in (caught.value.details() or "")
         assert agent.sessions == {}
@@ -166,7 +195,9 @@ async def test_session_expiry_closes_it_at_the_agent_and_in_the_registry(
     async with CoreServer(replace(core_config, session_ttl_seconds=1.5)) as server:
         async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
             await server.wait_until(_online("gangnam", "gangnam-001"), 10)
-            viewer = CameraViewer(server.address, "gangnam-001", webrtc=WebRtcSettings.loopback())
+            token = _add_operator(server, "gangnam-op", "district:gangnam")
+            viewer = CameraViewer(server.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
+                                  token=token)
             await viewer.open()
             try:
                 await viewer.wait_frames(3, timeout=10)
@@ -180,7 +211,8 @@ async def test_session_expiry_closes_it_at_the_agent_and_in_the_registry(
 
 
 async def test_agent_and_core_reconnect_after_the_broker_restarts(
-        core: CoreServer, agent_config: AgentConfigFactory, mosquitto: MosquittoBroker) -> None:
+        core: CoreServer, agent_config: AgentConfigFactory, mosquitto: MosquittoBroker,
+        tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         await mosquitto.stop()
@@ -193,14 +225,17 @@ async def test_agent_and_core_reconnect_after_the_broker_restarts(
         assert agent.link.connections == 2
         # The restarted broker lost retained state; the agent published it again on reconnect.
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
-        report = await watch(core.address, "gangnam-001", seconds=0, webrtc=WebRtcSettings.loopback())
+        report = await watch(core.address, "gangnam-001", seconds=0, webrtc=WebRtcSettings.loopback(),
+                             token=tokens["gangnam-op"])
         assert report.frames >= 1
 
 
-async def test_close_session_ends_it_at_the_agent(core: CoreServer, agent_config: AgentConfigFactory) -> None:
+async def test_close_session_ends_it_at_the_agent(
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
-        viewer = CameraViewer(core.address, "gangnam-001", webrtc=WebRtcSettings.loopback())
+        viewer = CameraViewer(core.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
+                              token=tokens["gangnam-op"])
         await viewer.open()
         await viewer.wait_frames(2, timeout=10)
         session_id = viewer.report.session_id
@@ -213,7 +248,8 @@ async def test_close_session_ends_it_at_the_agent(core: CoreServer, agent_config
         async with grpc.aio.insecure_channel(core.address) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await core_pb2_grpc.SessionServiceStub(channel).CloseSession(
-                    core_pb2.CloseSessionRequest(session_id=session_id))
+                    core_pb2.CloseSessionRequest(session_id=session_id),
+                    metadata=_auth(tokens["gangnam-op"]))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

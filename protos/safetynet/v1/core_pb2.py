@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.safetynet.v1 import mqtt_pb2 as protos_dot_safetynet_dot_v1_dot_mqtt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/safetynet/v1/core.proto\x12\x0csafetynet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eprotos/safetynet/v1/mqtt.proto\"$\n\x08GeoPoint\x12\x0b\n\x03lat\x18\x01 \x01(\x01\x12\x0b\n\x03lon\x18\x02 \x01(\x01\"?\n\x04Near\x12%\n\x05point\x18\x01 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12\x10\n\x08radius_m\x18\x02 \x01(\x01\"\x85\x01\n\x12ListCamerasRequest\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12 \n\x04near\x18\x03 \x01(\x0b\x32\x12.safetynet.v1.Near\x12\r\n\x05limit\x18\x04 \x01(\x05\"\xba\x02\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.safetynet.v1.OfflineReason\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12-\n\tlast_seen\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndistance_m\x18\t \x01(\x01\x12\x0f\n\x07viewers\x18\n \x01(\x05\x12\x14\n\x0c\x61gent_online\x18\x0b \x01(\x08\"<\n\x13ListCamerasResponse\x12%\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x14.safetynet.v1.Camera\"%\n\x10GetCameraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\":\n\x12OpenSessionRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x11\n\tsdp_offer\x18\x02 \x01(\t\"\x93\x01\n\x13OpenSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nsdp_answer\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06\x63\x61mera\x18\x04 \x01(\x0b\x32\x14.safetynet.v1.Camera\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x16\n\x14\x43loseSessionResponse2\xa6\x01\n\rCameraService\x12R\n\x0bListCameras\x12 .safetynet.v1.ListCamerasRequest\x1a!.safetynet.v1.ListCamerasResponse\x12\x41\n\tGetCamera\x12\x1e.safetynet.v1.GetCameraRequest\x1a\x14.safetynet.v1.Camera2\xbb\x01\n\x0eSessionService\x12R\n\x0bOpenSession\x12 .safetynet.v1.OpenSessionRequest\x1a!.safetynet.v1.OpenSessionResponse\x12U\n\x0c\x43loseSession\x12!.safetynet.v1.CloseSessionRequest\x1a\".safetynet.v1.CloseSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/safetynet/v1/core.proto\x12\x0csafetynet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eprotos/safetynet/v1/mqtt.proto\"$\n\x08GeoPoint\x12\x0b\n\x03lat\x18\x01 \x01(\x01\x12\x0b\n\x03lon\x18\x02 \x01(\x01\"?\n\x04Near\x12%\n\x05point\x18\x01 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12\x10\n\x08radius_m\x18\x02 \x01(\x01\"\x85\x01\n\x12ListCamerasRequest\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12 \n\x04near\x18\x03 \x01(\x0b\x32\x12.safetynet.v1.Near\x12\r\n\x05limit\x18\x04 \x01(\x05\"\xba\x02\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.safetynet.v1.OfflineReason\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12-\n\tlast_seen\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndistance_m\x18\t \x01(\x01\x12\x0f\n\x07viewers\x18\n \x01(\x05\x12\x14\n\x0c\x61gent_online\x18\x0b \x01(\x08\"<\n\x13ListCamerasResponse\x12%\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x14.safetynet.v1.Camera\"%\n\x10GetCameraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"f\n\x12OpenSessionRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x11\n\tsdp_offer\x18\x02 \x01(\t\x12\x13\n\x0bincident_id\x18\x03 \x01(\t\x12\x15\n\rbreakglass_id\x18\x04 \x01(\t\"\xb7\x01\n\x13OpenSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nsdp_answer\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06\x63\x61mera\x18\x04 \x01(\x0b\x32\x14.safetynet.v1.Camera\x12\r\n\x05\x62\x61sis\x18\x05 \x01(\t\x12\x13\n\x0bincident_id\x18\x06 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x16\n\x14\x43loseSessionResponse\"\xd7\x01\n\x15ReportIncidentRequest\x12\x15\n\rincident_type\x18\x01 \x01(\t\x12(\n\x08location\x18\x02 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12\x10\n\x08radius_m\x18\x03 \x01(\x01\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65xternal_ref\x18\x05 \x01(\t\x12\x13\n\x0blegal_basis\x18\x06 \x01(\t\x12\x0f\n\x07service\x18\x07 \x01(\t\"\x98\x03\n\x08Incident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x15\n\rincident_type\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12\x10\n\x08radius_m\x18\x05 \x01(\x01\x12\x10\n\x08\x61gencies\x18\x06 \x03(\t\x12-\n\topened_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tclosed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blegal_basis\x18\n \x01(\t\x12\x0f\n\x07purpose\x18\x0b \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x0c \x01(\t\x12\x13\n\x0breported_by\x18\r \x01(\t\x12\x14\n\x0c\x63lose_reason\x18\x0e \x01(\t\x12\x0c\n\x04open\x18\x0f \x01(\x08\"\x89\x01\n\x08\x46\x61\x63ility\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.safetynet.v1.GeoPoint\x12\x12\n\ndistance_m\x18\x05 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\x8d\x01\n\x0eIncidentReport\x12(\n\x08incident\x18\x01 \x01(\x0b\x32\x16.safetynet.v1.Incident\x12%\n\x07\x63\x61meras\x18\x02 \x03(\x0b\x32\x14.safetynet.v1.Camera\x12*\n\nfacilities\x18\x03 \x03(\x0b\x32\x16.safetynet.v1.Facility\";\n\x14\x43loseIncidentRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x12GetIncidentRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\".\n\x14ListIncidentsRequest\x12\x16\n\x0einclude_closed\x18\x01 \x01(\x08\"B\n\x15ListIncidentsResponse\x12)\n\tincidents\x18\x01 \x03(\x0b\x32\x16.safetynet.v1.Incident\"c\n\x16StartBreakGlassRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x14\n\x0c\x64istrict_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07minutes\x18\x04 \x01(\x05\"\x82\x02\n\nBreakGlass\x12\x15\n\rbreakglass_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x12\n\ncamera_ids\x18\x03 \x03(\t\x12\x14\n\x0c\x64istrict_ids\x18\x04 \x03(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstopped_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x15StopBreakGlassRequest\x12\x15\n\rbreakglass_id\x18\x01 \x01(\t\":\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x15RevokeSessionResponse\"\x14\n\x12VerifyAuditRequest\"\x87\x01\n\x13VerifyAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x03\x12\x12\n\nbroken_seq\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1b\n\x13last_checkpoint_seq\x18\x06 \x01(\x03\"z\n\x12\x45xportAuditRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"G\n\x13\x45xportAuditResponse\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07records\x18\x03 \x01(\x03\"\xb6\x01\n\x12SearchAuditRequest\x12\x13\n\x0boperator_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x13\n\x0bincident_id\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x06 \x01(\x05\"+\n\x13SearchAuditResponse\x12\x14\n\x0crecords_json\x18\x01 \x03(\t2\xa6\x01\n\rCameraService\x12R\n\x0bListCameras\x12 .safetynet.v1.ListCamerasRequest\x1a!.safetynet.v1.ListCamerasResponse\x12\x41\n\tGetCamera\x12\x1e.safetynet.v1.GetCameraRequest\x1a\x14.safetynet.v1.Camera2\xbb\x01\n\x0eSessionService\x12R\n\x0bOpenSession\x12 .safetynet.v1.OpenSessionRequest\x1a!.safetynet.v1.OpenSessionResponse\x12U\n\x0c\x43loseSession\x12!.safetynet.v1.CloseSessionRequest\x1a\".safetynet.v1.CloseSessionResponse2\xbb\x02\n\x0fIncidentService\x12K\n\x06Report\x12#.safetynet.v1.ReportIncidentRequest\x1a\x1c.safetynet.v1.IncidentReport\x12\x43\n\x05\x43lose\x12\".safetynet.v1.CloseIncidentRequest\x1a\x16.safetynet.v1.Incident\x12\x45\n\x03Get\x12 .safetynet.v1.GetIncidentRequest\x1a\x1c.safetynet.v1.IncidentReport\x12O\n\x04List\x12\".safetynet.v1.ListIncidentsRequest\x1a#.safetynet.v1.ListIncidentsResponse2\x8c\x02\n\x0cGrantService\x12Q\n\x0fStartBreakGlass\x12$.safetynet.v1.StartBreakGlassRequest\x1a\x18.safetynet.v1.BreakGlass\x12O\n\x0eStopBreakGlass\x12#.safetynet.v1.StopBreakGlassRequest\x1a\x18.safetynet.v1.BreakGlass\x12X\n\rRevokeSession\x12\".safetynet.v1.RevokeSessionRequest\x1a#.safetynet.v1.RevokeSessionResponse2\xfb\x01\n\x0c\x41uditService\x12M\n\x06Verify\x12 .safetynet.v1.VerifyAuditRequest\x1a!.safetynet.v1.VerifyAuditResponse\x12M\n\x06\x45xport\x12 .safetynet.v1.ExportAuditRequest\x1a!.safetynet.v1.ExportAuditResponse\x12M\n\x06Search\x12 .safetynet.v1.SearchAuditRequest\x1a!.safetynet.v1.SearchAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,15 +47,59 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCAMERAREQUEST']._serialized_start=731
   _globals['_GETCAMERAREQUEST']._serialized_end=768
   _globals['_OPENSESSIONREQUEST']._serialized_start=770
-  _globals['_OPENSESSIONREQUEST']._serialized_end=828
-  _globals['_OPENSESSIONRESPONSE']._serialized_start=831
-  _globals['_OPENSESSIONRESPONSE']._serialized_end=978
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=980
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=1021
-  _globals['_CLOSESESSIONRESPONSE']._serialized_start=1023
-  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1045
-  _globals['_CAMERASERVICE']._serialized_start=1048
-  _globals['_CAMERASERVICE']._serialized_end=1214
-  _globals['_SESSIONSERVICE']._serialized_start=1217
-  _globals['_SESSIONSERVICE']._serialized_end=1404
+  _globals['_OPENSESSIONREQUEST']._serialized_end=872
+  _globals['_OPENSESSIONRESPONSE']._serialized_start=875
+  _globals['_OPENSESSIONRESPONSE']._serialized_end=1058
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=1060
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=1101
+  _globals['_CLOSESESSIONRESPONSE']._serialized_start=1103
+  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1125
+  _globals['_REPORTINCIDENTREQUEST']._serialized_start=1128
+  _globals['_REPORTINCIDENTREQUEST']._serialized_end=1343
+  _globals['_INCIDENT']._serialized_start=1346
+  _globals['_INCIDENT']._serialized_end=1754
+  _globals['_FACILITY']._serialized_start=1757
+  _globals['_FACILITY']._serialized_end=1894
+  _globals['_INCIDENTREPORT']._serialized_start=1897
+  _globals['_INCIDENTREPORT']._serialized_end=2038
+  _globals['_CLOSEINCIDENTREQUEST']._serialized_start=2040
+  _globals['_CLOSEINCIDENTREQUEST']._serialized_end=2099
+  _globals['_GETINCIDENTREQUEST']._serialized_start=2101
+  _globals['_GETINCIDENTREQUEST']._serialized_end=2142
+  _globals['_LISTINCIDENTSREQUEST']._serialized_start=2144
+  _globals['_LISTINCIDENTSREQUEST']._serialized_end=2190
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=2192
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=2258
+  _globals['_STARTBREAKGLASSREQUEST']._serialized_start=2260
+  _globals['_STARTBREAKGLASSREQUEST']._serialized_end=2359
+  _globals['_BREAKGLASS']._serialized_start=2362
+  _globals['_BREAKGLASS']._serialized_end=2620
+  _globals['_STOPBREAKGLASSREQUEST']._serialized_start=2622
+  _globals['_STOPBREAKGLASSREQUEST']._serialized_end=2668
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=2670
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=2728
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=2730
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=2753
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=2755
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=2775
+  _globals['_VERIFYAUDITRESPONSE']._serialized_start=2778
+  _globals['_VERIFYAUDITRESPONSE']._serialized_end=2913
+  _globals['_EXPORTAUDITREQUEST']._serialized_start=2915
+  _globals['_EXPORTAUDITREQUEST']._serialized_end=3037
+  _globals['_EXPORTAUDITRESPONSE']._serialized_start=3039
+  _globals['_EXPORTAUDITRESPONSE']._serialized_end=3110
+  _globals['_SEARCHAUDITREQUEST']._serialized_start=3113
+  _globals['_SEARCHAUDITREQUEST']._serialized_end=3295
+  _globals['_SEARCHAUDITRESPONSE']._serialized_start=3297
+  _globals['_SEARCHAUDITRESPONSE']._serialized_end=3340
+  _globals['_CAMERASERVICE']._serialized_start=3343
+  _globals['_CAMERASERVICE']._serialized_end=3509
+  _globals['_SESSIONSERVICE']._serialized_start=3512
+  _globals['_SESSIONSERVICE']._serialized_end=3699
+  _globals['_INCIDENTSERVICE']._serialized_start=3702
+  _globals['_INCIDENTSERVICE']._serialized_end=4017
+  _globals['_GRANTSERVICE']._serialized_start=4020
+  _globals['_GRANTSERVICE']._serialized_end=4288
+  _globals['_AUDITSERVICE']._serialized_start=4291
+  _globals['_AUDITSERVICE']._serialized_end=4542
 # @@protoc_insertion_point(module_scope)

@@ -78,24 +78,32 @@ class GetCameraRequest(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("camera_id", "sdp_offer")
+    __slots__ = ("camera_id", "sdp_offer", "incident_id", "breakglass_id")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_OFFER_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BREAKGLASS_ID_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     sdp_offer: str
-    def __init__(self, camera_id: _Optional[str] = ..., sdp_offer: _Optional[str] = ...) -> None: ...
+    incident_id: str
+    breakglass_id: str
+    def __init__(self, camera_id: _Optional[str] = ..., sdp_offer: _Optional[str] = ..., incident_id: _Optional[str] = ..., breakglass_id: _Optional[str] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
-    __slots__ = ("session_id", "sdp_answer", "expires_at", "camera")
+    __slots__ = ("session_id", "sdp_answer", "expires_at", "camera", "basis", "incident_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CAMERA_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     sdp_answer: str
     expires_at: _timestamp_pb2.Timestamp
     camera: Camera
-    def __init__(self, session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ...) -> None: ...
+    basis: str
+    incident_id: str
+    def __init__(self, session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., basis: _Optional[str] = ..., incident_id: _Optional[str] = ...) -> None: ...
 
 class CloseSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -106,3 +114,219 @@ class CloseSessionRequest(_message.Message):
 class CloseSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReportIncidentRequest(_message.Message):
+    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service")
+    INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    RADIUS_M_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    incident_type: str
+    location: GeoPoint
+    radius_m: float
+    occurred_at: _timestamp_pb2.Timestamp
+    external_ref: str
+    legal_basis: str
+    service: str
+    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class Incident(_message.Message):
+    __slots__ = ("incident_id", "incident_type", "service", "location", "radius_m", "agencies", "opened_at", "expires_at", "closed_at", "legal_basis", "purpose", "external_ref", "reported_by", "close_reason", "open")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    RADIUS_M_FIELD_NUMBER: _ClassVar[int]
+    AGENCIES_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    incident_type: str
+    service: str
+    location: GeoPoint
+    radius_m: float
+    agencies: _containers.RepeatedScalarFieldContainer[str]
+    opened_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    closed_at: _timestamp_pb2.Timestamp
+    legal_basis: str
+    purpose: str
+    external_ref: str
+    reported_by: str
+    close_reason: str
+    open: bool
+    def __init__(self, incident_id: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., agencies: _Optional[_Iterable[str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., legal_basis: _Optional[str] = ..., purpose: _Optional[str] = ..., external_ref: _Optional[str] = ..., reported_by: _Optional[str] = ..., close_reason: _Optional[str] = ..., open: _Optional[bool] = ...) -> None: ...
+
+class Facility(_message.Message):
+    __slots__ = ("facility_id", "kind", "name", "location", "distance_m", "detail")
+    FACILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_M_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    facility_id: str
+    kind: str
+    name: str
+    location: GeoPoint
+    distance_m: float
+    detail: str
+    def __init__(self, facility_id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., distance_m: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class IncidentReport(_message.Message):
+    __slots__ = ("incident", "cameras", "facilities")
+    INCIDENT_FIELD_NUMBER: _ClassVar[int]
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    incident: Incident
+    cameras: _containers.RepeatedCompositeFieldContainer[Camera]
+    facilities: _containers.RepeatedCompositeFieldContainer[Facility]
+    def __init__(self, incident: _Optional[_Union[Incident, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., facilities: _Optional[_Iterable[_Union[Facility, _Mapping]]] = ...) -> None: ...
+
+class CloseIncidentRequest(_message.Message):
+    __slots__ = ("incident_id", "reason")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    reason: str
+    def __init__(self, incident_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetIncidentRequest(_message.Message):
+    __slots__ = ("incident_id",)
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    def __init__(self, incident_id: _Optional[str] = ...) -> None: ...
+
+class ListIncidentsRequest(_message.Message):
+    __slots__ = ("include_closed",)
+    INCLUDE_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    include_closed: bool
+    def __init__(self, include_closed: _Optional[bool] = ...) -> None: ...
+
+class ListIncidentsResponse(_message.Message):
+    __slots__ = ("incidents",)
+    INCIDENTS_FIELD_NUMBER: _ClassVar[int]
+    incidents: _containers.RepeatedCompositeFieldContainer[Incident]
+    def __init__(self, incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...
+
+class StartBreakGlassRequest(_message.Message):
+    __slots__ = ("camera_ids", "district_ids", "reason", "minutes")
+    CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    camera_ids: _containers.RepeatedScalarFieldContainer[str]
+    district_ids: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    minutes: int
+    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., district_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., minutes: _Optional[int] = ...) -> None: ...
+
+class BreakGlass(_message.Message):
+    __slots__ = ("breakglass_id", "operator_id", "camera_ids", "district_ids", "reason", "started_at", "expires_at", "stopped_at")
+    BREAKGLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    breakglass_id: str
+    operator_id: str
+    camera_ids: _containers.RepeatedScalarFieldContainer[str]
+    district_ids: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    started_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    stopped_at: _timestamp_pb2.Timestamp
+    def __init__(self, breakglass_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., camera_ids: _Optional[_Iterable[str]] = ..., district_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stopped_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StopBreakGlassRequest(_message.Message):
+    __slots__ = ("breakglass_id",)
+    BREAKGLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    breakglass_id: str
+    def __init__(self, breakglass_id: _Optional[str] = ...) -> None: ...
+
+class RevokeSessionRequest(_message.Message):
+    __slots__ = ("session_id", "reason")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeSessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyAuditResponse(_message.Message):
+    __slots__ = ("ok", "records", "broken_seq", "problem", "head_hash", "last_checkpoint_seq")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHECKPOINT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    records: int
+    broken_seq: int
+    problem: str
+    head_hash: str
+    last_checkpoint_seq: int
+    def __init__(self, ok: _Optional[bool] = ..., records: _Optional[int] = ..., broken_seq: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., last_checkpoint_seq: _Optional[int] = ...) -> None: ...
+
+class ExportAuditRequest(_message.Message):
+    __slots__ = ("since", "until", "format")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    format: str
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., format: _Optional[str] = ...) -> None: ...
+
+class ExportAuditResponse(_message.Message):
+    __slots__ = ("format", "content", "records")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    content: bytes
+    records: int
+    def __init__(self, format: _Optional[str] = ..., content: _Optional[bytes] = ..., records: _Optional[int] = ...) -> None: ...
+
+class SearchAuditRequest(_message.Message):
+    __slots__ = ("operator_id", "camera_id", "incident_id", "since", "until", "limit")
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    operator_id: str
+    camera_id: str
+    incident_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    limit: int
+    def __init__(self, operator_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchAuditResponse(_message.Message):
+    __slots__ = ("records_json",)
+    RECORDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    records_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, records_json: _Optional[_Iterable[str]] = ...) -> None: ...

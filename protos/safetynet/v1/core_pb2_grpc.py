@@ -257,3 +257,531 @@ class SessionService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class IncidentServiceStub:
+    """Every call below needs `authorization: Bearer <operator token>` in its metadata.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Report = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Report',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ReportIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+                _registered_method=True)
+        self.Close = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Close',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Get',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/safetynet.v1.IncidentService/List',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.FromString,
+                _registered_method=True)
+
+
+class IncidentServiceServicer:
+    """Every call below needs `authorization: Bearer <operator token>` in its metadata.
+
+    """
+
+    def Report(self, request, context):
+        """Opens an incident and its grant: the agencies its service admits, the cameras in its radius,
+        until its time box ends or it is closed. Returns the cameras ranked by distance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Close(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IncidentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ReportIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
+            ),
+            'Close': grpc.unary_unary_rpc_method_handler(
+                    servicer.Close,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'safetynet.v1.IncidentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('safetynet.v1.IncidentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class IncidentService:
+    """Every call below needs `authorization: Bearer <operator token>` in its metadata.
+
+    """
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Report',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ReportIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Close(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Close',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.CloseIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Get',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.GetIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/List',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class GrantServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartBreakGlass = channel.unary_unary(
+                '/safetynet.v1.GrantService/StartBreakGlass',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.StartBreakGlassRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.BreakGlass.FromString,
+                _registered_method=True)
+        self.StopBreakGlass = channel.unary_unary(
+                '/safetynet.v1.GrantService/StopBreakGlass',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.StopBreakGlassRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.BreakGlass.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/safetynet.v1.GrantService/RevokeSession',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
+
+
+class GrantServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def StartBreakGlass(self, request, context):
+        """A supervisor's access outside the policy, with a written reason, at most 30 minutes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopBreakGlass(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """Ends a live session at its agent (supervisors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GrantServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartBreakGlass': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartBreakGlass,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.StartBreakGlassRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.BreakGlass.SerializeToString,
+            ),
+            'StopBreakGlass': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopBreakGlass,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.StopBreakGlassRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.BreakGlass.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'safetynet.v1.GrantService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('safetynet.v1.GrantService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class GrantService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def StartBreakGlass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.GrantService/StartBreakGlass',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.StartBreakGlassRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.BreakGlass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopBreakGlass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.GrantService/StopBreakGlass',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.StopBreakGlassRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.BreakGlass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.GrantService/RevokeSession',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.RevokeSessionRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuditServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Verify = channel.unary_unary(
+                '/safetynet.v1.AuditService/Verify',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.VerifyAuditResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/safetynet.v1.AuditService/Export',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExportAuditRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExportAuditResponse.FromString,
+                _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/safetynet.v1.AuditService/Search',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.SearchAuditRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.SearchAuditResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Verify(self, request, context):
+        """Auditors only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Search(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExportAuditRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExportAuditResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.SearchAuditRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.SearchAuditResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'safetynet.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('safetynet.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.AuditService/Verify',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.VerifyAuditRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.AuditService/Export',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ExportAuditRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ExportAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.AuditService/Search',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.SearchAuditRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.SearchAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

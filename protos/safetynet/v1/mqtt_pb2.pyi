@@ -100,7 +100,7 @@ class CameraDescriptor(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ..., district_id: _Optional[str] = ..., name: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class CameraStatus(_message.Message):
-    __slots__ = ("camera", "state", "reason", "detail", "viewers", "streaming", "changed_at")
+    __slots__ = ("camera", "state", "reason", "detail", "viewers", "streaming", "changed_at", "transcoding", "codec")
     CAMERA_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,8 @@ class CameraStatus(_message.Message):
     VIEWERS_FIELD_NUMBER: _ClassVar[int]
     STREAMING_FIELD_NUMBER: _ClassVar[int]
     CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRANSCODING_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     camera: CameraDescriptor
     state: CameraState
     reason: OfflineReason
@@ -115,7 +117,9 @@ class CameraStatus(_message.Message):
     viewers: int
     streaming: bool
     changed_at: _timestamp_pb2.Timestamp
-    def __init__(self, camera: _Optional[_Union[CameraDescriptor, _Mapping]] = ..., state: _Optional[_Union[CameraState, str]] = ..., reason: _Optional[_Union[OfflineReason, str]] = ..., detail: _Optional[str] = ..., viewers: _Optional[int] = ..., streaming: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    transcoding: bool
+    codec: str
+    def __init__(self, camera: _Optional[_Union[CameraDescriptor, _Mapping]] = ..., state: _Optional[_Union[CameraState, str]] = ..., reason: _Optional[_Union[OfflineReason, str]] = ..., detail: _Optional[str] = ..., viewers: _Optional[int] = ..., streaming: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transcoding: _Optional[bool] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions")
