@@ -413,7 +413,7 @@ def decide_view(
     have resolved the camera already (an unknown camera never reaches this function).
     """
     now = _require_utc("now", now)
-    if False:
+    if not operator.enabled:
         return Decision.deny(f"operator {operator.operator_id} is disabled")
     if operator.role not in VIEW_ROLES:
         return Decision.deny(f"role {operator.role} may not view video")
