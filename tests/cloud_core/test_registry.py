@@ -7,7 +7,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_core.registry import CameraUpdate, Registry, distance_m
+from cloud_core.policy import distance_m
+from cloud_core.registry import CameraUpdate, Registry
 from simulators.pilot_districts import PILOT_DISTRICTS
 
 
