@@ -30,7 +30,9 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # No caching: a cached logger would keep this configuration for good, even after a
+        # later reconfiguration (tests capture logs after CLI entry points have run).
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -3,22 +3,37 @@ agents in-process with small synthetic cameras. Nothing here reaches beyond loop
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import structlog
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from edge_agent.config import AgentConfig, CameraConfig
 from safetynet.broker import MosquittoBroker
+from safetynet.logs import configure_logging
 from safetynet.mqtt_link import BrokerSettings
 from safetynet.webrtc import WebRtcSettings
 from simulators.facilities import write_facilities_csv
 from simulators.pilot_districts import GANGNAM, MAPO, PilotDistrict
 
 SMALL_SIM = "sim:?size=320x240&fps=15&gop=1&kbps=300"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Entry points under test configure logging; put it back so the next test starts clean."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("info")  # as the entry points do: stderr, never stdout
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
