@@ -8,12 +8,14 @@ The console stamps ``performance.now()`` when the button is pressed and when the
 difference is one sample. Between runs the incident is closed. Prints min / p50 / p95 / max (ms)
 as JSON.
 
-    python bench/golden_time.py [--runs 10] [--mode cold|warm] [--source sim:?…]
+    python bench/golden_time.py [--runs 10] [--mode cold|warm] [--source sim:?…] [--no-offer-pool]
 
 ``cold``: every run reports at a different camera and waits until the agents have released the
 previous cameras, so the nearest camera is not being pulled by anyone (the usual case for an
 incident). ``warm``: every run reports at the same place right after the previous one, so the
 camera is still running and its first frame comes from the agent's GOP cache.
+``--no-offer-pool`` empties the console's pool of ready offers, so every tile gathers its ICE
+candidates after the press (what the pool saves: Chromium takes ~150 ms to finish gathering).
 
 Run it in a loopback-only network namespace, as the tests do (root):
 ``unshare --net sh -c 'ip link set lo up && exec .venv/bin/python bench/golden_time.py'``.
@@ -119,11 +121,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         await page.click("#signin-form button[type=submit]")
                         await page.wait_for_selector(".report-button")
                         await asyncio.sleep(1.0)  # let the console's offer pool fill, as it would
+                        if args.no_offer_pool:
+                            await page.evaluate("""() => { const pool = window.safetynet.app.pool;
+                                pool.size = 0; pool.ready.forEach((o) => o.pc.close());
+                                pool.ready = []; }""")
                         for at in report_points(args.mode, args.runs):
                             samples.append(await measure(page, at))
-                            incident_id = await page.evaluate("() => window.safetynet.metrics.incidentId")
+                            incident_id = await page.evaluate(
+                                "() => window.safetynet.metrics.incidentId")
                             await page.evaluate("() => window.safetynet.app.navigate('#/map')")
-                            await core.access.close_incident(caller, incident_id, "benchmark run done")
+                            await core.access.close_incident(caller, incident_id, "bench run done")
                             await page.wait_for_selector(".report-button")
                             if args.mode == "cold":
                                 # The agents release the camera IDLE_CLOSE_SECONDS after its
@@ -135,8 +142,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         await agent.stop()
     return {
         "benchmark": "golden_time",
-        "measured": "browser: 'Report incident' pressed -> first decoded frame shown in the first tile",
+        "measured": "in the browser: 'Report incident' pressed -> first frame in the first tile",
         "mode": args.mode,
+        "offer_pool": not args.no_offer_pool,
         "runs": len(samples),
         "source": args.source,
         "golden_time_ms": summary([s["golden_ms"] for s in samples]),
@@ -152,6 +160,8 @@ def main() -> int:
     parser.add_argument("--mode", choices=["cold", "warm"], default="cold")
     parser.add_argument("--source", default="sim:?size=640x360&fps=15&gop=1",
                         help="camera source for every simulated camera (default: the demo's)")
+    parser.add_argument("--no-offer-pool", action="store_true",
+                        help="make every offer after the press (no offers ready in advance)")
     args = parser.parse_args()
     configure_logging("warning")
     print(json.dumps(asyncio.run(run(args)), indent=2))

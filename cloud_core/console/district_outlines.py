@@ -48,7 +48,7 @@ def parse_district_outlines(document: Any) -> tuple[DistrictOutline, ...]:
         raise ValueError("district outlines must be a GeoJSON FeatureCollection")
     features = document.get("features")
     if not isinstance(features, list):
-        raise ValueError("the FeatureCollection has no features list")
+        raise ValueError("the FeatureCollection has no features list")  # noqa: TRY004
     outlines = []
     seen: set[str] = set()
     for number, feature in enumerate(features, start=1):
@@ -86,7 +86,8 @@ def _ring(polygon: Any, where: str) -> tuple[LatLon, ...]:
             raise ValueError(f"{where}: positions must be [lon, lat] numbers, got {position!r}")
         lon, lat = float(position[0]), float(position[1])
         if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-            raise ValueError(f"{where}: [{lon}, {lat}] is not a place on Earth (GeoJSON is [lon, lat])")
+            raise ValueError(f"{where}: [{lon}, {lat}] is not a place on Earth "
+                             "(GeoJSON positions are [lon, lat])")
         ring.append((lat, lon))
     if len(ring) > 1 and ring[0] == ring[-1]:
         ring.pop()

@@ -77,7 +77,8 @@ async def test_112_robbery_reported_on_the_map_opens_live_tiles_that_end_when_it
         "() => window.safetynet.tiles().every(t => t.message === 'grant ended: incident closed')",
         timeout=5_000)
     assert time.monotonic() - started < 5
-    assert await page.locator(".tile .tile-message").first.inner_text() == "grant ended: incident closed"
+    first_message = await page.locator(".tile .tile-message").first.inner_text()
+    assert first_message == "grant ended: incident closed"
     await page.screenshot(path=artifact("console-incident-112-closed.png"))
 
     # A disabled token ends the console session at the next call.
@@ -105,13 +106,15 @@ async def test_119_fire_lists_facilities_and_says_why_a_camera_outside_the_radiu
     await page.click(".add-camera button")
     tile = page.locator(".tile[data-camera='gangnam-007']")
     await page.wait_for_function(
-        "() => window.safetynet.tiles().some(t => t.camera_id === 'gangnam-007' && t.state === 'denied')",
+        "() => window.safetynet.tiles().some("
+        "t => t.camera_id === 'gangnam-007' && t.state === 'denied')",
         timeout=5_000)
     message = await tile.locator(".tile-message").inner_text()
     assert message.startswith("permission denied: ")
     assert "not within incident" in message and "300 m radius" in message
     await page.wait_for_function(
-        "() => window.safetynet.tiles().some(t => t.camera_id === 'gangnam-001' && t.frames_decoded > 0)",
+        "() => window.safetynet.tiles().some("
+        "t => t.camera_id === 'gangnam-001' && t.frames_decoded > 0)",
         timeout=15_000)
     await page.screenshot(path=artifact("console-incident-119.png"))
     assert page_errors(page) == []
@@ -121,8 +124,9 @@ async def test_auditor_searches_the_log_and_sees_the_chain_verified(
         core: CoreServer, tokens: dict[str, str], browser: Browser) -> None:
     assert core.access is not None
     police = core.access.authenticate(tokens["police-op"])
-    report = await core.access.report_incident(police, incident_type="robbery", lat=GANGNAM_STATION[0],
-                                               lon=GANGNAM_STATION[1], external_ref="112-2026-0042")
+    report = await core.access.report_incident(
+        police, incident_type="robbery", lat=GANGNAM_STATION[0], lon=GANGNAM_STATION[1],
+        external_ref="112-2026-0042")
     page = await console_page(browser, core)
     await page.fill("#signin-token", "snt_not-a-token")
     await page.click("#signin-form button[type=submit]")
@@ -139,12 +143,14 @@ async def test_auditor_searches_the_log_and_sees_the_chain_verified(
         "[...document.querySelectorAll('.audit-table tbody tr:not(.details) td:nth-child(5)')]"
         ".every(td => td.textContent === 'police-op')")
     rows = await page.locator(".audit-table tbody tr:not(.details)").all_inner_texts()
-    assert any("incident.report" in row and report.incident.incident.incident_id in row for row in rows)
+    incident_id = report.incident.incident.incident_id
+    assert any("incident.report" in row and incident_id in row for row in rows)
     await page.fill(".audit-filters input[name=operator]", "")
     await page.fill(".audit-filters input[name=incident]", report.incident.incident.incident_id)
     await page.click(".audit-filters button[type=submit]")
     await page.wait_for_function(
-        "(id) => [...document.querySelectorAll('.audit-table tbody tr:not(.details) td:nth-child(8)')]"
+        "(id) => [...document.querySelectorAll("
+        "'.audit-table tbody tr:not(.details) td:nth-child(8)')]"
         ".every(td => td.textContent === id)", arg=report.incident.incident.incident_id)
     await page.screenshot(path=artifact("console-audit.png"))
 
@@ -183,5 +189,6 @@ async def test_a_district_agent_going_away_is_said_in_words_on_its_tiles(
     await page.click("button.report-button")
     await page.wait_for_selector(".incident-view .tile")
     messages = await page.locator(".tile .tile-message").all_inner_texts()
-    assert messages and all(m == "agent unreachable: the district agent is offline" for m in messages)
+    assert messages
+    assert all(m == "agent unreachable: the district agent is offline" for m in messages)
     assert page_errors(page) == []

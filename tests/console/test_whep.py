@@ -131,7 +131,8 @@ async def test_whep_refuses_with_the_right_status_and_says_why(
             assert response.status == 400
             assert "v=0" in (await response.json())["message"]
         async with http.patch("/whep/sessions/ses-x", data="a=candidate",
-                              headers=_headers(tokens["police-op"], "application/trickle-ice-sdpfrag")
+                              headers=_headers(tokens["police-op"],
+                                               "application/trickle-ice-sdpfrag")
                               ) as response:
             assert response.status == 405   # no trickle ICE: send a complete offer
         async with http.options(url, headers={"Origin": "http://player.example",

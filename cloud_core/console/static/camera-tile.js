@@ -224,7 +224,15 @@ export class CameraTile {
     this.location = answer.location;
     this.sessionId = answer.sessionId;
     this.el.dataset.session = answer.sessionId;
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    try {
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    } catch (err) {
+      if (generation !== this._generation) return;
+      this._end('error', `cannot use the agent's answer: ${err.message}`);
+      this.api.whepClose(answer.location).catch(() => {});
+      return;
+    }
+    if (generation !== this._generation) return;
     this._setState('connecting', 'connecting to the district agent…');
     this._every(POLL_MS, () => this._pollSession(generation));
     this._every(POLL_MS, () => this._pollStats(generation));
@@ -318,7 +326,12 @@ export class CameraTile {
     const pc = this.pc;
     if (!pc || generation !== this._generation) return;
     this._showGrant();
-    const report = await pc.getStats();
+    let report;
+    try {
+      report = await pc.getStats();
+    } catch {
+      return;   // closed meanwhile
+    }
     let inbound = null;
     report.forEach((stat) => {
       if (stat.type === 'inbound-rtp' && stat.kind === 'video') inbound = stat;
@@ -400,6 +413,14 @@ export class CameraTile {
       } catch (err) {
         if (!(err instanceof SignedOut)) console.warn('close session', err);
       }
+    }
+  }
+
+  /** The page is going away: end the session without waiting for an answer. */
+  abandon() {
+    if (this.active && this.location) {
+      fetch(this.location, { method: 'DELETE', keepalive: true,
+        headers: { Authorization: `Bearer ${this.api.token}` } }).catch(() => {});
     }
   }
 

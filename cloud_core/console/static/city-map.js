@@ -268,8 +268,8 @@ export class CityMap {
       if (camera && this.onCamera(camera, event) !== false) return;
     }
     const incidentEl = event.target.closest('[data-incident]');
-    if (incidentEl && this.onIncident && event.target.classList.contains('incident-core')) {
-      this.onIncident(incidentEl.dataset.incident);
+    if (incidentEl && this.onIncident && event.target.classList.contains('incident-core')
+        && this.onIncident(incidentEl.dataset.incident) !== false) {
       return;
     }
     if (!this.onPick || !this.origin) return;

@@ -43,6 +43,9 @@ class Console {
     });
     this.$('signout').addEventListener('click', () => this.signOut('signed out'));
     window.addEventListener('hashchange', () => this._routeFromHash());
+    window.addEventListener('pagehide', () => {
+      for (const tile of this.view?.tiles ?? []) tile.abandon();
+    });
     setInterval(() => { this.$('clock').textContent = `${kstTime(Date.now() + this.clockSkewMs)} KST`; }, 500);
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) this.signIn(token);

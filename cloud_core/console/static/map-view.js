@@ -14,7 +14,11 @@ export class MapView {
       label: 'map of the districts, their cameras and open incidents',
       onPick: (lat, lon) => this._pick(lat, lon),
       onCamera: (camera) => this._camera(camera),
-      onIncident: (id) => app.navigate(`#/incident/${id}`),
+      onIncident: (id) => {
+        if (this._armed()) return false;   // placing an incident: the click is a place
+        app.navigate(`#/incident/${id}`);
+        return true;
+      },
     });
     this.incidentList = h('ul', { class: 'incident-list' });
     this.counts = h('div', { class: 'camera-counts' });
@@ -62,9 +66,11 @@ export class MapView {
     if (!services.length) {
       this.form = null;
       return h('section', { class: 'card report-card muted-card' }, h('h2', {}, 'Report incident'),
-        h('p', { class: 'muted' }, this.app.me.views_video
-          ? 'Your agency reports no incident types. Incidents your agency is admitted to appear below.'
-          : 'Your role does not report incidents or view video.'));
+        h('p', { class: 'muted' }, !this.app.me.views_video
+          ? 'Your role does not report incidents or view video.'
+          : this.app.me.agency.startsWith('district:')
+            ? 'Your centre watches its own district\'s cameras: click one on the map. Incidents are reported by 112, 119 and the other agencies.'
+            : 'Your agency reports no incident types. Incidents your agency is admitted to appear below.'));
     }
     this.typeSelect = h('select', { name: 'incident_type', required: true, onchange: () => this._formChanged() },
       h('option', { value: '' }, '— choose the incident type —'),
