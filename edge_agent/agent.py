@@ -48,7 +48,8 @@ class EdgeAgent:
         self.grants: GrantVerifier | None = None
         if config.grant_public_key is not None:
             self.grants = GrantVerifier.from_pem_file(
-                config.grant_public_key, config.district_id, lambda: datetime.now(UTC))
+                config.grant_public_key, config.district_id, lambda: datetime.now(UTC),
+                issued_after=datetime.now(UTC))
         for camera in config.cameras:
             self.feeds[camera.camera_id] = CameraFeed(
                 source_for(camera, config.district_id, config.rtsp),

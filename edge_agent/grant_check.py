@@ -133,6 +133,7 @@ class GrantVerifier:
         *,
         max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         replay_memory: int = DEFAULT_REPLAY_MEMORY,
+        issued_after: datetime | None = None,
     ) -> None:
         keys = [public_keys] if isinstance(public_keys, Ed25519PublicKey) else list(public_keys)
         if not keys:
@@ -149,6 +150,10 @@ class GrantVerifier:
         self._skew = max_clock_skew
         self._replay_memory = replay_memory
         self._accepted: dict[str, datetime] = {}
+        # The replay memory dies with the process. With ``issued_after`` set to the agent's start,
+        # a grant issued before then is refused: that closes replay across a restart (less the
+        # clock-skew allowance) without keeping anything on disk.
+        self._issued_after = issued_after - max_clock_skew if issued_after is not None else None
         self._forget_at: list[tuple[datetime, str]] = []
         self._log = log.bind(district=district_id)
 
@@ -161,6 +166,7 @@ class GrantVerifier:
         *,
         max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         replay_memory: int = DEFAULT_REPLAY_MEMORY,
+        issued_after: datetime | None = None,
     ) -> GrantVerifier:
         """A verifier trusting the PEM public key file(s) at ``paths``.
 
@@ -174,6 +180,7 @@ class GrantVerifier:
             clock,
             max_clock_skew=max_clock_skew,
             replay_memory=replay_memory,
+            issued_after=issued_after,
         )
 
     @property
@@ -192,6 +199,9 @@ class GrantVerifier:
         claims = self._verified_claims(grant_bytes)
         self._forget_expired(now)
         problem = self._problem(claims, camera_id, session_id, now)
+        if problem is None and self._issued_after is not None and claims.not_before < self._issued_after:
+            problem = ("grant was issued before this agent started (possible replay across a "
+                       "restart); ask the core for a new session")
         if problem is not None:
             self._log.info(
                 "grant.rejected",

@@ -280,3 +280,32 @@ def test_naive_clock_is_a_programming_error() -> None:
     verifier = GrantVerifier(CORE_KEY.public_key(), "gangnam", lambda: datetime(2025, 5, 1))
     with pytest.raises(ValueError, match="timezone-aware"):
         verifier.check(signed(claims()), "gangnam-001", "s-1")
+
+
+def test_grants_issued_before_the_agent_started_are_refused() -> None:
+    """Replay memory is per process: a restarted agent refuses grants older than itself."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud_core.grants import GrantSigner
+    from edge_agent.exceptions import GrantRejected
+    from edge_agent.grant_check import GrantClaimsData, GrantVerifier
+
+    key = Ed25519PrivateKey.generate()
+    signer = GrantSigner(key)
+    start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    verifier = GrantVerifier(key.public_key(), "gangnam", lambda: start + timedelta(seconds=30),
+                             issued_after=start, max_clock_skew=timedelta(seconds=5))
+
+    def grant(session_id: str, issued: datetime) -> bytes:
+        return signer.sign(GrantClaimsData(
+            session_id=session_id, camera_id="gangnam-001", district_id="gangnam",
+            operator_id="op", agency="police-112", incident_id="INC-1", purpose="test",
+            not_before=issued, expires_at=issued + timedelta(minutes=30)))
+
+    with pytest.raises(GrantRejected, match="before this agent started"):
+        verifier.check(grant("s-old", start - timedelta(minutes=1)), "gangnam-001", "s-old")
+    # Within the clock-skew allowance, and after the start: accepted.
+    verifier.check(grant("s-skew", start - timedelta(seconds=3)), "gangnam-001", "s-skew")
+    verifier.check(grant("s-new", start + timedelta(seconds=10)), "gangnam-001", "s-new")
