@@ -329,10 +329,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     except AuditError as exc:
         raise UserError(f"cannot read {db} as an audit log: {exc}", EXIT_FAILED) from exc
     if report.ok:
-        trust = "checkpoints signed by the trusted key" if public_key is not None else \
-            "checkpoints checked against the key stored in the file (give --public-key to trust)"
-        print(f"OK: {report.records} records, head {report.head_seq} {report.head_hash}, "
-              f"last checkpoint at {report.last_checkpoint_seq}; {trust}")
+        if report.last_checkpoint_seq is None:
+            attested = ("no signed checkpoint yet (the core signs one every minute and when it "
+                        "stops), so truncation of the newest records is not yet detectable")
+        elif public_key is not None:
+            attested = (f"last signed checkpoint at record {report.last_checkpoint_seq}, "
+                        "signed by the trusted key")
+        else:
+            attested = (f"last signed checkpoint at record {report.last_checkpoint_seq}, checked "
+                        "against the key stored in the file (give --public-key to trust it)")
+        print(f"OK: {report.records} records, head {report.head_seq} {report.head_hash}; {attested}")
         for warning in report.warnings:
             print(f"warning: {warning}")
         return EXIT_OK
