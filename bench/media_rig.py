@@ -99,10 +99,12 @@ class MediaRig:
     def __init__(self, camera_ids: Sequence[str], *, gop_s: float = 1.0, fps: int = 15,
                  size: tuple[int, int] = (1280, 720), bitrate_kbps: int = 2500,
                  agent_args: Sequence[str] = (), agent_log_level: str = "warning",
-                 transport: str = "tcp", webrtc: WebRtcSettings | None = None) -> None:
+                 transport: str = "tcp", webrtc: WebRtcSettings | None = None,
+                 pattern: str = "ball") -> None:
         self.camera_ids = list(camera_ids)
         self._transport = transport
-        self._camera_options = {"gop_s": gop_s, "fps": fps, "size": size, "bitrate_kbps": bitrate_kbps}
+        self._camera_options = {"gop_s": gop_s, "fps": fps, "size": size,
+                                "bitrate_kbps": bitrate_kbps, "pattern": pattern}
         self._agent_args = list(agent_args)
         self._agent_log_level = agent_log_level
         self._tmp = tempfile.TemporaryDirectory(prefix="safetynet-bench-")

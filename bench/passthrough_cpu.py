@@ -57,7 +57,8 @@ async def measure(rig: MediaRig, viewers: int, args: argparse.Namespace) -> dict
 
 async def mode(name: str, counts: list[int], args: argparse.Namespace) -> dict[str, Any]:
     async with MediaRig([CAMERA], gop_s=1.0, fps=args.fps, size=args.size,
-                        bitrate_kbps=args.bitrate, agent_args=["--mode", name]) as rig:
+                        bitrate_kbps=args.bitrate, agent_args=["--mode", name],
+                        pattern=args.pattern) as rig:
         idle = await cpu_percent(rig.agent_pid, 3)
         runs = []
         for count in counts:
@@ -95,7 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "passthrough_cpu",
         "camera": f"rtsp simulated {args.size[0]}x{args.size[1]} {args.fps} fps "
-                  f"{args.bitrate} kb/s H.264, 1 s GOP",
+                  f"{args.bitrate} kb/s H.264, 1 s GOP, picture {args.pattern!r}",
         "window_seconds": args.seconds,
         "cpu_unit": "percent of one core, agent process only (/proc utime+stime)",
         "passthrough": passthrough,
@@ -117,6 +118,9 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=2500, help="kb/s")
+    parser.add_argument("--pattern", default="ball",
+                        help="the camera's picture: ball (simple, the default), smpte, pinwheel, "
+                             "snow (all noise: the hardest to re-encode)")
     args = parser.parse_args()
     args.viewers = [int(v) for v in args.viewers.split(",")]
     args.reencode_viewers = [int(v) for v in args.reencode_viewers.split(",")]

@@ -89,7 +89,29 @@ async def probe_rtsp(target: RtspTarget, *, timeout: float = 5.0,
     return ProbeResult(True, codec=codec, seconds=time.monotonic() - started)
 
 
+BUSY_RETRY_SECONDS = 0.5  # longest wait before asking again a camera that said 503
+
+
 async def _describe(target: RtspTarget, timeout: float) -> str:
+    try:
+        return await _describe_once(target, timeout)
+    except CameraBusy as busy:
+        # 503 is "not now" (a camera still tearing down the last session, say), not "never":
+        # ask once more before calling the camera offline.
+        await asyncio.sleep(min(busy.retry_after, BUSY_RETRY_SECONDS))
+        try:
+            return await _describe_once(target, timeout)
+        except CameraBusy as again:
+            raise ProbeFailed("refused", again.detail) from again
+
+
+class CameraBusy(ProbeFailed):
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__("refused", detail)
+        self.retry_after = retry_after
+
+
+async def _describe_once(target: RtspTarget, timeout: float) -> str:
     context = _tls_context() if target.secure else None
     try:
         async with asyncio.timeout(timeout):
@@ -110,9 +132,12 @@ async def _describe(target: RtspTarget, timeout: float) -> str:
         if response.status in (401, 403):
             raise ProbeFailed("unauthorized", f"the camera rejected the credentials "
                                               f"({response.status} {response.phrase})")
+        detail = f"the camera refused the stream ({response.status} {response.phrase})"
+        if response.status == 503:
+            retry_after = next(iter(response.header("Retry-After")), "")
+            raise CameraBusy(detail, float(retry_after) if retry_after.isdigit() else 0.2)
         if response.status != 200:
-            raise ProbeFailed("refused", f"the camera refused the stream "
-                                         f"({response.status} {response.phrase})")
+            raise ProbeFailed("refused", detail)
         return video_codec(response.body.decode("utf-8", "replace"))
     finally:
         writer.close()

@@ -79,6 +79,7 @@ class StreamSettings:
     gop_s: float = 1.0
     bitrate_kbps: int = 2500
     codec: str = "h264"  # or "h265" / "mjpeg": cameras whose video cannot pass through to WebRTC
+    pattern: str = "ball"  # videotestsrc pattern: "snow" is a worst case for encoders (all noise)
 
     @property
     def key_int_max(self) -> int:
@@ -95,7 +96,7 @@ def launch_line(camera_id: str, settings: StreamSettings) -> str:
     frames are off so the GOP is exactly ``key_int_max`` frames, as on a camera.
     """
     return (
-        "( videotestsrc is-live=true pattern=ball"
+        f"( videotestsrc is-live=true pattern={settings.pattern}"
         f" ! video/x-raw,format=I420,width={settings.width},height={settings.height},"
         f"framerate={settings.fps}/1"
         f' ! textoverlay text="{camera_id}" valignment=top halignment=left'
@@ -106,6 +107,9 @@ def launch_line(camera_id: str, settings: StreamSettings) -> str:
         f" ! {ENCODERS[settings.codec].format(s=settings)} )"
     )
 
+
+#: Pictures a camera can show: a simple scene (ball), or ones that are harder to encode.
+PATTERNS = ("ball", "smpte", "pinwheel", "snow")
 
 #: The encoder and payloader of each codec a simulated camera can send.
 ENCODERS = {
@@ -366,6 +370,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT")
     parser.add_argument("--bitrate", type=int, default=2500, help="kbit/s")
     parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264")
+    parser.add_argument("--pattern", choices=PATTERNS, default="ball")
     parser.add_argument(
         "--fault-at-start", action="append", default=[], metavar="CAMERA=FAULT",
         help="apply a fault before any client connects (repeatable)",
@@ -410,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     Gst.init(None)
     settings = StreamSettings(
         width=args.width, height=args.height, fps=args.fps,
-        gop_s=args.gop, bitrate_kbps=args.bitrate, codec=args.codec,
+        gop_s=args.gop, bitrate_kbps=args.bitrate, codec=args.codec, pattern=args.pattern,
     )
     server = CameraServer(args.camera_ids, settings, port=args.port, credentials=credentials)
     for camera_id, fault in args.faults_at_start:

@@ -148,6 +148,7 @@ class RtspCameraServer:
         credentials: tuple[str, str] | None = None,
         faults_at_start: Mapping[str, Fault | str] | None = None,
         codec: str = "h264",
+        pattern: str = "ball",
         python: str = SYSTEM_PYTHON,
         start_timeout_s: float = 15.0,
         reply_timeout_s: float = 5.0,
@@ -169,6 +170,7 @@ class RtspCameraServer:
             "--size", f"{size[0]}x{size[1]}",
             "--bitrate", str(bitrate_kbps),
             "--codec", codec,
+            "--pattern", pattern,
         ]
         for camera_id, fault in self._faults_at_start.items():
             self._argv += ["--fault-at-start", f"{camera_id}={fault}"]
