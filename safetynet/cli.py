@@ -163,6 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     options = DemoOptions(state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
+                          cameras=args.cameras,
                           core_port=args.port, console_port=args.console_port,
                           camera_source=args.source,
                           agent_log_level=args.agent_log_level)
@@ -359,8 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=50051, help="core gRPC port (default 50051; 0 = any free)")
     p.add_argument("--console-port", type=int, default=8080,
                    help="browser console and WHEP port (default 8080; 0 = any free)")
+    p.add_argument("--cameras", choices=["rtsp", "synthetic"], default="rtsp",
+                   help="rtsp (default): the simulator serves every camera as real RTSP and the "
+                        "agents pull them; synthetic: the agents draw the scenes themselves")
     p.add_argument("--source", default="sim:?size=640x360&fps=15&gop=1",
-                   help="camera source for every simulated camera")
+                   help="with --cameras synthetic: the scene every camera draws")
     p.add_argument("--agent-log-level", default="warning",
                    choices=["debug", "info", "warning", "error"], help="agents' log verbosity")
     log_level(p)

@@ -8,6 +8,7 @@ and advertises on loopback only. Ctrl-C stops agents, core and broker in that or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from safetynet.mqtt_link import BrokerSettings
 from simulators.agent_configs import write_pilot_configs
 from simulators.district_outlines import write_outlines_geojson
 from simulators.facilities import write_facilities_csv
+from simulators.rtsp_launcher import RtspCameraServer, pilot_camera_ids, server_unavailable_reason
 from simulators.pilot_districts import PILOT_DISTRICTS
 
 log = structlog.get_logger(__name__)
@@ -38,6 +40,9 @@ class DemoOptions:
     core_port: int = 50051
     console_port: int = 8080        # the browser console and WHEP (0: any free port)
     camera_source: str = "sim:?size=640x360&fps=15&gop=1"
+    # "rtsp": real RTSP cameras from the simulator (what district cameras are), pulled by the
+    # agents as a real camera would be; "synthetic": the agents draw the scene themselves.
+    cameras: str = "rtsp"
     agent_log_level: str = "warning"
 
 
@@ -71,6 +76,19 @@ class AgentProcess:
             await process.wait()
 
 
+async def _rtsp_cameras(stack: contextlib.AsyncExitStack) -> dict[str, str]:
+    """Serve the pilot cameras as real RTSP (GStreamer); {} (synthetic) when that cannot run."""
+    reason = server_unavailable_reason()
+    if reason is not None:
+        print(f"safetynet demo: no RTSP camera simulator here ({reason}); the agents draw "
+              "synthetic cameras instead. scripts/install installs what it needs.", file=sys.stderr)
+        return {}
+    server = await stack.enter_async_context(RtspCameraServer(
+        pilot_camera_ids(), size=(640, 360), fps=15, gop_s=1.0, bitrate_kbps=800))
+    log.info("rtsp cameras serving", cameras=len(server.urls))
+    return dict(server.urls)
+
+
 def _core_port(wanted: int, what: str = "core") -> int:
     if wanted == 0:
         return free_port()
@@ -102,10 +120,12 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                                      http_listen=f"127.0.0.1:{_core_port(options.console_port, 'console')}",
                                      district_outlines_file=write_outlines_geojson(
                                          state_dir / "district-outlines.geojson"))
-            async with CoreServer(core_config) as core:
+            async with CoreServer(core_config) as core, contextlib.AsyncExitStack() as cameras:
+                sources = await _rtsp_cameras(cameras) if options.cameras == "rtsp" else {}
                 configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
                                               broker_port=broker.port, source=options.camera_source,
-                                              grant_public_key=core_config.grant_public_key_path)
+                                              grant_public_key=core_config.grant_public_key_path,
+                                              sources=sources)
                 operators = _demo_operators(core, state_dir / "tokens")
                 agents = [AgentProcess(path.stem, path, options.agent_log_level) for path in configs]
                 try:
@@ -120,6 +140,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                         return 1
                     state = _demo_state(core, broker, agents, state_dir)
                     state["operators"] = operators
+                    state["camera_source"] = "rtsp" if sources else "synthetic"
                     (state_dir / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
                     _print_summary(state)
                     await stop.wait()

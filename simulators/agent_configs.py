@@ -57,7 +57,7 @@ def agent_config_text(district: PilotDistrict, *, broker_host: str, broker_port:
 
 def write_pilot_configs(out_dir: Path, *, broker_host: str, broker_port: int, source: str,
                         advertise: Sequence[str] = (), grant_public_key: Path | None = None,
-                        **kwargs: float) -> list[Path]:
+                        sources: dict[str, str] | None = None, **kwargs: float) -> list[Path]:
     if not source.startswith(("sim:", "rtsp://")):
         raise ValueError(f"--source must be sim:… or rtsp://…, got {source!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def write_pilot_configs(out_dir: Path, *, broker_host: str, broker_port: int, so
         path = out_dir / f"{district.district_id}.toml"
         path.write_text(agent_config_text(district, broker_host=broker_host, broker_port=broker_port,
                                           source=source, advertise=tuple(advertise) or ("127.0.0.1",),
-                                          grant_public_key=grant_public_key,
+                                          grant_public_key=grant_public_key, sources=sources,
                                           **kwargs))  # type: ignore[arg-type]
         written.append(path)
     return written
