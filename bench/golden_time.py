@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from playwright.async_api import async_playwright
 
+from media_rig import summary
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from safetynet.broker import MosquittoBroker
@@ -55,15 +55,6 @@ CHROMIUM_ARGS = [
 ]
 IDLE_CLOSE_SECONDS = 1.0
 
-
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-    return {"min": round(ordered[0], 1), "p50": round(statistics.median(ordered), 1),
-            "p95": round(pct(95), 1), "max": round(ordered[-1], 1)}
 
 
 def report_points(mode: str, runs: int) -> list[tuple[float, float]]:

@@ -38,15 +38,20 @@ AGENT_PROCESS = Path(__file__).with_name("agent_process.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def summary(values: Sequence[float]) -> dict[str, float]:
-    """min / p50 / p95 / max, rounded to 0.1."""
+def summary(values: Sequence[float], *, percentiles: Sequence[int] = (95,),
+            digits: int = 1) -> dict[str, float]:
+    """min / p50 / the given percentiles / max (nearest rank), rounded to ``digits``.
+
+    Every benchmark prints its latencies through this one function, so figures compare.
+    """
     ordered = sorted(values)
 
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
-    return {"min": round(ordered[0], 1), "p50": round(statistics.median(ordered), 1),
-            "p95": round(pct(95), 1), "max": round(ordered[-1], 1)}
+    figures = {"min": ordered[0], "p50": statistics.median(ordered),
+               **{f"p{p}": pct(p) for p in percentiles}, "max": ordered[-1]}
+    return {name: round(value, digits) for name, value in figures.items()}
 
 
 def cpu_seconds(pid: int) -> float:

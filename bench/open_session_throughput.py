@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import grpc
 
+from media_rig import cpu_seconds, summary
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy
 from cloud_core.registry import Registry
@@ -78,20 +78,6 @@ asyncio.run(main(int(sys.argv[1])))
 '''
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-    return {"min": round(ordered[0], 2), "p50": round(statistics.median(ordered), 2),
-            "p95": round(pct(95), 2), "p99": round(pct(99), 2), "max": round(ordered[-1], 2)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -167,7 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": round(elapsed, 2),
         "sessions": len(latencies),
         "sessions_per_second": round(len(latencies) / elapsed, 1),
-        "latency_ms": summary(latencies),
+        "latency_ms": summary(latencies, percentiles=(95, 99), digits=2),
         "cpu_percent_of_one_core": cpu,
         "core_cpu_ms_per_session": round(cpu["core"] * 10 * elapsed / max(1, len(latencies)), 3),
         "load_average_1m": os.getloadavg()[0],

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from media_rig import summary
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from safetynet.broker import MosquittoBroker
@@ -31,15 +31,6 @@ from simulators.agent_configs import write_pilot_configs
 from simulators.pilot_districts import PILOT_DISTRICTS
 from viewer.client import CameraViewer
 
-
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-    return {"min": round(ordered[0], 1), "p50": round(statistics.median(ordered), 1),
-            "p95": round(pct(95), 1), "max": round(ordered[-1], 1)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
