@@ -742,7 +742,7 @@ class _AuditStore:
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open the audit log at {db_path}: {exc}") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _switch_to_wal(conn)
             if mode != "wal":
                 raise AuditError(f"{db_path}: cannot switch to WAL (journal mode is {mode})")
             conn.execute("PRAGMA synchronous=FULL")
@@ -832,6 +832,19 @@ class _AuditStore:
              checkpoint.signature),
         )
         return checkpoint
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode=WAL``, retried briefly: when several writers create the file at once,
+    SQLite can answer 'database is locked' to the switch without waiting in its busy handler."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
