@@ -3,7 +3,7 @@
     listen = "127.0.0.1:50051"
     database = "core.sqlite3"         # relative paths are taken from the file's folder
     audit_database = "audit.sqlite3"  # the tamper-evident audit log (its own file and lock)
-    session_ttl_seconds = 14400       # cap on any session (4 h); the grant's expiry usually ends it first
+    session_ttl_seconds = 259200      # cap on any session (72 h, the longest time box); the grant ends it first
     answer_timeout_seconds = 10
     grant_key = "grant-signing.key"   # Ed25519, created (0600) when missing; .pub beside it
     policy = "policy.toml"            # optional: the city's policy; the shipped default otherwise
@@ -38,7 +38,7 @@ class CoreConfig:
     database: Path
     listen: str = "127.0.0.1:50051"
     broker: BrokerSettings = field(default_factory=BrokerSettings)
-    session_ttl_seconds: float = 14400.0
+    session_ttl_seconds: float = 259200.0
     answer_timeout_seconds: float = 10.0
     client_id: str = "safetynet-core"
     audit_database_file: Path | None = None  # default: audit.sqlite3 beside the database
@@ -95,7 +95,7 @@ class CoreConfig:
         if not isinstance(http_listen, str) or (http_listen and ":" not in http_listen):
             raise ValueError(f"http_listen must be HOST:PORT (or empty: no console), got {http_listen!r}")
         numbers = {}
-        for key, default in (("session_ttl_seconds", 14400.0), ("answer_timeout_seconds", 10.0),
+        for key, default in (("session_ttl_seconds", 259200.0), ("answer_timeout_seconds", 10.0),
                              ("sweep_seconds", 1.0)):
             value = data.get(key, default)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -8,7 +8,7 @@
     id = "gangnam-agent"
     heartbeat_seconds = 30
     idle_close_seconds = 10       # keep a camera open this long after its last viewer leaves
-    session_max_seconds = 14400   # hard cap on any session (4 h), whatever its grant says
+    session_max_seconds = 259200  # hard cap on any session (72 h), whatever its grant says
 
     [broker]
     host = "127.0.0.1"
@@ -110,7 +110,7 @@ class AgentConfig:
     cameras: tuple[CameraConfig, ...]
     heartbeat_seconds: float = 30.0
     idle_close_seconds: float = 10.0
-    session_max_seconds: float = 14400.0
+    session_max_seconds: float = 259200.0
     grant_public_key: Path | None = None
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     core_address: str | None = None
@@ -168,7 +168,7 @@ class AgentConfig:
             cameras=cameras,
             heartbeat_seconds=_positive(agent, "heartbeat_seconds", 30.0),
             idle_close_seconds=_positive(agent, "idle_close_seconds", 10.0, allow_zero=True),
-            session_max_seconds=_positive(agent, "session_max_seconds", 14400.0),
+            session_max_seconds=_positive(agent, "session_max_seconds", 259200.0),
             grant_public_key=(base / public_key).resolve() if public_key else None,
             rtsp=RtspSettings.from_mapping(_table(data, "rtsp", required=False)),
             core_address=_str(core, "core.address") if "address" in core else None,
