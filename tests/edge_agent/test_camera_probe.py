@@ -140,7 +140,10 @@ async def test_probes_are_spread_bounded_and_only_change_idle_cameras() -> None:
     async with CameraProber(cameras(10), settings, is_idle=lambda c: c not in watched,
                             on_result=on_result, probe=slow_probe) as prober:
         assert prober.spacing_seconds == pytest.approx(0.02)
-        await asyncio.sleep(0.5)
+        # Let every idle camera come round at least twice (a bounded wait on that, not a nap).
+        async with asyncio.timeout(10):
+            while not all(probed[f"cam-{i:04d}"] >= 2 for i in (0, 1, 2, 5, 9)):
+                await asyncio.sleep(0.01)
         # Just probed, so its next turn in the cycle is ten slots away.
         urgent = next(c for c in reversed(starts) if c not in watched)
         prober.probe_soon(urgent)
