@@ -26,7 +26,7 @@ import edge_agent.viewer_session
 from edge_agent.agent import EdgeAgent
 from edge_agent.camera_feed import CameraFeed, FeedSubscription
 from edge_agent.config import AgentConfig
-from safetynet.logs import configure_logging
+from runtime.logs import configure_logging
 
 FRAME_QUEUE = 30  # per viewer; a viewer's encoder that falls behind loses the oldest frames
 

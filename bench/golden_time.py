@@ -31,15 +31,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from media_rig import summary
 from playwright.async_api import async_playwright
 
-from media_rig import summary
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from runtime.logs import configure_logging
+from runtime.mqtt_link import BrokerSettings
 from safetynet.broker import MosquittoBroker
 from safetynet.demo import AgentProcess
-from safetynet.logs import configure_logging
-from safetynet.mqtt_link import BrokerSettings
 from simulators.agent_configs import write_pilot_configs
 from simulators.district_outlines import write_outlines_geojson
 from simulators.pilot_districts import PILOT_DISTRICTS

@@ -22,7 +22,7 @@ from typing import Any
 
 from media_rig import MediaRig, count_frames_without_decoding, summary
 
-from safetynet.logs import configure_logging
+from runtime.logs import configure_logging
 from simulators.pilot_districts import GANGNAM
 
 CAMERA = GANGNAM.cameras[0].camera_id

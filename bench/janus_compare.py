@@ -40,9 +40,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from media_rig import MediaRig, count_frames_without_decoding, cpu_percent, summary
 
+from runtime.logs import configure_logging
+from runtime.webrtc import WebRtcSettings
 from safetynet.broker import free_port
-from safetynet.logs import configure_logging
-from safetynet.webrtc import WebRtcSettings
 from simulators.pilot_districts import GANGNAM
 
 CAMERA = GANGNAM.cameras[0].camera_id

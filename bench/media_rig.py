@@ -26,9 +26,9 @@ from aiortc.codecs import get_decoder
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from runtime.mqtt_link import BrokerSettings
+from runtime.webrtc import WebRtcSettings
 from safetynet.broker import MosquittoBroker
-from safetynet.mqtt_link import BrokerSettings
-from safetynet.webrtc import WebRtcSettings
 from simulators.agent_configs import agent_config_text
 from simulators.pilot_districts import GANGNAM
 from simulators.rtsp_launcher import RtspCameraServer

@@ -22,25 +22,25 @@ import time
 from pathlib import Path
 
 import grpc
-
 from media_rig import cpu_seconds, summary
+
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy
 from cloud_core.registry import Registry
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+from runtime.logs import configure_logging
 from safetynet.broker import MosquittoBroker, free_port
-from safetynet.logs import configure_logging
 from simulators.pilot_districts import GANGNAM
 
 FAKE_OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
 STUB_AGENT = r'''
 import asyncio, sys
-from safetynet.logs import configure_logging
+from runtime.logs import configure_logging
 configure_logging("error")
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from safetynet.mqtt_link import BrokerSettings, MqttLink
+from runtime.mqtt_link import BrokerSettings, MqttLink
 from simulators.pilot_districts import GANGNAM
 
 async def main(port):

@@ -27,7 +27,7 @@ from typing import Any
 
 from media_rig import MediaRig, count_frames_without_decoding, cpu_percent
 
-from safetynet.logs import configure_logging
+from runtime.logs import configure_logging
 from simulators.pilot_districts import GANGNAM
 from viewer.client import CameraViewer
 

@@ -20,17 +20,17 @@ import tempfile
 from pathlib import Path
 
 from media_rig import summary
+
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from runtime.logs import configure_logging
+from runtime.mqtt_link import BrokerSettings
+from runtime.webrtc import WebRtcSettings
 from safetynet.broker import MosquittoBroker
 from safetynet.demo import AgentProcess
-from safetynet.logs import configure_logging
-from safetynet.mqtt_link import BrokerSettings
-from safetynet.webrtc import WebRtcSettings
 from simulators.agent_configs import write_pilot_configs
 from simulators.pilot_districts import PILOT_DISTRICTS
 from viewer.client import CameraViewer
-
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

@@ -47,8 +47,8 @@ from cloud_core.policy import (
 )
 from cloud_core.registry import CameraRecord, Registry
 from cloud_core.sessions import InvalidOffer, OpenedSession, SessionBroker, check_offer
-from edge_agent.grant_check import GrantClaimsData
 from protos.safetynet.v1 import mqtt_pb2
+from runtime.grant import GrantClaimsData
 
 log = structlog.get_logger(__name__)
 

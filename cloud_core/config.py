@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_core.exceptions import ConfigError
-from safetynet.mqtt_link import BrokerSettings
+from runtime.mqtt_link import BrokerSettings
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from cloud_core.status_ingest import StatusIngest
 from cloud_core.transport_security import add_listen_port
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
-from safetynet.mqtt_link import MqttLink
+from runtime.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
 

@@ -17,8 +17,8 @@ from google.protobuf.message import DecodeError
 from cloud_core.exceptions import AgentUnavailable
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from safetynet.exceptions import LinkDown
-from safetynet.mqtt_link import MqttLink
+from runtime.exceptions import LinkDown
+from runtime.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
 

@@ -26,8 +26,8 @@ from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from safetynet.exceptions import LinkDown
-from safetynet.mqtt_link import MqttLink
+from runtime.exceptions import LinkDown
+from runtime.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
 

@@ -50,8 +50,8 @@ from urllib.parse import urlsplit
 
 from edge_agent.exceptions import ConfigError
 from protos.topics import check_id
-from safetynet.mqtt_link import BrokerSettings
-from safetynet.webrtc import WebRtcSettings
+from runtime.mqtt_link import BrokerSettings
+from runtime.webrtc import WebRtcSettings
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,8 @@ def _camera(entry: Any, index: int) -> CameraConfig:
 
 
 def _cameras_from_file(base: Path, value: Any) -> tuple[CameraConfig, ...]:
-    """The cameras of a CSV inventory (format: edge_agent/camera_inventory.py)."""
-    from edge_agent.camera_inventory import read_inventory
+    """The cameras of a CSV inventory (format: runtime/camera_inventory.py)."""
+    from runtime.camera_inventory import read_inventory
 
     if not isinstance(value, str) or not value:
         raise ValueError("cameras_file must be a file path")

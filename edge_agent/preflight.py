@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from edge_agent.config import AgentConfig, CameraConfig
-from safetynet.mqtt_link import BrokerSettings
+from runtime.mqtt_link import BrokerSettings
 
 DEFAULT_TIMEOUT = 5.0
 CAMERA_CONCURRENCY = 32

@@ -19,9 +19,9 @@ from edge_agent.camera_feed import FeedHealth, FeedState
 from edge_agent.config import AgentConfig, CameraConfig
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from safetynet import __version__
-from safetynet.exceptions import LinkDown
-from safetynet.mqtt_link import LastWill, MqttLink
+from runtime import __version__
+from runtime.exceptions import LinkDown
+from runtime.mqtt_link import LastWill, MqttLink
 
 log = structlog.get_logger(__name__)
 

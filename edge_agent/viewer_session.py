@@ -18,7 +18,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from edge_agent.camera_feed import CameraFeed
 from edge_agent.exceptions import OfferRejected
 from edge_agent.passthrough_track import PassthroughVideoTrack
-from safetynet.webrtc import WebRtcSettings
+from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
 

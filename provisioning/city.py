@@ -29,9 +29,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from cloud_core.exceptions import GrantError
-from cloud_core.grants import load_or_create_signing_key, write_public_key
-from edge_agent.camera_inventory import read_inventory
 from protos.topics import check_id
 from provisioning.atomic_write import write_private, write_public
 from provisioning.certificate_authority import (
@@ -44,6 +41,9 @@ from provisioning.certificate_authority import (
     private_key_pem,
 )
 from provisioning.exceptions import CityError, DistrictError
+from runtime.camera_inventory import read_inventory
+from runtime.exceptions import KeyFileError
+from runtime.signing_keys import load_or_create_signing_key, write_public_key
 
 DEFAULT_BROKER_PORT = 8883
 DEFAULT_CORE_PORT = 50051
@@ -263,7 +263,7 @@ def init_city(root: Path, *, city_name: str, server_names: Sequence[str] = (),
     try:
         grant_key = load_or_create_signing_key(city.grant_key)
         write_public_key(city.grant_public_key, grant_key)
-    except GrantError as exc:
+    except KeyFileError as exc:
         raise CityError(str(city.grant_key), str(exc)) from exc
 
     write_public(city.core_dir / "core.toml", core_config_text(

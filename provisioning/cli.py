@@ -200,7 +200,7 @@ def add_provision_parser(sub: Any) -> None:
                     "its line; nothing is imported from a file with one), issue the agent's "
                     "certificate (CN agent:ID), and write the bundle as a folder and a tar.gz. "
                     "CSV columns: id,name,lat,lon,stream_url,type[,address,notes] "
-                    "(see edge_agent/camera_inventory.py).")
+                    "(see runtime/camera_inventory.py).")
     r.add_argument("district_id", metavar="ID", help="district id, e.g. gangnam")
     r.add_argument("--name", required=True, help="the district's name, e.g. Gangnam-gu")
     r.add_argument("--cameras", required=True, metavar="FILE.csv", help="the camera inventory")

@@ -13,7 +13,6 @@ from typing import Any
 
 from cryptography import x509
 
-from edge_agent.camera_inventory import Progress, inventory_csv, read_inventory
 from provisioning.agent_bundle import (
     DEFAULT_EXECUTABLE,
     UNIT_NAME,
@@ -35,6 +34,7 @@ from provisioning.certificate_authority import (
 )
 from provisioning.city import City, DistrictRecord, check_district_id
 from provisioning.exceptions import DistrictError, InventoryRejected
+from runtime.camera_inventory import Progress, inventory_csv, read_inventory
 
 RENEW_BEFORE = timedelta(days=30)
 

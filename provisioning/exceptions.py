@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edge_agent.camera_inventory import InventoryProblem
+from runtime.camera_inventory import InventoryProblem
 
 
 class ProvisioningError(Exception):

@@ -1,8 +1,9 @@
-"""Safety Net's shared plumbing and its one command line, ``safetynet``.
+"""Safety Net's one command line, ``safetynet``, and the demo: the top layer.
 
 The parts live in their own packages (``edge_agent``, ``cloud_core``, ``viewer``, ``simulators``,
-``provisioning``); this package holds what they share — the MQTT link, the WebRTC settings, the
-Mosquitto runner — and the CLI and demo that put them together.
+``provisioning``) over the shared runtime layer (``runtime``); this package puts them together.
 """
 
-__version__ = "0.1.0"
+from runtime import __version__
+
+__all__ = ["__version__"]

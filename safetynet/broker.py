@@ -15,7 +15,7 @@ from types import TracebackType
 
 import structlog
 
-from safetynet.exceptions import BrokerError
+from runtime.exceptions import BrokerError
 
 log = structlog.get_logger(__name__)
 

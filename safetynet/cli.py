@@ -76,8 +76,8 @@ def cmd_core(args: argparse.Namespace) -> int:
     from cloud_core.config import CoreConfig
     from cloud_core.exceptions import ConfigError
     from cloud_core.server import run_core
-    from safetynet.logs import configure_logging
-    from safetynet.mqtt_link import BrokerSettings
+    from runtime.logs import configure_logging
+    from runtime.mqtt_link import BrokerSettings
 
     configure_logging(args.log_level)
     try:
@@ -109,7 +109,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from edge_agent.agent import run_agent
     from edge_agent.config import AgentConfig
     from edge_agent.exceptions import ConfigError
-    from safetynet.logs import configure_logging
+    from runtime.logs import configure_logging
 
     if not args.config:
         raise UserError("safetynet agent: --config FILE is required (see --help)")
@@ -158,8 +158,8 @@ def cmd_sim_cameras(args: argparse.Namespace) -> int:
 # --- demo ---------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from runtime.logs import configure_logging
     from safetynet.demo import DemoOptions, run_demo
-    from safetynet.logs import configure_logging
 
     configure_logging(args.log_level)
     options = DemoOptions(state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
@@ -179,7 +179,7 @@ def _core_address(args: argparse.Namespace) -> str:
 
 
 def _viewer_webrtc(args: argparse.Namespace, core: str) -> Any:
-    from safetynet.webrtc import WebRtcSettings
+    from runtime.webrtc import WebRtcSettings
 
     advertise = args.advertise or [a for a in os.environ.get("SAFETYNET_ADVERTISE", "").split(",") if a]
     try:
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rest = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from safetynet.logs import configure_logging
+    from runtime.logs import configure_logging
 
     # Quiet by default (stdout stays for results such as --json); commands with --log-level
     # configure their own verbosity.

@@ -21,13 +21,13 @@ import structlog
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from runtime.mqtt_link import BrokerSettings
 from safetynet.broker import MosquittoBroker, free_port
-from safetynet.mqtt_link import BrokerSettings
 from simulators.agent_configs import write_pilot_configs
 from simulators.district_outlines import write_outlines_geojson
 from simulators.facilities import write_facilities_csv
-from simulators.rtsp_launcher import RtspCameraServer, pilot_camera_ids, server_unavailable_reason
 from simulators.pilot_districts import PILOT_DISTRICTS
+from simulators.rtsp_launcher import RtspCameraServer, pilot_camera_ids, server_unavailable_reason
 
 log = structlog.get_logger(__name__)
 

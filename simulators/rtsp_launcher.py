@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from safetynet.logs import configure_logging
+    from runtime.logs import configure_logging
 
     configure_logging("warning")
     sys.exit(main())

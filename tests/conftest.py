@@ -14,10 +14,10 @@ import structlog
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from edge_agent.config import AgentConfig, CameraConfig
+from runtime.logs import configure_logging
+from runtime.mqtt_link import BrokerSettings
+from runtime.webrtc import WebRtcSettings
 from safetynet.broker import MosquittoBroker
-from safetynet.logs import configure_logging
-from safetynet.mqtt_link import BrokerSettings
-from safetynet.webrtc import WebRtcSettings
 from simulators.facilities import write_facilities_csv
 from simulators.pilot_districts import GANGNAM, MAPO, PilotDistrict
 

@@ -21,7 +21,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
-from safetynet.webrtc import WebRtcSettings
+from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
 

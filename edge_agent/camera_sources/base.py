@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from fractions import Fraction
 
-from simulators.synthetic_camera import EncodedPacket
+__all__ = ["CLOCK_RATE", "TIME_BASE", "CameraSource", "EncodedPacket"]
 
-__all__ = ["CameraSource", "EncodedPacket"]
+#: RTP's clock for video, and the time base of every packet a source yields.
+CLOCK_RATE = 90_000
+TIME_BASE = Fraction(1, CLOCK_RATE)
+
+
+@dataclass(frozen=True)
+class EncodedPacket:
+    """One H.264 access unit in Annex B form, as a camera source delivers it."""
+
+    data: bytes
+    pts: int
+    time_base: Fraction
+    keyframe: bool
 
 
 class CameraSource(abc.ABC):

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 from edge_agent.camera_sources.base import CameraSource, EncodedPacket
+from edge_agent.camera_sources.synthetic_scene import SceneSettings, SyntheticCamera
 from edge_agent.config import CameraConfig
-from simulators.synthetic_camera import SceneSettings, SyntheticCamera
 
 
 def scene_settings_from_url(url: str) -> SceneSettings:

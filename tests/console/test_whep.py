@@ -17,7 +17,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from cloud_core import audit as audit_log
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
-from safetynet.webrtc import WebRtcSettings
+from runtime.webrtc import WebRtcSettings
 from tests.conftest import GANGNAM, AgentConfigFactory
 from tests.console.conftest import console_url
 

@@ -10,17 +10,17 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_core import audit as audit_log
 from cloud_core.grants import GrantSigner
 from cloud_core.server import CoreServer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.agent import EdgeAgent
 from edge_agent.grant_check import GrantClaimsData
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
-from safetynet.mqtt_link import MqttLink
-from safetynet.webrtc import WebRtcSettings
+from runtime.mqtt_link import MqttLink
+from runtime.webrtc import WebRtcSettings
 from tests.conftest import GANGNAM, AgentConfigFactory
 from viewer.client import CameraViewer, ViewError, watch
 

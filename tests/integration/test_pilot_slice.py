@@ -12,12 +12,12 @@ import pytest
 
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
+from edge_agent.camera_sources.synthetic_scene import SyntheticCamera
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
+from runtime.mqtt_link import MqttLink
+from runtime.webrtc import WebRtcSettings
 from safetynet.broker import MosquittoBroker
-from safetynet.mqtt_link import MqttLink
-from safetynet.webrtc import WebRtcSettings
-from simulators.synthetic_camera import SyntheticCamera
 from tests.conftest import GANGNAM, MAPO, AgentConfigFactory
 from viewer.client import CameraViewer, ViewError, watch
 

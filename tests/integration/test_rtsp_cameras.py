@@ -21,8 +21,8 @@ from edge_agent.camera_sources.transcoder import H264Transcoder
 from edge_agent.config import AgentConfig, CameraConfig, RtspSettings
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from safetynet.mqtt_link import BrokerSettings, MqttLink
-from safetynet.webrtc import WebRtcSettings
+from runtime.mqtt_link import BrokerSettings, MqttLink
+from runtime.webrtc import WebRtcSettings
 from simulators.rtsp_launcher import Fault, RtspCameraServer
 from tests.conftest import GANGNAM, AgentConfigFactory
 from tests.edge_agent.test_rtsp_source import PASSWORD, needs_server, serve, with_credentials

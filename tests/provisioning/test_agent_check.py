@@ -19,9 +19,9 @@ from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
+from runtime.webrtc import WebRtcSettings
 from safetynet.broker import MosquittoBroker, free_port
 from safetynet.cli import main
-from safetynet.webrtc import WebRtcSettings
 from tests.provisioning.conftest import ProvisionedCity, provision
 from viewer.client import open_channel
 

@@ -17,9 +17,9 @@ from edge_agent.preflight import Outcome, check_broker, mqtt_connect_packet
 from protos import topics
 from provisioning.broker_config import CONFIG_NAME
 from provisioning.certificate_authority import certificate_pem, new_private_key, private_key_pem
+from runtime.mqtt_link import BrokerSettings, MqttLink
 from safetynet.broker import MosquittoBroker
 from safetynet.cli import main
-from safetynet.mqtt_link import BrokerSettings, MqttLink
 from tests.provisioning.conftest import ProvisionedCity, provision
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.camera_inventory import parse_inventory
+from runtime.camera_inventory import parse_inventory
 from safetynet.cli import main
 from tests.provisioning.conftest import ProvisionedCity, camera_csv
 

@@ -11,6 +11,7 @@ import pytest
 
 from safetynet.cli import build_parser, main
 
+
 def _all_commands(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
     """Every command path of the CLI, walked from the parser itself."""
     found = [prefix]

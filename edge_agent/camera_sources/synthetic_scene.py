@@ -20,8 +20,7 @@ import av
 import cv2
 import numpy as np
 
-CLOCK_RATE = 90_000
-TIME_BASE = Fraction(1, CLOCK_RATE)
+from edge_agent.camera_sources.base import CLOCK_RATE, TIME_BASE, EncodedPacket
 
 
 @dataclass(frozen=True)
@@ -47,16 +46,6 @@ class SceneSettings:
     @property
     def gop_frames(self) -> int:
         return max(1, round(self.gop_seconds * self.fps))
-
-
-@dataclass(frozen=True)
-class EncodedPacket:
-    """One H.264 access unit in Annex B form, as a camera source delivers it."""
-
-    data: bytes
-    pts: int
-    time_base: Fraction
-    keyframe: bool
 
 
 class SceneRenderer:

@@ -20,7 +20,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from safetynet.exceptions import LinkDown
+from runtime.exceptions import LinkDown
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,8 @@
 
     SafetyNetError
     ├── LinkDown          the MQTT link is not connected right now (topic)
-    └── BrokerError       a Mosquitto broker could not be started (detail)
+    ├── BrokerError       a Mosquitto broker could not be started (detail)
+    └── KeyFileError      a key file cannot be read, created or trusted (detail)
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ class LinkDown(SafetyNetError):
 
 
 class BrokerError(SafetyNetError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class KeyFileError(SafetyNetError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
