@@ -272,7 +272,8 @@ class Registry:
                      near: tuple[float, float, float] | None = None,
                      limit: int = 0) -> list[CameraRecord]:
         """Filter by district and effective status; ``near`` = (lat, lon, radius_m) ranks by distance."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | float] = []
         if district_id:
             where.append("c.district_id = ?")
             params.append(district_id)

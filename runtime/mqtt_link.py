@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 import structlog
 
+from protos.topics import Route
 from runtime.exceptions import LinkDown
 
 log = structlog.get_logger(__name__)
@@ -87,14 +88,18 @@ class BrokerSettings:
 
 @dataclass(frozen=True)
 class LastWill:
-    topic: str
+    """What the broker publishes for us when our connection is lost: ``payload`` on ``route``."""
+
+    route: Route
     payload: bytes
-    qos: int = 1
-    retain: bool = True
 
 
 class MqttLink:
-    """A self-healing MQTT connection; an async context manager owning one background task."""
+    """A self-healing MQTT connection; an async context manager owning one background task.
+
+    ``subscriptions`` are routes (``protos.topics.route``), subscribed at their QoS; a bare topic
+    filter (tests, tools) is subscribed at QoS 1.
+    """
 
     def __init__(
         self,
@@ -102,7 +107,7 @@ class MqttLink:
         *,
         client_id: str,
         on_message: MessageHandler,
-        subscriptions: Sequence[str] = (),
+        subscriptions: Sequence[Route | str] = (),
         on_connect: ConnectHandler | None = None,
         will: LastWill | None = None,
         backoff_initial: float = 0.25,
@@ -125,7 +130,7 @@ class MqttLink:
         self.connections = 0
         self._log = log.bind(client_id=client_id, broker=settings.describe())
 
-    async def __aenter__(self) -> MqttLink:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name=f"mqtt-link:{self._client_id}")
         return self
 
@@ -156,7 +161,12 @@ class MqttLink:
         async with asyncio.timeout(timeout):
             await self.connected.wait()
 
+    async def send(self, route: Route, payload: bytes) -> None:
+        """Publish ``payload`` on ``route`` with its QoS and retain flag; LinkDown when down."""
+        await self.publish(route.topic, payload, qos=route.qos, retain=route.retain)
+
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish on a bare topic (tools and tests); our parts use ``send()``."""
         client = self._client
         if client is None or not self.connected.is_set():
             raise LinkDown(topic)
@@ -168,8 +178,8 @@ class MqttLink:
     def _client_for_attempt(self) -> aiomqtt.Client:
         will = None
         if self._will is not None:
-            will = aiomqtt.Will(self._will.topic, self._will.payload, qos=self._will.qos,
-                                retain=self._will.retain)
+            route = self._will.route
+            will = aiomqtt.Will(route.topic, self._will.payload, qos=route.qos, retain=route.retain)
         return aiomqtt.Client(
             self._settings.host,
             self._settings.port,
@@ -191,8 +201,11 @@ class MqttLink:
             try:
                 async with client:
                     self._client = client
-                    for topic in self._subscriptions:
-                        await client.subscribe(topic, qos=1)
+                    for subscription in self._subscriptions:
+                        if isinstance(subscription, Route):
+                            await client.subscribe(subscription.topic, qos=subscription.qos)
+                        else:
+                            await client.subscribe(subscription, qos=1)
                     self.connections += 1
                     self.connected.set()
                     self._log.info("mqtt connected", connections=self.connections)
@@ -218,6 +231,6 @@ class MqttLink:
             await self._on_message(message)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug in one handler must not take the district offline; it is logged loudly.
+        except Exception:  # noqa: BLE001 - a handler's bug must not take the district offline
+            # It is logged loudly, with its traceback.
             self._log.exception("mqtt message handler failed", topic=str(message.topic))

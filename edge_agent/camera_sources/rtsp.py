@@ -27,7 +27,7 @@ import errno
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -149,7 +149,7 @@ class RtspSource(CameraSource):
     def __repr__(self) -> str:
         return f"RtspSource({self.camera_id!r}, {self.target.url!r}, transport={self.target.transport!r})"
 
-    async def packets(self) -> AsyncIterator[EncodedPacket]:
+    async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         self.opens += 1
         session = _RtspSession(self, asyncio.get_running_loop())
         session.start()
