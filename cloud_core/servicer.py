@@ -7,8 +7,6 @@ Every call carries ``authorization: Bearer <operator token>`` in its metadata. P
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -299,7 +297,7 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
             until = _time(request.until, request.HasField("until"))
             content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
                                               since, until, fmt)  # type: ignore[arg-type]
-            count = count_records(content, fmt)
+            count = audit_log.count_records(content, fmt)
             await self._access.record_export(caller, since, until, fmt, count)
         return core_pb2.ExportAuditResponse(format=fmt, content=content.encode(), records=count)
 
@@ -316,8 +314,3 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
         return core_pb2.SearchAuditResponse(
             records_json=[json.dumps(r.to_dict(), ensure_ascii=False) for r in records])
 
-
-def count_records(content: str, fmt: str) -> int:
-    if fmt == "json":
-        return len(json.loads(content))
-    return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)

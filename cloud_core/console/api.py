@@ -33,7 +33,6 @@ from cloud_core.exceptions import InvalidRequest
 from cloud_core.incidents import Facility, StoredIncident
 from cloud_core.policy import Role, ServicePolicy
 from cloud_core.registry import CameraRecord
-from cloud_core.servicer import count_records
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -301,7 +300,7 @@ class ConsoleApi:
         since, until = _time_query(request, "since"), _time_query(request, "until")
         content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
                                           since, until, fmt)  # type: ignore[arg-type]
-        count = count_records(content, fmt)
+        count = audit_log.count_records(content, fmt)
         await self._access.record_export(caller, since, until, fmt, count)
         stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
         return web.Response(
