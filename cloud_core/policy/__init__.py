@@ -648,7 +648,7 @@ def parse_policy(raw: bytes | str, source: str) -> Policy:
 
 @functools.cache
 def _default_policy() -> Policy:
-    resource = resources.files(__package__ or "cloud_core").joinpath("policy.toml")
+    resource = resources.files("cloud_core").joinpath("policy.toml")
     return parse_policy(resource.read_bytes(), str(resource))
 
 
