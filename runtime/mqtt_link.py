@@ -9,6 +9,7 @@ aiomqtt errors stop here: callers see ``LinkDown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -124,6 +125,9 @@ class MqttLink:
         self._backoff_max = backoff_max
         self._max_queued = max_queued_messages
         self._client: aiomqtt.Client | None = None
+        self._attempt: aiomqtt.Client | None = None  # the latest client, connected or not
+        self._settled = asyncio.Event()  # no attempt is inside aiomqtt's connect
+        self._settled.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
@@ -150,12 +154,23 @@ class MqttLink:
         if task is None:
             return
         self._closing = True
+        # Cancelled inside its connect, aiomqtt strands a half-open client (the connect goes on
+        # in a thread, then starts a task nobody stops): let the attempt settle first.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(15):  # aiomqtt's own connect timeout is 10 s
+                await self._settled.wait()
         while not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=0.5)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("mqtt link ended with an error", error=repr(task.exception()))
         self.connected.clear()
+        # aiomqtt (2.5) cancels its housekeeping task from a callback once the socket has closed
+        # and never awaits it: wait for it here, so a closed link leaves no task behind.
+        misc = getattr(self._attempt, "_misc_task", None)
+        if isinstance(misc, asyncio.Task) and not misc.done():
+            misc.cancel()
+            await asyncio.wait([misc])
 
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -197,9 +212,13 @@ class MqttLink:
     async def _run(self) -> None:
         delay = self._backoff_initial
         while not self._closing:
-            client = self._client_for_attempt()
+            client = self._attempt = self._client_for_attempt()
+            self._settled.clear()
             try:
                 async with client:
+                    self._settled.set()
+                    if self._closing:
+                        return
                     self._client = client
                     for subscription in self._subscriptions:
                         if isinstance(subscription, Route):
@@ -221,6 +240,7 @@ class MqttLink:
             except ssl.SSLError as exc:
                 self._log.error("mqtt TLS failed, reconnecting", error=str(exc), retry_in=round(delay, 2))
             finally:
+                self._settled.set()
                 self.connected.clear()
                 self._client = None
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
