@@ -6,9 +6,10 @@ every test asserts the whole sequence of phases the broker logs for the session.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -53,7 +54,7 @@ def broker(registry: Registry, signalling: InMemorySignalling) -> SessionBroker:
     return SessionBroker(registry, signalling, answer_timeout=0.2)
 
 
-def _phases(logs: list[dict[str, object]]) -> list[object]:
+def _phases(logs: list[MutableMapping[str, Any]]) -> list[object]:
     return [entry["new"] for entry in logs if entry["event"] == "session phase"]
 
 
