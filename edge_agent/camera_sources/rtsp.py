@@ -292,7 +292,7 @@ class _RtspSession:
                 self._read(container, started)
             finally:
                 container.close()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a reader thread must report every failure
             # Never let a reader thread die silently: the feed reports it and retries.
             self._fail("stalled", f"camera reader failed: {type(exc).__name__}: {exc}")
         finally:
