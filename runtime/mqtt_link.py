@@ -51,7 +51,10 @@ class BrokerSettings:
 
     ``host``/``port`` name one broker; ``hosts`` (when not empty) the nodes of a cluster, tried
     in turn, and then ``host``/``port`` are unused. ``connect_timeout`` bounds one connection
-    attempt (TCP, TLS, CONNACK and the subscriptions) to one address.
+    attempt (TCP, TLS, CONNACK and the subscriptions) to one address. ``max_subscribe_qos``
+    caps the QoS we subscribe at: 0 on a NATS cluster, where each QoS 1 subscription is a
+    replicated JetStream consumer that stalls for a raft election after a node loss, and buys
+    nothing with clean sessions (docs/scale-out.md).
     """
 
     host: str = "127.0.0.1"
@@ -64,6 +67,7 @@ class BrokerSettings:
     keepalive: int = 15
     hosts: tuple[BrokerAddress, ...] = ()
     connect_timeout: float = 5.0
+    max_subscribe_qos: int = 2
 
     @property
     def uses_tls(self) -> bool:
@@ -92,7 +96,8 @@ class BrokerSettings:
     def from_mapping(cls, data: dict[str, Any], base: Path) -> BrokerSettings:
         """From a TOML ``[broker]`` table; relative file paths are taken from ``base``."""
         unknown = set(data) - {"host", "port", "ca_file", "cert_file", "key_file", "username",
-                               "password", "keepalive", "hosts", "connect_timeout"}
+                               "password", "keepalive", "hosts", "connect_timeout",
+                               "max_subscribe_qos"}
         if unknown:
             raise ValueError(f"unknown broker setting(s): {', '.join(sorted(unknown))}")
 
@@ -113,11 +118,14 @@ class BrokerSettings:
         connect_timeout = data.get("connect_timeout", 5.0)
         if not isinstance(connect_timeout, int | float) or not 0 < connect_timeout <= 60:
             raise ValueError("broker.connect_timeout must be a number of seconds in (0, 60]")
+        max_qos = data.get("max_subscribe_qos", 2)
+        if max_qos not in (0, 1, 2) or isinstance(max_qos, bool):
+            raise ValueError("broker.max_subscribe_qos must be 0, 1 or 2")
         return cls(host=host, port=port, ca_file=path("ca_file"), cert_file=path("cert_file"),
                    key_file=path("key_file"), username=data.get("username"),
                    password=data.get("password"), keepalive=int(data.get("keepalive", 15)),
                    hosts=parse_hosts(data.get("hosts", []), default_port=port),
-                   connect_timeout=float(connect_timeout))
+                   connect_timeout=float(connect_timeout), max_subscribe_qos=max_qos)
 
 
 def parse_hosts(value: object, *, default_port: int) -> tuple[BrokerAddress, ...]:
@@ -307,11 +315,7 @@ class MqttLink:
             if self._closing:
                 return True
             self._client, self._address = client, address
-            for subscription in self._subscriptions:
-                if isinstance(subscription, Route):
-                    await client.subscribe(subscription.topic, qos=subscription.qos)
-                else:
-                    await client.subscribe(subscription, qos=1)
+            await self._subscribe(client)
             self.connections += 1
             self.connected.set()
             self._log.info("mqtt connected", node=str(address), connections=self.connections)
@@ -323,6 +327,19 @@ class MqttLink:
                 await self._dispatch(message)
         return self._closing
 
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe to every route; a refused one (SUBACK 0x80) fails this connection.
+
+        A clustered broker refuses a QoS 1 subscription it cannot back with a replicated
+        consumer yet (NATS, right after a node loss): better to try again than to run deaf.
+        """
+        for subscription in self._subscriptions:
+            topic, qos = ((subscription.topic, subscription.qos) if isinstance(subscription, Route)
+                          else (subscription, 1))
+            granted = await client.subscribe(topic, qos=min(qos, self._settings.max_subscribe_qos))
+            if any(_refused(code) for code in granted):
+                raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
+
     async def _dispatch(self, message: aiomqtt.Message) -> None:
         try:
             await self._on_message(message)
@@ -331,3 +348,11 @@ class MqttLink:
         except Exception:  # noqa: BLE001 - a handler's bug must not take the district offline
             # It is logged loudly, with its traceback.
             self._log.exception("mqtt message handler failed", topic=str(message.topic))
+
+
+def _refused(code: object) -> bool:
+    """A SUBACK return code that grants nothing (0x80, or any MQTT 5 failure reason)."""
+    is_failure = getattr(code, "is_failure", None)
+    if isinstance(is_failure, bool):
+        return is_failure
+    return isinstance(code, int) and code >= 0x80
