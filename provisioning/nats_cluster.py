@@ -35,7 +35,14 @@ from cryptography import x509
 from protos import topics
 from provisioning.atomic_write import write_private, write_public
 from provisioning.broker_config import grants_revoked
-from provisioning.certificate_authority import load_certificate
+from provisioning.certificate_authority import (
+    DEFAULT_SERVER_NAMES,
+    certificate_pem,
+    load_certificate,
+    new_private_key,
+    private_key_pem,
+    server_names,
+)
 from provisioning.city import City
 from provisioning.exceptions import ProvisioningError
 
@@ -223,3 +230,27 @@ def write_nats_cluster_files(city: City, out_dir: Path, *, nodes: Iterable[NatsN
         write_public(path, node_config_text(spec, node))
         configs.append(path)
     return NatsClusterWritten(out_dir, tuple(configs), len(users) - 1)
+
+
+def default_node_hosts(city: City, nodes: int) -> tuple[str, ...]:
+    """``nats-1.<broker host>`` … when the operator names no hosts."""
+    return tuple(f"nats-{i}.{city.settings().broker_host}" for i in range(1, nodes + 1))
+
+
+def write_city_nats_cluster(city: City, out_dir: Path, *, hosts: Sequence[str],
+                            mqtt_port: int = 8883,
+                            install_dir: Path | None = None) -> NatsClusterWritten:
+    """``provision broker --engine nats``: a server certificate for every node name (and the
+    city's broker name, which agents may keep using through DNS), then every node's files."""
+    install = install_dir if install_dir is not None else out_dir.resolve()
+    nodes = cluster_nodes(hosts, install_dir=install, mqtt_port=mqtt_port)
+    names = tuple(dict.fromkeys([*DEFAULT_SERVER_NAMES, city.settings().broker_host, *hosts]))
+    key_file = city.broker_dir / "nats-server.key"
+    cert_file = city.broker_dir / "nats-server.crt"
+    if not cert_file.is_file() or set(server_names(load_certificate(cert_file))) != set(names):
+        key = new_private_key()
+        certificate = city.authority().issue_server(key.public_key(), "safetynet-broker", names)
+        write_private(key_file, private_key_pem(key))
+        write_public(cert_file, certificate_pem(certificate))
+    return write_nats_cluster_files(city, out_dir, nodes=nodes, install_dir=install,
+                                    server_cert=cert_file, server_key=key_file)

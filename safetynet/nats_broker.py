@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,13 @@ from typing import Self
 import aiomqtt
 import structlog
 
-from provisioning.nats_cluster import NatsClusterSpec, NatsNode, NatsUser, node_config_text
+from provisioning.nats_cluster import (
+    MqttTls,
+    NatsClusterSpec,
+    NatsNode,
+    NatsUser,
+    node_config_text,
+)
 from runtime.exceptions import BrokerError
 from runtime.mqtt_link import BrokerAddress
 from safetynet.broker import free_port
@@ -53,17 +60,20 @@ def nats_server_binary() -> str:
 class NatsCluster:
     """``size`` nats-server nodes in one cluster; an async context manager.
 
-    ``users`` are the MQTT identities (name + password here: no TLS on loopback).
+    ``users`` are the MQTT identities: names with passwords, or certificate DNs with ``tls``
+    (then ``probe`` is an ssl context with a client certificate, for the readiness check).
     ``addresses`` are the MQTT listeners, in node order.
     """
 
     def __init__(self, users: tuple[NatsUser, ...], *, size: int = 3,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", tls: MqttTls | None = None,
+                 probe: ssl.SSLContext | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="safetynet-nats-")
         root = Path(self._tmp.name)
         nodes = tuple(NatsNode(f"n{i}", host, free_port(host), free_port(host), free_port(host),
                                root / f"n{i}" / "jetstream") for i in range(1, size + 1))
-        self.spec = NatsClusterSpec(nodes, users)
+        self.spec = NatsClusterSpec(nodes, users, tls)
+        self._probe_tls = probe
         self._root = root
         self._binary = nats_server_binary()
         self._processes: list[asyncio.subprocess.Process | None] = [None] * size
@@ -119,7 +129,7 @@ class NatsCluster:
         while True:
             client = aiomqtt.Client(node.host, node.mqtt_port, username=user.name,
                                     password=user.password, identifier=f"probe-{node.name}",
-                                    timeout=3)
+                                    tls_context=self._probe_tls, timeout=3)
             try:
                 async with client:
                     return
