@@ -54,7 +54,7 @@ def _all_online(cameras: int):  # type: ignore[no-untyped-def]
     return lambda r: len(r.list_cameras(district_id="gangnam", status="online")) == cameras
 
 
-async def one_run(work: Path, args: argparse.Namespace) -> dict[str, float]:
+async def one_run(work: Path, args: argparse.Namespace) -> dict[str, float | None]:
     users = (core_user("safetynet-core", PASSWORDS["safetynet-core"]),
              agent_user("agent:gangnam", "gangnam", PASSWORDS["agent:gangnam"]))
     async with NatsCluster(users) as cluster:
@@ -75,12 +75,18 @@ async def one_run(work: Path, args: argparse.Namespace) -> dict[str, float]:
             fresh = replace(core_config, database=work / "fresh.sqlite3",
                             broker=replace(core_config.broker, hosts=hosts[1:]))
             async with CoreServer(fresh) as second:
-                async def back(link: Any) -> float:
-                    await link.wait_connected(60)
+                async def back(link: Any) -> float | None:
+                    try:
+                        await link.wait_connected(args.give_up)
+                    except TimeoutError:
+                        return None
                     return time.monotonic() - killed
 
-                async def converged() -> float:
-                    await second.wait_until(_all_online(args.cameras), 60)
+                async def converged() -> float | None:
+                    try:
+                        await second.wait_until(_all_online(args.cameras), args.give_up)
+                    except TimeoutError:
+                        return None
                     return time.monotonic() - killed
 
                 agent_s, core_s, converged_s = await asyncio.gather(
@@ -91,20 +97,24 @@ async def one_run(work: Path, args: argparse.Namespace) -> dict[str, float]:
     return {"agent_reconnect_s": agent_s, "core_reconnect_s": core_s, "convergence_s": converged_s}
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def _summary(results: list[float | None]) -> dict[str, float | int | None]:
+    """min/p50/max of the runs that got there; ``gave_up``: runs that did not within --give-up."""
+    values = [v for v in results if v is not None]
+    if not values:
+        return {"min": None, "p50": None, "max": None, "gave_up": len(results)}
     return {"min": round(min(values), 3), "p50": round(statistics.median(values), 3),
-            "max": round(max(values), 3)}
+            "max": round(max(values), 3), "gave_up": len(results) - len(values)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: list[dict[str, float]] = []
+    results: list[dict[str, float | None]] = []
     with tempfile.TemporaryDirectory(prefix="safetynet-bench-") as tmp:
         for _ in range(args.runs):
             results.append(await one_run(Path(tmp), args))
     return {
         "bench": "broker_failover", "engine": "nats-server (MQTT, JetStream R3)", "nodes": 3,
         "runs": args.runs, "cameras": args.cameras, "core_subscribe_qos": args.core_qos,
-        "connect_timeout_s": args.connect_timeout,
+        "connect_timeout_s": args.connect_timeout, "give_up_s": args.give_up,
         **{key: _summary([r[key] for r in results]) for key in results[0]},
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
@@ -116,6 +126,8 @@ def main() -> int:
     parser.add_argument("--cameras", type=int, default=20)
     parser.add_argument("--core-qos", type=int, choices=(0, 1), default=0)
     parser.add_argument("--connect-timeout", type=float, default=5.0)
+    parser.add_argument("--give-up", type=float, default=30.0,
+                        help="seconds after the kill before a figure counts as not reached")
     args = parser.parse_args()
     configure_logging("error")
     print(json.dumps(asyncio.run(run(args)), indent=2))

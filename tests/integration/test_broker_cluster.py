@@ -149,6 +149,9 @@ async def test_a_district_cannot_publish_or_read_another_districts_topics(
                                       timeout=5) as snoop:
                 granted = await snoop.subscribe(topics.signal_request("gangnam"), qos=0)
                 assert [code.is_failure for code in granted] == [True]
+                # Nor the server's own delivery subjects.
+                internal = await snoop.subscribe("$MQTT/sub/#", qos=0)
+                assert [code.is_failure for code in internal] == [True]
         # And nothing forged was retained either: gangnam's last word is its own clean stop.
     retained: list[bytes] = []
     probe_addr = cluster.addresses[2]
