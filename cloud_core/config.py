@@ -20,6 +20,14 @@
     [broker]
     host = "127.0.0.1"
     port = 1883                       # TLS when ca_file is set: ca_file, cert_file, key_file
+    # hosts = ["mqtt1:8883", "mqtt2:8883", "mqtt3:8883"]   # a cluster: tried in turn, instead
+    # connect_timeout = 5             # of host/port; max_subscribe_qos = 0 on NATS
+    #                                   (docs/scale-out.md)
+
+    [turn]                            # optional: TURN for viewers behind NAT (coturn, REST API)
+    urls = ["turn:turn.city.example:3478?transport=udp"]
+    secret_file = "turn-secret"       # coturn's static-auth-secret; credentials minted per session
+    ttl_seconds = 3600
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 from cloud_core.exceptions import ConfigError
 from runtime.mqtt_link import BrokerSettings
+from runtime.turn_credentials import TurnSettings
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class CoreConfig:
     database: Path
     listen: str = "127.0.0.1:50051"
     broker: BrokerSettings = field(default_factory=BrokerSettings)
+    turn: TurnSettings | None = None
     session_ttl_seconds: float = 259200.0
     answer_timeout_seconds: float = 10.0
     client_id: str = "safetynet-core"
@@ -82,7 +92,7 @@ class CoreConfig:
         unknown = set(data) - {"listen", "database", "broker", "session_ttl_seconds",
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
                                "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
-                               "tls_client_ca_file", "http_listen", "district_outlines"}
+                               "tls_client_ca_file", "http_listen", "district_outlines", "turn"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -117,6 +127,10 @@ class CoreConfig:
                 paths[field_name] = (base / value).resolve()
         if ("tls_cert_file" in paths) != ("tls_key_file" in paths):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        turn = data.get("turn")
+        if turn is not None and not isinstance(turn, dict):
+            raise ValueError("[turn] must be a table")
         return cls(database=(base / database).resolve(), listen=listen, http_listen=http_listen,
                    broker=BrokerSettings.from_mapping(broker, base),
+                   turn=TurnSettings.from_mapping(turn, base) if turn is not None else None,
                    client_id=str(data.get("client_id", "safetynet-core")), **numbers, **paths)

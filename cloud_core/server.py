@@ -109,7 +109,7 @@ class CoreServer:
         self.broker = SessionBroker(
             registry, self.relay,
             session_ttl=timedelta(seconds=self.config.session_ttl_seconds),
-            answer_timeout=self.config.answer_timeout_seconds,
+            answer_timeout=self.config.answer_timeout_seconds, turn=self.config.turn,
         )
         policy = load_policy(self.config.policy_file) if self.config.policy_file else Policy.default()
         key = load_or_create_signing_key(self.config.grant_key_path)

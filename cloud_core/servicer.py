@@ -35,6 +35,7 @@ from cloud_core.policy import BreakGlass
 from cloud_core.registry import CameraRecord
 from cloud_core.signalling_errors import refusal_for
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
+from runtime.turn_credentials import to_proto as turn_to_proto
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +197,8 @@ class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):  # 
         return core_pb2.OpenSessionResponse(
             session_id=opened.session_id, sdp_answer=opened.sdp_answer,
             camera=camera_message(opened.camera), expires_at=_stamp(opened.expires_at),
-            basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")))
+            basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")),
+            ice_servers=turn_to_proto(opened.ice_servers))
 
     async def CloseSession(self, request: core_pb2.CloseSessionRequest,
                            context: Context) -> core_pb2.CloseSessionResponse:

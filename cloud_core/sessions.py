@@ -28,6 +28,9 @@ from cloud_core.registry import CameraRecord, Registry
 from cloud_core.signalling import SignallingTransport
 from cloud_core.signalling_errors import code_name
 from protos.safetynet.v1 import mqtt_pb2
+from runtime.turn_credentials import TurnSettings, mint
+from runtime.turn_credentials import to_proto as turn_to_proto
+from runtime.webrtc import IceServer
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +56,7 @@ class OpenedSession:
     sdp_answer: str
     expires_at: datetime
     camera: CameraRecord
+    ice_servers: tuple[IceServer, ...] = ()  # TURN minted for this session (both ends)
 
 
 class InvalidOffer(ValueError):
@@ -74,8 +78,9 @@ def check_offer(sdp_offer: str) -> None:
 class SessionBroker:
     def __init__(self, registry: Registry, relay: SignallingTransport, *,
                  session_ttl: timedelta = timedelta(minutes=10),
-                 answer_timeout: float = 10.0) -> None:
+                 answer_timeout: float = 10.0, turn: TurnSettings | None = None) -> None:
         self._registry = registry
+        self.turn = turn  # mints TURN credentials per session for both ends, when set
         self._relay = relay
         self._ttl = session_ttl
         self._answer_timeout = answer_timeout
@@ -118,8 +123,10 @@ class SessionBroker:
         session_id = session_id or self.new_session_id()
         now = datetime.now(UTC)
         expires_at = min(expires_at or now + self._ttl, now + self._ttl)
+        ice_servers = (mint(self.turn, session_id),) if self.turn is not None else ()
         offer = mqtt_pb2.SessionOffer(session_id=session_id, camera_id=camera_id,
-                                      sdp_offer=sdp_offer, grant=grant)
+                                      sdp_offer=sdp_offer, grant=grant,
+                                      ice_servers=turn_to_proto(ice_servers))
         offer.expires_at.FromDatetime(expires_at)
         self._set_phase(session_id, SessionPhase.OFFERING, camera=camera_id,
                         district=camera.district_id)
@@ -136,7 +143,7 @@ class SessionBroker:
         self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at,
                                       **(record or {}))
         self._set_phase(session_id, SessionPhase.OPEN)
-        return OpenedSession(session_id, answer, expires_at, camera)
+        return OpenedSession(session_id, answer, expires_at, camera, ice_servers)
 
     def _answer_of(self, session_id: str, response: mqtt_pb2.SignalResponse) -> str:
         """The SDP answer in ``response``; SessionRejected (phase ``rejected``) without one."""

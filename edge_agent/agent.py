@@ -32,6 +32,8 @@ from protos.topics import Kind
 from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import MqttLink
+from runtime.turn_credentials import from_proto as turn_from_proto
+from runtime.turn_credentials import with_session_servers
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +207,8 @@ class EdgeAgent:
                                 "the grant has already expired")
         session = ViewerSession(
             session_id=offer.session_id, camera_id=offer.camera_id, feed=feed,
-            webrtc=self.config.webrtc, expires_at=min(expires_at, cap),
+            webrtc=with_session_servers(self.config.webrtc, turn_from_proto(offer.ice_servers)),
+            expires_at=min(expires_at, cap),
             on_closed=self._on_session_closed,
         )
         self.sessions[session.session_id] = session

@@ -4,6 +4,10 @@
 ``on_connect`` (to publish state that must be current after every reconnect), hands each message
 to ``on_message``, and when the broker goes away it reconnects with capped, jittered backoff.
 aiomqtt errors stop here: callers see ``LinkDown``.
+
+With several broker addresses (a clustered broker, docs/scale-out.md) each attempt goes to the
+next address: a dead node costs one connect timeout at most, and the capped backoff applies only
+once every address has failed in a row.
 """
 
 from __future__ import annotations
@@ -31,8 +35,27 @@ ConnectHandler = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class BrokerAddress:
+    """One broker node: where to open the TCP connection."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
-    """Where the broker is and how to prove who we are. TLS when ``ca_file`` is set."""
+    """Where the broker is and how to prove who we are. TLS when ``ca_file`` is set.
+
+    ``host``/``port`` name one broker; ``hosts`` (when not empty) the nodes of a cluster, tried
+    in turn, and then ``host``/``port`` are unused. ``connect_timeout`` bounds one connection
+    attempt (TCP, TLS, CONNACK and the subscriptions) to one address. ``max_subscribe_qos``
+    caps the QoS we subscribe at: 0 on a NATS cluster, where each QoS 1 subscription is a
+    replicated JetStream consumer that stalls for a raft election after a node loss, and buys
+    nothing with clean sessions (docs/scale-out.md).
+    """
 
     host: str = "127.0.0.1"
     port: int = 1883
@@ -42,13 +65,22 @@ class BrokerSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     keepalive: int = 15
+    hosts: tuple[BrokerAddress, ...] = ()
+    connect_timeout: float = 5.0
+    max_subscribe_qos: int = 2
 
     @property
     def uses_tls(self) -> bool:
         return self.ca_file is not None
 
+    @property
+    def addresses(self) -> tuple[BrokerAddress, ...]:
+        """Every address to try, in order: ``hosts``, or the single ``host:port``."""
+        return self.hosts or (BrokerAddress(self.host, self.port),)
+
     def describe(self) -> str:
-        return f"{'mqtts' if self.uses_tls else 'mqtt'}://{self.host}:{self.port}"
+        nodes = ",".join(str(a) for a in self.addresses)
+        return f"{'mqtts' if self.uses_tls else 'mqtt'}://{nodes}"
 
     def tls_context(self) -> ssl.SSLContext | None:
         """A context that trusts only the configured CA (never the system store)."""
@@ -64,7 +96,8 @@ class BrokerSettings:
     def from_mapping(cls, data: dict[str, Any], base: Path) -> BrokerSettings:
         """From a TOML ``[broker]`` table; relative file paths are taken from ``base``."""
         unknown = set(data) - {"host", "port", "ca_file", "cert_file", "key_file", "username",
-                               "password", "keepalive"}
+                               "password", "keepalive", "hosts", "connect_timeout",
+                               "max_subscribe_qos"}
         if unknown:
             raise ValueError(f"unknown broker setting(s): {', '.join(sorted(unknown))}")
 
@@ -82,9 +115,39 @@ class BrokerSettings:
         host = data.get("host", "127.0.0.1")
         if not isinstance(host, str) or not host:
             raise ValueError("broker.host must be a host name or address")
+        connect_timeout = data.get("connect_timeout", 5.0)
+        if not isinstance(connect_timeout, int | float) or not 0 < connect_timeout <= 60:
+            raise ValueError("broker.connect_timeout must be a number of seconds in (0, 60]")
+        max_qos = data.get("max_subscribe_qos", 2)
+        if max_qos not in (0, 1, 2) or isinstance(max_qos, bool):
+            raise ValueError("broker.max_subscribe_qos must be 0, 1 or 2")
         return cls(host=host, port=port, ca_file=path("ca_file"), cert_file=path("cert_file"),
                    key_file=path("key_file"), username=data.get("username"),
-                   password=data.get("password"), keepalive=int(data.get("keepalive", 15)))
+                   password=data.get("password"), keepalive=int(data.get("keepalive", 15)),
+                   hosts=parse_hosts(data.get("hosts", []), default_port=port),
+                   connect_timeout=float(connect_timeout), max_subscribe_qos=max_qos)
+
+
+def parse_hosts(value: object, *, default_port: int) -> tuple[BrokerAddress, ...]:
+    """``["node1:1883", "node2", "[::1]:1883"]`` -> addresses; ValueError naming a bad entry."""
+    if not isinstance(value, list):
+        raise ValueError('broker.hosts must be a list like ["mqtt1:1883", "mqtt2:1883"]')
+    addresses: list[BrokerAddress] = []
+    for entry in value:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError(f"broker.hosts: {entry!r} is not a host[:port]")
+        host, _, port_text = entry.strip().rpartition(":")
+        if not host or port_text.startswith("]") or (host.startswith("[") is not host.endswith("]")):
+            host, port_text = entry.strip(), ""
+        port = default_port
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"broker.hosts: {entry!r} has no valid port number")
+            port = int(port_text)
+        addresses.append(BrokerAddress(host.strip("[]"), port))
+    if len(set(addresses)) != len(addresses):
+        raise ValueError("broker.hosts lists an address twice")
+    return tuple(addresses)
 
 
 @dataclass(frozen=True)
@@ -125,6 +188,7 @@ class MqttLink:
         self._backoff_max = backoff_max
         self._max_queued = max_queued_messages
         self._client: aiomqtt.Client | None = None
+        self._address: BrokerAddress | None = None
         self._attempt: aiomqtt.Client | None = None  # the latest client, connected or not
         self._settled = asyncio.Event()  # no attempt is inside aiomqtt's connect
         self._settled.set()
@@ -157,7 +221,8 @@ class MqttLink:
         # Cancelled inside its connect, aiomqtt strands a half-open client (the connect goes on
         # in a thread, then starts a task nobody stops): let the attempt settle first.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(15):  # aiomqtt's own connect timeout is 10 s
+            # aiomqtt waits connect_timeout for a CONNACK, paho 5 s for TCP and TLS.
+            async with asyncio.timeout(self._settings.connect_timeout + 10):
                 await self._settled.wait()
         while not task.done():
             task.cancel()
@@ -190,14 +255,19 @@ class MqttLink:
         except aiomqtt.MqttError as exc:
             raise LinkDown(topic, str(exc)) from exc
 
-    def _client_for_attempt(self) -> aiomqtt.Client:
+    @property
+    def broker(self) -> BrokerAddress | None:
+        """The address this link is connected to now, or None while it is down."""
+        return self._address if self.connected.is_set() else None
+
+    def _client_for_attempt(self, address: BrokerAddress) -> aiomqtt.Client:
         will = None
         if self._will is not None:
             route = self._will.route
             will = aiomqtt.Will(route.topic, self._will.payload, qos=route.qos, retain=route.retain)
         return aiomqtt.Client(
-            self._settings.host,
-            self._settings.port,
+            address.host,
+            address.port,
             identifier=self._client_id,
             username=self._settings.username,
             password=self._settings.password,
@@ -206,45 +276,69 @@ class MqttLink:
             clean_session=True,
             tls_context=self._settings.tls_context(),
             max_queued_incoming_messages=self._max_queued,
-            timeout=10,
+            # Bounds the CONNACK and every SUBACK: a node that accepts TCP and says nothing
+            # costs one timeout, then the next node is tried (paho bounds TCP+TLS at 5 s).
+            timeout=self._settings.connect_timeout,
         )
 
     async def _run(self) -> None:
-        delay = self._backoff_initial
+        addresses = self._settings.addresses
+        delay, index, failures = self._backoff_initial, 0, 0
         while not self._closing:
-            client = self._attempt = self._client_for_attempt()
-            self._settled.clear()
+            address = addresses[index % len(addresses)]
             try:
-                async with client:
-                    self._settled.set()
-                    if self._closing:
-                        return
-                    self._client = client
-                    for subscription in self._subscriptions:
-                        if isinstance(subscription, Route):
-                            await client.subscribe(subscription.topic, qos=subscription.qos)
-                        else:
-                            await client.subscribe(subscription, qos=1)
-                    self.connections += 1
-                    self.connected.set()
-                    self._log.info("mqtt connected", connections=self.connections)
-                    delay = self._backoff_initial
-                    if self._on_connect is not None:
-                        await self._on_connect()
-                    async for message in client.messages:
-                        if self._closing:
-                            break
-                        await self._dispatch(message)
+                if await self._session(address):
+                    return
+                delay, failures = self._backoff_initial, 0  # it was up: start afresh
             except aiomqtt.MqttError as exc:
-                self._log.warning("mqtt link down, reconnecting", error=str(exc), retry_in=round(delay, 2))
+                self._log.warning("mqtt link down", node=str(address), error=str(exc))
             except ssl.SSLError as exc:
-                self._log.error("mqtt TLS failed, reconnecting", error=str(exc), retry_in=round(delay, 2))
+                self._log.error("mqtt TLS failed", node=str(address), error=str(exc))
             finally:
                 self._settled.set()
                 self.connected.clear()
                 self._client = None
+            failures += 1
+            index += 1
+            if failures < len(addresses):
+                continue  # another node may be up: try it at once
+            self._log.info("mqtt reconnecting", retry_in=round(delay, 2))
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._backoff_max)
+
+    async def _session(self, address: BrokerAddress) -> bool:
+        """One connection to ``address``, served until it drops; True when closing."""
+        client = self._attempt = self._client_for_attempt(address)
+        self._settled.clear()
+        async with client:
+            self._settled.set()
+            if self._closing:
+                return True
+            self._client, self._address = client, address
+            await self._subscribe(client)
+            self.connections += 1
+            self.connected.set()
+            self._log.info("mqtt connected", node=str(address), connections=self.connections)
+            if self._on_connect is not None:
+                await self._on_connect()
+            async for message in client.messages:
+                if self._closing:
+                    break
+                await self._dispatch(message)
+        return self._closing
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe to every route; a refused one (SUBACK 0x80) fails this connection.
+
+        A clustered broker refuses a QoS 1 subscription it cannot back with a replicated
+        consumer yet (NATS, right after a node loss): better to try again than to run deaf.
+        """
+        for subscription in self._subscriptions:
+            topic, qos = ((subscription.topic, subscription.qos) if isinstance(subscription, Route)
+                          else (subscription, 1))
+            granted = await client.subscribe(topic, qos=min(qos, self._settings.max_subscribe_qos))
+            if any(_refused(code) for code in granted):
+                raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
 
     async def _dispatch(self, message: aiomqtt.Message) -> None:
         try:
@@ -254,3 +348,11 @@ class MqttLink:
         except Exception:  # noqa: BLE001 - a handler's bug must not take the district offline
             # It is logged loudly, with its traceback.
             self._log.exception("mqtt message handler failed", topic=str(message.topic))
+
+
+def _refused(code: object) -> bool:
+    """A SUBACK return code that grants nothing (0x80, or any MQTT 5 failure reason)."""
+    is_failure = getattr(code, "is_failure", None)
+    if isinstance(is_failure, bool):
+        return is_failure
+    return isinstance(code, int) and code >= 0x80

@@ -21,7 +21,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
-from runtime.webrtc import WebRtcSettings, h264_codecs
+from runtime.turn_credentials import from_proto as turn_from_proto
+from runtime.webrtc import IceServer, WebRtcSettings, h264_codecs
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,7 @@ class CameraViewer:
         self._own_channel = channel is None
         self._channel = channel
         self._pc: RTCPeerConnection | None = None
+        self.ice_servers: tuple[IceServer, ...] = ()
         self._receiver: asyncio.Task[None] | None = None
         self.report = ViewReport(camera_id)
         self.first_frame = asyncio.Event()
@@ -134,6 +136,9 @@ class CameraViewer:
         self.report.session_id = response.session_id
         self.report.district_id = response.camera.district_id
         self.report.expires_at = response.expires_at.ToJsonString()
+        # TURN minted for this session: the agent relays with them already (it got them with
+        # the offer); kept for a reconnect of this viewer (docs/scale-out.md).
+        self.ice_servers = turn_from_proto(response.ice_servers)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=response.sdp_answer, type="answer"))
         track = await track_ready
         self._receiver = asyncio.create_task(self._receive(track), name=f"view:{self.camera_id}")

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from safetynet.commands.arguments import Subcommands, host_port
 from safetynet.commands.exceptions import EXIT_FAILED, EXIT_OK, UserError
@@ -221,6 +221,12 @@ def _register_broker(what: Subcommands) -> None:
                    help="where the files will live on the broker host (default: --out)")
     q.add_argument("--server-name", action="append", default=[], metavar="NAME",
                    help="extra DNS name or IP for the broker certificate (repeatable)")
+    q.add_argument("--engine", choices=("mosquitto", "nats"), default="mosquitto",
+                   help="mosquitto (one broker, the pilot's) or nats (a cluster that keeps "
+                        "retained state and wills across a node loss: docs/scale-out.md)")
+    q.add_argument("--nodes", type=int, default=3, help="NATS cluster size (default 3)")
+    q.add_argument("--node-host", action="append", default=[], metavar="HOST",
+                   help="a NATS node's name (repeatable; default nats-N.<broker host>)")
     q.set_defaults(func=cmd_provision_broker)
 
 
@@ -235,6 +241,8 @@ def cmd_provision_broker(args: argparse.Namespace) -> int:
     if args.install_dir and not Path(args.install_dir).is_absolute():
         raise UserError(f"--install-dir must be an absolute path (Mosquitto reads the files "
                         f"from there), got {args.install_dir!r}")
+    if args.engine == "nats":
+        return _provision_nats(city, args)
     try:
         written = write_broker_files(
             city, Path(args.out), port=args.port, bind=args.bind,
@@ -250,4 +258,25 @@ def cmd_provision_broker(args: argparse.Namespace) -> int:
     if args.port != settings.broker_port:
         print(f"note: agents are configured for port {settings.broker_port} "
               f"({settings.broker_host}:{settings.broker_port}); the listener is on {args.port}")
+    return EXIT_OK
+
+
+def _provision_nats(city: Any, args: argparse.Namespace) -> int:
+    """``provision broker --engine nats``: every node's config, TLS files and permissions."""
+    from provisioning.exceptions import ProvisioningError
+    from provisioning.nats_cluster import default_node_hosts, write_city_nats_cluster
+
+    hosts = tuple(args.node_host) or default_node_hosts(city, args.nodes)
+    try:
+        written = write_city_nats_cluster(
+            city, Path(args.out), hosts=hosts, mqtt_port=args.port,
+            install_dir=Path(args.install_dir) if args.install_dir else None)
+    except ProvisioningError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"nats cluster files for {len(written.configs)} nodes and {written.districts} "
+          f"district(s) in {written.out_dir}")
+    _list_files(written.out_dir)
+    print("use on node N: nats-server -c node-N.conf; agents and the core list every node in "
+          "[broker] hosts (docs/scale-out.md)")
+    print("after district add/revoke: run this again and reload every node (SIGHUP)")
     return EXIT_OK

@@ -90,20 +90,22 @@ class OpenSessionRequest(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ..., sdp_offer: _Optional[str] = ..., incident_id: _Optional[str] = ..., breakglass_id: _Optional[str] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
-    __slots__ = ("session_id", "sdp_answer", "expires_at", "camera", "basis", "incident_id")
+    __slots__ = ("session_id", "sdp_answer", "expires_at", "camera", "basis", "incident_id", "ice_servers")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CAMERA_FIELD_NUMBER: _ClassVar[int]
     BASIS_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ICE_SERVERS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     sdp_answer: str
     expires_at: _timestamp_pb2.Timestamp
     camera: Camera
     basis: str
     incident_id: str
-    def __init__(self, session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., basis: _Optional[str] = ..., incident_id: _Optional[str] = ...) -> None: ...
+    ice_servers: _containers.RepeatedCompositeFieldContainer[_mqtt_pb2.IceServer]
+    def __init__(self, session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., basis: _Optional[str] = ..., incident_id: _Optional[str] = ..., ice_servers: _Optional[_Iterable[_Union[_mqtt_pb2.IceServer, _Mapping]]] = ...) -> None: ...
 
 class CloseSessionRequest(_message.Message):
     __slots__ = ("session_id",)

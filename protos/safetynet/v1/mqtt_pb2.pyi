@@ -148,18 +148,20 @@ class SignalRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ...) -> None: ...
 
 class SessionOffer(_message.Message):
-    __slots__ = ("session_id", "camera_id", "sdp_offer", "expires_at", "grant")
+    __slots__ = ("session_id", "camera_id", "sdp_offer", "expires_at", "grant", "ice_servers")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_OFFER_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     GRANT_FIELD_NUMBER: _ClassVar[int]
+    ICE_SERVERS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     camera_id: str
     sdp_offer: str
     expires_at: _timestamp_pb2.Timestamp
     grant: bytes
-    def __init__(self, session_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., sdp_offer: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grant: _Optional[bytes] = ...) -> None: ...
+    ice_servers: _containers.RepeatedCompositeFieldContainer[IceServer]
+    def __init__(self, session_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., sdp_offer: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grant: _Optional[bytes] = ..., ice_servers: _Optional[_Iterable[_Union[IceServer, _Mapping]]] = ...) -> None: ...
 
 class SessionClose(_message.Message):
     __slots__ = ("session_id", "reason")
@@ -216,3 +218,13 @@ class SessionEvent(_message.Message):
     duration_seconds: float
     bytes_sent: int
     def __init__(self, session_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., kind: _Optional[_Union[SessionEvent.Kind, str]] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+
+class IceServer(_message.Message):
+    __slots__ = ("urls", "username", "credential")
+    URLS_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    urls: _containers.RepeatedScalarFieldContainer[str]
+    username: str
+    credential: str
+    def __init__(self, urls: _Optional[_Iterable[str]] = ..., username: _Optional[str] = ..., credential: _Optional[str] = ...) -> None: ...
