@@ -22,6 +22,7 @@ import structlog
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from provisioning.demo_broker import DemoBrokerAccess, demo_agent_user
 from runtime.mqtt_link import BrokerSettings
 from safetynet.broker import MosquittoBroker, free_port
 from simulators.agent_configs import write_pilot_configs
@@ -111,13 +112,20 @@ def _core_port(wanted: int, what: str = "core") -> int:
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
     """Run broker, core and agents until ``stop`` is set; 1 if the agents never came online."""
     with _state_dir(options.state_dir) as state_dir:
-        async with MosquittoBroker(work_dir=state_dir) as broker:
-            core_config = _core_config(options, state_dir, broker)
+        access = DemoBrokerAccess.generate([d.district_id for d in PILOT_DISTRICTS])
+        port = free_port()
+        broker_config = access.mosquitto_config(state_dir, host="127.0.0.1", port=port)
+        async with MosquittoBroker(port=port, config=broker_config, work_dir=state_dir) as broker:
+            core_config = _core_config(options, state_dir, broker, access)
             async with CoreServer(core_config) as core, contextlib.AsyncExitStack() as cameras:
                 sources = await _rtsp_cameras(cameras) if options.cameras == "rtsp" else {}
                 configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
                                               broker_port=broker.port, source=options.camera_source,
                                               grant_public_key=core_config.grant_public_key_path,
+                                              broker_logins={
+                                                  d: (demo_agent_user(d), access.passwords[
+                                                      demo_agent_user(d)])
+                                                  for d in access.districts},
                                               sources=sources)
                 operators = _demo_operators(core, state_dir / "tokens")
                 agents = [AgentProcess(path.stem, path, options.agent_log_level) for path in configs]
@@ -149,12 +157,16 @@ def _state_dir(wanted: Path | None) -> Iterator[Path]:
         yield wanted
 
 
-def _core_config(options: DemoOptions, state_dir: Path, broker: MosquittoBroker) -> CoreConfig:
-    """The core on loopback, with the demo's facilities and district outlines beside its db."""
+def _core_config(options: DemoOptions, state_dir: Path, broker: MosquittoBroker,
+                 access: DemoBrokerAccess) -> CoreConfig:
+    """The core on loopback, with the demo's facilities and district outlines beside its db;
+    its checkpoints also go to an auditor's witness file in the state folder."""
     return CoreConfig(
         database=state_dir / "core.sqlite3",
         listen=f"127.0.0.1:{_core_port(options.core_port)}",
-        broker=BrokerSettings(host=broker.host, port=broker.port),
+        broker=BrokerSettings(host=broker.host, port=broker.port, username=access.core_user,
+                              password=access.passwords[access.core_user]),
+        audit_witness_files=(state_dir / "auditor-witness.jsonl",),
         facilities_file=write_facilities_csv(state_dir / "facilities.csv"),
         http_listen=f"127.0.0.1:{_core_port(options.console_port, 'console')}",
         district_outlines_file=write_outlines_geojson(state_dir / "district-outlines.geojson"))

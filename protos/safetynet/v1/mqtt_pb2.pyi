@@ -216,3 +216,17 @@ class SessionEvent(_message.Message):
     duration_seconds: float
     bytes_sent: int
     def __init__(self, session_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., kind: _Optional[_Union[SessionEvent.Kind, str]] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("seq", "head_hash", "at", "key_id", "signature")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    head_hash: str
+    at: str
+    key_id: str
+    signature: str
+    def __init__(self, seq: _Optional[int] = ..., head_hash: _Optional[str] = ..., at: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
