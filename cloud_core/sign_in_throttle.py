@@ -84,7 +84,7 @@ class SignInThrottle:
         source.unrecorded += 1
         source.last_seen = now
         self.failures_total += 1
-        over = source.failures - self.settings.free_failures
+        over = source.failures - self.settings.free_failures + 1
         if over > 0:
             delay = min(self.settings.base_delay * 2 ** (over - 1), self.settings.max_delay)
             source.locked_until = now + delay

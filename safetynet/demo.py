@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -67,6 +68,34 @@ class AgentProcess:
             # Own process group: Ctrl-C reaches the demo, which stops agents in order.
             start_new_session=True,
         )
+
+    async def supervise(self, stop: asyncio.Event, *, backoff_initial: float = 0.5,
+                        backoff_max: float = 30.0) -> None:
+        """Until ``stop`` is set: restart the agent whenever it exits, with capped, jittered
+        exponential backoff (reset once a run has lasted a minute)."""
+        delay = backoff_initial
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while self.process is not None:
+                started = asyncio.get_running_loop().time()
+                exited = asyncio.ensure_future(self.process.wait())
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done():
+                    exited.cancel()
+                    return
+                if asyncio.get_running_loop().time() - started > 60:
+                    delay = backoff_initial
+                log.warning("demo agent exited, restarting", district=self.district_id,
+                            returncode=exited.result(), retry_in=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
+                        await asyncio.shield(stopping)
+                if stopping.done():
+                    return
+                await self.start()
+                delay = min(delay * 2, backoff_max)
+        finally:
+            stopping.cancel()
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; a no-op when it never started or already ended."""
@@ -137,7 +166,10 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                     state["camera_source"] = "rtsp" if sources else "synthetic"
                     (state_dir / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
                     _print_summary(state)
-                    await stop.wait()
+                    async with asyncio.TaskGroup() as supervisors:
+                        for agent in agents:
+                            supervisors.create_task(agent.supervise(stop),
+                                                    name=f"supervise:{agent.district_id}")
                     print("\nstopping: agents, core, broker …", flush=True)
                 finally:
                     for agent in agents:

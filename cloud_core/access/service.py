@@ -27,6 +27,7 @@ from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import BreakGlass, Policy, Role
 from cloud_core.registry import CameraRecord, Registry
+from cloud_core.session_capacity import SessionCaps, capacity_refusal
 from cloud_core.sessions import OpenedSession, SessionBroker
 from cloud_core.sign_in_throttle import SignInThrottle, source_key
 from protos.safetynet.v1 import mqtt_pb2
@@ -53,6 +54,7 @@ class AccessService:
         self.sessions = sessions
         self._clock = clock
         self.sign_in = SignInThrottle()
+        self.session_caps = SessionCaps()
         self._recorder = AuditRecorder(audit)
         self._sweeper = GrantSweeper(registry=registry, operators=operators, incidents=incidents,
                                      sessions=sessions, recorder=self._recorder, clock=clock)
@@ -130,6 +132,15 @@ class AccessService:
         check_text("camera_id", camera_id, limits.ID)
         check_text("incident_id", incident_id, limits.ID)
         check_text("breakglass_id", breakglass_id, limits.ID)
+        camera = self.registry.camera(camera_id)
+        if camera is not None:
+            refusal = capacity_refusal(
+                self.registry.open_sessions(), operator_id=caller.operator.operator_id,
+                agency=caller.operator.agency, district_id=camera.district_id,
+                standing=not incident_id and not breakglass_id, caps=self.session_caps)
+            if refusal is not None:
+                await self._recorder.refuse(caller, AuditAction.ACCESS_DENY, refusal,
+                                            incident_id=incident_id or None)
         return await self._session_desk.open(caller, camera_id, sdp_offer,
                                              incident_id=incident_id, breakglass_id=breakglass_id)
 
