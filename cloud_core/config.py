@@ -6,6 +6,11 @@
     session_ttl_seconds = 259200      # cap on any session (72 h, the longest time box); the grant ends it first
     answer_timeout_seconds = 10
     grant_key = "grant-signing.key"   # Ed25519, created (0600) when missing; .pub beside it
+    checkpoint_key = "/etc/safetynet/audit-checkpoint.key"  # optional: the audit log's own key,
+                                      # only read (never created) when named; by default
+                                      # audit-checkpoint.key beside the database, created 0600
+    audit_witness_files = ["/var/lib/safetynet-auditor/witness.jsonl"]  # optional: append-only
+                                      # files the checkpoints are copied to (docs/audit.md)
     policy = "policy.toml"            # optional: the city's policy; the shipped default otherwise
     facilities = "facilities.csv"     # optional: parking and hazardous facilities (119)
     sweep_seconds = 1                 # how often ended grants are looked for
@@ -61,6 +66,16 @@ class CoreConfig:
     tls_client_ca_file: Path | None = None  # mutual TLS: clients need a certificate from this CA
     http_listen: str = ""                   # console + WHEP (HTTP, or HTTPS with the TLS files)
     district_outlines_file: Path | None = None  # GeoJSON outlines drawn on the console's map
+    checkpoint_key_file: Path | None = None  # the audit log's own key; only read when set
+    audit_witness_files: tuple[Path, ...] = ()  # append-only copies of every checkpoint
+
+    @property
+    def checkpoint_key_path(self) -> Path:
+        return self.checkpoint_key_file or self.database.parent / "audit-checkpoint.key"
+
+    @property
+    def checkpoint_public_key_path(self) -> Path:
+        return self.checkpoint_key_path.with_suffix(".pub")
 
     @property
     def audit_database(self) -> Path:
@@ -92,7 +107,8 @@ class CoreConfig:
         unknown = set(data) - {"listen", "database", "broker", "session_ttl_seconds",
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
                                "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
-                               "tls_client_ca_file", "http_listen", "district_outlines", "turn"}
+                               "tls_client_ca_file", "http_listen", "district_outlines", "turn",
+                               "checkpoint_key", "audit_witness_files"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -119,12 +135,17 @@ class CoreConfig:
                                 ("facilities", "facilities_file"), ("tls_cert_file", "tls_cert_file"),
                                 ("tls_key_file", "tls_key_file"),
                                 ("tls_client_ca_file", "tls_client_ca_file"),
-                                ("district_outlines", "district_outlines_file")):
+                                ("district_outlines", "district_outlines_file"),
+                                ("checkpoint_key", "checkpoint_key_file")):
             value = data.get(key)
             if value is not None:
                 if not isinstance(value, str):
                     raise ValueError(f"{key} must be a file path")
                 paths[field_name] = (base / value).resolve()
+        witnesses = data.get("audit_witness_files", [])
+        if not isinstance(witnesses, list) or not all(isinstance(w, str) for w in witnesses):
+            raise ValueError("audit_witness_files must be a list of file paths")
+        paths["audit_witness_files"] = tuple((base / w).resolve() for w in witnesses)
         if ("tls_cert_file" in paths) != ("tls_key_file" in paths):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         turn = data.get("turn")

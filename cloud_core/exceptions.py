@@ -10,6 +10,7 @@
     ├── PolicyError              the policy file is invalid (path, problem)
     ├── AccessDenied             a decision said no (reason)
     ├── Unauthenticated          no valid operator token (reason)
+    ├── SignInThrottled          too many failed sign-ins from a source (reason, retry_after)
     ├── IncidentNotFound         no such incident, or not visible to the caller (incident_id)
     ├── InvalidRequest           a malformed request (problem)
     ├── GrantError               a grant could not be signed or loaded
@@ -101,6 +102,16 @@ class Unauthenticated(CoreError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SignInThrottled(CoreError):
+    """Too many failed sign-ins from this source: gRPC RESOURCE_EXHAUSTED, HTTP 429."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.reason = (f"too many failed sign-ins from this address; try again in "
+                       f"{max(1, round(retry_after))} s")
+        super().__init__(self.reason)
 
 
 class IncidentNotFound(CoreError):

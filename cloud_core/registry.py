@@ -19,6 +19,7 @@ import structlog
 from cloud_core.exceptions import RegistryError
 from cloud_core.policy import EARTH_RADIUS_M, distance_m
 from cloud_core.timestamps import iso
+from runtime.private_files import make_private
 
 log = structlog.get_logger(__name__)
 
@@ -39,13 +40,18 @@ class CameraRecord:
     last_seen: datetime | None
     agent_online: bool
     distance_m: float | None = None
+    broker_reachable: bool = True  # False while the core cannot reach the broker: status unknown
 
     @property
     def effective_status(self) -> str:
+        if not self.broker_reachable:
+            return "unknown"
         return self.status if self.agent_online else "offline"
 
     @property
     def effective_reason(self) -> str:
+        if not self.broker_reachable:
+            return "broker_unreachable"
         return self.reason if self.agent_online else "agent_offline"
 
 
@@ -139,14 +145,18 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: Whether the core holds its broker connection; while not, no status is current.
+        self.broker_reachable = True
         try:
+            if str(path) != ":memory:":
+                make_private(Path(path))
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db = sqlite_utils.Database(connection)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self.db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"cannot open registry {path}: {exc}") from exc
 
     def close(self) -> None:
@@ -231,6 +241,12 @@ class Registry:
                 )
             return cursor.rowcount > 0
 
+    def end_district_sessions(self, district_id: str, closed_at: datetime,
+                              reason: str) -> list[dict[str, object]]:
+        """Close every open session of ``district_id`` (its agent is gone); the rows closed."""
+        rows = [r for r in self.open_sessions() if r["district_id"] == district_id]
+        return [r for r in rows if self.end_session(str(r["session_id"]), closed_at, reason)]
+
     def open_sessions(self) -> list[dict[str, object]]:
         rows = self.db.execute(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL").fetchall()
@@ -243,7 +259,7 @@ class Registry:
             f"SELECT {_CAMERA_COLUMNS} FROM cameras c LEFT JOIN districts d USING (district_id) "
             "WHERE c.camera_id=?", [camera_id],
         ).fetchone()
-        return _camera(row) if row else None
+        return _camera(row, self.broker_reachable) if row else None
 
     def district(self, district_id: str) -> DistrictRecord | None:
         row = self.db.execute(
@@ -294,7 +310,8 @@ class Registry:
             sql += " ORDER BY c.camera_id"
             if limit:
                 sql += f" LIMIT {int(limit)}"
-        cameras = [_camera(row) for row in self.db.execute(sql, params).fetchall()]
+        cameras = [_camera(row, self.broker_reachable)
+                   for row in self.db.execute(sql, params).fetchall()]
         if near is None:
             return cameras
         lat, lon, radius = near
@@ -336,10 +353,10 @@ class _Transaction:
             raise RegistryError(f"registry write failed: {exc}") from exc
 
 
-def _camera(row: tuple[object, ...]) -> CameraRecord:
+def _camera(row: tuple[object, ...], broker_reachable: bool = True) -> CameraRecord:
     return CameraRecord(
         camera_id=str(row[0]), district_id=str(row[1]), name=str(row[2]), lat=float(row[3]),  # type: ignore[arg-type]
         lon=float(row[4]), kind=str(row[5]), status=str(row[6]), reason=str(row[7]),  # type: ignore[arg-type]
         detail=str(row[8]), viewers=int(row[9]), last_seen=_parse(row[10]),  # type: ignore[arg-type, call-overload]
-        agent_online=bool(row[11]),
+        agent_online=bool(row[11]), broker_reachable=broker_reachable,
     )

@@ -22,8 +22,10 @@ from grpc_reflection.v1alpha import reflection
 
 from cloud_core.access import AccessService
 from cloud_core.audit import AuditLog, CheckpointSigner
+from cloud_core.audit.witness import CheckpointWitnesses
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
+from cloud_core.exceptions import AuditError
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
 from cloud_core.operators import OperatorStore
@@ -62,6 +64,7 @@ class CoreServer:
         self.broker: SessionBroker | None = None
         self.access: AccessService | None = None
         self.audit: AuditLog | None = None
+        self.witnesses: CheckpointWitnesses | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
@@ -118,8 +121,15 @@ class CoreServer:
         incidents = IncidentStore(registry.db)
         if self.config.facilities_file is not None:
             incidents.load_facilities(self.config.facilities_file)
+        checkpoints = CheckpointSigner.from_key_file(
+            self.config.checkpoint_key_path, create=self.config.checkpoint_key_file is None)
+        write_public_key(self.config.checkpoint_public_key_path, checkpoints.public_key)
+        self.witnesses = CheckpointWitnesses(
+            self.config.audit_witness_files,
+            lambda: (d.district_id for d in registry.districts()))
         self.audit = await stack.enter_async_context(
-            AuditLog.open(self.config.audit_database, signer=CheckpointSigner(key)))
+            AuditLog.open(self.config.audit_database, signer=checkpoints,
+                          on_checkpoint=self.witnesses.offer))
         self.access = AccessService(
             registry=registry, operators=OperatorStore(registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
@@ -127,13 +137,28 @@ class CoreServer:
 
     async def _connect(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
         """The MQTT link (status in, signalling both ways) and the grant sweeper."""
+        assert self.witnesses is not None and self.audit is not None
         link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                        subscriptions=topics.CORE_ROUTES, on_message=self._on_message)
+                        subscriptions=topics.CORE_ROUTES, on_message=self._on_message,
+                        on_connect=self.witnesses.link_up)
         self._link = await stack.enter_async_context(link)
         self.relay.attach(link)
         stack.callback(self.relay.attach, None)
+        self.witnesses.attach(link)
+        stack.push_async_callback(self._final_checkpoint)
         tasks = await stack.enter_async_context(BackgroundTasks("core"))
         tasks.start(self._sweep_forever(access), name="grant-sweeper")
+        tasks.start(self.witnesses.run(), name="checkpoint-witnesses")
+
+    async def _final_checkpoint(self) -> None:
+        """On a clean stop, sign the head and hand it to the agents while the link is up."""
+        assert self.witnesses is not None and self.audit is not None
+        try:
+            await self.audit.checkpoint()
+        except AuditError as exc:
+            log.error("final audit checkpoint failed", error=str(exc))
+        await self.witnesses.publish_latest()
+        self.witnesses.attach(None)
 
     async def _serve_grpc(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
         server = grpc.aio.server()
@@ -173,6 +198,7 @@ class CoreServer:
     async def _sweep_forever(self, access: AccessService) -> None:
         while True:
             await asyncio.sleep(self.config.sweep_seconds)
+            self._note_broker_reachability()
             try:
                 await access.sweep()
             except asyncio.CancelledError:
@@ -180,6 +206,15 @@ class CoreServer:
             except Exception:
                 # The sweeper must keep running: a failed pass is retried on the next tick.
                 log.exception("grant sweep failed")
+
+    def _note_broker_reachability(self) -> None:
+        """Every camera shows ``unknown`` while the core cannot reach the broker."""
+        if self.registry is None or self._link is None:
+            return
+        reachable = self._link.connected.is_set()
+        if reachable != self.registry.broker_reachable:
+            log.warning("broker reachability changed", reachable=reachable)
+            self.registry.broker_reachable = reachable
 
     async def wait_until(self, predicate: Callable[[Registry], bool], timeout: float) -> None:
         """Wait until ``predicate(registry)`` holds; re-checked after every MQTT message."""
@@ -211,8 +246,10 @@ class CoreServer:
             if event is not None:
                 await self.access.session_ended(event)
         else:
-            assert self._ingest is not None
+            assert self._ingest is not None and self.access is not None
             self._ingest.handle(topic, bytes(payload))
+            if topic.kind == topics.Kind.AGENT_STATUS:
+                await self.access.agent_status_changed(topic.district)
 
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:

@@ -28,6 +28,7 @@ from cloud_core.exceptions import (
     RegistryError,
     SessionNotFound,
     SessionRejected,
+    SignInThrottled,
     Unauthenticated,
 )
 from cloud_core.incidents import StoredIncident
@@ -56,8 +57,13 @@ def _stamp(moment: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def _time(stamp: Timestamp, has: bool) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=UTC) if has else None
+def _time(stamp: Timestamp, has: bool, field: str = "time") -> datetime | None:
+    if not has:
+        return None
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"{field} is not a valid time (years 1-9999)") from exc
 
 
 def camera_message(camera: CameraRecord) -> core_pb2.Camera:
@@ -144,6 +150,15 @@ async def translated_errors(context: Context) -> AsyncIterator[None]:
     except RegistryError as exc:
         log.error("registry error", error=str(exc))
         await _abort(context, grpc.StatusCode.INTERNAL, "the registry is unavailable")
+    except SignInThrottled as exc:
+        await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason)
+    except ValueError as exc:  # a caller's value our validation refused (no traceback, no type)
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}")
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        log.exception("request failed")
+        await _abort(context, grpc.StatusCode.INTERNAL, "the core failed to handle the request")
 
 
 class _Authenticated:
@@ -217,7 +232,8 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
             report = await self._access.report_incident(
                 caller, incident_type=request.incident_type, lat=request.location.lat,
                 lon=request.location.lon, radius_m=request.radius_m or None,
-                occurred_at=_time(request.occurred_at, request.HasField("occurred_at")),
+                occurred_at=_time(request.occurred_at, request.HasField("occurred_at"),
+                                  "occurred_at"),
                 external_ref=request.external_ref, legal_basis=request.legal_basis or None,
                 service=request.service or None)
         return report_message(report)
@@ -278,7 +294,7 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):  # type
         async with translated_errors(context):
             self._auditor(context)
             report = await asyncio.to_thread(audit_log.verify, self._access.audit.db_path,
-                                           self._access.signer.public_key)
+                                             self._access.audit.public_key)
         return core_pb2.VerifyAuditResponse(
             ok=report.ok, records=report.records, broken_seq=report.broken_seq or 0,
             problem=report.problem or "", head_hash=report.head_hash or "",
@@ -291,8 +307,8 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):  # type
             fmt = request.format or "csv"
             if fmt not in ("csv", "json"):
                 raise InvalidRequest(f"format must be csv or json, got {fmt!r}")
-            since = _time(request.since, request.HasField("since"))
-            until = _time(request.until, request.HasField("until"))
+            since = _time(request.since, request.HasField("since"), "since")
+            until = _time(request.until, request.HasField("until"), "until")
             content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
                                               since, until, fmt)  # type: ignore[arg-type]
             count = audit_log.count_records(content, fmt)
@@ -306,8 +322,8 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):  # type
             records = await asyncio.to_thread(
                 audit_log.search, self._access.audit.db_path, operator_id=request.operator_id or None,
                 camera_id=request.camera_id or None, incident_id=request.incident_id or None,
-                since=_time(request.since, request.HasField("since")),
-                until=_time(request.until, request.HasField("until")),
+                since=_time(request.since, request.HasField("since"), "since"),
+                until=_time(request.until, request.HasField("until"), "until"),
                 limit=request.limit or 100)
         return core_pb2.SearchAuditResponse(
             records_json=[json.dumps(r.to_dict(), ensure_ascii=False) for r in records])

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from edge_agent.camera_feed import CameraFeed, FeedHealth, FeedState
 from edge_agent.camera_probe import CameraProber, ProbeResult
 from edge_agent.camera_sources import source_for
+from edge_agent.checkpoint_witness import CheckpointWitness
 from edge_agent.config import AgentConfig
 from edge_agent.exceptions import GrantRejected, OfferRejected
 from edge_agent.grant_check import GrantVerifier
@@ -50,6 +51,8 @@ class EdgeAgent:
         self._stack: contextlib.AsyncExitStack | None = None
         self._link: MqttLink | None = None
         self._log = log.bind(district=config.district_id, agent=config.agent_id)
+        self.witness = (CheckpointWitness(config.audit_witness_file)
+                        if config.audit_witness_file is not None else None)
         # Deny unless a grant allows: without the core's public key no offer is ever answered.
         self.grants: GrantVerifier | None = None
         if config.grant_public_key is not None:
@@ -85,7 +88,9 @@ class EdgeAgent:
         link = MqttLink(
             self.config.broker,
             client_id=self.config.agent_id,
-            subscriptions=[topics.route(Kind.SIGNAL_REQUEST, self.config.district_id)],
+            subscriptions=[topics.route(Kind.SIGNAL_REQUEST, self.config.district_id),
+                           *([topics.route(Kind.AUDIT_CHECKPOINT, self.config.district_id)]
+                             if self.witness is not None else [])],
             on_message=self._on_message,
             on_connect=self.status.publish_online,
             will=self.status.last_will(),
@@ -128,6 +133,10 @@ class EdgeAgent:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             self._log.warning("rejected signal message: payload is not bytes", topic=str(message.topic))
+            return
+        if self.witness is not None and str(message.topic) == topics.audit_checkpoint(
+                self.config.district_id):
+            await self.witness.handle(bytes(payload))
             return
         try:
             request = mqtt_pb2.SignalRequest.FromString(bytes(payload))

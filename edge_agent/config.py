@@ -117,6 +117,7 @@ class AgentConfig:
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     core_address: str | None = None
     core_ca_file: Path | None = None
+    audit_witness_file: Path | None = None  # where the audit checkpoints seen are kept
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
@@ -138,7 +139,7 @@ class AgentConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
         unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
-                               "cameras_file", "core"}
+                               "cameras_file", "core", "audit"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -161,7 +162,14 @@ class AgentConfig:
         core = _table(data, "core", required=False)
         if set(core) - {"address", "ca_file"}:
             raise ValueError(f"core: unknown key(s) {', '.join(sorted(set(core) - {'address', 'ca_file'}))}")
+        audit = _table(data, "audit", required=False)
+        if set(audit) - {"witness_file"}:
+            raise ValueError(f"audit: unknown key(s) {', '.join(sorted(set(audit) - {'witness_file'}))}")
+        witness = audit.get("witness_file", "audit-witness.jsonl")
+        if not isinstance(witness, str) or not witness:
+            raise ValueError("audit.witness_file must be a file path")
         return cls(
+            audit_witness_file=(base / witness).resolve(),
             district_id=district_id,
             district_name=str(district.get("name", district_id)),
             agent_id=str(agent.get("id", f"{district_id}-agent")),

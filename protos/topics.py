@@ -44,6 +44,7 @@ class Kind(enum.StrEnum):
     SIGNAL_REQUEST = "signal_request"    # core -> agent
     SIGNAL_RESPONSE = "signal_response"  # agent -> core
     SESSION_EVENTS = "session_events"    # agent -> core
+    AUDIT_CHECKPOINT = "audit_checkpoint"  # core -> agent (the agent is a witness)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ DELIVERY: dict[Kind, Delivery] = {
     Kind.SIGNAL_REQUEST: Delivery(qos=0, retain=False),
     Kind.SIGNAL_RESPONSE: Delivery(qos=0, retain=False),
     Kind.SESSION_EVENTS: Delivery(qos=1, retain=False),
+    Kind.AUDIT_CHECKPOINT: Delivery(qos=1, retain=True),
 }
 
 _PATHS: dict[Kind, str] = {
@@ -74,6 +76,7 @@ _PATHS: dict[Kind, str] = {
     Kind.SIGNAL_REQUEST: "signal/request",
     Kind.SIGNAL_RESPONSE: "signal/response",
     Kind.SESSION_EVENTS: "sessions/events",
+    Kind.AUDIT_CHECKPOINT: "audit/checkpoint",
 }
 
 
@@ -123,6 +126,10 @@ def session_events(district: str) -> str:
     return route(Kind.SESSION_EVENTS, district).topic
 
 
+def audit_checkpoint(district: str) -> str:
+    return route(Kind.AUDIT_CHECKPOINT, district).topic
+
+
 #: Subscriptions of the core: every district's agent -> core messages at once.
 CORE_ROUTES = (
     route(Kind.AGENT_STATUS, ANY),
@@ -162,4 +169,6 @@ def parse(topic: str) -> ParsedTopic:
             return ParsedTopic(Kind.SIGNAL_RESPONSE, district)
         case ["sessions", "events"]:
             return ParsedTopic(Kind.SESSION_EVENTS, district)
+        case ["audit", "checkpoint"]:
+            return ParsedTopic(Kind.AUDIT_CHECKPOINT, district)
     raise ValueError(f"unknown safetynet/v1 topic: {topic!r}")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from runtime.exceptions import KeyFileError
 from runtime.grant import key_id_for
 
-__all__ = ["load_or_create_signing_key", "write_public_key"]
+__all__ = ["load_or_create_signing_key", "load_signing_key", "write_public_key"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,17 @@ def load_or_create_signing_key(path: str | Path) -> Ed25519PrivateKey:
     key = _load_private_key(path)
     log.info("grant_key.created", path=str(path), key_id=key_id_for(key.public_key()))
     return key
+
+
+def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
+    """Load an Ed25519 key that must already exist (a key the caller only reads, never creates).
+
+    KeyFileError when it is missing, open to group or others, or not an Ed25519 private key.
+    """
+    try:
+        return _load_private_key(Path(path))
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"{path}: no signing key there (it is read, never created)") from exc
 
 
 def write_public_key(path: str | Path, key: Ed25519PrivateKey | Ed25519PublicKey) -> None:

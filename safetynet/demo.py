@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import structlog
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from provisioning.demo_broker import DemoBrokerAccess, demo_agent_user
 from runtime.mqtt_link import BrokerSettings
 from safetynet.broker import MosquittoBroker, free_port
 from simulators.agent_configs import write_pilot_configs
@@ -67,6 +69,34 @@ class AgentProcess:
             start_new_session=True,
         )
 
+    async def supervise(self, stop: asyncio.Event, *, backoff_initial: float = 0.5,
+                        backoff_max: float = 30.0) -> None:
+        """Until ``stop`` is set: restart the agent whenever it exits, with capped, jittered
+        exponential backoff (reset once a run has lasted a minute)."""
+        delay = backoff_initial
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while self.process is not None:
+                started = asyncio.get_running_loop().time()
+                exited = asyncio.ensure_future(self.process.wait())
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done():
+                    exited.cancel()
+                    return
+                if asyncio.get_running_loop().time() - started > 60:
+                    delay = backoff_initial
+                log.warning("demo agent exited, restarting", district=self.district_id,
+                            returncode=exited.result(), retry_in=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
+                        await asyncio.shield(stopping)
+                if stopping.done():
+                    return
+                await self.start()
+                delay = min(delay * 2, backoff_max)
+        finally:
+            stopping.cancel()
+
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; a no-op when it never started or already ended."""
         process, self.process = self.process, None
@@ -111,13 +141,20 @@ def _core_port(wanted: int, what: str = "core") -> int:
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
     """Run broker, core and agents until ``stop`` is set; 1 if the agents never came online."""
     with _state_dir(options.state_dir) as state_dir:
-        async with MosquittoBroker(work_dir=state_dir) as broker:
-            core_config = _core_config(options, state_dir, broker)
+        access = DemoBrokerAccess.generate([d.district_id for d in PILOT_DISTRICTS])
+        port = free_port()
+        broker_config = access.mosquitto_config(state_dir, host="127.0.0.1", port=port)
+        async with MosquittoBroker(port=port, config=broker_config, work_dir=state_dir) as broker:
+            core_config = _core_config(options, state_dir, broker, access)
             async with CoreServer(core_config) as core, contextlib.AsyncExitStack() as cameras:
                 sources = await _rtsp_cameras(cameras) if options.cameras == "rtsp" else {}
                 configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
                                               broker_port=broker.port, source=options.camera_source,
                                               grant_public_key=core_config.grant_public_key_path,
+                                              broker_logins={
+                                                  d: (demo_agent_user(d), access.passwords[
+                                                      demo_agent_user(d)])
+                                                  for d in access.districts},
                                               sources=sources)
                 operators = _demo_operators(core, state_dir / "tokens")
                 agents = [AgentProcess(path.stem, path, options.agent_log_level) for path in configs]
@@ -129,7 +166,10 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                     state["camera_source"] = "rtsp" if sources else "synthetic"
                     (state_dir / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
                     _print_summary(state)
-                    await stop.wait()
+                    async with asyncio.TaskGroup() as supervisors:
+                        for agent in agents:
+                            supervisors.create_task(agent.supervise(stop),
+                                                    name=f"supervise:{agent.district_id}")
                     print("\nstopping: agents, core, broker …", flush=True)
                 finally:
                     for agent in agents:
@@ -149,12 +189,16 @@ def _state_dir(wanted: Path | None) -> Iterator[Path]:
         yield wanted
 
 
-def _core_config(options: DemoOptions, state_dir: Path, broker: MosquittoBroker) -> CoreConfig:
-    """The core on loopback, with the demo's facilities and district outlines beside its db."""
+def _core_config(options: DemoOptions, state_dir: Path, broker: MosquittoBroker,
+                 access: DemoBrokerAccess) -> CoreConfig:
+    """The core on loopback, with the demo's facilities and district outlines beside its db;
+    its checkpoints also go to an auditor's witness file in the state folder."""
     return CoreConfig(
         database=state_dir / "core.sqlite3",
         listen=f"127.0.0.1:{_core_port(options.core_port)}",
-        broker=BrokerSettings(host=broker.host, port=broker.port),
+        broker=BrokerSettings(host=broker.host, port=broker.port, username=access.core_user,
+                              password=access.passwords[access.core_user]),
+        audit_witness_files=(state_dir / "auditor-witness.jsonl",),
         facilities_file=write_facilities_csv(state_dir / "facilities.csv"),
         http_listen=f"127.0.0.1:{_core_port(options.console_port, 'console')}",
         district_outlines_file=write_outlines_geojson(state_dir / "district-outlines.geojson"))

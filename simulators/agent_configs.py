@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,8 @@ def agent_config_text(district: PilotDistrict, *, broker_host: str, broker_port:
                       source: str, advertise: Sequence[str] = ("127.0.0.1",),
                       heartbeat_seconds: float = 30, idle_close_seconds: float = 10,
                       sources: dict[str, str] | None = None,
-                      grant_public_key: Path | None = None) -> str:
+                      grant_public_key: Path | None = None,
+                      broker_login: tuple[str, str] | None = None) -> str:
     """The TOML an agent of ``district`` reads; ``sources`` overrides the source per camera."""
     lines = [
         "# Edge agent of a simulated district (written by safetynet sim districts).",
@@ -33,6 +35,8 @@ def agent_config_text(district: PilotDistrict, *, broker_host: str, broker_port:
         "[broker]",
         f"host = {_toml_string(broker_host)}",
         f"port = {broker_port}",
+        *([f"username = {_toml_string(broker_login[0])}",
+           f"password = {_toml_string(broker_login[1])}"] if broker_login else []),
         "",
         "[webrtc]",
         f"advertise = [{', '.join(_toml_string(a) for a in advertise)}]",
@@ -57,17 +61,27 @@ def agent_config_text(district: PilotDistrict, *, broker_host: str, broker_port:
 
 def write_pilot_configs(out_dir: Path, *, broker_host: str, broker_port: int, source: str,
                         advertise: Sequence[str] = (), grant_public_key: Path | None = None,
-                        sources: dict[str, str] | None = None, **kwargs: float) -> list[Path]:
+                        sources: dict[str, str] | None = None,
+                        broker_logins: dict[str, tuple[str, str]] | None = None,
+                        **kwargs: float) -> list[Path]:
+    """One agent config per pilot district; with ``broker_logins`` (district -> user, password)
+    each file carries its agent's broker password and is written 0600."""
     if not source.startswith(("sim:", "rtsp://")):
         raise ValueError(f"--source must be sim:… or rtsp://…, got {source!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for district in PILOT_DISTRICTS:
         path = out_dir / f"{district.district_id}.toml"
-        path.write_text(agent_config_text(district, broker_host=broker_host, broker_port=broker_port,
-                                          source=source, advertise=tuple(advertise) or ("127.0.0.1",),
-                                          grant_public_key=grant_public_key, sources=sources,
-                                          **kwargs))
+        login = (broker_logins or {}).get(district.district_id)
+        text = agent_config_text(district, broker_host=broker_host, broker_port=broker_port,
+                                 source=source, advertise=tuple(advertise) or ("127.0.0.1",),
+                                 grant_public_key=grant_public_key, sources=sources,
+                                 broker_login=login, **kwargs)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if login else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            if login:
+                os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
         written.append(path)
     return written
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
@@ -19,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cloud_core.audit.canonical import canonical_json, iso
+from cloud_core.exceptions import AuditError
+from runtime.exceptions import KeyFileError
+from runtime.signing_keys import load_or_create_signing_key, load_signing_key
 
 CHECKPOINT_KIND: Final = "safetynet.audit.checkpoint.v1"
 
@@ -65,6 +69,16 @@ class CheckpointSigner:
     def generate(cls) -> CheckpointSigner:
         """A signer with a fresh key (tests, first start of a pilot)."""
         return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_key_file(cls, path: Path, *, create: bool) -> CheckpointSigner:
+        """The signer whose key is at ``path`` (Ed25519 PEM, 0600): only read unless ``create``,
+        when a missing key is created. AuditError when the key is missing or unfit."""
+        try:
+            key = load_or_create_signing_key(path) if create else load_signing_key(path)
+        except KeyFileError as exc:
+            raise AuditError(f"the audit checkpoint key: {exc}") from exc
+        return cls(key)
 
     @property
     def public_key(self) -> Ed25519PublicKey:

@@ -9,11 +9,12 @@ import contextlib
 import csv
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Final, Literal, TextIO
 
 from cloud_core.audit.schema import RECORD_COLUMNS, payload_from_row
 from cloud_core.audit.store import open_readonly, time_clauses
@@ -48,8 +49,8 @@ def write_export(
     """Stream the export of ``export`` into ``out``; return the number of records.
 
     CSV: a header row of the column names, one row per record, ``camera_ids`` joined with ``;``,
-    ``details`` as JSON, absent values empty. Values are exported verbatim, so a cell may begin
-    with ``=``; spreadsheet users should import it as text. JSON: a list of objects, each the
+    ``details`` as JSON, absent values empty. A cell that would start with ``= + - @``, a tab or
+    a carriage return is prefixed with ``'`` (``csv_safe``), so no spreadsheet runs it. JSON: a list of objects, each the
     record's canonical payload plus ``hash``. Rows are exported as stored, even if tampered
     with: run ``verify`` to judge them.
     """
@@ -70,27 +71,38 @@ def count_records(content: str, fmt: str) -> int:
     """
     if fmt == "json":
         return len(json.loads(content))
+    # csv's default field limit (128 KiB) would fail on a long (old, pre-limit) record: raise it.
+    csv.field_size_limit(max(csv.field_size_limit(), len(content) + 1))
     return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)
 
 
-def snapshot(db_path: Path, dest: Path) -> None:
+def snapshot(db_path: Path, dest: Path) -> int:
     """Copy the log's file to ``dest`` consistently while the core writes it (SQLite backup).
 
     A plain file copy misses what is still in the ``-wal`` file; this copy holds everything
-    committed when it ran. ``dest`` must not exist.
+    committed when it ran, WAL included, in one file (rollback-journal mode, so ``verify``
+    accepts it alone), created 0600. ``dest`` must not exist. Returns the records copied.
     """
     dest = Path(dest)
-    if dest.exists():
-        raise AuditError(f"{dest} already exists")
-    with open_readonly(Path(db_path)) as source:
-        source.execute("COMMIT")
-        target = sqlite3.connect(dest)
-        try:
-            source.backup(target)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot copy the audit log to {dest}: {exc}") from exc
-        finally:
-            target.close()
+    try:
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise AuditError(f"{dest} already exists") from None
+    except OSError as exc:
+        raise AuditError(f"cannot create {dest}: {exc}") from exc
+    try:
+        with open_readonly(Path(db_path)) as source:
+            source.execute("COMMIT")
+            target = sqlite3.connect(dest, isolation_level=None)
+            try:
+                source.backup(target)
+                target.execute("PRAGMA journal_mode=DELETE")
+                return int(target.execute("SELECT count(*) FROM audit_records").fetchone()[0])
+            finally:
+                target.close()
+    except (sqlite3.Error, AuditError) as exc:
+        dest.unlink(missing_ok=True)
+        raise AuditError(f"cannot copy the audit log to {dest}: {exc}") from exc
 
 
 def _write_csv(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
@@ -118,6 +130,20 @@ def _write_json(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
     return count
 
 
+#: A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
+FORMULA_LEADS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: a formula-leading cell gets a leading ``'``.
+
+    OWASP's guidance for CSV injection: prefix such cells with a single quote (and quote the
+    cell, which the csv module does when needed). A reviewer strips the quote to recompute a
+    hash; the JSON export carries every value verbatim.
+    """
+    return f"'{text}" if text.startswith(FORMULA_LEADS) else text
+
+
 def _csv_cells(row: sqlite3.Row) -> list[str]:
     cells: list[str] = []
     for column in RECORD_COLUMNS:
@@ -125,5 +151,5 @@ def _csv_cells(row: sqlite3.Row) -> list[str]:
         if column == "camera_ids":
             with contextlib.suppress(TypeError, ValueError):
                 value = ";".join(str(camera) for camera in json.loads(value))
-        cells.append("" if value is None else str(value))
+        cells.append("" if value is None else csv_safe(str(value)))
     return cells

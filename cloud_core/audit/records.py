@@ -19,6 +19,10 @@ from cloud_core.audit.canonical import iso, stored_json
 
 GENESIS_HASH: Final = "0" * 64
 MAX_DETAILS_BYTES: Final = 64 * 1024
+#: The longest text field a record takes; callers bound their fields more tightly at the door
+#: (cloud_core.field_limits), this keeps any path from bloating the log.
+MAX_TEXT_CHARS: Final = 4096
+MAX_CAMERA_IDS: Final = 1000
 
 _E = TypeVar("_E", bound=enum.StrEnum)
 
@@ -40,6 +44,8 @@ class AuditAction(enum.StrEnum):
     GRANT_REVOKE = "grant.revoke"
     AUDIT_EXPORT = "audit.export"
     AUDIT_VIEW = "audit.view"
+    AUTH_FAIL = "auth.fail"
+    SESSION_PREEMPT = "session.preempt"
 
 
 class AuditOutcome(enum.StrEnum):
@@ -167,6 +173,8 @@ def _check_text(name: str, value: object, *, required: bool) -> None:
         raise ValueError(f"{name} must be a string, not {type(value).__name__}")
     if required and not value:
         raise ValueError(f"{name} must not be empty")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f"{name} is {len(value)} characters long; at most {MAX_TEXT_CHARS}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -178,6 +186,8 @@ def _check_camera_ids(value: object) -> tuple[str, ...]:
         raise ValueError(
             f"camera_ids must be a sequence of camera ids, not {type(value).__name__}")
     camera_ids = tuple(value)
+    if len(camera_ids) > MAX_CAMERA_IDS:
+        raise ValueError(f"camera_ids lists {len(camera_ids)} cameras; at most {MAX_CAMERA_IDS}")
     for camera_id in camera_ids:
         _check_text("a camera id", camera_id, required=True)
     return camera_ids

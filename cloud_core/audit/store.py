@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from cloud_core.audit.canonical import iso, record_hash
+from cloud_core.audit.canonical import iso, parse_time, record_hash
 from cloud_core.audit.checkpoints import Checkpoint, CheckpointSigner, raw_public_key
 from cloud_core.audit.records import (
     GENESIS_HASH,
@@ -29,10 +29,13 @@ from cloud_core.audit.schema import (
     INSERT_CHECKPOINT,
     INSERT_RECORD,
     LOG_FORMAT,
+    RECORD_COLUMNS,
     SCHEMA,
+    payload_from_row,
     record_row,
 )
 from cloud_core.exceptions import AuditError
+from runtime.private_files import make_private
 
 BUSY_TIMEOUT_S: Final = 10.0
 
@@ -55,8 +58,9 @@ class AuditStore:
     ) -> AuditStore:
         """Connect to ``db_path`` in WAL mode, create the tables, check the format and key."""
         try:
+            make_private(db_path)
             conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise AuditError(f"cannot open the audit log at {db_path}: {exc}") from exc
         try:
             mode = _switch_to_wal(conn)
@@ -69,6 +73,7 @@ class AuditStore:
                 _check_meta(conn, signer)
             return cls(conn, signer, checkpoint_every)
         except BaseException as exc:
+            _leave_wal_mode(conn)
             conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise AuditError(f"cannot open the audit log at {db_path}: {exc}") from exc
@@ -116,12 +121,55 @@ class AuditStore:
             raise AuditError(f"cannot checkpoint the WAL: {exc}") from exc
 
     def close(self, *, final_checkpoint: bool = True) -> None:
-        """Close the connection, after signing the head unless ``final_checkpoint`` is False."""
+        """Close the connection, after signing the head unless ``final_checkpoint`` is False.
+
+        When no one else has the file open, it is left in rollback-journal mode with the WAL
+        folded in, so the file alone holds every record: a file that still says WAL but has no
+        ``-wal`` beside it is then a copy that missed records (``check_wal_present``).
+        """
         try:
             if final_checkpoint and self.checkpoint_now() is not None:
                 self.flush_wal()
+            _leave_wal_mode(self._conn)
         finally:
             self._conn.close()
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint (to hand to witnesses again at start), or None."""
+        row = self._conn.execute(
+            "SELECT seq, head_hash, at, key_id, signature FROM audit_checkpoints "
+            "ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return Checkpoint(seq=int(row[0]), head_hash=str(row[1]), at=parse_time(str(row[2])),
+                          key_id=str(row[3]), signature=str(row[4]))
+
+    def tail_problem(self) -> str | None:
+        """What is wrong with the records after the last checkpoint, or None.
+
+        Run at start, before that tail is signed: a record edited while the core was down
+        (after a crash, say) must not be attested by the next checkpoint.
+        """
+        start = self._last_checkpoint_seq()
+        self._conn.row_factory = sqlite3.Row
+        try:
+            rows = self._conn.execute(
+                f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records WHERE seq >= ? "
+                "ORDER BY seq", (max(start, 1),))
+            expected_seq, prev_hash = max(start, 1), None
+            for row in rows:
+                if int(row["seq"]) != expected_seq:
+                    return f"record {expected_seq} is missing"
+                if prev_hash is not None and row["prev_hash"] != prev_hash:
+                    return f"record {expected_seq} does not link to record {expected_seq - 1}"
+                if record_hash(payload_from_row(row)) != row["hash"]:
+                    return f"record {expected_seq} does not match its hash: edited"
+                expected_seq, prev_hash = expected_seq + 1, str(row["hash"])
+        except (sqlite3.Error, ValueError) as exc:
+            return f"the records after the last checkpoint are unreadable ({exc})"
+        finally:
+            self._conn.row_factory = None
+        return None
 
     def _head(self) -> tuple[int, str]:
         row = self._conn.execute(
@@ -150,6 +198,15 @@ class AuditStore:
              checkpoint.signature),
         )
         return checkpoint
+
+
+def _leave_wal_mode(conn: sqlite3.Connection) -> None:
+    """Switch to ``journal_mode=DELETE`` if no other connection holds the file; else leave it."""
+    try:
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+    except sqlite3.OperationalError:
+        pass  # another connection (the core, a reader) has it open: the WAL stays beside it
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> str:
@@ -203,6 +260,32 @@ def _check_meta(conn: sqlite3.Connection, signer: CheckpointSigner | None) -> No
 
 
 # Reading ----------------------------------------------------------------------------------------
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+
+def check_wal_present(db_path: Path) -> None:
+    """AuditError if ``db_path`` is in WAL mode but its ``-wal`` file is not beside it.
+
+    The core leaves the log out of WAL mode when it stops cleanly, and ``safetynet audit backup``
+    writes copies out of WAL mode, so such a file is a plain copy of a live log: records still in
+    the ``-wal`` file are missing from it, and nothing inside the copy can tell how many.
+    """
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise AuditError(f"no audit log at {db_path}")
+    try:
+        with db_path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError as exc:
+        raise AuditError(f"cannot read {db_path}: {exc}") from exc
+    in_wal_mode = header[:16] == _SQLITE_MAGIC and header[18:20] == b"\x02\x02"
+    if in_wal_mode and not Path(f"{db_path}-wal").exists():
+        raise AuditError(
+            f"{db_path} is in WAL mode but its write-ahead log {db_path.name}-wal is not beside "
+            "it: this looks like a plain copy of a live log, which misses the records still in "
+            "the WAL. Copy the WAL file too, or make a consistent copy with "
+            "`safetynet audit backup`")
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -19,8 +19,13 @@ from cloud_core.audit.canonical import parse_time, record_hash
 from cloud_core.audit.checkpoints import Checkpoint, key_id_of, raw_public_key
 from cloud_core.audit.records import GENESIS_HASH
 from cloud_core.audit.schema import RECORD_COLUMNS, TRIGGERS, payload_from_row
-from cloud_core.audit.store import open_readonly
+from cloud_core.audit.store import check_wal_present, open_readonly
 from cloud_core.exceptions import AuditChainBroken
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from runtime.checkpoint_witness import WitnessedCheckpoint
 
 _MAX_REPORTED_PROBLEMS: Final = 100
 
@@ -74,15 +79,20 @@ class _Chain:
     hashes_at: dict[int, str] = field(default_factory=dict)
 
 
-def verify(db_path: Path, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+def verify(db_path: Path, public_key: Ed25519PublicKey | None = None,
+           witnesses: Sequence[WitnessedCheckpoint] = ()) -> VerifyReport:
     """Check the chain and the checkpoints of the log in ``db_path``, offline, read-only.
 
     Give the trusted ``public_key`` (from the core's configuration, not from the file) to detect
     forged checkpoints after a key substitution; without it the key stored in the file is used
-    and the report says ``key_trusted=False``. Raises ``AuditError`` only when the file cannot be
-    read as an audit log at all; every integrity problem is in the report.
+    and the report says ``key_trusted=False``. ``witnesses`` are checkpoints a witness kept off
+    the core's host: each must still match the log, which is what reveals a log rewritten,
+    truncated or re-signed by someone holding the host (and its key). Raises ``AuditError`` only
+    when the file cannot be read as an audit log at all; every integrity problem is in the report.
     """
     problems: list[_Problem] = []
+    warnings: list[str] = []
+    check_wal_present(Path(db_path))
     with open_readonly(Path(db_path)) as conn:
         meta = {row["name"]: row["value"]
                 for row in conn.execute("SELECT name, value FROM audit_meta")}
@@ -91,7 +101,8 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | None = None) -> VerifyR
                 "SELECT id, seq, head_hash, at, key_id, signature "
                 "FROM audit_checkpoints ORDER BY id")
         ]
-        chain = _walk_chain(conn, {int(cp["seq"]) for cp in checkpoints}, problems)
+        wanted = {int(cp["seq"]) for cp in checkpoints} | {w.seq for w in witnesses}
+        chain = _walk_chain(conn, wanted, problems)
         triggers = {row[0] for row in
                     conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
 
@@ -102,8 +113,9 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | None = None) -> VerifyR
         first_cp = min((int(cp["seq"]) for cp in checkpoints), default=0)
         problems.append((min(first_cp, chain.head_seq + 1) if checkpoints else 0, key_problem))
 
+    _check_witnesses(witnesses, public_key, chain, problems, warnings)
     problems.sort(key=lambda item: item[0])
-    warnings = tuple(
+    warnings.extend(
         f"trigger {name} is missing: someone altered the audit tables"
         for name in TRIGGERS if name not in triggers
     )
@@ -120,7 +132,7 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | None = None) -> VerifyR
         broken_seq=None if first is None else first[0],
         problem=None if first is None else first[1],
         problems=tuple(problems[:_MAX_REPORTED_PROBLEMS]),
-        warnings=warnings,
+        warnings=tuple(warnings),
     )
 
 
@@ -237,3 +249,46 @@ def _check_checkpoint(
         return f"{name} goes back from record {previous_seq}: checkpoints were reordered"
     return None
 
+
+
+def _check_witnesses(
+    witnesses: Sequence[WitnessedCheckpoint],
+    trusted: Ed25519PublicKey | None,
+    chain: _Chain,
+    problems: list[_Problem],
+    warnings: list[str],
+) -> None:
+    """Every head a witness kept must still be in the log with the hash the witness saw.
+
+    With a trusted key, a witnessed entry not signed by it is set aside (a witness file is not
+    itself proof); without one, the witness's copy is taken as the trust anchor it is.
+    """
+    ignored = 0
+    for witnessed in witnesses:
+        seq = witnessed.seq
+        if trusted is not None and not _witness_signed_by(witnessed, trusted):
+            ignored += 1
+            continue
+        where = f"a witness holds checkpoint {seq} (signed {witnessed.at})"
+        if seq > chain.head_seq:
+            problems.append((chain.head_seq + 1,
+                             f"{where} but the log ends at record {chain.head_seq}: "
+                             "records were truncated"))
+        elif chain.hashes_at.get(seq) is None:
+            problems.append((seq, f"{where} and record {seq} is missing: deleted"))
+        elif chain.hashes_at[seq] != witnessed.head_hash:
+            problems.append((seq, f"{where} with a different hash for record {seq}: "
+                                  "history was rewritten (and re-signed)"))
+    if ignored:
+        warnings.append(f"{ignored} witnessed checkpoint(s) are not signed by the trusted key "
+                        "and were not used")
+
+
+def _witness_signed_by(witnessed: WitnessedCheckpoint, key: Ed25519PublicKey) -> bool:
+    try:
+        checkpoint = Checkpoint(seq=witnessed.seq, head_hash=witnessed.head_hash,
+                                at=parse_time(witnessed.at), key_id=witnessed.key_id,
+                                signature=witnessed.signature)
+    except ValueError:
+        return False
+    return checkpoint.key_id == key_id_of(key) and checkpoint.is_signed_by(key)

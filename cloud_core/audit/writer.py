@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_core.audit.checkpoints import Checkpoint, CheckpointSigner
 from cloud_core.audit.query import search
@@ -41,7 +42,7 @@ class AuditLogConfig:
     """
 
     checkpoint_every: int = 1000
-    checkpoint_interval: float = 60.0
+    checkpoint_interval: float = 2.0
     max_pending: int = 10_000
     max_batch: int = 1000
 
@@ -134,6 +135,11 @@ class AuditLog:
     @property
     def db_path(self) -> Path:
         return self._db_path
+
+    @property
+    def public_key(self) -> Ed25519PublicKey | None:
+        """The checkpoint key's public half (None without a signer): what ``verify`` trusts."""
+        return None if self._signer is None else self._signer.public_key
 
     async def append(self, entry: AuditEntry) -> AuditRecord:
         """Append ``entry``; return its record once it is durable on disk.
@@ -229,8 +235,36 @@ class AuditLog:
             raise
         self._unattested = self._signer is not None and self._store.unattested
         self._last_checkpoint = time.monotonic()
+        try:
+            await self._attest_at_start()
+        except BaseException:
+            await self._in_thread(self._close_store)
+            self._executor.shutdown(wait=False)
+            self._set_state(AuditLogState.CLOSED)
+            self._closed.set()
+            raise
         self._writer = asyncio.create_task(self._run_writer(), name=f"audit-writer {self._db_path}")
         self._set_state(AuditLogState.OPEN)
+
+    async def _attest_at_start(self) -> None:
+        """Check the unsigned tail and sign it, or hand the last checkpoint to the witnesses.
+
+        A tail that no longer chains (edited while the core was down) is refused: the core does
+        not start on a log it would otherwise attest as good.
+        """
+        assert self._store is not None
+        if self._signer is None:
+            return
+        if self._unattested:
+            problem = await self._in_thread(self._store.tail_problem)
+            if problem is not None:
+                raise AuditError(f"the audit log's unsigned tail is broken: {problem}; run "
+                                 "`safetynet audit verify` and investigate before starting")
+            await self._checkpoint_in_thread()
+            return
+        last = await self._in_thread(self._store.last_checkpoint)
+        if last is not None and self._on_checkpoint is not None:
+            self._note_checkpoint(last)
 
     def _set_state(self, state: AuditLogState) -> None:
         self._log.info("audit_log_state", previous=self._state.value, state=state.value)

@@ -19,7 +19,6 @@ Sessions are opened and closed through WHEP (``cloud_core.console.whep``), the c
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,8 +112,10 @@ def _time_query(request: web.Request, key: str) -> datetime | None:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, a 5,000-digit number
+        raise InvalidRequest(f"the request body is not JSON: {str(exc)[:200]}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("the request body nests too deeply") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
@@ -279,7 +280,7 @@ class ConsoleApi:
     async def audit_verify(self, request: web.Request) -> web.Response:
         self._auditor(request)
         report = await asyncio.to_thread(audit_log.verify, self._access.audit.db_path,
-                                         self._access.signer.public_key)
+                                         self._access.audit.public_key)
         return web.json_response({
             "ok": report.ok, "records": report.records, "head_seq": report.head_seq,
             "head_hash": report.head_hash, "checkpoints": report.checkpoints,

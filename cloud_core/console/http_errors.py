@@ -22,6 +22,7 @@ from cloud_core.exceptions import (
     RegistryError,
     SessionNotFound,
     SessionRejected,
+    SignInThrottled,
     Unauthenticated,
 )
 from cloud_core.signalling_errors import refusal_for
@@ -45,6 +46,9 @@ def _translate(request: web.Request, exc: Exception) -> web.Response:
         if bearer_token(request):
             challenge += ', error="invalid_token"'
         return error_response(401, "unauthenticated", exc.reason, {"WWW-Authenticate": challenge})
+    if isinstance(exc, SignInThrottled):
+        return error_response(429, "too_many_failed_sign_ins", exc.reason,
+                              {"Retry-After": str(max(1, round(exc.retry_after)))})
     if isinstance(exc, AccessDenied):
         return error_response(403, "access_denied", exc.reason)
     if isinstance(exc, InvalidRequest):
@@ -76,8 +80,15 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
                 response.headers[name] = exc.headers[name]
         return response
     except (Unauthenticated, AccessDenied, InvalidRequest, CameraNotFound, IncidentNotFound,
-            SessionNotFound, AgentUnavailable, SessionRejected, RegistryError) as exc:
+            SessionNotFound, AgentUnavailable, SessionRejected, RegistryError,
+            SignInThrottled) as exc:
         response = _translate(request, exc)
         log.info("http request refused", path=request.path, method=request.method,
                  status=response.status, why=str(exc))
         return response
+    except ValueError as exc:  # a caller's value our validation refused
+        log.info("http request refused", path=request.path, status=400, why=str(exc))
+        return error_response(400, "invalid_request", f"invalid request: {exc}")
+    except Exception:
+        log.exception("http request failed", path=request.path, method=request.method)
+        return error_response(500, "core_error", "the core failed to handle the request")

@@ -27,10 +27,11 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from cloud_core.audit import VerifyReport
+    from runtime.checkpoint_witness import WitnessedCheckpoint
 
 
 def register(subcommands: Subcommands) -> None:
-    """Add ``safetynet audit verify|export``."""
+    """Add ``safetynet audit verify|backup|export``."""
     p = subcommands.add_parser(
         "audit", help="verify and export the audit log",
         description="The tamper-evident audit log: verify its chain, export it.")
@@ -41,8 +42,19 @@ def register(subcommands: Subcommands) -> None:
                                   "first broken record otherwise.")
     add_audit_db_flag(q)
     q.add_argument("--public-key", metavar="FILE",
-                   help="the core's trusted public key (default: grant-signing.pub beside the db)")
+                   help="the trusted checkpoint public key (default: audit-checkpoint.pub, "
+                        "else grant-signing.pub, beside the db)")
+    q.add_argument("--witness", metavar="FILE", action="append", default=[],
+                   help="a witness's copy of the checkpoints (an agent's audit-witness.jsonl, "
+                        "the auditor's file); repeatable")
     q.set_defaults(func=cmd_audit_verify)
+    b = au.add_parser("backup", help="a consistent copy of the audit log (WAL included)",
+                      description="Copy the audit database with SQLite's backup API while the "
+                                  "core runs: the copy holds every committed record, including "
+                                  "those still in the -wal file, and verifies on its own.")
+    add_audit_db_flag(b)
+    b.add_argument("--out", metavar="FILE", required=True, help="the copy to create (0600)")
+    b.set_defaults(func=cmd_audit_backup)
     _register_export(au)
 
 
@@ -68,15 +80,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from cloud_core.exceptions import AuditError
 
     db = existing_database(args)
-    public_key = None
-    key_path = Path(args.public_key) if args.public_key else db.parent / "grant-signing.pub"
-    if key_path.exists():
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-        public_key = load_pem_public_key(key_path.read_bytes())
-    elif args.public_key:
-        raise UserError(f"no public key at {args.public_key}")
+    public_key = _trusted_key(args, db)
+    witnesses = _witnesses(args.witness)
     try:
-        report = verify(db, public_key)  # type: ignore[arg-type]
+        report = verify(db, public_key, witnesses)  # type: ignore[arg-type]
     except AuditError as exc:
         raise UserError(f"cannot read {db} as an audit log: {exc}", EXIT_FAILED) from exc
     if not report.ok:
@@ -86,15 +93,66 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"OK: {report.records} records, head {report.head_seq} {report.head_hash}; "
           f"{_attestation(report, trusted_key=public_key is not None)}")
+    if witnesses:
+        print(f"matches {len(witnesses)} witnessed checkpoint(s) from {len(args.witness)} "
+              "witness file(s)")
     for warning in report.warnings:
         print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def _trusted_key(args: argparse.Namespace, db: Path) -> object | None:
+    """The --public-key given, else the checkpoint key's (or, for older logs, the grant key's)
+    public half beside the database, else None."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    if args.public_key:
+        if not Path(args.public_key).exists():
+            raise UserError(f"no public key at {args.public_key}")
+        candidates = [Path(args.public_key)]
+    else:
+        candidates = [db.parent / "audit-checkpoint.pub", db.parent / "grant-signing.pub"]
+    for key_path in candidates:
+        if key_path.exists():
+            try:
+                return load_pem_public_key(key_path.read_bytes())
+            except ValueError as exc:
+                raise UserError(f"{key_path} is not a PEM public key: {exc}") from exc
+    return None
+
+
+def _witnesses(paths: list[str]) -> list[WitnessedCheckpoint]:
+    from runtime.checkpoint_witness import WitnessFile, WitnessFileError
+
+    held: list[WitnessedCheckpoint] = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise UserError(f"no witness file at {path}")
+        try:
+            held.extend(WitnessFile(Path(path)).read())
+        except WitnessFileError as exc:
+            raise UserError(f"cannot read the witness file: {exc}") from exc
+    return held
+
+
+def cmd_audit_backup(args: argparse.Namespace) -> int:
+    """Copy the audit log consistently (SQLite backup API), even while the core writes it."""
+    from cloud_core.audit import snapshot
+    from cloud_core.exceptions import AuditError
+
+    db = existing_database(args)
+    try:
+        records = snapshot(db, Path(args.out))
+    except AuditError as exc:
+        raise UserError(str(exc), EXIT_FAILED) from exc
+    print(f"{records} records copied to {args.out}")
     return EXIT_OK
 
 
 def _attestation(report: VerifyReport, *, trusted_key: bool) -> str:
     """What vouches for the chain's newest records: the last checkpoint, and whose key signed it."""
     if report.last_checkpoint_seq is None:
-        return ("no signed checkpoint yet (the core signs one every minute and when it "
+        return ("no signed checkpoint yet (the core signs one within seconds and when it "
                 "stops), so truncation of the newest records is not yet detectable")
     if trusted_key:
         return (f"last signed checkpoint at record {report.last_checkpoint_seq}, "

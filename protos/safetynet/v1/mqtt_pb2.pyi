@@ -228,3 +228,17 @@ class IceServer(_message.Message):
     username: str
     credential: str
     def __init__(self, urls: _Optional[_Iterable[str]] = ..., username: _Optional[str] = ..., credential: _Optional[str] = ...) -> None: ...
+
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("seq", "head_hash", "at", "key_id", "signature")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    head_hash: str
+    at: str
+    key_id: str
+    signature: str
+    def __init__(self, seq: _Optional[int] = ..., head_hash: _Optional[str] = ..., at: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
