@@ -57,23 +57,39 @@ def grants_revoked(district: str) -> str:
     return f"{topics.PREFIX}/{district}/grants/revoked"
 
 
-def core_acl(user: str = CORE_MQTT_IDENTITY) -> list[str]:
-    """What the core may do: read every district's reports, write every district's signalling."""
+def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reads, writes) of the core: every district's reports in, every district's signalling out.
+
+    The one statement of the core's permissions; Mosquitto's ACL and NATS's users are both
+    written from it.
+    """
     every = "+"
     reads = (topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
              topics.signal_response(every), topics.session_events(every))
     writes = (topics.signal_request(every), grants_revoked(every), topics.audit_checkpoint(every))
+    return reads, writes
+
+
+def agent_topics(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reads, writes) of a district's agent: its own signalling in, its own reports out. Only."""
+    reads = (topics.signal_request(district), grants_revoked(district),
+             topics.audit_checkpoint(district))
+    writes = (topics.agent_status(district), topics.camera_status(district, "+"),
+              topics.heartbeat(district), topics.signal_response(district),
+              topics.session_events(district))
+    return reads, writes
+
+
+def core_acl(user: str = CORE_MQTT_IDENTITY) -> list[str]:
+    """The core's Mosquitto ACL lines (``core_topics``)."""
+    reads, writes = core_topics()
     return [f"user {user}",
             *(f"topic read {t}" for t in reads), *(f"topic write {t}" for t in writes)]
 
 
 def agent_acl(district: str, user: str | None = None) -> list[str]:
-    """What a district's agent may do: write its own reports, read its own signalling. Only."""
-    writes = (topics.agent_status(district), topics.camera_status(district, "+"),
-              topics.heartbeat(district), topics.signal_response(district),
-              topics.session_events(district))
-    reads = (topics.signal_request(district), grants_revoked(district),
-             topics.audit_checkpoint(district))
+    """A district agent's Mosquitto ACL lines (``agent_topics``)."""
+    reads, writes = agent_topics(district)
     return [f"user {user or agent_identity(district)}",
             *(f"topic write {t}" for t in writes), *(f"topic read {t}" for t in reads)]
 

@@ -32,9 +32,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from protos import topics
 from provisioning.atomic_write import write_private, write_public
-from provisioning.broker_config import grants_revoked
+from provisioning.broker_config import agent_topics, core_topics
 from provisioning.certificate_authority import (
     DEFAULT_SERVER_NAMES,
     certificate_pem,
@@ -85,20 +84,14 @@ class NatsUser:
 
 
 def core_user(name: str, password: str | None = None) -> NatsUser:
-    """The core: reads every district's reports, writes every district's signalling."""
-    every = "+"
-    reads = (topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
-             topics.signal_response(every), topics.session_events(every))
-    writes = (topics.signal_request(every), grants_revoked(every))
+    """The core, with the permissions of ``broker_config.core_topics``."""
+    reads, writes = core_topics()
     return NatsUser(name, publish=writes, subscribe=reads, password=password)
 
 
 def agent_user(name: str, district: str, password: str | None = None) -> NatsUser:
-    """A district's agent: writes its own reports, reads its own signalling. Only."""
-    writes = (topics.agent_status(district), topics.camera_status(district, "+"),
-              topics.heartbeat(district), topics.signal_response(district),
-              topics.session_events(district))
-    reads = (topics.signal_request(district), grants_revoked(district))
+    """A district's agent, with the permissions of ``broker_config.agent_topics``."""
+    reads, writes = agent_topics(district)
     return NatsUser(name, publish=writes, subscribe=reads, password=password)
 
 
