@@ -94,6 +94,11 @@ class AuditAction(enum.StrEnum):
     GRANT_REVOKE = "grant.revoke"
     AUDIT_EXPORT = "audit.export"
     AUDIT_VIEW = "audit.view"
+    EVIDENCE_PRESERVE = "evidence.preserve"  # a clip started at the district's agent
+    EVIDENCE_SEAL = "evidence.seal"          # its signed manifest's hash, on the chain
+    EVIDENCE_EXPORT = "evidence.export"      # the clip's bytes sent to an agency, via the core
+    EVIDENCE_HOLD = "evidence.hold"          # legal hold: retention extended
+    EVIDENCE_PURGE = "evidence.purge"        # the agent deleted it at the end of retention
 
 
 class AuditOutcome(enum.StrEnum):

@@ -283,6 +283,15 @@ class BreakGlassRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceRules:
+    """``[evidence]``: who may preserve clips, how long a clip is kept, how long it may be."""
+
+    roles: frozenset[Role] = frozenset({Role.SUPERVISOR, Role.OPERATOR})
+    retention_days: int = 30
+    max_clip_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """The validated policy file. Build it with :func:`load_policy` or :meth:`Policy.default`."""
 
@@ -292,6 +301,7 @@ class Policy:
     refused_incident_types: Mapping[str, str]
     standing: StandingAccess
     break_glass: BreakGlassRules
+    evidence: EvidenceRules = field(default_factory=lambda: EvidenceRules())
 
     @classmethod
     def default(cls) -> Policy:
@@ -771,6 +781,7 @@ class _PolicyReader:
         break_glass = self._break_glass(top.table("break_glass"))
         services = self._services(top.table("services"), agencies)
         refused = self._refused(top.table("refused_incident_types"), services)
+        evidence = self._evidence(top.table("evidence")) if top.has("evidence") else EvidenceRules()
         top.finish()
         return Policy(
             source=self._source,
@@ -779,7 +790,19 @@ class _PolicyReader:
             refused_incident_types=MappingProxyType(refused),
             standing=standing,
             break_glass=break_glass,
+            evidence=evidence,
         )
+
+    def _evidence(self, table: _Table) -> EvidenceRules:
+        roles = frozenset(Role(r) for r in table.names("roles")) if table.has("roles") else None
+        if roles is not None and not roles <= {Role.OPERATOR, Role.SUPERVISOR}:
+            raise table.error("roles", "only operator and supervisor may preserve evidence")
+        rules = EvidenceRules(
+            roles=roles or EvidenceRules().roles,
+            retention_days=table.integer("retention_days", minimum=1, maximum=3650),
+            max_clip_seconds=table.integer("max_clip_seconds", minimum=1, maximum=86_400))
+        table.finish()
+        return rules
 
     def _agencies(self, table: _Table) -> dict[str, str]:
         agencies: dict[str, str] = {}

@@ -21,6 +21,8 @@ from cloud_core.access import AccessService
 from cloud_core.audit import AuditLog, CheckpointSigner
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
+from cloud_core.evidence import EvidenceCustody
+from cloud_core.evidence_servicer import EvidenceServicer
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
 from cloud_core.operators import OperatorStore
@@ -62,6 +64,7 @@ class CoreServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
+        self.evidence: EvidenceCustody | None = None
 
     @property
     def address(self) -> str:
@@ -94,6 +97,8 @@ class CoreServer:
         self.access = AccessService(
             registry=self.registry, operators=OperatorStore(self.registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
+        self.evidence = EvidenceCustody(self.access, self.relay, self.registry.db,
+                                        timeout=self.config.answer_timeout_seconds)
         self._link = MqttLink(self.config.broker, client_id=self.config.client_id,
                               subscriptions=topics.CORE_SUBSCRIPTIONS, on_message=self._on_message)
         self.relay.attach(self._link)
@@ -107,6 +112,8 @@ class CoreServer:
         core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
         core_pb2_grpc.add_GrantServiceServicer_to_server(GrantServicer(access), server)
         core_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access), server)
+        core_pb2_grpc.add_EvidenceServiceServicer_to_server(
+            EvidenceServicer(access, self.evidence), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -199,6 +206,9 @@ class CoreServer:
             event = self.broker.handle_event(topic.district, bytes(payload))
             if event is not None:
                 await self.access.session_ended(event)
+        elif topic.kind == "evidence_events":
+            assert self.evidence is not None
+            await self.evidence.on_event(topic.district, bytes(payload))
         else:
             assert self._ingest is not None
             self._ingest.handle(topic, bytes(payload))

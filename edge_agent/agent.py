@@ -20,6 +20,7 @@ from edge_agent.camera_feed import CameraFeed, FeedHealth, FeedState
 from edge_agent.camera_probe import CameraProber, ProbeResult
 from edge_agent.camera_sources import source_for
 from edge_agent.config import AgentConfig
+from edge_agent.evidence import EvidenceDesk
 from edge_agent.exceptions import GrantRejected, OfferRejected
 from edge_agent.grant_check import GrantVerifier
 from edge_agent.status_reporter import StatusReporter, now_timestamp
@@ -56,6 +57,11 @@ class EdgeAgent:
                 idle_close_seconds=config.idle_close_seconds,
                 on_health=self._on_feed_health,
             )
+        self.evidence: EvidenceDesk | None = None
+        if config.evidence is not None:
+            self.evidence = EvidenceDesk(
+                config.evidence, district_id=config.district_id, agent_id=config.agent_id,
+                feeds=self.feeds, grants=self.grants, publish=self._publish_evidence_event)
         # Idle RTSP cameras are probed so the map shows which work before anyone watches.
         self.prober = CameraProber(config.cameras, config.rtsp, is_idle=self._camera_idle,
                                    on_result=self._on_probe_result)
@@ -79,6 +85,8 @@ class EdgeAgent:
         await self._link.__aenter__()
         self._heartbeat = asyncio.create_task(self.status.run_heartbeats(), name="heartbeat")
         self.prober.start()
+        if self.evidence is not None:
+            self.evidence.start()
         self._log.info("agent started", cameras=len(self.feeds), broker=self.config.broker.describe())
         return self
 
@@ -95,6 +103,8 @@ class EdgeAgent:
         await self.prober.close()
         for session in list(self.sessions.values()):
             await session.close("agent stopping")
+        if self.evidence is not None:
+            await self.evidence.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, *(t for t in [self._heartbeat] if t),
@@ -136,7 +146,9 @@ class EdgeAgent:
     async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
         response = mqtt_pb2.SignalResponse(request_id=request.request_id)
         try:
-            if request.WhichOneof("body") == "offer":
+            if (request.WhichOneof("body") or "").startswith("evidence_"):
+                response.evidence.CopyFrom(await self._evidence_reply(request))
+            elif request.WhichOneof("body") == "offer":
                 response.session_id = request.offer.session_id
                 response.sdp_answer = await self._open_session(request.offer)
             else:
@@ -159,6 +171,17 @@ class EdgeAgent:
         except LinkDown as exc:
             self._log.warning("signal response lost, link down", request=request.request_id,
                               why=exc.why)
+
+    async def _evidence_reply(self, request: mqtt_pb2.SignalRequest) -> mqtt_pb2.EvidenceReply:
+        if self.evidence is None:
+            return mqtt_pb2.EvidenceReply(error=mqtt_pb2.EvidenceFailure(
+                code=mqtt_pb2.EVIDENCE_ERROR_DISABLED,
+                message=f"the agent of {self.config.district_id!r} keeps no evidence clips "
+                        "(no [evidence] section in its config)"))
+        return await self.evidence.handle(request)
+
+    async def _publish_evidence_event(self, payload: bytes) -> None:
+        await self.link.publish(topics.evidence_events(self.config.district_id), payload, qos=1)
 
     async def _open_session(self, offer: mqtt_pb2.SessionOffer) -> str:
         feed = self.feeds.get(offer.camera_id)
@@ -235,6 +258,8 @@ class EdgeAgent:
 
     async def _report_camera(self, camera_id: str, health: FeedHealth | None = None) -> None:
         feed = self.feeds[camera_id]
+        if self.evidence is not None:
+            self.evidence.viewers_changed(camera_id)  # pre-roll while someone watches
         source = feed.source
         await self.status.camera_changed(
             camera_id, health or feed.health, feed.viewers, feed.streaming,

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge_agent.evidence_settings import EvidenceSettings
 from edge_agent.exceptions import ConfigError
 from protos.topics import check_id
 from runtime.mqtt_link import BrokerSettings
@@ -115,6 +116,7 @@ class AgentConfig:
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     core_address: str | None = None
     core_ca_file: Path | None = None
+    evidence: EvidenceSettings | None = None  # [evidence]: docs/evidence.md
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
@@ -136,7 +138,7 @@ class AgentConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
         unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
-                               "cameras_file", "core"}
+                               "cameras_file", "core", "evidence"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -173,6 +175,8 @@ class AgentConfig:
             rtsp=RtspSettings.from_mapping(_table(data, "rtsp", required=False)),
             core_address=_str(core, "core.address") if "address" in core else None,
             core_ca_file=(base / _str(core, "core.ca_file")).resolve() if "ca_file" in core else None,
+            evidence=(EvidenceSettings.from_mapping(_table(data, "evidence"), base)
+                      if "evidence" in data else None),
         )
 
 

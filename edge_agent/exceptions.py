@@ -4,7 +4,8 @@
     ├── ConfigError              the agent's TOML config is invalid (path, problem)
     ├── SourceError              a camera source failed (camera_id, reason, detail)
     ├── OfferRejected            an SDP offer could not be answered (code, message)
-    └── GrantRejected            a session grant failed the edge check (reason)
+    ├── GrantRejected            a session grant failed the edge check (reason)
+    └── EvidenceRefused          an evidence clip request was refused (code, message)
 """
 
 from __future__ import annotations
@@ -47,3 +48,12 @@ class GrantRejected(AgentError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"grant rejected: {reason}")
         self.reason = reason
+
+
+class EvidenceRefused(AgentError):
+    """An evidence request was refused; ``code`` is an EvidenceError name without prefix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

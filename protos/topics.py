@@ -50,6 +50,10 @@ def session_events(district: str) -> str:
     return f"{PREFIX}/{district}/sessions/events"
 
 
+def evidence_events(district: str) -> str:
+    return f"{PREFIX}/{district}/evidence/events"
+
+
 # Subscriptions of the core: every district at once.
 CORE_SUBSCRIPTIONS = (
     f"{PREFIX}/+/agent/status",
@@ -57,6 +61,7 @@ CORE_SUBSCRIPTIONS = (
     f"{PREFIX}/+/heartbeat",
     f"{PREFIX}/+/signal/response",
     f"{PREFIX}/+/sessions/events",
+    f"{PREFIX}/+/evidence/events",
 )
 
 
@@ -64,7 +69,7 @@ CORE_SUBSCRIPTIONS = (
 class ParsedTopic:
     """What a topic under ``PREFIX`` names: its kind, district and (for camera topics) camera."""
 
-    kind: str  # agent_status | camera_status | heartbeat | signal_request | signal_response | session_events
+    kind: str  # agent_status | camera_status | heartbeat | signal_request | signal_response | session_events | evidence_events
     district: str
     camera: str | None = None
 
@@ -88,4 +93,6 @@ def parse(topic: str) -> ParsedTopic:
             return ParsedTopic("signal_response", district)
         case ["sessions", "events"]:
             return ParsedTopic("session_events", district)
+        case ["evidence", "events"]:
+            return ParsedTopic("evidence_events", district)
     raise ValueError(f"unknown safetynet/v1 topic: {topic!r}")

@@ -61,7 +61,8 @@ def core_acl() -> list[str]:
     """What the core may do: read every district's reports, write every district's signalling."""
     every = "+"
     reads = (topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
-             topics.signal_response(every), topics.session_events(every))
+             topics.signal_response(every), topics.session_events(every),
+             topics.evidence_events(every))
     writes = (topics.signal_request(every), grants_revoked(every))
     return [f"user {CORE_MQTT_IDENTITY}",
             *(f"topic read {t}" for t in reads), *(f"topic write {t}" for t in writes)]
@@ -71,7 +72,7 @@ def agent_acl(district: str) -> list[str]:
     """What a district's agent may do: write its own reports, read its own signalling. Only."""
     writes = (topics.agent_status(district), topics.camera_status(district, "+"),
               topics.heartbeat(district), topics.signal_response(district),
-              topics.session_events(district))
+              topics.session_events(district), topics.evidence_events(district))
     reads = (topics.signal_request(district), grants_revoked(district))
     return [f"user {agent_identity(district)}",
             *(f"topic write {t}" for t in writes), *(f"topic read {t}" for t in reads)]

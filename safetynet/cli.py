@@ -408,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     from safetynet.cli_access import add_access_parsers
 
     add_access_parsers(sub)
+    from safetynet.commands_evidence import add_evidence_parsers
+
+    add_evidence_parsers(sub)
     return parser
 
 

@@ -26,21 +26,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/safetynet/v1/mqtt.proto\x12\x0csafetynet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0b\x41gentStatus\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x15\n\rdistrict_name\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.safetynet.v1.AgentState\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61mera_count\x18\x07 \x01(\x05\"p\n\x10\x43\x61meraDescriptor\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\"\x9d\x02\n\x0c\x43\x61meraStatus\x12.\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x1e.safetynet.v1.CameraDescriptor\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.safetynet.v1.OfflineReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07viewers\x18\x05 \x01(\x05\x12\x11\n\tstreaming\x18\x06 \x01(\x08\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btranscoding\x18\x08 \x01(\x08\x12\r\n\x05\x63odec\x18\t \x01(\t\"\xb6\x01\n\tHeartbeat\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12+\n\x07\x63\x61meras\x18\x05 \x03(\x0b\x32\x1a.safetynet.v1.CameraStatus\x12\x10\n\x08sessions\x18\x06 \x01(\x05\"\x85\x01\n\rSignalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x05offer\x18\x02 \x01(\x0b\x32\x1a.safetynet.v1.SessionOfferH\x00\x12+\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x1a.safetynet.v1.SessionCloseH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0cSessionOffer\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x11\n\tsdp_offer\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05grant\x18\x05 \x01(\x0c\"2\n\x0cSessionClose\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\x0eSignalResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\nsdp_answer\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x63losed\x18\x04 \x01(\x08H\x00\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1b.safetynet.v1.SignalFailureH\x00\x42\x08\n\x06result\"I\n\rSignalFailure\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.safetynet.v1.SignalError\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.safetynet.v1.SessionEvent.Kind\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x12\n\nbytes_sent\x18\x07 \x01(\x03\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x0e\n\nKIND_ENDED\x10\x02*Z\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATE_ONLINE\x10\x01\x12\x17\n\x13\x41GENT_STATE_OFFLINE\x10\x02*^\n\x0b\x43\x61meraState\x12\x1c\n\x18\x43\x41MERA_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41MERA_STATE_ONLINE\x10\x01\x12\x18\n\x14\x43\x41MERA_STATE_OFFLINE\x10\x02*\xe0\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_REFUSED\x10\x01\x12\x1f\n\x1bOFFLINE_REASON_UNAUTHORIZED\x10\x02\x12\x1a\n\x16OFFLINE_REASON_TIMEOUT\x10\x03\x12\x1a\n\x16OFFLINE_REASON_STALLED\x10\x04\x12\x18\n\x14OFFLINE_REASON_CODEC\x10\x05\x12 \n\x1cOFFLINE_REASON_AGENT_OFFLINE\x10\x06*\x82\x02\n\x0bSignalError\x12\x1c\n\x18SIGNAL_ERROR_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSIGNAL_ERROR_UNKNOWN_CAMERA\x10\x01\x12\x1f\n\x1bSIGNAL_ERROR_CAMERA_OFFLINE\x10\x02\x12\x1a\n\x16SIGNAL_ERROR_BAD_OFFER\x10\x03\x12\x1f\n\x1bSIGNAL_ERROR_GRANT_REJECTED\x10\x04\x12\x19\n\x15SIGNAL_ERROR_INTERNAL\x10\x05\x12 \n\x1cSIGNAL_ERROR_UNKNOWN_SESSION\x10\x06\x12\x19\n\x15SIGNAL_ERROR_CAPACITY\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/safetynet/v1/mqtt.proto\x12\x0csafetynet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0b\x41gentStatus\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x15\n\rdistrict_name\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.safetynet.v1.AgentState\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61mera_count\x18\x07 \x01(\x05\"p\n\x10\x43\x61meraDescriptor\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\"\x9d\x02\n\x0c\x43\x61meraStatus\x12.\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x1e.safetynet.v1.CameraDescriptor\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.safetynet.v1.OfflineReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07viewers\x18\x05 \x01(\x05\x12\x11\n\tstreaming\x18\x06 \x01(\x08\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btranscoding\x18\x08 \x01(\x08\x12\r\n\x05\x63odec\x18\t \x01(\t\"\xb6\x01\n\tHeartbeat\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12+\n\x07\x63\x61meras\x18\x05 \x03(\x0b\x32\x1a.safetynet.v1.CameraStatus\x12\x10\n\x08sessions\x18\x06 \x01(\x05\"\xdd\x02\n\rSignalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x05offer\x18\x02 \x01(\x0b\x32\x1a.safetynet.v1.SessionOfferH\x00\x12+\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x1a.safetynet.v1.SessionCloseH\x00\x12\x35\n\x0e\x65vidence_start\x18\n \x01(\x0b\x32\x1b.safetynet.v1.EvidenceStartH\x00\x12\x33\n\revidence_stop\x18\x0b \x01(\x0b\x32\x1a.safetynet.v1.EvidenceStopH\x00\x12\x35\n\x0e\x65vidence_fetch\x18\x0c \x01(\x0b\x32\x1b.safetynet.v1.EvidenceFetchH\x00\x12\x33\n\revidence_hold\x18\r \x01(\x0b\x32\x1a.safetynet.v1.EvidenceHoldH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0cSessionOffer\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x11\n\tsdp_offer\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05grant\x18\x05 \x01(\x0c\"2\n\x0cSessionClose\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc9\x01\n\x0eSignalResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\nsdp_answer\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x63losed\x18\x04 \x01(\x08H\x00\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1b.safetynet.v1.SignalFailureH\x00\x12/\n\x08\x65vidence\x18\n \x01(\x0b\x32\x1b.safetynet.v1.EvidenceReplyH\x00\x42\x08\n\x06result\"I\n\rSignalFailure\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.safetynet.v1.SignalError\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.safetynet.v1.SessionEvent.Kind\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x12\n\nbytes_sent\x18\x07 \x01(\x03\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x0e\n\nKIND_ENDED\x10\x02\"\xa9\x01\n\rEvidenceStart\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x13\n\x0bincident_id\x18\x03 \x01(\t\x12\x13\n\x0boperator_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61gency\x18\x05 \x01(\t\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12\x16\n\x0eretention_days\x18\x07 \x01(\x01\x12\r\n\x05grant\x18\x08 \x01(\x0c\"/\n\x0c\x45videnceStop\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"o\n\rEvidenceFetch\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x05\x12\r\n\x05grant\x18\x05 \x01(\x0c\x12\x10\n\x08grant_id\x18\x06 \x01(\t\"O\n\x0c\x45videnceHold\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12.\n\nhold_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0f\x45videnceSegment\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\x9f\x03\n\x0c\x45videnceClip\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08segments\x18\x06 \x03(\x0b\x32\x1d.safetynet.v1.EvidenceSegment\x12\x17\n\x0fmanifest_sha256\x18\x07 \x01(\t\x12\x16\n\x0emanifest_bytes\x18\x08 \x01(\x03\x12\x14\n\x0c\x61gent_key_id\x18\t \x01(\t\x12\x18\n\x10\x61gent_public_key\x18\n \x01(\x0c\x12\x12\n\nend_reason\x18\x0b \x01(\t\x12\x13\n\x0bincident_id\x18\x0c \x01(\t\x12\x13\n\x0boperator_id\x18\r \x01(\t\x12.\n\nexpires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\rEvidenceReply\x12*\n\x04\x63lip\x18\x01 \x01(\x0b\x32\x1a.safetynet.v1.EvidenceClipH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.safetynet.v1.EvidenceFailureH\x00\x42\x08\n\x06result\"M\n\x0f\x45videnceFailure\x12)\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1b.safetynet.v1.EvidenceError\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe1\x01\n\rEvidenceEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .safetynet.v1.EvidenceEvent.Kind\x12(\n\x04\x63lip\x18\x02 \x01(\x0b\x32\x1a.safetynet.v1.EvidenceClip\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_SEALED\x10\x01\x12\x0f\n\x0bKIND_PURGED\x10\x02*Z\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATE_ONLINE\x10\x01\x12\x17\n\x13\x41GENT_STATE_OFFLINE\x10\x02*^\n\x0b\x43\x61meraState\x12\x1c\n\x18\x43\x41MERA_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41MERA_STATE_ONLINE\x10\x01\x12\x18\n\x14\x43\x41MERA_STATE_OFFLINE\x10\x02*\xe0\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_REFUSED\x10\x01\x12\x1f\n\x1bOFFLINE_REASON_UNAUTHORIZED\x10\x02\x12\x1a\n\x16OFFLINE_REASON_TIMEOUT\x10\x03\x12\x1a\n\x16OFFLINE_REASON_STALLED\x10\x04\x12\x18\n\x14OFFLINE_REASON_CODEC\x10\x05\x12 \n\x1cOFFLINE_REASON_AGENT_OFFLINE\x10\x06*\x82\x02\n\x0bSignalError\x12\x1c\n\x18SIGNAL_ERROR_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSIGNAL_ERROR_UNKNOWN_CAMERA\x10\x01\x12\x1f\n\x1bSIGNAL_ERROR_CAMERA_OFFLINE\x10\x02\x12\x1a\n\x16SIGNAL_ERROR_BAD_OFFER\x10\x03\x12\x1f\n\x1bSIGNAL_ERROR_GRANT_REJECTED\x10\x04\x12\x19\n\x15SIGNAL_ERROR_INTERNAL\x10\x05\x12 \n\x1cSIGNAL_ERROR_UNKNOWN_SESSION\x10\x06\x12\x19\n\x15SIGNAL_ERROR_CAPACITY\x10\x07*\xcc\x02\n\rEvidenceError\x12\x1e\n\x1a\x45VIDENCE_ERROR_UNSPECIFIED\x10\x00\x12!\n\x1d\x45VIDENCE_ERROR_UNKNOWN_CAMERA\x10\x01\x12\x1f\n\x1b\x45VIDENCE_ERROR_UNKNOWN_CLIP\x10\x02\x12\x1b\n\x17\x45VIDENCE_ERROR_TOO_LONG\x10\x03\x12\x1e\n\x1a\x45VIDENCE_ERROR_DISK_BUDGET\x10\x04\x12!\n\x1d\x45VIDENCE_ERROR_GRANT_REJECTED\x10\x05\x12\x1d\n\x19\x45VIDENCE_ERROR_NOT_SEALED\x10\x06\x12\x1b\n\x17\x45VIDENCE_ERROR_DISABLED\x10\x07\x12\x1e\n\x1a\x45VIDENCE_ERROR_BAD_REQUEST\x10\x08\x12\x1b\n\x17\x45VIDENCE_ERROR_INTERNAL\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.safetynet.v1.mqtt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATE']._serialized_start=1708
-  _globals['_AGENTSTATE']._serialized_end=1798
-  _globals['_CAMERASTATE']._serialized_start=1800
-  _globals['_CAMERASTATE']._serialized_end=1894
-  _globals['_OFFLINEREASON']._serialized_start=1897
-  _globals['_OFFLINEREASON']._serialized_end=2121
-  _globals['_SIGNALERROR']._serialized_start=2124
-  _globals['_SIGNALERROR']._serialized_end=2382
+  _globals['_AGENTSTATE']._serialized_start=3313
+  _globals['_AGENTSTATE']._serialized_end=3403
+  _globals['_CAMERASTATE']._serialized_start=3405
+  _globals['_CAMERASTATE']._serialized_end=3499
+  _globals['_OFFLINEREASON']._serialized_start=3502
+  _globals['_OFFLINEREASON']._serialized_end=3726
+  _globals['_SIGNALERROR']._serialized_start=3729
+  _globals['_SIGNALERROR']._serialized_end=3987
+  _globals['_EVIDENCEERROR']._serialized_start=3990
+  _globals['_EVIDENCEERROR']._serialized_end=4322
   _globals['_AGENTSTATUS']._serialized_start=82
   _globals['_AGENTSTATUS']._serialized_end=294
   _globals['_CAMERADESCRIPTOR']._serialized_start=296
@@ -50,17 +52,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=699
   _globals['_HEARTBEAT']._serialized_end=881
   _globals['_SIGNALREQUEST']._serialized_start=884
-  _globals['_SIGNALREQUEST']._serialized_end=1017
-  _globals['_SESSIONOFFER']._serialized_start=1020
-  _globals['_SESSIONOFFER']._serialized_end=1155
-  _globals['_SESSIONCLOSE']._serialized_start=1157
-  _globals['_SESSIONCLOSE']._serialized_end=1207
-  _globals['_SIGNALRESPONSE']._serialized_start=1210
-  _globals['_SIGNALRESPONSE']._serialized_end=1362
-  _globals['_SIGNALFAILURE']._serialized_start=1364
-  _globals['_SIGNALFAILURE']._serialized_end=1437
-  _globals['_SESSIONEVENT']._serialized_start=1440
-  _globals['_SESSIONEVENT']._serialized_end=1706
-  _globals['_SESSIONEVENT_KIND']._serialized_start=1644
-  _globals['_SESSIONEVENT_KIND']._serialized_end=1706
+  _globals['_SIGNALREQUEST']._serialized_end=1233
+  _globals['_SESSIONOFFER']._serialized_start=1236
+  _globals['_SESSIONOFFER']._serialized_end=1371
+  _globals['_SESSIONCLOSE']._serialized_start=1373
+  _globals['_SESSIONCLOSE']._serialized_end=1423
+  _globals['_SIGNALRESPONSE']._serialized_start=1426
+  _globals['_SIGNALRESPONSE']._serialized_end=1627
+  _globals['_SIGNALFAILURE']._serialized_start=1629
+  _globals['_SIGNALFAILURE']._serialized_end=1702
+  _globals['_SESSIONEVENT']._serialized_start=1705
+  _globals['_SESSIONEVENT']._serialized_end=1971
+  _globals['_SESSIONEVENT_KIND']._serialized_start=1909
+  _globals['_SESSIONEVENT_KIND']._serialized_end=1971
+  _globals['_EVIDENCESTART']._serialized_start=1974
+  _globals['_EVIDENCESTART']._serialized_end=2143
+  _globals['_EVIDENCESTOP']._serialized_start=2145
+  _globals['_EVIDENCESTOP']._serialized_end=2192
+  _globals['_EVIDENCEFETCH']._serialized_start=2194
+  _globals['_EVIDENCEFETCH']._serialized_end=2305
+  _globals['_EVIDENCEHOLD']._serialized_start=2307
+  _globals['_EVIDENCEHOLD']._serialized_end=2386
+  _globals['_EVIDENCESEGMENT']._serialized_start=2388
+  _globals['_EVIDENCESEGMENT']._serialized_end=2450
+  _globals['_EVIDENCECLIP']._serialized_start=2453
+  _globals['_EVIDENCECLIP']._serialized_end=2868
+  _globals['_EVIDENCEREPLY']._serialized_start=2871
+  _globals['_EVIDENCEREPLY']._serialized_end=3004
+  _globals['_EVIDENCEFAILURE']._serialized_start=3006
+  _globals['_EVIDENCEFAILURE']._serialized_end=3083
+  _globals['_EVIDENCEEVENT']._serialized_start=3086
+  _globals['_EVIDENCEEVENT']._serialized_end=3311
+  _globals['_EVIDENCEEVENT_KIND']._serialized_start=3249
+  _globals['_EVIDENCEEVENT_KIND']._serialized_end=3311
 # @@protoc_insertion_point(module_scope)
