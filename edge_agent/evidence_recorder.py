@@ -140,7 +140,7 @@ class ClipRecorder:
         self.clip_id = clip_id
         self.directory = directory
         self.segments: list[SegmentInfo] = []
-        self.first_segment_at: float | None = None  # monotonic time the first segment hit disk
+        self.first_segment_at: float | None = None  # monotonic time of the first frame on disk
         self._max = max_seconds
         self._segment_seconds = segment_seconds
         self._room_left = room_left
@@ -196,6 +196,8 @@ class ClipRecorder:
                         first_pts = pts if first_pts is None else first_pts
                     assert writer is not None
                     await asyncio.to_thread(writer.write, packet, keyframe)
+                    if self.first_segment_at is None:
+                        self.first_segment_at = time.monotonic()  # first frame is in a file
                     last_pts = pts
         except _Finished as finished:
             reason = finished.reason
@@ -214,10 +216,7 @@ class ClipRecorder:
         if writer is not None:
             self.segments.append(await asyncio.to_thread(writer.close))
         path = self.directory / f"segment-{len(self.segments):05d}.mp4"
-        opened = await asyncio.to_thread(SegmentWriter, path, template)
-        if self.first_segment_at is None:
-            self.first_segment_at = time.monotonic()  # the first segment's file is on disk
-        return opened
+        return await asyncio.to_thread(SegmentWriter, path, template)
 
 
 class _Finished(Exception):

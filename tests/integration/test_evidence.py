@@ -83,7 +83,7 @@ async def test_a_clip_of_a_live_rtsp_camera_is_exported_verified_and_plays_as_th
                 await export_clip(stub, clip_id, out, _auth(tokens["police-op"]))
             with av.open(server.urls[FIRST].replace("rtsp://", "rtsp://viewer:s3cr3t-Pa55@"),
                          options={"rtsp_transport": "tcp"}) as live:
-                camera_sets = parameter_sets(bytes(live.streams.video[0].codec_context.extradata))
+                camera_sets = parameter_sets(bytes(live.streams.video[0].codec_context.extradata or b""))
             assert agent.evidence is not None and not agent.evidence.recorders
     assert encoded == 0 and H264Transcoder.encoders_started == transcoders, "a clip was re-encoded"
 
@@ -98,7 +98,7 @@ async def test_a_clip_of_a_live_rtsp_camera_is_exported_verified_and_plays_as_th
         with av.open(str(out / segment["file"])) as clip:
             stream = clip.streams.video[0]
             assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 320, 240)
-            assert parameter_sets(bytes(stream.codec_context.extradata)) == camera_sets
+            assert parameter_sets(bytes(stream.codec_context.extradata or b"")) == camera_sets
             frames += sum(1 for _ in clip.decode(stream))
     assert frames >= 20  # ~3 s at 10 fps
 
