@@ -98,7 +98,8 @@ class ReencodingTrack(MediaStreamTrack):
 async def run(args: argparse.Namespace) -> None:
     config = AgentConfig.from_toml(Path(args.config))
     if args.mode == "reencode":
-        edge_agent.viewer_session.PassthroughVideoTrack = ReencodingTrack  # type: ignore[misc,assignment]
+        # The bench's own track in place of passthrough, to measure per-viewer encoding.
+        edge_agent.viewer_session.PassthroughVideoTrack = ReencodingTrack  # type: ignore[attr-defined, assignment]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

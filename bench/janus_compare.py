@@ -280,7 +280,7 @@ async def cpu_runs(open_viewer: Any, pid: int, args: argparse.Namespace) -> list
             await asyncio.sleep(args.warmup)
             before = [frames_of(v) for v in viewers]
             cpu = await cpu_percent(pid, args.seconds)
-            fps = sorted((frames_of(v) - b) / args.seconds for v, b in zip(viewers, before))
+            fps = sorted((frames_of(v) - b) / args.seconds for v, b in zip(viewers, before, strict=True))
         runs.append({"viewers": count, "cpu_percent": round(cpu, 2),
                      "per_viewer_percent": round(cpu / count, 2),
                      "viewer_fps_p50": round(statistics.median(fps), 1),
@@ -290,7 +290,7 @@ async def cpu_runs(open_viewer: Any, pid: int, args: argparse.Namespace) -> list
 
 
 async def first_frames(open_viewer: Any, args: argparse.Namespace) -> list[float]:
-    times = []
+    times: list[float] = []
     async with open_viewer() as keeper:
         async with asyncio.timeout(20):
             await keeper.first_frame.wait()
@@ -326,7 +326,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
     ratios = {
         str(a["viewers"]): round(a["per_viewer_percent"] / j["per_viewer_percent"], 2)
-        for a, j in zip(results["agent"]["cpu"], results["janus"]["cpu"]) if j["per_viewer_percent"]
+        for a, j in zip(results["agent"]["cpu"], results["janus"]["cpu"], strict=True) if j["per_viewer_percent"]
     }
     return {
         "benchmark": "janus_compare",

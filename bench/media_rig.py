@@ -95,7 +95,7 @@ def count_frames_without_decoding() -> None:
                 picture = frames[0]
             asyncio.run_coroutine_threadsafe(output_q.put(picture), loop)
 
-    aiortc.rtcrtpreceiver.decoder_worker = worker  # type: ignore[assignment]
+    aiortc.rtcrtpreceiver.decoder_worker = worker
 
 
 class MediaRig:

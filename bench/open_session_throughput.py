@@ -27,7 +27,7 @@ from media_rig import cpu_seconds, summary
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy
 from cloud_core.registry import Registry
-from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
 from runtime.logs import configure_logging
 from safetynet.broker import MosquittoBroker, free_port
 from simulators.pilot_districts import GANGNAM
@@ -104,7 +104,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     incidents = core_pb2_grpc.IncidentServiceStub(channel)
                     cameras = core_pb2_grpc.CameraServiceStub(channel)
                     while len((await cameras.ListCameras(core_pb2.ListCamerasRequest(
-                            district_id="gangnam", status=1), metadata=metadata)).cameras) < 20:
+                            district_id="gangnam", status=mqtt_pb2.CAMERA_STATE_ONLINE), metadata=metadata)).cameras) < 20:
                         await asyncio.sleep(0.1)
                     report = await incidents.Report(core_pb2.ReportIncidentRequest(
                         incident_type="robbery", radius_m=5000,
@@ -134,14 +134,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     stop_at = time.perf_counter() + args.warmup
                     await asyncio.gather(*(caller(i) for i in range(args.callers)))
                     latencies.clear()
-                    pids = {"core": core.pid, "stub_agent": stub.pid, "broker": broker.pid,
+                    pids: dict[str, int | None] = {"core": core.pid, "stub_agent": stub.pid, "broker": broker.pid,
                             "load_generator": os.getpid()}
                     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
                     started = time.perf_counter()
                     stop_at = started + args.seconds
                     await asyncio.gather(*(caller(i) for i in range(args.callers)))
                     elapsed = time.perf_counter() - started
-                    cpu = {name: round((cpu_seconds(pids[name]) - before) / elapsed * 100, 1)
+                    cpu = {name: round((cpu_seconds(pids[name] or 0) - before) / elapsed * 100, 1)
                            for name, before in cpu_before.items()}
             finally:
                 for process in (stub, core):

@@ -45,7 +45,7 @@ async def measure(rig: MediaRig, viewers: int, args: argparse.Namespace) -> dict
         await asyncio.sleep(args.warmup)
         before = [v.report.frames for v in watching]
         cpu = await cpu_percent(rig.agent_pid, args.seconds)
-        fps = sorted((v.report.frames - b) / args.seconds for v, b in zip(watching, before))
+        fps = sorted((v.report.frames - b) / args.seconds for v, b in zip(watching, before, strict=True))
     return {
         "viewers": viewers,
         "agent_cpu_percent": round(cpu, 2),
@@ -84,8 +84,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         first, last = runs[0], runs[-1]
         if last["viewers"] == first["viewers"]:
             return float(first["per_viewer_above_pull_percent"])
-        return ((last["agent_cpu_percent"] - first["agent_cpu_percent"])
-                / (last["viewers"] - first["viewers"]))
+        return float((last["agent_cpu_percent"] - first["agent_cpu_percent"])
+                     / (last["viewers"] - first["viewers"]))
 
     ratios = {}
     for p_run in passthrough["runs"]:

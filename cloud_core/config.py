@@ -94,7 +94,7 @@ class CoreConfig:
         http_listen = data.get("http_listen", "")
         if not isinstance(http_listen, str) or (http_listen and ":" not in http_listen):
             raise ValueError(f"http_listen must be HOST:PORT (or empty: no console), got {http_listen!r}")
-        numbers = {}
+        numbers: dict[str, Any] = {}
         for key, default in (("session_ttl_seconds", 259200.0), ("answer_timeout_seconds", 10.0),
                              ("sweep_seconds", 1.0)):
             value = data.get(key, default)
@@ -104,7 +104,7 @@ class CoreConfig:
         broker = data.get("broker", {})
         if not isinstance(broker, dict):
             raise ValueError("[broker] must be a table")
-        paths = {}
+        paths: dict[str, Any] = {}
         for key, field_name in (("grant_key", "grant_key_file"), ("policy", "policy_file"),
                                 ("facilities", "facilities_file"), ("tls_cert_file", "tls_cert_file"),
                                 ("tls_key_file", "tls_key_file"),

@@ -29,7 +29,7 @@ from cloud_core.audit import AuditAction, AuditEntry, AuditOutcome
 from cloud_core.exceptions import AccessDenied, AgentUnavailable, AuditError, InvalidRequest
 from cloud_core.policy import Basis, CameraPlace, Decision, Role, decide_view
 from cloud_core.registry import CameraRecord
-from cloud_core.signalling import SignallingRelay
+from cloud_core.signalling import SignallingTransport
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.grant import GrantClaimsData
 
@@ -48,9 +48,9 @@ CREATE TABLE IF NOT EXISTS evidence_clips (
 
 
 class EvidenceRejected(Exception):
-    """The agent refused an evidence request; ``code`` is an EvidenceError name without prefix."""
+    """The agent refused an evidence request with ``code`` (``cloud_core.signalling_errors``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: mqtt_pb2.EvidenceError, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -88,7 +88,7 @@ class ClipRow:
 
 
 class EvidenceCustody:
-    def __init__(self, access: AccessService, relay: SignallingRelay, db: sqlite_utils.Database,
+    def __init__(self, access: AccessService, relay: SignallingTransport, db: sqlite_utils.Database,
                  *, timeout: float = 10.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._access = access
@@ -142,11 +142,10 @@ class EvidenceCustody:
     async def _ask(self, district_id: str, request: mqtt_pb2.SignalRequest) -> mqtt_pb2.EvidenceReply:
         response = await self._relay.request(district_id, request, self._timeout)
         if response.WhichOneof("result") == "error":  # an agent without evidence support
-            raise EvidenceRejected("INTERNAL", response.error.message)
+            raise EvidenceRejected(mqtt_pb2.EVIDENCE_ERROR_INTERNAL, response.error.message)
         reply = response.evidence
         if reply.WhichOneof("result") == "error":
-            code = mqtt_pb2.EvidenceError.Name(reply.error.code).removeprefix("EVIDENCE_ERROR_")
-            raise EvidenceRejected(code, reply.error.message)
+            raise EvidenceRejected(reply.error.code, reply.error.message)
         return reply
 
     # --- preserve -----------------------------------------------------------------------------
@@ -331,7 +330,7 @@ class EvidenceCustody:
                 yield name, offset, data
             if digest.hexdigest() != expected:  # custody broken at the district: say so, stop
                 log.error("evidence export differs from the chain", clip=clip_id, file=name)
-                raise EvidenceRejected("INTERNAL", f"{name} at the agent no longer matches the "
+                raise EvidenceRejected(mqtt_pb2.EVIDENCE_ERROR_INTERNAL, f"{name} at the agent no longer matches the "
                                        "hash on the audit chain; export stopped")
 
     async def _export_allowed(self, caller: Caller, clip_id: str) -> ClipRow:

@@ -12,19 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cloud_core.access import AccessService
 from cloud_core.evidence import ClipNotFound, ClipRow, EvidenceCustody, EvidenceRejected
 from cloud_core.exceptions import InvalidRequest
-from cloud_core.servicer import _Authenticated, translated_errors
+from cloud_core.servicer import Context, _Authenticated, translated_errors
+from cloud_core.signalling_errors import evidence_refusal_for
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
-
-_REJECTED = {
-    "UNKNOWN_CAMERA": grpc.StatusCode.NOT_FOUND,
-    "UNKNOWN_CLIP": grpc.StatusCode.NOT_FOUND,
-    "TOO_LONG": grpc.StatusCode.INVALID_ARGUMENT,
-    "BAD_REQUEST": grpc.StatusCode.INVALID_ARGUMENT,
-    "DISK_BUDGET": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "GRANT_REJECTED": grpc.StatusCode.PERMISSION_DENIED,
-    "NOT_SEALED": grpc.StatusCode.FAILED_PRECONDITION,
-    "DISABLED": grpc.StatusCode.FAILED_PRECONDITION,
-}
 
 
 def _stamp(text: str | None) -> Timestamp | None:
@@ -46,44 +36,44 @@ def clip_info(row: ClipRow) -> core_pb2.EvidenceClipInfo:
 
 
 @asynccontextmanager
-async def evidence_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def evidence_errors(context: Context) -> AsyncIterator[None]:
     async with translated_errors(context):
         try:
             yield
         except ClipNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except EvidenceRejected as exc:
-            code = _REJECTED.get(exc.code, grpc.StatusCode.INTERNAL)
-            await context.abort(code, f"the agent refused: {exc.message}")
+            refusal = evidence_refusal_for(exc.code)
+            await context.abort(refusal.grpc_status, f"the agent refused: {exc.message}")
 
 
-class EvidenceServicer(_Authenticated, core_pb2_grpc.EvidenceServiceServicer):
+class EvidenceServicer(_Authenticated, core_pb2_grpc.EvidenceServiceServicer):  # type: ignore[misc]
     def __init__(self, access: AccessService, custody: EvidenceCustody) -> None:
         super().__init__(access)
         self._custody = custody
 
     async def Preserve(self, request: core_pb2.PreserveEvidenceRequest,
-                       context: grpc.aio.ServicerContext) -> core_pb2.PreserveEvidenceResponse:
+                       context: Context) -> core_pb2.PreserveEvidenceResponse:
         async with evidence_errors(context):
             rows = await self._custody.preserve(self.caller(context), request.incident_id,
                                                 list(request.camera_ids), request.max_seconds)
         return core_pb2.PreserveEvidenceResponse(clips=[clip_info(r) for r in rows])
 
     async def Stop(self, request: core_pb2.StopEvidenceRequest,
-                   context: grpc.aio.ServicerContext) -> core_pb2.EvidenceClipInfo:
+                   context: Context) -> core_pb2.EvidenceClipInfo:
         async with evidence_errors(context):
             row = await self._custody.stop(self.caller(context), request.clip_id)
         return clip_info(row)
 
     async def Export(self, request: core_pb2.ExportEvidenceRequest,
-                     context: grpc.aio.ServicerContext) -> AsyncIterator[core_pb2.EvidenceFileChunk]:
+                     context: Context) -> AsyncIterator[core_pb2.EvidenceFileChunk]:
         async with evidence_errors(context):
             caller = self.caller(context)
             async for name, offset, data in self._custody.export(caller, request.clip_id):
                 yield core_pb2.EvidenceFileChunk(file=name, offset=offset, data=data)
 
     async def Hold(self, request: core_pb2.HoldEvidenceRequest,
-                   context: grpc.aio.ServicerContext) -> core_pb2.EvidenceClipInfo:
+                   context: Context) -> core_pb2.EvidenceClipInfo:
         async with evidence_errors(context):
             if not request.HasField("hold_until"):
                 raise InvalidRequest("a legal hold needs hold_until")
@@ -93,7 +83,7 @@ class EvidenceServicer(_Authenticated, core_pb2_grpc.EvidenceServiceServicer):
         return clip_info(row)
 
     async def List(self, request: core_pb2.ListEvidenceRequest,
-                   context: grpc.aio.ServicerContext) -> core_pb2.ListEvidenceResponse:
+                   context: Context) -> core_pb2.ListEvidenceResponse:
         async with evidence_errors(context):
             caller = self.caller(context)
             rows = []

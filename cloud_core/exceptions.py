@@ -21,6 +21,8 @@ Servicers translate these into gRPC status codes; nothing else does.
 
 from __future__ import annotations
 
+from protos.safetynet.v1 import mqtt_pb2
+
 
 class CoreError(Exception):
     """Base of every error the cloud core raises on purpose."""
@@ -44,7 +46,9 @@ class AgentUnavailable(CoreError):
 
 
 class SessionRejected(CoreError):
-    def __init__(self, code: str, message: str) -> None:
+    """``code`` is the agent's ``SignalError``; cloud_core.signalling_errors reads it for clients."""
+
+    def __init__(self, code: mqtt_pb2.SignalError, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

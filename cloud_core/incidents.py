@@ -18,6 +18,7 @@ import sqlite_utils
 
 from cloud_core.exceptions import ConfigError, RegistryError
 from cloud_core.policy import BreakGlass, Incident, distance_m
+from cloud_core.timestamps import iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -78,10 +79,6 @@ class Facility:
     distance_m: float = 0.0
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment else None
-
-
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -101,8 +98,8 @@ class IncidentStore:
                 "opened_at, expires_at, closed_at, legal_basis, purpose, occurred_at, external_ref, "
                 "reported_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [i.incident_id, i.incident_type, i.service, i.lat, i.lon, i.radius_m,
-                 json.dumps(sorted(i.agencies)), _iso(i.opened_at), _iso(i.expires_at),
-                 _iso(i.closed_at), i.legal_basis, i.purpose, _iso(i.occurred_at), i.external_ref,
+                 json.dumps(sorted(i.agencies)), iso(i.opened_at), iso(i.expires_at),
+                 iso(i.closed_at), i.legal_basis, i.purpose, iso(i.occurred_at), i.external_ref,
                  reported_by])
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot store incident: {exc}") from exc
@@ -110,7 +107,7 @@ class IncidentStore:
     def close(self, incident_id: str, closed_at: datetime, reason: str) -> bool:
         cursor = self._db.execute(
             "UPDATE incidents SET closed_at=?, close_reason=? WHERE incident_id=? AND closed_at IS NULL",
-            [_iso(closed_at), reason, incident_id])
+            [iso(closed_at), reason, incident_id])
         return cursor.rowcount > 0
 
     def get(self, incident_id: str) -> StoredIncident | None:
@@ -123,7 +120,7 @@ class IncidentStore:
         params: list[object] = []
         if not include_closed:
             sql += " WHERE closed_at IS NULL AND expires_at > ?"
-            params.append(_iso(now or datetime.now(UTC)))
+            params.append(iso(now or datetime.now(UTC)))
         sql += " ORDER BY opened_at DESC"
         return [_incident(r) for r in self._db.execute(sql, params).fetchall()]
 
@@ -135,12 +132,12 @@ class IncidentStore:
             "started_at, expires_at, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [window.breakglass_id, window.operator_id, window.reason,
              json.dumps(sorted(window.camera_ids)), json.dumps(sorted(window.district_ids)),
-             _iso(window.started_at), _iso(window.expires_at), _iso(window.stopped_at)])
+             iso(window.started_at), iso(window.expires_at), iso(window.stopped_at)])
 
     def stop_break_glass(self, breakglass_id: str, stopped_at: datetime) -> bool:
         cursor = self._db.execute(
             "UPDATE break_glass SET stopped_at=? WHERE breakglass_id=? AND stopped_at IS NULL",
-            [_iso(stopped_at), breakglass_id])
+            [iso(stopped_at), breakglass_id])
         return cursor.rowcount > 0
 
     def break_glass(self, breakglass_id: str) -> BreakGlass | None:
@@ -156,10 +153,10 @@ class IncidentStore:
         params: list[object] = []
         if since:
             sql += " AND started_at >= ?"
-            params.append(_iso(since))
+            params.append(iso(since))
         if until:
             sql += " AND started_at < ?"
-            params.append(_iso(until))
+            params.append(iso(until))
         return [_break_glass(r) for r in self._db.execute(sql + " ORDER BY started_at", params)]
 
     # --- facilities -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import math
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -18,6 +18,7 @@ import structlog
 
 from cloud_core.exceptions import RegistryError
 from cloud_core.policy import EARTH_RADIUS_M, distance_m
+from cloud_core.timestamps import iso
 
 log = structlog.get_logger(__name__)
 
@@ -129,10 +130,6 @@ _SESSION_KEYS = ("session_id", "camera_id", "district_id", "opened_at", "expires
 _SESSION_COLUMNS = ", ".join(_SESSION_KEYS)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment else None
-
-
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -166,7 +163,7 @@ class Registry:
                    ON CONFLICT(district_id) DO UPDATE SET name=excluded.name, agent_id=excluded.agent_id,
                      agent_online=excluded.agent_online, software_version=excluded.software_version,
                      last_seen=excluded.last_seen""",
-                [district_id, name or district_id, agent_id, int(online), software_version, _iso(seen_at)],
+                [district_id, name or district_id, agent_id, int(online), software_version, iso(seen_at)],
             )
 
     def upsert_cameras(self, updates: Iterable[CameraUpdate]) -> int:
@@ -188,7 +185,7 @@ class Registry:
                          viewers=excluded.viewers, last_seen=excluded.last_seen
                        RETURNING rowid""",
                     [u.camera_id, u.district_id, u.name, u.lat, u.lon, u.kind, u.status, u.reason,
-                     u.detail, u.viewers, _iso(u.seen_at)],
+                     u.detail, u.viewers, iso(u.seen_at)],
                 ).fetchone()
                 self.db.execute(
                     "INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon) "
@@ -201,9 +198,9 @@ class Registry:
     def touch_cameras(self, district_id: str, seen_at: datetime) -> None:
         with self._transaction():
             self.db.execute("UPDATE cameras SET last_seen=? WHERE district_id=?",
-                            [_iso(seen_at), district_id])
+                            [iso(seen_at), district_id])
             self.db.execute("UPDATE districts SET last_seen=? WHERE district_id=?",
-                            [_iso(seen_at), district_id])
+                            [iso(seen_at), district_id])
 
     def record_session(self, session_id: str, camera_id: str, district_id: str,
                        opened_at: datetime, expires_at: datetime, *, operator_id: str = "",
@@ -214,7 +211,7 @@ class Registry:
                 "INSERT INTO sessions (session_id, camera_id, district_id, opened_at, expires_at, "
                 "operator_id, agency, incident_id, breakglass_id, basis) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [session_id, camera_id, district_id, _iso(opened_at), _iso(expires_at),
+                [session_id, camera_id, district_id, iso(opened_at), iso(expires_at),
                  operator_id, agency, incident_id, breakglass_id, basis],
             )
 
@@ -224,7 +221,7 @@ class Registry:
         with self._transaction():
             cursor = self.db.execute(
                 "UPDATE sessions SET closed_at=?, close_reason=? WHERE session_id=? AND closed_at IS NULL",
-                [_iso(closed_at), reason, session_id],
+                [iso(closed_at), reason, session_id],
             )
             if bytes_sent is not None or duration_seconds is not None:
                 self.db.execute(
@@ -272,7 +269,8 @@ class Registry:
                      near: tuple[float, float, float] | None = None,
                      limit: int = 0) -> list[CameraRecord]:
         """Filter by district and effective status; ``near`` = (lat, lon, radius_m) ranks by distance."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | float] = []
         if district_id:
             where.append("c.district_id = ?")
             params.append(district_id)

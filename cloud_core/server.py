@@ -7,14 +7,17 @@ starts serving; leaving stops serving (with a short grace period), disconnects, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
+from typing import Self
 
 import aiomqtt
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # what health.aio re-exports
 from grpc_reflection.v1alpha import reflection
 
 from cloud_core.access import AccessService
@@ -36,11 +39,12 @@ from cloud_core.servicer import (
     SessionServicer,
 )
 from cloud_core.sessions import SessionBroker
-from cloud_core.signalling import SignallingRelay
+from cloud_core.signalling import MqttSignalling
 from cloud_core.status_ingest import StatusIngest
 from cloud_core.transport_security import add_listen_port
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+from runtime.background import BackgroundTasks
 from runtime.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
@@ -52,16 +56,15 @@ class CoreServer:
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
         self.registry: Registry | None = None
-        self.relay = SignallingRelay()
+        self.relay = MqttSignalling()
         self.port = 0
-        self._server: grpc.aio.Server | None = None
         self._link: MqttLink | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         self._ingest: StatusIngest | None = None
         self.broker: SessionBroker | None = None
         self.access: AccessService | None = None
         self.audit: AuditLog | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
         self.evidence: EvidenceCustody | None = None
@@ -76,61 +79,16 @@ class CoreServer:
         assert self._link is not None
         return self._link
 
-    async def __aenter__(self) -> CoreServer:
-        self.config.database.parent.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(self.config.database)
-        self._ingest = StatusIngest(self.registry)
-        self.broker = SessionBroker(
-            self.registry, self.relay,
-            session_ttl=timedelta(seconds=self.config.session_ttl_seconds),
-            answer_timeout=self.config.answer_timeout_seconds,
-        )
-        policy = load_policy(self.config.policy_file) if self.config.policy_file else Policy.default()
-        key = load_or_create_signing_key(self.config.grant_key_path)
-        signer = GrantSigner(key)
-        write_public_key(self.config.grant_public_key_path, signer.public_key)
-        incidents = IncidentStore(self.registry.db)
-        if self.config.facilities_file is not None:
-            incidents.load_facilities(self.config.facilities_file)
-        self.audit = AuditLog.open(self.config.audit_database, signer=CheckpointSigner(key))
-        await self.audit.__aenter__()
-        self.access = AccessService(
-            registry=self.registry, operators=OperatorStore(self.registry.db), incidents=incidents,
-            policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
-        self.evidence = EvidenceCustody(self.access, self.relay, self.registry.db,
-                                        timeout=self.config.answer_timeout_seconds)
-        self._link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                              subscriptions=topics.CORE_SUBSCRIPTIONS, on_message=self._on_message)
-        self.relay.attach(self._link)
-        await self._link.__aenter__()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="grant-sweeper")
-
-        server = grpc.aio.server()
-        access = self.access
-        core_pb2_grpc.add_CameraServiceServicer_to_server(CameraServicer(access), server)
-        core_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(access), server)
-        core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
-        core_pb2_grpc.add_GrantServiceServicer_to_server(GrantServicer(access), server)
-        core_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access), server)
-        core_pb2_grpc.add_EvidenceServiceServicer_to_server(
-            EvidenceServicer(access, self.evidence), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.port = add_listen_port(server, self.config)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
-        await server.start()
-        self._server = server
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if self.config.http_listen:
-            self.console = ConsoleServer(access, self.config)
-            try:
-                await self.console.__aenter__()
-            except BaseException:
-                await self.close()
-                raise
+    async def __aenter__(self) -> Self:
+        """Start every part in order; if one fails, stop those already started, in reverse."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._forget_parts)
+            access = await self._open_storage(stack)
+            await self._connect(stack, access)
+            await self._serve_grpc(stack, access)
+            if self.config.http_listen:
+                self.console = await stack.enter_async_context(ConsoleServer(access, self.config))
+            self._stack = stack.pop_all()
         log.info("core serving", address=self.address, broker=self.config.broker.describe(),
                  database=str(self.config.database), audit=str(self.config.audit_database))
         return self
@@ -140,37 +98,92 @@ class CoreServer:
         await self.close()
 
     async def close(self) -> None:
-        """Stop serving, disconnect, close the registry; idempotent."""
-        console, self.console = self.console, None
-        if console is not None:
-            await console.close()
-        server, self._server = self._server, None
-        if server is not None:
-            await self._health.enter_graceful_shutdown()
-            await server.stop(grace=1.0)
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
-        link, self._link = self._link, None
-        if link is not None:
-            await link.close()
-        audit, self.audit = self.audit, None
-        if audit is not None:
-            await audit.close()
-        registry, self.registry = self.registry, None
-        if registry is not None:
-            registry.close()
+        """Stop the console, serving, the sweeper; disconnect; close storage; idempotent."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _open_storage(self, stack: contextlib.AsyncExitStack) -> AccessService:
+        """Registry, keys, incidents and the audit log: what access decisions stand on."""
+        self.config.database.parent.mkdir(parents=True, exist_ok=True)
+        self.registry = registry = Registry(self.config.database)
+        stack.callback(registry.close)
+        self._ingest = StatusIngest(registry)
+        self.broker = SessionBroker(
+            registry, self.relay,
+            session_ttl=timedelta(seconds=self.config.session_ttl_seconds),
+            answer_timeout=self.config.answer_timeout_seconds,
+        )
+        policy = load_policy(self.config.policy_file) if self.config.policy_file else Policy.default()
+        key = load_or_create_signing_key(self.config.grant_key_path)
+        signer = GrantSigner(key)
+        write_public_key(self.config.grant_public_key_path, signer.public_key)
+        incidents = IncidentStore(registry.db)
+        if self.config.facilities_file is not None:
+            incidents.load_facilities(self.config.facilities_file)
+        self.audit = await stack.enter_async_context(
+            AuditLog.open(self.config.audit_database, signer=CheckpointSigner(key)))
+        self.access = AccessService(
+            registry=registry, operators=OperatorStore(registry.db), incidents=incidents,
+            policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
+        self.evidence = EvidenceCustody(self.access, self.relay, registry.db,
+                                        timeout=self.config.answer_timeout_seconds)
+        return self.access
+
+    async def _connect(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
+        """The MQTT link (status in, signalling both ways) and the grant sweeper."""
+        link = MqttLink(self.config.broker, client_id=self.config.client_id,
+                        subscriptions=topics.CORE_ROUTES, on_message=self._on_message)
+        self._link = await stack.enter_async_context(link)
+        self.relay.attach(link)
+        stack.callback(self.relay.attach, None)
+        tasks = await stack.enter_async_context(BackgroundTasks("core"))
+        tasks.start(self._sweep_forever(access), name="grant-sweeper")
+
+    async def _serve_grpc(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
+        server = grpc.aio.server()
+        core_pb2_grpc.add_CameraServiceServicer_to_server(CameraServicer(access), server)
+        core_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(access), server)
+        core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
+        core_pb2_grpc.add_GrantServiceServicer_to_server(GrantServicer(access), server)
+        core_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access), server)
+        assert self.evidence is not None
+        core_pb2_grpc.add_EvidenceServiceServicer_to_server(
+            EvidenceServicer(access, self.evidence), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        stack.push_async_callback(self._stop_grpc, server)
+        try:
+            self.port = add_listen_port(server, self.config)
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise OSError(f"cannot listen on {self.config.listen}: {exc}") from exc
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}: the address is in use or "
+                          "not available")
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _stop_grpc(self, server: grpc.aio.Server) -> None:
+        await self._health.enter_graceful_shutdown()
+        await server.stop(grace=1.0)
+
+    def _forget_parts(self) -> None:
+        self.console = None
+        self.evidence = None
+        self._link = None
+        self.audit = None
+        self.registry = None
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         await self.link.wait_connected(timeout)
 
-    async def _sweep_forever(self) -> None:
-        assert self.access is not None
+    async def _sweep_forever(self, access: AccessService) -> None:
         while True:
             await asyncio.sleep(self.config.sweep_seconds)
             try:
-                await self.access.sweep()
+                await access.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -199,14 +212,14 @@ class CoreServer:
         except ValueError as exc:
             log.warning("ignored message on unexpected topic", error=str(exc))
             return
-        if topic.kind == "signal_response":
+        if topic.kind == topics.Kind.SIGNAL_RESPONSE:
             self.relay.handle_response(topic.district, bytes(payload))
-        elif topic.kind == "session_events":
+        elif topic.kind == topics.Kind.SESSION_EVENTS:
             assert self.broker is not None and self.access is not None
             event = self.broker.handle_event(topic.district, bytes(payload))
             if event is not None:
                 await self.access.session_ended(event)
-        elif topic.kind == "evidence_events":
+        elif topic.kind == topics.Kind.EVIDENCE_EVENTS:
             assert self.evidence is not None
             await self.evidence.on_event(topic.district, bytes(payload))
         else:

@@ -7,12 +7,11 @@ Every call carries ``authorization: Bearer <operator token>`` in its metadata. P
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import grpc
 import structlog
@@ -34,19 +33,18 @@ from cloud_core.exceptions import (
 from cloud_core.incidents import StoredIncident
 from cloud_core.policy import BreakGlass
 from cloud_core.registry import CameraRecord
+from cloud_core.signalling_errors import refusal_for
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
 
 log = structlog.get_logger(__name__)
 
+#: Every handler's context; requests and responses are typed on the handlers themselves.
+Context = grpc.aio.ServicerContext[Any, Any]
+
 _STATUS = {"online": mqtt_pb2.CAMERA_STATE_ONLINE, "offline": mqtt_pb2.CAMERA_STATE_OFFLINE}
-_REJECTED_CODES = {
-    "UNKNOWN_CAMERA": grpc.StatusCode.NOT_FOUND,
-    "CAMERA_OFFLINE": grpc.StatusCode.UNAVAILABLE,
-    "BAD_OFFER": grpc.StatusCode.INVALID_ARGUMENT,
-    "GRANT_REJECTED": grpc.StatusCode.PERMISSION_DENIED,
-    "CAPACITY": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "UNKNOWN_SESSION": grpc.StatusCode.NOT_FOUND,
-}
+# The registry's reason names ("stalled") as the enum; protobuf's stubs type items() as ints.
+_REASONS = {name.removeprefix("OFFLINE_REASON_").lower(): cast(mqtt_pb2.OfflineReason, value)
+            for name, value in mqtt_pb2.OfflineReason.items()}
 
 
 def _stamp(moment: datetime | None) -> Timestamp | None:
@@ -69,11 +67,7 @@ def camera_message(camera: CameraRecord) -> core_pb2.Camera:
         detail=camera.detail, viewers=camera.viewers, agent_online=camera.agent_online,
         distance_m=camera.distance_m or 0.0,
     )
-    reason = camera.effective_reason
-    if reason:
-        name = f"OFFLINE_REASON_{reason.upper()}"
-        if name in mqtt_pb2.OfflineReason.keys():
-            message.reason = mqtt_pb2.OfflineReason.Value(name)
+    message.reason = _REASONS.get(camera.effective_reason, mqtt_pb2.OFFLINE_REASON_UNSPECIFIED)
     if camera.last_seen:
         message.last_seen.FromDatetime(camera.last_seen)
     return message
@@ -116,20 +110,20 @@ def break_glass_message(window: BreakGlass) -> core_pb2.BreakGlass:
     return message
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str:
+def bearer_token(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
             return value[7:].strip()
     return ""
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+async def _abort(context: Context, code: grpc.StatusCode, message: str) -> None:
     log.info("request refused", code=code.name, why=message)
     await context.abort(code, message)
 
 
 @asynccontextmanager
-async def translated_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def translated_errors(context: Context) -> AsyncIterator[None]:
     """Our errors become gRPC statuses here, and only here."""
     try:
         yield
@@ -142,8 +136,8 @@ async def translated_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[
     except AgentUnavailable as exc:
         await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
     except SessionRejected as exc:
-        code = _REJECTED_CODES.get(exc.code, grpc.StatusCode.INTERNAL)
-        await _abort(context, code, f"the agent refused the session: {exc.message}")
+        await _abort(context, refusal_for(exc.code).grpc_status,
+                     f"the agent refused the session: {exc.message}")
     except InvalidRequest as exc:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.problem)
     except RegistryError as exc:
@@ -155,13 +149,13 @@ class _Authenticated:
     def __init__(self, access: AccessService) -> None:
         self._access = access
 
-    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+    def caller(self, context: Context) -> Caller:
         return self._access.authenticate(bearer_token(context), context.peer() or "")
 
 
-class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):
+class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):  # type: ignore[misc]
     async def ListCameras(self, request: core_pb2.ListCamerasRequest,
-                          context: grpc.aio.ServicerContext) -> core_pb2.ListCamerasResponse:
+                          context: Context) -> core_pb2.ListCamerasResponse:
         async with translated_errors(context):
             caller = self.caller(context)
             near = None
@@ -181,7 +175,7 @@ class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):
         return core_pb2.ListCamerasResponse(cameras=[camera_message(c) for c in cameras])
 
     async def GetCamera(self, request: core_pb2.GetCameraRequest,
-                        context: grpc.aio.ServicerContext) -> core_pb2.Camera:
+                        context: Context) -> core_pb2.Camera:
         async with translated_errors(context):
             self.caller(context)
             camera = self._access.registry.camera(request.camera_id)
@@ -190,9 +184,9 @@ class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):
         return camera_message(camera)
 
 
-class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):
+class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):  # type: ignore[misc]
     async def OpenSession(self, request: core_pb2.OpenSessionRequest,
-                          context: grpc.aio.ServicerContext) -> core_pb2.OpenSessionResponse:
+                          context: Context) -> core_pb2.OpenSessionResponse:
         async with translated_errors(context):
             caller = self.caller(context)
             opened = await self._access.open_session(
@@ -205,15 +199,15 @@ class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):
             basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")))
 
     async def CloseSession(self, request: core_pb2.CloseSessionRequest,
-                           context: grpc.aio.ServicerContext) -> core_pb2.CloseSessionResponse:
+                           context: Context) -> core_pb2.CloseSessionResponse:
         async with translated_errors(context):
             await self._access.close_session(self.caller(context), request.session_id)
         return core_pb2.CloseSessionResponse()
 
 
-class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):
+class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  # type: ignore[misc]
     async def Report(self, request: core_pb2.ReportIncidentRequest,
-                     context: grpc.aio.ServicerContext) -> core_pb2.IncidentReport:
+                     context: Context) -> core_pb2.IncidentReport:
         async with translated_errors(context):
             caller = self.caller(context)
             if not request.HasField("location"):
@@ -227,29 +221,29 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):
         return report_message(report)
 
     async def Close(self, request: core_pb2.CloseIncidentRequest,
-                    context: grpc.aio.ServicerContext) -> core_pb2.Incident:
+                    context: Context) -> core_pb2.Incident:
         async with translated_errors(context):
             stored = await self._access.close_incident(self.caller(context), request.incident_id,
                                                        request.reason)
         return incident_message(stored)
 
     async def Get(self, request: core_pb2.GetIncidentRequest,
-                  context: grpc.aio.ServicerContext) -> core_pb2.IncidentReport:
+                  context: Context) -> core_pb2.IncidentReport:
         async with translated_errors(context):
             report = self._access.get_incident(self.caller(context), request.incident_id)
         return report_message(report)
 
     async def List(self, request: core_pb2.ListIncidentsRequest,
-                   context: grpc.aio.ServicerContext) -> core_pb2.ListIncidentsResponse:
+                   context: Context) -> core_pb2.ListIncidentsResponse:
         async with translated_errors(context):
             incidents = self._access.list_incidents(self.caller(context),
                                                     include_closed=request.include_closed)
         return core_pb2.ListIncidentsResponse(incidents=[incident_message(i) for i in incidents])
 
 
-class GrantServicer(_Authenticated, core_pb2_grpc.GrantServiceServicer):
+class GrantServicer(_Authenticated, core_pb2_grpc.GrantServiceServicer):  # type: ignore[misc]
     async def StartBreakGlass(self, request: core_pb2.StartBreakGlassRequest,
-                              context: grpc.aio.ServicerContext) -> core_pb2.BreakGlass:
+                              context: Context) -> core_pb2.BreakGlass:
         async with translated_errors(context):
             window = await self._access.start_break_glass(
                 self.caller(context), camera_ids=list(request.camera_ids),
@@ -258,27 +252,27 @@ class GrantServicer(_Authenticated, core_pb2_grpc.GrantServiceServicer):
         return break_glass_message(window)
 
     async def StopBreakGlass(self, request: core_pb2.StopBreakGlassRequest,
-                             context: grpc.aio.ServicerContext) -> core_pb2.BreakGlass:
+                             context: Context) -> core_pb2.BreakGlass:
         async with translated_errors(context):
             window = await self._access.stop_break_glass(self.caller(context), request.breakglass_id)
         return break_glass_message(window)
 
     async def RevokeSession(self, request: core_pb2.RevokeSessionRequest,
-                            context: grpc.aio.ServicerContext) -> core_pb2.RevokeSessionResponse:
+                            context: Context) -> core_pb2.RevokeSessionResponse:
         async with translated_errors(context):
             await self._access.revoke_session(self.caller(context), request.session_id,
                                               request.reason)
         return core_pb2.RevokeSessionResponse()
 
 
-class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
-    def _auditor(self, context: grpc.aio.ServicerContext) -> Caller:
+class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
+    def _auditor(self, context: Context) -> Caller:
         caller = self.caller(context)
         self._access.require_auditor(caller)
         return caller
 
     async def Verify(self, request: core_pb2.VerifyAuditRequest,
-                     context: grpc.aio.ServicerContext) -> core_pb2.VerifyAuditResponse:
+                     context: Context) -> core_pb2.VerifyAuditResponse:
         async with translated_errors(context):
             self._auditor(context)
             report = await asyncio.to_thread(audit_log.verify, self._access.audit.db_path,
@@ -289,7 +283,7 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
             last_checkpoint_seq=report.last_checkpoint_seq or 0)
 
     async def Export(self, request: core_pb2.ExportAuditRequest,
-                     context: grpc.aio.ServicerContext) -> core_pb2.ExportAuditResponse:
+                     context: Context) -> core_pb2.ExportAuditResponse:
         async with translated_errors(context):
             caller = self._auditor(context)
             fmt = request.format or "csv"
@@ -299,12 +293,12 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
             until = _time(request.until, request.HasField("until"))
             content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
                                               since, until, fmt)  # type: ignore[arg-type]
-            count = count_records(content, fmt)
+            count = audit_log.count_records(content, fmt)
             await self._access.record_export(caller, since, until, fmt, count)
         return core_pb2.ExportAuditResponse(format=fmt, content=content.encode(), records=count)
 
     async def Search(self, request: core_pb2.SearchAuditRequest,
-                     context: grpc.aio.ServicerContext) -> core_pb2.SearchAuditResponse:
+                     context: Context) -> core_pb2.SearchAuditResponse:
         async with translated_errors(context):
             self._auditor(context)
             records = await asyncio.to_thread(
@@ -316,8 +310,3 @@ class AuditServicer(_Authenticated, core_pb2_grpc.AuditServiceServicer):
         return core_pb2.SearchAuditResponse(
             records_json=[json.dumps(r.to_dict(), ensure_ascii=False) for r in records])
 
-
-def count_records(content: str, fmt: str) -> int:
-    if fmt == "json":
-        return len(json.loads(content))
-    return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)

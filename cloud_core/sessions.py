@@ -1,11 +1,21 @@
 """Opening and closing viewer sessions: the core's side of the session flow.
 
-Plain code, testable without gRPC: find the camera, make sure its agent is there, relay the
-viewer's offer with an expiry, return the agent's answer. Media never passes through here.
+Plain code, testable without gRPC or a broker (``cloud_core.signalling.InMemorySignalling``):
+find the camera, make sure its agent is there, relay the viewer's offer with an expiry, return the
+agent's answer. Media never passes through here.
+
+Each session the broker handles moves through ``SessionPhase``, and every transition is logged
+(``session phase``, with ``old`` and ``new``)::
+
+    offering ─► open ─► closing ─► closed
+        │         └──────────────► closed      (the agent reported its end)
+        ├─► rejected                           (the agent refused, or sent no answer)
+        └─► unanswered                         (the agent could not be reached in time)
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,12 +25,26 @@ from google.protobuf.message import DecodeError
 
 from cloud_core.exceptions import AgentUnavailable, CameraNotFound, SessionNotFound, SessionRejected
 from cloud_core.registry import CameraRecord, Registry
-from cloud_core.signalling import SignallingRelay
+from cloud_core.signalling import SignallingTransport
+from cloud_core.signalling_errors import code_name
 from protos.safetynet.v1 import mqtt_pb2
 
 log = structlog.get_logger(__name__)
 
 MAX_SDP_BYTES = 64 * 1024
+
+
+class SessionPhase(enum.Enum):
+    OFFERING = "offering"      # the offer is on its way to the agent
+    OPEN = "open"              # the agent answered; media may flow
+    REJECTED = "rejected"      # the agent refused the offer (or sent no answer)
+    UNANSWERED = "unanswered"  # the agent could not be reached within the answer timeout
+    CLOSING = "closing"        # the core asked the agent to end it
+    CLOSED = "closed"
+
+    @property
+    def final(self) -> bool:
+        return self in (SessionPhase.REJECTED, SessionPhase.UNANSWERED, SessionPhase.CLOSED)
 
 
 @dataclass(frozen=True)
@@ -48,13 +72,27 @@ def check_offer(sdp_offer: str) -> None:
 
 
 class SessionBroker:
-    def __init__(self, registry: Registry, relay: SignallingRelay, *,
+    def __init__(self, registry: Registry, relay: SignallingTransport, *,
                  session_ttl: timedelta = timedelta(minutes=10),
                  answer_timeout: float = 10.0) -> None:
         self._registry = registry
         self._relay = relay
         self._ttl = session_ttl
         self._answer_timeout = answer_timeout
+        self._phases: dict[str, SessionPhase] = {}
+
+    def phase(self, session_id: str) -> SessionPhase | None:
+        """Where the session is, while this broker handles it (``None`` once it is final)."""
+        return self._phases.get(session_id)
+
+    def _set_phase(self, session_id: str, new: SessionPhase, **why: object) -> None:
+        old = self._phases.get(session_id)
+        if new.final:
+            self._phases.pop(session_id, None)
+        else:
+            self._phases[session_id] = new
+        log.info("session phase", session=session_id, old=old.value if old else None,
+                 new=new.value, **why)
 
     def find_camera(self, camera_id: str) -> CameraRecord:
         camera = self._registry.camera(camera_id)
@@ -83,17 +121,34 @@ class SessionBroker:
         offer = mqtt_pb2.SessionOffer(session_id=session_id, camera_id=camera_id,
                                       sdp_offer=sdp_offer, grant=grant)
         offer.expires_at.FromDatetime(expires_at)
-        response = await self._relay.request(camera.district_id, mqtt_pb2.SignalRequest(offer=offer),
-                                             self._answer_timeout)
-        if response.WhichOneof("result") == "error":
-            code = mqtt_pb2.SignalError.Name(response.error.code).removeprefix("SIGNAL_ERROR_")
-            raise SessionRejected(code, response.error.message)
-        if response.WhichOneof("result") != "sdp_answer" or not response.sdp_answer:
-            raise SessionRejected("INTERNAL", "the agent sent no SDP answer")
+        self._set_phase(session_id, SessionPhase.OFFERING, camera=camera_id,
+                        district=camera.district_id)
+        try:
+            response = await self._relay.request(
+                camera.district_id, mqtt_pb2.SignalRequest(offer=offer), self._answer_timeout)
+        except AgentUnavailable as exc:
+            self._set_phase(session_id, SessionPhase.UNANSWERED, why=exc.why)
+            raise
+        except BaseException:
+            self._phases.pop(session_id, None)  # cancelled with the caller: nothing was opened
+            raise
+        answer = self._answer_of(session_id, response)
         self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at,
                                       **(record or {}))
-        log.info("session opened", session=session_id, camera=camera_id, district=camera.district_id)
-        return OpenedSession(session_id, response.sdp_answer, expires_at, camera)
+        self._set_phase(session_id, SessionPhase.OPEN)
+        return OpenedSession(session_id, answer, expires_at, camera)
+
+    def _answer_of(self, session_id: str, response: mqtt_pb2.SignalResponse) -> str:
+        """The SDP answer in ``response``; SessionRejected (phase ``rejected``) without one."""
+        if response.WhichOneof("result") == "error":
+            rejected = SessionRejected(response.error.code, response.error.message)
+        elif response.WhichOneof("result") != "sdp_answer" or not response.sdp_answer:
+            rejected = SessionRejected(mqtt_pb2.SIGNAL_ERROR_INTERNAL, "the agent sent no SDP answer")
+        else:
+            return response.sdp_answer
+        self._set_phase(session_id, SessionPhase.REJECTED, code=code_name(rejected.code),
+                        why=rejected.message)
+        raise rejected
 
     async def close(self, session_id: str, reason: str = "closed by viewer") -> None:
         record = self._registry.session(session_id)
@@ -105,15 +160,18 @@ class SessionBroker:
     async def close_at_agent(self, session_id: str, district: str, reason: str) -> bool:
         """Ask the agent to end the session now; True when it confirmed (or had none)."""
         close = mqtt_pb2.SessionClose(session_id=session_id, reason=reason)
+        self._set_phase(session_id, SessionPhase.CLOSING, reason=reason)
         try:
             response = await self._relay.request(district, mqtt_pb2.SignalRequest(close=close),
                                                  self._answer_timeout)
         except AgentUnavailable:
             # The agent ends it anyway at expiry; the registry records the intent now.
             log.warning("session close not confirmed by agent", session=session_id, district=district)
+            self._set_phase(session_id, SessionPhase.CLOSED, confirmed=False)
             return False
         if response.WhichOneof("result") == "error":
             log.info("agent had no such session", session=session_id, message=response.error.message)
+        self._set_phase(session_id, SessionPhase.CLOSED, confirmed=True)
         return True
 
     def handle_event(self, district_id: str, payload: bytes) -> mqtt_pb2.SessionEvent | None:
@@ -132,4 +190,6 @@ class SessionBroker:
             return None
         self._registry.end_session(event.session_id, event.at.ToDatetime(tzinfo=UTC), event.reason,
                                    event.bytes_sent, event.duration_seconds)
+        if self._phases.get(event.session_id) is SessionPhase.OPEN:
+            self._set_phase(event.session_id, SessionPhase.CLOSED, reason=event.reason)
         return event

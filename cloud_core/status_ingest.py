@@ -41,12 +41,12 @@ class StatusIngest:
     def handle(self, topic: topics.ParsedTopic, payload: bytes) -> None:
         """Apply one status message; reject (log and drop) anything malformed."""
         try:
-            if topic.kind == "agent_status":
+            if topic.kind == topics.Kind.AGENT_STATUS:
                 self._agent_status(topic, payload)
-            elif topic.kind == "camera_status":
+            elif topic.kind == topics.Kind.CAMERA_STATUS:
                 status = _decode(mqtt_pb2.CameraStatus, payload)
                 self._registry.upsert_cameras([self._camera_update(topic.district, status, topic.camera)])
-            elif topic.kind == "heartbeat":
+            elif topic.kind == topics.Kind.HEARTBEAT:
                 self._heartbeat(topic, payload)
         except MalformedStatus as exc:
             self.rejected += 1

@@ -8,13 +8,12 @@ demo and the tests on loopback, and logged as a warning on any other address.
 
 from __future__ import annotations
 
-import ipaddress
-
 import grpc
 import structlog
 
 from cloud_core.config import CoreConfig
 from cloud_core.exceptions import ConfigError
+from runtime.loopback import is_loopback
 
 log = structlog.get_logger(__name__)
 
@@ -41,16 +40,7 @@ def add_listen_port(server: grpc.aio.Server, config: CoreConfig) -> int:
         log.info("grpc listening with TLS", listen=config.listen,
                  client_certificates=config.tls_client_ca_file is not None)
         return port
-    if not _is_loopback(config.listen.rsplit(":", 1)[0]):
+    if not is_loopback(config.listen.rsplit(":", 1)[0]):
         log.warning("grpc listening WITHOUT TLS on a non-loopback address: set tls_cert_file "
                     "and tls_key_file (safetynet provision init writes them)", listen=config.listen)
     return int(server.add_insecure_port(config.listen))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -9,8 +9,10 @@ disconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Self
 
 import aiomqtt
 import structlog
@@ -27,6 +29,8 @@ from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
+from protos.topics import Kind
+from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import MqttLink
 
@@ -41,8 +45,8 @@ class EdgeAgent:
         self.status = StatusReporter(config)
         self.feeds: dict[str, CameraFeed] = {}
         self.sessions: dict[str, ViewerSession] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(f"agent:{config.agent_id}")
+        self._stack: contextlib.AsyncExitStack | None = None
         self._link: MqttLink | None = None
         self._log = log.bind(district=config.district_id, agent=config.agent_id)
         # Deny unless a grant allows: without the core's public key no offer is ever answered.
@@ -72,52 +76,58 @@ class EdgeAgent:
             raise RuntimeError("agent not started")
         return self._link
 
-    async def __aenter__(self) -> EdgeAgent:
-        self._link = MqttLink(
+    async def __aenter__(self) -> Self:
+        """Connect, then start heartbeats and probes; a failed step stops what had started."""
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self._stack = stack.pop_all()
+        self._log.info("agent started", cameras=len(self.feeds), broker=self.config.broker.describe())
+        return self
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        # Unwound in reverse: sessions, probes, tasks, cameras, "offline", the link.
+        link = MqttLink(
             self.config.broker,
             client_id=self.config.agent_id,
-            subscriptions=[topics.signal_request(self.config.district_id)],
+            subscriptions=[topics.route(Kind.SIGNAL_REQUEST, self.config.district_id)],
             on_message=self._on_message,
             on_connect=self.status.publish_online,
             will=self.status.last_will(),
         )
-        self.status.attach(self._link)
-        await self._link.__aenter__()
-        self._heartbeat = asyncio.create_task(self.status.run_heartbeats(), name="heartbeat")
+        self.status.attach(link)
+        self._link = await stack.enter_async_context(link)
+        stack.callback(setattr, self, "_link", None)
+        stack.push_async_callback(self._say_offline)
+        for feed in self.feeds.values():
+            await stack.enter_async_context(feed)
+        self._tasks = await stack.enter_async_context(BackgroundTasks(f"agent:{self.config.agent_id}"))
+        self._tasks.start(self.status.run_heartbeats(), name="heartbeat")
+        stack.push_async_callback(self.prober.close)
         self.prober.start()
         if self.evidence is not None:
+            stack.push_async_callback(self.evidence.close)
             self.evidence.start()
-        self._log.info("agent started", cameras=len(self.feeds), broker=self.config.broker.describe())
-        return self
+        stack.push_async_callback(self._close_sessions, "agent stopping")
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Close sessions, then cameras, say offline, disconnect; idempotent."""
-        if self._link is None:
+        """Close sessions, probes, then cameras, say offline, disconnect; idempotent."""
+        stack, self._stack = self._stack, None
+        if stack is None:
             return
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        await self.prober.close()
-        for session in list(self.sessions.values()):
-            await session.close("agent stopping")
-        if self.evidence is not None:
-            await self.evidence.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *(t for t in [self._heartbeat] if t),
-                             return_exceptions=True)
-        for feed in self.feeds.values():
-            await feed.close()
-        try:
-            await self.status.publish_offline()
-        except LinkDown:
-            pass  # the broker holds our last will: it says offline for us
-        link, self._link = self._link, None
-        await link.close()
+        await stack.aclose()
         self._log.info("agent stopped")
+
+    async def _close_sessions(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            await session.close(reason)
+
+    async def _say_offline(self) -> None:
+        with contextlib.suppress(LinkDown):  # then the broker's last will says offline for us
+            await self.status.publish_offline()
 
     # --- signalling -------------------------------------------------------------------------
 
@@ -136,14 +146,23 @@ class EdgeAgent:
             self._log.warning("rejected signal request without request id or body",
                               topic=str(message.topic))
             return
-        self._spawn(self._handle(request), f"signal:{request.request_id}")
-
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.start(self._handle(request), name=f"signal:{request.request_id}")
 
     async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
+        response = await self.answer(request)
+        try:
+            await self.link.send(topics.route(Kind.SIGNAL_RESPONSE, self.config.district_id),
+                                 response.SerializeToString())
+        except LinkDown as exc:
+            self._log.warning("signal response lost, link down", request=request.request_id,
+                              why=exc.why)
+
+    async def answer(self, request: mqtt_pb2.SignalRequest) -> mqtt_pb2.SignalResponse:
+        """The agent's answer to one signal request: an SDP answer, ``closed``, or a failure.
+
+        A responder in the sense of ``cloud_core.signalling``: the MQTT link feeds it here, and a
+        test can feed it in-process.
+        """
         response = mqtt_pb2.SignalResponse(request_id=request.request_id)
         try:
             if (request.WhichOneof("body") or "").startswith("evidence_"):
@@ -156,21 +175,16 @@ class EdgeAgent:
                 await self._close_session(request.close)
                 response.closed = True
         except OfferRejected as exc:
-            self._log.info("offer rejected", request=request.request_id, code=exc.code,
-                           why=exc.message)
-            response.error.code = mqtt_pb2.SignalError.Value(f"SIGNAL_ERROR_{exc.code}")
+            self._log.info("offer rejected", request=request.request_id,
+                           code=mqtt_pb2.SignalError.Name(exc.code), why=exc.message)
+            response.error.code = exc.code
             response.error.message = exc.message
-        except Exception:
-            # Answer rather than leave the core waiting for its timeout; the bug is logged in full.
+        except Exception:  # noqa: BLE001 - answer rather than leave the core waiting for its timeout
+            # The bug is logged in full.
             self._log.exception("signal request failed", request=request.request_id)
             response.error.code = mqtt_pb2.SIGNAL_ERROR_INTERNAL
             response.error.message = "the agent failed to handle the request; see its log"
-        try:
-            await self.link.publish(topics.signal_response(self.config.district_id),
-                                    response.SerializeToString(), qos=0)
-        except LinkDown as exc:
-            self._log.warning("signal response lost, link down", request=request.request_id,
-                              why=exc.why)
+        return response
 
     async def _evidence_reply(self, request: mqtt_pb2.SignalRequest) -> mqtt_pb2.EvidenceReply:
         if self.evidence is None:
@@ -181,26 +195,27 @@ class EdgeAgent:
         return await self.evidence.handle(request)
 
     async def _publish_evidence_event(self, payload: bytes) -> None:
-        await self.link.publish(topics.evidence_events(self.config.district_id), payload, qos=1)
+        await self.link.send(topics.route(Kind.EVIDENCE_EVENTS, self.config.district_id), payload)
 
     async def _open_session(self, offer: mqtt_pb2.SessionOffer) -> str:
         feed = self.feeds.get(offer.camera_id)
         if feed is None:
-            raise OfferRejected("UNKNOWN_CAMERA",
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_UNKNOWN_CAMERA,
                                 f"camera {offer.camera_id!r} is not in district {self.config.district_id!r}")
         if not offer.session_id:
-            raise OfferRejected("BAD_OFFER", "the offer has no session id")
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_BAD_OFFER, "the offer has no session id")
         if offer.session_id in self.sessions:
-            raise OfferRejected("BAD_OFFER", f"session {offer.session_id!r} is already open")
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_BAD_OFFER, f"session {offer.session_id!r} is already open")
         if len(self.sessions) >= MAX_SESSIONS:
-            raise OfferRejected("CAPACITY", f"the agent already serves {MAX_SESSIONS} sessions")
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAPACITY, f"the agent already serves {MAX_SESSIONS} sessions")
         if self.grants is None:
-            raise OfferRejected("GRANT_REJECTED", "this agent has no core public key configured "
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
+                                "this agent has no core public key configured "
                                 "([grants] public_key), so it accepts no session")
         try:
             claims = self.grants.check(offer.grant, offer.camera_id, offer.session_id)
         except GrantRejected as exc:
-            raise OfferRejected("GRANT_REJECTED", exc.reason) from exc
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED, exc.reason) from exc
         now = datetime.now(UTC)
         cap = now + timedelta(seconds=self.config.session_max_seconds)
         # The signed grant's expiry rules; the offer's own field is not signed and only shortens it.
@@ -208,7 +223,8 @@ class EdgeAgent:
         if offer.HasField("expires_at"):
             expires_at = min(expires_at, offer.expires_at.ToDatetime(tzinfo=UTC))
         if expires_at <= now:
-            raise OfferRejected("GRANT_REJECTED", "the grant has already expired")
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
+                                "the grant has already expired")
         session = ViewerSession(
             session_id=offer.session_id, camera_id=offer.camera_id, feed=feed,
             webrtc=self.config.webrtc, expires_at=min(expires_at, cap),
@@ -228,7 +244,7 @@ class EdgeAgent:
     async def _close_session(self, close: mqtt_pb2.SessionClose) -> None:
         session = self.sessions.get(close.session_id)
         if session is None:
-            raise OfferRejected("UNKNOWN_SESSION", f"session {close.session_id!r} is not open here")
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_UNKNOWN_SESSION, f"session {close.session_id!r} is not open here")
         await session.close(close.reason or "closed by core")
 
     async def _on_session_closed(self, session: ViewerSession, reason: str) -> None:
@@ -244,8 +260,8 @@ class EdgeAgent:
             bytes_sent=session.bytes_sent,
         )
         try:
-            await self.link.publish(topics.session_events(self.config.district_id),
-                                    event.SerializeToString(), qos=1)
+            await self.link.send(topics.route(Kind.SESSION_EVENTS, self.config.district_id),
+                                 event.SerializeToString())
         except (LinkDown, RuntimeError) as exc:
             self._log.warning("session event not published", session=session.session_id, error=str(exc))
 

@@ -18,6 +18,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, Self
 
 import av
 import structlog
@@ -86,19 +87,19 @@ class FeedSubscription:
     def __init__(self, feed: CameraFeed, maxsize: int, viewer: bool = True) -> None:
         self.feed = feed
         self.viewer = viewer  # False: an evidence recorder or pre-roll, not a person watching
-        self.queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(maxsize)
         self.waiting_for_keyframe = False
         self.dropped = 0
         self.delivered = 0
 
-    async def get(self) -> av.Packet | None:
+    async def get(self) -> av.Packet[Any] | None:
         """The next packet; ``None`` when the feed has closed."""
         packet = await self.queue.get()
         if packet is not None:
             self.delivered += 1
         return packet
 
-    def offer(self, packet: av.Packet, keyframe: bool) -> None:
+    def offer(self, packet: av.Packet[Any], keyframe: bool) -> None:
         if self.waiting_for_keyframe:
             if not keyframe:
                 self.dropped += 1
@@ -143,7 +144,7 @@ class CameraFeed:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._subscribers: list[FeedSubscription] = []
-        self._gop: list[tuple[av.Packet, bool]] = []
+        self._gop: list[tuple[av.Packet[Any], bool]] = []
         self._pump: asyncio.Task[None] | None = None
         self._idle_timer: asyncio.Task[None] | None = None
         self._health = FeedHealth(FeedState.IDLE)
@@ -172,7 +173,7 @@ class CameraFeed:
     def streaming(self) -> bool:
         return self._pump is not None
 
-    async def __aenter__(self) -> CameraFeed:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -274,7 +275,7 @@ class CameraFeed:
                 self._gop.clear()
                 for subscription in self._subscribers:
                     subscription.waiting_for_keyframe = True
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported with its traceback, then retried
                 # A source bug must not end the feed for good: report it and retry like a failure.
                 self._log.exception("camera source crashed")
                 await self._set_health(FeedHealth(FeedState.FAILED, "internal", type(exc).__name__))

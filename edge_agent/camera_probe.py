@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import errno
 import hashlib
 import os
@@ -141,10 +142,8 @@ async def _describe_once(target: RtspTarget, timeout: float) -> str:
         return video_codec(response.body.decode("utf-8", "replace"))
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError):  # the camera hung up first: nothing left to close
             await writer.wait_closed()
-        except OSError:
-            pass  # the camera hung up first: nothing left to close
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from protos.safetynet.v1 import mqtt_pb2
+
 
 class AgentError(Exception):
     """Base of every error the edge agent raises on purpose."""
@@ -36,9 +38,9 @@ class SourceError(AgentError):
 
 
 class OfferRejected(AgentError):
-    """``code`` is a SignalError name without prefix, e.g. "BAD_OFFER", "UNKNOWN_CAMERA"."""
+    """``code`` is the ``SignalError`` the core receives, e.g. ``SIGNAL_ERROR_BAD_OFFER``."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: mqtt_pb2.SignalError, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -6,6 +6,8 @@ serves every viewer with no encoder in the agent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -21,7 +23,7 @@ class PassthroughVideoTrack(MediaStreamTrack):
         self._subscription = subscription
         self.packets_sent = 0
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         packet = await self._subscription.get()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import socket
 import ssl
 import stat
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from edge_agent.config import AgentConfig, CameraConfig
+from runtime.loopback import is_loopback
 from runtime.mqtt_link import BrokerSettings
 
 DEFAULT_TIMEOUT = 5.0
@@ -309,13 +309,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 # --- core ---------------------------------------------------------------------------------
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 async def check_core(address: str | None, ca_file: Path | None, *,
                      timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
     """TLS to the core (city CA only), then the gRPC health service."""
@@ -329,7 +322,7 @@ async def check_core(address: str | None, ca_file: Path | None, *,
     if not host or not port_text.isdigit():
         return failed(name, f"[core] address {address!r} is not HOST:PORT", "fix agent.toml")
     port = int(port_text)
-    if ca_file is None and not _is_loopback(host):
+    if ca_file is None and not is_loopback(host):
         return failed(name, "no [core] ca_file: the core would be reached without TLS",
                       "the city's deployment is TLS-only: use the agent.toml from the bundle")
     # First the transport alone (TCP, TLS): its failures have precise causes and words.

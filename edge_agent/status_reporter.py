@@ -13,12 +13,14 @@ import time
 from datetime import UTC, datetime
 
 import structlog
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from edge_agent.camera_feed import FeedHealth, FeedState
 from edge_agent.config import AgentConfig, CameraConfig
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
+from protos.topics import Kind
 from runtime import __version__
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import LastWill, MqttLink
@@ -55,7 +57,7 @@ class StatusReporter:
         self._link = link
 
     def last_will(self) -> LastWill:
-        return LastWill(topics.agent_status(self._config.district_id),
+        return LastWill(topics.route(Kind.AGENT_STATUS, self._config.district_id),
                         self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE).SerializeToString())
 
     def agent_status(self, state: int) -> mqtt_pb2.AgentStatus:
@@ -81,15 +83,15 @@ class StatusReporter:
 
     async def publish_online(self) -> None:
         """After each (re)connect: the agent is online and here is every camera's status."""
-        await self._publish(topics.agent_status(self._config.district_id),
-                            self.agent_status(mqtt_pb2.AGENT_STATE_ONLINE), retain=True)
+        await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),
+                            self.agent_status(mqtt_pb2.AGENT_STATE_ONLINE))
         for status in self._cameras.values():
             await self._publish_camera(status)
 
     async def publish_offline(self) -> None:
         """On a clean stop: say ``offline`` ourselves (the last will only fires on a lost link)."""
-        await self._publish(topics.agent_status(self._config.district_id),
-                            self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE), retain=True)
+        await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),
+                            self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE))
 
     async def camera_changed(self, camera_id: str, health: FeedHealth, viewers: int,
                              streaming: bool, *, codec: str | None = None,
@@ -147,7 +149,7 @@ class StatusReporter:
             sent_at=now_timestamp(), uptime_seconds=time.monotonic() - self._started,
             cameras=list(self._cameras.values()), sessions=self.sessions,
         )
-        await self._publish(topics.heartbeat(self._config.district_id), beat, retain=False, qos=0)
+        await self._publish(topics.route(Kind.HEARTBEAT, self._config.district_id), beat)
 
     async def run_heartbeats(self) -> None:
         while True:
@@ -155,14 +157,14 @@ class StatusReporter:
             await self.publish_heartbeat()
 
     async def _publish_camera(self, status: mqtt_pb2.CameraStatus) -> None:
-        await self._publish(topics.camera_status(self._config.district_id, status.camera.camera_id),
-                            status, retain=True)
+        await self._publish(topics.route(Kind.CAMERA_STATUS, self._config.district_id,
+                                         status.camera.camera_id), status)
 
-    async def _publish(self, topic: str, message: object, *, retain: bool, qos: int = 1) -> None:
+    async def _publish(self, route: topics.Route, message: Message) -> None:
         if self._link is None:
             return
         try:
-            await self._link.publish(topic, message.SerializeToString(), qos=qos, retain=retain)  # type: ignore[attr-defined]
+            await self._link.send(route, message.SerializeToString())
         except LinkDown as exc:
             # The current state is published again in full after the next reconnect.
-            log.debug("status not published, link down", topic=topic, why=exc.why)
+            log.debug("status not published, link down", topic=route.topic, why=exc.why)

@@ -18,6 +18,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from edge_agent.camera_feed import CameraFeed
 from edge_agent.exceptions import OfferRejected
 from edge_agent.passthrough_track import PassthroughVideoTrack
+from protos.safetynet.v1 import mqtt_pb2
 from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
@@ -96,7 +97,7 @@ class ViewerSession:
             reason = str(exc) or type(exc).__name__
             if "send parameters" in reason:
                 reason = "the offer accepts no H.264 video (the camera's codec, passed through)"
-            raise OfferRejected("BAD_OFFER", f"unusable SDP offer: {reason}") from exc
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_BAD_OFFER, f"unusable SDP offer: {reason}") from exc
 
         pc.on("connectionstatechange", self._on_connection_state)
         self._set_state(SessionState.ANSWERED)
@@ -156,7 +157,7 @@ class ViewerSession:
 async def _bytes_sent(pc: RTCPeerConnection) -> int:
     try:
         report = await pc.getStats()
-    except Exception:
-        # Stats are for the record only; a transport already torn down has none.
+    except Exception:  # noqa: BLE001 - stats are for the record only
+        # A transport already torn down has none.
         return 0
     return sum(int(getattr(s, "bytesSent", 0) or 0) for s in report.values() if s.type == "outbound-rtp")

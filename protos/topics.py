@@ -1,12 +1,18 @@
-"""The MQTT topic contract, version 1.
+"""The MQTT topic contract, version 1: for each kind of message, its topic, QoS and retain flag.
 
 Every topic a district's agent touches lies under ``safetynet/v1/districts/<district>/``, so a
 broker ACL can confine an agent to its own district with one pattern. Payloads are the protobuf
 messages of ``protos/safetynet/v1/mqtt.proto``; docs/mqtt.md describes each topic.
+
+``route(kind, district)`` is what every publisher and subscriber uses: a ``Route`` carries the
+topic with the QoS and retain flag of that kind of message (``ROUTES``), so no call site picks
+them. The per-kind functions (``agent_status()``, ...) give the topic name alone, for ACLs and
+tests.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
@@ -14,6 +20,9 @@ PREFIX = "safetynet/v1/districts"
 
 # District and camera ids appear in topic names: keep them to a safe alphabet.
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+#: Stands for every district (or camera) in a subscription.
+ANY = "+"
 
 
 def check_id(value: str, what: str) -> str:
@@ -26,50 +35,118 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+class Kind(enum.StrEnum):
+    """Each kind of message on the v1 topics (its value names it in logs)."""
+
+    AGENT_STATUS = "agent_status"        # agent -> core
+    CAMERA_STATUS = "camera_status"      # agent -> core
+    HEARTBEAT = "heartbeat"              # agent -> core
+    SIGNAL_REQUEST = "signal_request"    # core -> agent
+    SIGNAL_RESPONSE = "signal_response"  # agent -> core
+    SESSION_EVENTS = "session_events"    # agent -> core
+    EVIDENCE_EVENTS = "evidence_events"  # agent -> core: a clip sealed or purged
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the broker carries one kind of message."""
+
+    qos: int
+    retain: bool
+
+
+#: The one place QoS and retain are chosen (docs/mqtt.md says why).
+#: Statuses are retained so a (re)starting core sees every district's state at once; signalling
+#: is QoS 0 because each request has its own timeout at the core and clean sessions would make
+#: QoS 1 an acknowledgement per message, not delivery across a reconnect.
+DELIVERY: dict[Kind, Delivery] = {
+    Kind.AGENT_STATUS: Delivery(qos=1, retain=True),
+    Kind.CAMERA_STATUS: Delivery(qos=1, retain=True),
+    Kind.HEARTBEAT: Delivery(qos=0, retain=False),
+    Kind.SIGNAL_REQUEST: Delivery(qos=0, retain=False),
+    Kind.SIGNAL_RESPONSE: Delivery(qos=0, retain=False),
+    Kind.SESSION_EVENTS: Delivery(qos=1, retain=False),
+    Kind.EVIDENCE_EVENTS: Delivery(qos=1, retain=False),
+}
+
+_PATHS: dict[Kind, str] = {
+    Kind.AGENT_STATUS: "agent/status",
+    Kind.CAMERA_STATUS: "cameras/{camera}/status",
+    Kind.HEARTBEAT: "heartbeat",
+    Kind.SIGNAL_REQUEST: "signal/request",
+    Kind.SIGNAL_RESPONSE: "signal/response",
+    Kind.SESSION_EVENTS: "sessions/events",
+    Kind.EVIDENCE_EVENTS: "evidence/events",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one kind of message goes and how: topic, QoS and retain flag."""
+
+    kind: Kind
+    topic: str
+    qos: int
+    retain: bool
+
+
+def route(kind: Kind, district: str, camera: str | None = None) -> Route:
+    """The route of ``kind`` for ``district`` (``ANY`` to subscribe to every district).
+
+    ``camera`` is required for ``CAMERA_STATUS`` (``ANY`` for every camera) and refused otherwise.
+    """
+    if (camera is None) == (kind is Kind.CAMERA_STATUS):
+        raise ValueError(f"{kind} topics {'need' if camera is None else 'take no'} camera id")
+    path = _PATHS[kind].format(camera=camera)
+    delivery = DELIVERY[kind]
+    return Route(kind, f"{PREFIX}/{district}/{path}", delivery.qos, delivery.retain)
+
+
 def agent_status(district: str) -> str:
-    return f"{PREFIX}/{district}/agent/status"
+    return route(Kind.AGENT_STATUS, district).topic
 
 
 def camera_status(district: str, camera: str) -> str:
-    return f"{PREFIX}/{district}/cameras/{camera}/status"
+    return route(Kind.CAMERA_STATUS, district, camera).topic
 
 
 def heartbeat(district: str) -> str:
-    return f"{PREFIX}/{district}/heartbeat"
+    return route(Kind.HEARTBEAT, district).topic
 
 
 def signal_request(district: str) -> str:
-    return f"{PREFIX}/{district}/signal/request"
+    return route(Kind.SIGNAL_REQUEST, district).topic
 
 
 def signal_response(district: str) -> str:
-    return f"{PREFIX}/{district}/signal/response"
+    return route(Kind.SIGNAL_RESPONSE, district).topic
 
 
 def session_events(district: str) -> str:
-    return f"{PREFIX}/{district}/sessions/events"
+    return route(Kind.SESSION_EVENTS, district).topic
 
 
 def evidence_events(district: str) -> str:
-    return f"{PREFIX}/{district}/evidence/events"
+    return route(Kind.EVIDENCE_EVENTS, district).topic
 
 
-# Subscriptions of the core: every district at once.
-CORE_SUBSCRIPTIONS = (
-    f"{PREFIX}/+/agent/status",
-    f"{PREFIX}/+/cameras/+/status",
-    f"{PREFIX}/+/heartbeat",
-    f"{PREFIX}/+/signal/response",
-    f"{PREFIX}/+/sessions/events",
-    f"{PREFIX}/+/evidence/events",
+#: Subscriptions of the core: every district's agent -> core messages at once.
+CORE_ROUTES = (
+    route(Kind.AGENT_STATUS, ANY),
+    route(Kind.CAMERA_STATUS, ANY, ANY),
+    route(Kind.HEARTBEAT, ANY),
+    route(Kind.SIGNAL_RESPONSE, ANY),
+    route(Kind.SESSION_EVENTS, ANY),
+    route(Kind.EVIDENCE_EVENTS, ANY),
 )
+CORE_SUBSCRIPTIONS = tuple(r.topic for r in CORE_ROUTES)
 
 
 @dataclass(frozen=True)
 class ParsedTopic:
     """What a topic under ``PREFIX`` names: its kind, district and (for camera topics) camera."""
 
-    kind: str  # agent_status | camera_status | heartbeat | signal_request | signal_response | session_events | evidence_events
+    kind: Kind
     district: str
     camera: str | None = None
 
@@ -82,17 +159,17 @@ def parse(topic: str) -> ParsedTopic:
     district, rest = parts[3], parts[4:]
     match rest:
         case ["agent", "status"]:
-            return ParsedTopic("agent_status", district)
+            return ParsedTopic(Kind.AGENT_STATUS, district)
         case ["cameras", camera, "status"]:
-            return ParsedTopic("camera_status", district, camera)
+            return ParsedTopic(Kind.CAMERA_STATUS, district, camera)
         case ["heartbeat"]:
-            return ParsedTopic("heartbeat", district)
+            return ParsedTopic(Kind.HEARTBEAT, district)
         case ["signal", "request"]:
-            return ParsedTopic("signal_request", district)
+            return ParsedTopic(Kind.SIGNAL_REQUEST, district)
         case ["signal", "response"]:
-            return ParsedTopic("signal_response", district)
+            return ParsedTopic(Kind.SIGNAL_RESPONSE, district)
         case ["sessions", "events"]:
-            return ParsedTopic("session_events", district)
+            return ParsedTopic(Kind.SESSION_EVENTS, district)
         case ["evidence", "events"]:
-            return ParsedTopic("evidence_events", district)
+            return ParsedTopic(Kind.EVIDENCE_EVENTS, district)
     raise ValueError(f"unknown safetynet/v1 topic: {topic!r}")

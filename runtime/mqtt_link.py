@@ -9,17 +9,19 @@ aiomqtt errors stop here: callers see ``LinkDown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 import structlog
 
+from protos.topics import Route
 from runtime.exceptions import LinkDown
 
 log = structlog.get_logger(__name__)
@@ -87,14 +89,18 @@ class BrokerSettings:
 
 @dataclass(frozen=True)
 class LastWill:
-    topic: str
+    """What the broker publishes for us when our connection is lost: ``payload`` on ``route``."""
+
+    route: Route
     payload: bytes
-    qos: int = 1
-    retain: bool = True
 
 
 class MqttLink:
-    """A self-healing MQTT connection; an async context manager owning one background task."""
+    """A self-healing MQTT connection; an async context manager owning one background task.
+
+    ``subscriptions`` are routes (``protos.topics.route``), subscribed at their QoS; a bare topic
+    filter (tests, tools) is subscribed at QoS 1.
+    """
 
     def __init__(
         self,
@@ -102,7 +108,7 @@ class MqttLink:
         *,
         client_id: str,
         on_message: MessageHandler,
-        subscriptions: Sequence[str] = (),
+        subscriptions: Sequence[Route | str] = (),
         on_connect: ConnectHandler | None = None,
         will: LastWill | None = None,
         backoff_initial: float = 0.25,
@@ -119,13 +125,16 @@ class MqttLink:
         self._backoff_max = backoff_max
         self._max_queued = max_queued_messages
         self._client: aiomqtt.Client | None = None
+        self._attempt: aiomqtt.Client | None = None  # the latest client, connected or not
+        self._settled = asyncio.Event()  # no attempt is inside aiomqtt's connect
+        self._settled.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
         self.connections = 0
         self._log = log.bind(client_id=client_id, broker=settings.describe())
 
-    async def __aenter__(self) -> MqttLink:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name=f"mqtt-link:{self._client_id}")
         return self
 
@@ -145,18 +154,34 @@ class MqttLink:
         if task is None:
             return
         self._closing = True
+        # Cancelled inside its connect, aiomqtt strands a half-open client (the connect goes on
+        # in a thread, then starts a task nobody stops): let the attempt settle first.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(15):  # aiomqtt's own connect timeout is 10 s
+                await self._settled.wait()
         while not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=0.5)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("mqtt link ended with an error", error=repr(task.exception()))
         self.connected.clear()
+        # aiomqtt (2.5) cancels its housekeeping task from a callback once the socket has closed
+        # and never awaits it: wait for it here, so a closed link leaves no task behind.
+        misc = getattr(self._attempt, "_misc_task", None)
+        if isinstance(misc, asyncio.Task) and not misc.done():
+            misc.cancel()
+            await asyncio.wait([misc])
 
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self.connected.wait()
 
+    async def send(self, route: Route, payload: bytes) -> None:
+        """Publish ``payload`` on ``route`` with its QoS and retain flag; LinkDown when down."""
+        await self.publish(route.topic, payload, qos=route.qos, retain=route.retain)
+
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish on a bare topic (tools and tests); our parts use ``send()``."""
         client = self._client
         if client is None or not self.connected.is_set():
             raise LinkDown(topic)
@@ -168,8 +193,8 @@ class MqttLink:
     def _client_for_attempt(self) -> aiomqtt.Client:
         will = None
         if self._will is not None:
-            will = aiomqtt.Will(self._will.topic, self._will.payload, qos=self._will.qos,
-                                retain=self._will.retain)
+            route = self._will.route
+            will = aiomqtt.Will(route.topic, self._will.payload, qos=route.qos, retain=route.retain)
         return aiomqtt.Client(
             self._settings.host,
             self._settings.port,
@@ -187,12 +212,19 @@ class MqttLink:
     async def _run(self) -> None:
         delay = self._backoff_initial
         while not self._closing:
-            client = self._client_for_attempt()
+            client = self._attempt = self._client_for_attempt()
+            self._settled.clear()
             try:
                 async with client:
+                    self._settled.set()
+                    if self._closing:
+                        return
                     self._client = client
-                    for topic in self._subscriptions:
-                        await client.subscribe(topic, qos=1)
+                    for subscription in self._subscriptions:
+                        if isinstance(subscription, Route):
+                            await client.subscribe(subscription.topic, qos=subscription.qos)
+                        else:
+                            await client.subscribe(subscription, qos=1)
                     self.connections += 1
                     self.connected.set()
                     self._log.info("mqtt connected", connections=self.connections)
@@ -208,6 +240,7 @@ class MqttLink:
             except ssl.SSLError as exc:
                 self._log.error("mqtt TLS failed, reconnecting", error=str(exc), retry_in=round(delay, 2))
             finally:
+                self._settled.set()
                 self.connected.clear()
                 self._client = None
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -218,6 +251,6 @@ class MqttLink:
             await self._on_message(message)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug in one handler must not take the district offline; it is logged loudly.
+        except Exception:  # noqa: BLE001 - a handler's bug must not take the district offline
+            # It is logged loudly, with its traceback.
             self._log.exception("mqtt message handler failed", topic=str(message.topic))

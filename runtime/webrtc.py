@@ -8,14 +8,14 @@ loopback only and asks no STUN server, so no packet leaves the machine.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCRtpCodecCapability, RTCRtpReceiver
 
-_original_get_host_addresses: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+_original_get_host_addresses = aioice.ice.get_host_addresses
 _advertised: tuple[str, ...] = ()
 
 
@@ -103,3 +103,16 @@ def apply_advertised_addresses(addresses: Sequence[str]) -> None:
         return picked
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+def h264_codecs(*, with_rtx: bool = True) -> list[RTCRtpCodecCapability]:
+    """aiortc's H.264 codecs (and RTX for retransmission), for ``setCodecPreferences``.
+
+    Sender and receiver capabilities are the same in aiortc; H.264 is what cameras send and what
+    the agent passes through, so every peer of ours prefers it.
+    """
+    capabilities = RTCRtpReceiver.getCapabilities("video")
+    if capabilities is None:
+        raise RuntimeError("aiortc reports no video capabilities")
+    wanted = ("video/h264", "video/rtx") if with_rtx else ("video/h264",)
+    return [codec for codec in capabilities.codecs if codec.mimeType.lower() in wanted]

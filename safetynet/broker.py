@@ -12,6 +12,7 @@ import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import structlog
 
@@ -77,7 +78,7 @@ class MosquittoBroker:
             "",
         ])
 
-    async def __aenter__(self) -> MosquittoBroker:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

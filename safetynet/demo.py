@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ STARTUP_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class DemoOptions:
+    """What ``safetynet demo``'s flags choose: where state lives, ports, cameras, agent logs."""
+
     state_dir: Path | None = None
     core_port: int = 50051
     console_port: int = 8080        # the browser console and WHEP (0: any free port)
@@ -56,6 +59,7 @@ class AgentProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        """Start the agent as ``python -m safetynet agent`` in a process group of its own."""
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "safetynet", "agent", "--config", str(self.config),
             "--log-level", self.log_level, stdin=asyncio.subprocess.DEVNULL,
@@ -64,6 +68,7 @@ class AgentProcess:
         )
 
     async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; a no-op when it never started or already ended."""
         process, self.process = self.process, None
         if process is None or process.returncode is not None:
             return
@@ -104,22 +109,10 @@ def _core_port(wanted: int, what: str = "core") -> int:
 
 
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
-    tmp = None
-    state_dir = options.state_dir
-    if state_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="safetynet-demo-")
-        state_dir = Path(tmp.name)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    """Run broker, core and agents until ``stop`` is set; 1 if the agents never came online."""
+    with _state_dir(options.state_dir) as state_dir:
         async with MosquittoBroker(work_dir=state_dir) as broker:
-            broker_settings = BrokerSettings(host=broker.host, port=broker.port)
-            core_config = CoreConfig(database=state_dir / "core.sqlite3",
-                                     listen=f"127.0.0.1:{_core_port(options.core_port)}",
-                                     broker=broker_settings,
-                                     facilities_file=write_facilities_csv(state_dir / "facilities.csv"),
-                                     http_listen=f"127.0.0.1:{_core_port(options.console_port, 'console')}",
-                                     district_outlines_file=write_outlines_geojson(
-                                         state_dir / "district-outlines.geojson"))
+            core_config = _core_config(options, state_dir, broker)
             async with CoreServer(core_config) as core, contextlib.AsyncExitStack() as cameras:
                 sources = await _rtsp_cameras(cameras) if options.cameras == "rtsp" else {}
                 configs = write_pilot_configs(state_dir / "agents", broker_host=broker.host,
@@ -129,14 +122,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                 operators = _demo_operators(core, state_dir / "tokens")
                 agents = [AgentProcess(path.stem, path, options.agent_log_level) for path in configs]
                 try:
-                    for agent in agents:
-                        await agent.start()
-                    expected = {c.camera_id for d in PILOT_DISTRICTS for c in d.cameras}
-                    try:
-                        await core.wait_until(lambda r: _all_online(r, expected), STARTUP_TIMEOUT)
-                    except TimeoutError:
-                        print("safetynet demo: the agents did not come online within "
-                              f"{STARTUP_TIMEOUT:g} s; see the log above", file=sys.stderr)
+                    if not await _start_agents(core, agents):
                         return 1
                     state = _demo_state(core, broker, agents, state_dir)
                     state["operators"] = operators
@@ -150,9 +136,42 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
                         await agent.stop()
         print("demo stopped", flush=True)
         return 0
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+
+
+@contextlib.contextmanager
+def _state_dir(wanted: Path | None) -> Iterator[Path]:
+    """``wanted`` (kept afterwards), or a temporary folder removed when the demo ends."""
+    with contextlib.ExitStack() as cleanup:
+        if wanted is None:
+            wanted = Path(cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="safetynet-demo-")))
+        wanted.mkdir(parents=True, exist_ok=True)
+        yield wanted
+
+
+def _core_config(options: DemoOptions, state_dir: Path, broker: MosquittoBroker) -> CoreConfig:
+    """The core on loopback, with the demo's facilities and district outlines beside its db."""
+    return CoreConfig(
+        database=state_dir / "core.sqlite3",
+        listen=f"127.0.0.1:{_core_port(options.core_port)}",
+        broker=BrokerSettings(host=broker.host, port=broker.port),
+        facilities_file=write_facilities_csv(state_dir / "facilities.csv"),
+        http_listen=f"127.0.0.1:{_core_port(options.console_port, 'console')}",
+        district_outlines_file=write_outlines_geojson(state_dir / "district-outlines.geojson"))
+
+
+async def _start_agents(core: CoreServer, agents: list[AgentProcess]) -> bool:
+    """Start every agent and wait until all pilot cameras are online (False: they were not)."""
+    for agent in agents:
+        await agent.start()
+    expected = {c.camera_id for d in PILOT_DISTRICTS for c in d.cameras}
+    try:
+        await core.wait_until(lambda r: _all_online(r, expected), STARTUP_TIMEOUT)
+    except TimeoutError:
+        print("safetynet demo: the agents did not come online within "
+              f"{STARTUP_TIMEOUT:g} s; see the log above", file=sys.stderr)
+        return False
+    return True
 
 
 # One operator per agency (and the two district centres), so every service can be tried.

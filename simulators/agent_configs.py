@@ -67,7 +67,7 @@ def write_pilot_configs(out_dir: Path, *, broker_host: str, broker_port: int, so
         path.write_text(agent_config_text(district, broker_host=broker_host, broker_port=broker_port,
                                           source=source, advertise=tuple(advertise) or ("127.0.0.1",),
                                           grant_public_key=grant_public_key, sources=sources,
-                                          **kwargs))  # type: ignore[arg-type]
+                                          **kwargs))
         written.append(path)
     return written
 

@@ -35,11 +35,12 @@ def imported_packages(path: Path) -> set[tuple[str, int]]:
     """(top-level package of ours, line) for every absolute import in the file at ``path``."""
     found: set[tuple[str, int]] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
+        else:
+            continue
         found.update((name.split(".")[0], node.lineno) for name in names
                      if name.split(".")[0] in OURS)
     return found

@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _load_generator():  # type: ignore[no-untyped-def]
+def _load_generator():
     spec = importlib.util.spec_from_file_location("gen_protos", REPO / "protos" / "gen_protos.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -11,17 +11,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import av
 import cv2
 import grpc
 import structlog
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
-from runtime.webrtc import WebRtcSettings
+from runtime.webrtc import WebRtcSettings, h264_codecs
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +96,7 @@ class CameraViewer:
         self._target_frames = 0
         self._closed = False
 
-    async def __aenter__(self) -> CameraViewer:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -110,10 +110,7 @@ class CameraViewer:
         pc = RTCPeerConnection(self._webrtc.rtc_configuration())
         self._pc = pc
         transceiver = pc.addTransceiver("video", direction="recvonly")
-        transceiver.setCodecPreferences([
-            c for c in RTCRtpReceiver.getCapabilities("video").codecs
-            if c.mimeType.lower() in ("video/h264", "video/rtx")
-        ])
+        transceiver.setCodecPreferences(h264_codecs())
         track_ready: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
 
         @pc.on("track")
@@ -196,7 +193,7 @@ class CameraViewer:
             await asyncio.gather(receiver, return_exceptions=True)
         channel, self._channel = self._channel, None
         if channel is not None and self._own_channel:
-            await channel.close()
+            await channel.close(None)
 
 
 async def watch(core_address: str, camera_id: str, *, seconds: float, webrtc: WebRtcSettings,

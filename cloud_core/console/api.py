@@ -33,11 +33,7 @@ from cloud_core.exceptions import InvalidRequest
 from cloud_core.incidents import Facility, StoredIncident
 from cloud_core.policy import Role, ServicePolicy
 from cloud_core.registry import CameraRecord
-from cloud_core.servicer import count_records
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+from cloud_core.timestamps import iso
 
 
 def camera_json(camera: CameraRecord, in_use: set[str]) -> dict[str, Any]:
@@ -57,8 +53,8 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
         "incident_id": i.incident_id, "incident_type": i.incident_type, "service": i.service,
         "service_title": service.title if service else i.service,
         "lat": i.lat, "lon": i.lon, "radius_m": i.radius_m, "agencies": sorted(i.agencies),
-        "opened_at": _iso(i.opened_at), "expires_at": _iso(i.expires_at),
-        "closed_at": _iso(i.closed_at), "close_reason": stored.close_reason,
+        "opened_at": iso(i.opened_at), "expires_at": iso(i.expires_at),
+        "closed_at": iso(i.closed_at), "close_reason": stored.close_reason,
         "legal_basis": i.legal_basis, "purpose": i.purpose, "external_ref": i.external_ref,
         "reported_by": stored.reported_by,
         "open": i.closed_at is None and now < i.expires_at,
@@ -73,7 +69,7 @@ def facility_json(facility: Facility) -> dict[str, Any]:
 
 def session_json(state: SessionState, now: datetime) -> dict[str, Any]:
     return {"session_id": state.session_id, "camera_id": state.camera_id, "active": state.active,
-            "reason": state.reason, "expires_at": _iso(state.expires_at), "now": _iso(now)}
+            "reason": state.reason, "expires_at": iso(state.expires_at), "now": iso(now)}
 
 
 def service_json(service: ServicePolicy) -> dict[str, Any]:
@@ -196,7 +192,7 @@ class ConsoleApi:
         in_use = self._in_use()
         cameras = self._access.list_cameras(caller)
         return web.json_response({
-            "now": _iso(now),
+            "now": iso(now),
             "agents": {d.district_id: d.agent_online for d in self._access.registry.districts()},
             "cameras": [camera_json(c, in_use) for c in cameras],
             "incidents": [incident_json(s, self._access, now)
@@ -290,7 +286,7 @@ class ConsoleApi:
             "last_checkpoint_seq": report.last_checkpoint_seq, "key_trusted": report.key_trusted,
             "unattested": report.unattested, "broken_seq": report.broken_seq,
             "problem": report.problem, "problems": [list(p) for p in report.problems],
-            "warnings": list(report.warnings), "checked_at": _iso(self._now()),
+            "warnings": list(report.warnings), "checked_at": iso(self._now()),
         })
 
     async def audit_export(self, request: web.Request) -> web.Response:
@@ -301,7 +297,7 @@ class ConsoleApi:
         since, until = _time_query(request, "since"), _time_query(request, "until")
         content = await asyncio.to_thread(audit_log.export, self._access.audit.db_path,
                                           since, until, fmt)  # type: ignore[arg-type]
-        count = count_records(content, fmt)
+        count = audit_log.count_records(content, fmt)
         await self._access.record_export(caller, since, until, fmt, count)
         stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
         return web.Response(

@@ -48,7 +48,7 @@ def parse_district_outlines(document: Any) -> tuple[DistrictOutline, ...]:
         raise ValueError("district outlines must be a GeoJSON FeatureCollection")
     features = document.get("features")
     if not isinstance(features, list):
-        raise ValueError("the FeatureCollection has no features list")  # noqa: TRY004
+        raise ValueError("the FeatureCollection has no features list")
     outlines = []
     seen: set[str] = set()
     for number, feature in enumerate(features, start=1):

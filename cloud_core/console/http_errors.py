@@ -24,20 +24,11 @@ from cloud_core.exceptions import (
     SessionRejected,
     Unauthenticated,
 )
+from cloud_core.signalling_errors import refusal_for
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# What an agent's refusal means to an HTTP client: status and error kind.
-_REJECTED = {
-    "UNKNOWN_CAMERA": (404, "camera_unknown"),
-    "CAMERA_OFFLINE": (503, "camera_offline"),
-    "BAD_OFFER": (400, "bad_offer"),
-    "GRANT_REJECTED": (403, "grant_rejected"),
-    "CAPACITY": (503, "agent_busy"),
-    "UNKNOWN_SESSION": (404, "not_found"),
-}
 
 _JSON_PREFIXES = ("/api/", "/whep/")
 
@@ -63,8 +54,9 @@ def _translate(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, AgentUnavailable):
         return error_response(503, "agent_unavailable", str(exc))
     if isinstance(exc, SessionRejected):
-        status, error = _REJECTED.get(exc.code, (502, "agent_error"))
-        return error_response(status, error, f"the agent refused the session: {exc.message}")
+        refusal = refusal_for(exc.code)
+        return error_response(refusal.http_status, refusal.http_error,
+                              f"the agent refused the session: {exc.message}")
     log.error("core error", error=str(exc), path=request.path)
     return error_response(500, "core_error", "the core failed to handle the request")
 

@@ -8,7 +8,6 @@ other address: bearer tokens must not cross a network in clear. Client certifica
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from types import TracebackType
 from typing import Self
@@ -21,6 +20,7 @@ from cloud_core.config import CoreConfig
 from cloud_core.console.app import console_app
 from cloud_core.console.district_outlines import DistrictOutline, load_district_outlines
 from cloud_core.exceptions import ConfigError
+from runtime.loopback import is_loopback
 
 log = structlog.get_logger(__name__)
 
@@ -34,15 +34,6 @@ def _ssl_context(config: CoreConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(str(config.tls_cert_file), f"cannot load TLS certificate: {exc}") from exc
     return context
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ConsoleServer:
@@ -69,7 +60,7 @@ class ConsoleServer:
             outlines = load_district_outlines(self._config.district_outlines_file)
         context = _ssl_context(self._config)
         self.scheme = "https" if context else "http"
-        if context is None and not _is_loopback(self.host):
+        if context is None and not is_loopback(self.host):
             log.warning("console listening WITHOUT TLS on a non-loopback address: set "
                         "tls_cert_file and tls_key_file", listen=self._config.http_listen)
         runner = web.AppRunner(console_app(self._access, outlines=outlines), access_log=None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -41,5 +41,5 @@ class CameraSource(abc.ABC):
     transcoding: bool = False
 
     @abc.abstractmethod
-    def packets(self) -> AsyncIterator[EncodedPacket]:
+    def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         """Connect and yield Annex B access units (SPS/PPS in band before each key frame)."""

@@ -27,7 +27,7 @@ import errno
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -149,7 +149,7 @@ class RtspSource(CameraSource):
     def __repr__(self) -> str:
         return f"RtspSource({self.camera_id!r}, {self.target.url!r}, transport={self.target.transport!r})"
 
-    async def packets(self) -> AsyncIterator[EncodedPacket]:
+    async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         self.opens += 1
         session = _RtspSession(self, asyncio.get_running_loop())
         session.start()
@@ -292,7 +292,7 @@ class _RtspSession:
                 self._read(container, started)
             finally:
                 container.close()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a reader thread must report every failure
             # Never let a reader thread die silently: the feed reports it and retries.
             self._fail("stalled", f"camera reader failed: {type(exc).__name__}: {exc}")
         finally:

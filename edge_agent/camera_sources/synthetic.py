@@ -5,7 +5,7 @@ URL form: ``sim:?size=640x360&fps=15&gop=1&kbps=800`` (every parameter optional)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from urllib.parse import parse_qs, urlsplit
 
 from edge_agent.camera_sources.base import CameraSource, EncodedPacket
@@ -46,7 +46,7 @@ class SyntheticSource(CameraSource):
             camera.camera_id, district_id, camera.name, scene_settings_from_url(camera.source)
         )
 
-    async def packets(self) -> AsyncIterator[EncodedPacket]:
+    async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         self.opens += 1
         async for packet in self._camera.packets():
             yield packet

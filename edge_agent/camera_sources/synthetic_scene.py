@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -127,7 +127,7 @@ class SyntheticCamera:
         self.settings = settings
         self._renderer = SceneRenderer(camera_id, district, name, settings)
 
-    async def packets(self) -> AsyncIterator[EncodedPacket]:
+    async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         """Encode frames in real time, paced by the monotonic clock, off the event loop."""
         encoder = FrameEncoder(self.settings)
         SyntheticCamera.encoders_started += 1

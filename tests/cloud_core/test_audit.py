@@ -6,6 +6,7 @@ import asyncio
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -131,7 +132,7 @@ async def test_append_then_verify_ok(db: Path, signer: CheckpointSigner) -> None
             records = [await log.append(entry(n)) for n in range(25)]
             assert [r.seq for r in records] == list(range(1, 26))
             assert records[0].prev_hash == GENESIS_HASH
-            assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:]))
+            assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
             assert [r.entry for r in records] == [entry(n) for n in range(25)]
     assert [e["state"] for e in logs if e["event"] == "audit_log_state"] == [
         "open", "closing", "closed"]
@@ -225,7 +226,7 @@ def test_details_are_a_frozen_copy() -> None:
     details["k"].append(2)
     assert submitted.details == {"k": [1]}
     with pytest.raises(TypeError):
-        submitted.details["k"] = 3  # type: ignore[index]
+        submitted.details["k"] = 3
     assert entry(camera_ids=["a", "b"]).camera_ids == ("a", "b")
     assert entry(action="access.deny").action is AuditAction.ACCESS_DENY
 
@@ -371,7 +372,7 @@ async def test_a_substituted_key_is_detected(db: Path, signer: CheckpointSigner)
 
     report = verify(db, signer.public_key)
     assert report.key_trusted and report.last_checkpoint_seq is None
-    seq, problem = broken(report)
+    seq, _problem = broken(report)
     assert seq == 8
     messages = " | ".join(p for _, p in report.problems)
     assert "substituted key" in messages and "forged checkpoint" in messages
@@ -628,7 +629,8 @@ def test_any_entry_round_trips_and_verifies(
     reason: str | None, camera_ids: list[str], details: dict[str, Any], start: datetime | None,
 ) -> None:
     submitted = AuditEntry(action=action, operator_id=operator_id, purpose=purpose, reason=reason,
-                           camera_ids=camera_ids, details=details, period_start=start)
+                           camera_ids=camera_ids, details=details,  # type: ignore[arg-type]
+                           period_start=start)
     record = append_sync(shared_db, submitted)
     assert record.entry == submitted
     assert search(shared_db, limit=1) == [record]

@@ -35,12 +35,12 @@ def ingest(tmp_path: Path) -> tuple[StatusIngest, Registry]:
     (topics.camera_status("gangnam", "gangnam-001"), _camera(district="mapo").SerializeToString(), "claims district"),
     (topics.camera_status("gangnam", "gangnam-001"), _camera(camera_id="gangnam-002").SerializeToString(), "on 'gangnam-001'"),
     (topics.camera_status("gangnam", "gangnam-001"), _camera(state=0).SerializeToString(), "no valid state"),
-    (topics.agent_status("gangnam"), mqtt_pb2.AgentStatus(district_id="mapo", state=1).SerializeToString(), "names district"),
+    (topics.agent_status("gangnam"), mqtt_pb2.AgentStatus(district_id="mapo", state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString(), "names district"),
     (topics.heartbeat("gangnam"), mqtt_pb2.Heartbeat(district_id="gangnam", cameras=[
         _camera("gangnam-001", lat=10.0), _camera("gangnam-002", lat=float("nan"))]).SerializeToString(),
      "impossible coordinates"),
 ])
-def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload: bytes, problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload: bytes, problem: str) -> None:
     handler, registry = ingest
     before = registry.camera("gangnam-001")
     with capture_logs() as logs:
@@ -51,11 +51,11 @@ def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload
     assert after is not None and before is not None
     assert (after.lat, after.lon, after.status, after.district_id) == (before.lat, before.lon, before.status, before.district_id)
     assert registry.camera("gangnam-002") is None  # a heartbeat is all-or-nothing
-    assert registry.district("gangnam").agent_online  # type: ignore[union-attr]
+    assert registry.district("gangnam").agent_online
 
 
 def test_topic_parser_rejects_foreign_topics() -> None:
     for topic in ("safetynet/v2/districts/x/agent/status", "other/thing", "safetynet/v1/districts/x/what"):
         with pytest.raises(ValueError, match="topic"):
             topics.parse(topic)
-    assert topics.parse(topics.camera_status("mapo", "mapo-001")) == topics.ParsedTopic("camera_status", "mapo", "mapo-001")
+    assert topics.parse(topics.camera_status("mapo", "mapo-001")) == topics.ParsedTopic(topics.Kind.CAMERA_STATUS, "mapo", "mapo-001")

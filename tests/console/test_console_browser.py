@@ -36,7 +36,7 @@ async def _place_incident(page: Page, incident_type: str, at: tuple[float, float
 
 
 async def _tiles(page: Page) -> list[dict[str, object]]:
-    return await page.evaluate("() => window.safetynet.tiles()")  # type: ignore[no-any-return]
+    return await page.evaluate("() => window.safetynet.tiles()")
 
 
 async def test_112_robbery_reported_on_the_map_opens_live_tiles_that_end_when_it_closes(

@@ -11,13 +11,13 @@ import asyncio
 import aiohttp
 import av
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from cloud_core import audit as audit_log
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
-from runtime.webrtc import WebRtcSettings
+from runtime.webrtc import WebRtcSettings, h264_codecs
 from tests.conftest import GANGNAM, AgentConfigFactory
 from tests.console.conftest import console_url
 
@@ -29,10 +29,7 @@ GANGNAM_STATION = (37.49795, 127.02760)
 async def _offer() -> tuple[RTCPeerConnection, asyncio.Future[MediaStreamTrack]]:
     """An aiortc player's complete receive-only H.264 offer (aiortc does not trickle)."""
     pc = RTCPeerConnection(WebRtcSettings.loopback().rtc_configuration())
-    capabilities = RTCRtpReceiver.getCapabilities("video")
-    assert capabilities is not None
-    pc.addTransceiver("video", direction="recvonly").setCodecPreferences(
-        [c for c in capabilities.codecs if c.mimeType == "video/H264"])
+    pc.addTransceiver("video", direction="recvonly").setCodecPreferences(h264_codecs(with_rtx=False))
     track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
 
     @pc.on("track")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from fractions import Fraction
 
 import pytest
@@ -35,7 +35,7 @@ class ScriptedSource(CameraSource):
     def fail(self, reason: str) -> None:
         self._queue.put_nowait(reason)
 
-    async def packets(self) -> AsyncIterator[EncodedPacket]:
+    async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         self.opens += 1
         try:
             while True:
@@ -47,7 +47,7 @@ class ScriptedSource(CameraSource):
             self.closes += 1
 
 
-async def _drain(subscription, count: int) -> list[bool]:  # type: ignore[no-untyped-def]
+async def _drain(subscription, count: int) -> list[bool]:
     keys = []
     for _ in range(count):
         async with asyncio.timeout(2):

@@ -36,7 +36,7 @@ def test_pilot_config_loads(tmp_path: Path) -> None:
     (lambda t: t + "\n[[cameras]\n", "not valid TOML"),
     (lambda t: t.replace("heartbeat_seconds = 30", "heartbeat_seconds = -1"), "must be positive"),
 ])
-def test_bad_config_names_the_problem(tmp_path: Path, change, problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_config_names_the_problem(tmp_path: Path, change, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, change(GOOD))
     assert problem in str(caught.value)
@@ -83,7 +83,7 @@ def test_rtsp_camera_options_and_settings_load(tmp_path: Path) -> None:
     (lambda t: t.replace("admin:s3cret@10.0.0.5/live", "admin:s3cret@:99999/live", 1),
      "source names no camera host"),
 ])
-def test_bad_rtsp_options_name_the_problem(tmp_path: Path, change, problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_rtsp_options_name_the_problem(tmp_path: Path, change, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, change(RTSP))
     assert problem in str(caught.value)

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.exceptions import ConfigError, GrantRejected
-from edge_agent.grant_check import GrantClaimsData, GrantVerifier, key_id_for
+from edge_agent.grant_check import GrantVerifier
 from protos.safetynet.v1 import grant_pb2
+from runtime.grant import GrantClaimsData, key_id_for
 
 NOW = datetime(2025, 5, 1, 3, 0, tzinfo=UTC)
 CORE_KEY = Ed25519PrivateKey.generate()
@@ -290,7 +291,8 @@ def test_grants_issued_before_the_agent_started_are_refused() -> None:
 
     from cloud_core.grants import GrantSigner
     from edge_agent.exceptions import GrantRejected
-    from edge_agent.grant_check import GrantClaimsData, GrantVerifier
+    from edge_agent.grant_check import GrantVerifier
+    from runtime.grant import GrantClaimsData
 
     key = Ed25519PrivateKey.generate()
     signer = GrantSigner(key)

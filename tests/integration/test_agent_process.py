@@ -35,10 +35,10 @@ async def test_killed_agent_goes_offline_through_its_last_will(
         await agent.wait()
         await core.wait_until(lambda r: not r.district("gangnam").agent_online, 10)
         # Every camera of the district now reads offline, because its agent is.
-        cameras = core.registry.list_cameras(district_id="gangnam")  # type: ignore[union-attr]
+        cameras = core.registry.list_cameras(district_id="gangnam")
         assert {c.effective_status for c in cameras} == {"offline"}
         assert {c.effective_reason for c in cameras} == {"agent_offline"}
-        assert core.registry.list_cameras(district_id="gangnam", status="online") == []  # type: ignore[union-attr]
+        assert core.registry.list_cameras(district_id="gangnam", status="online") == []
 
         agent = await _start_agent(config)
         await core.wait_until(lambda r: r.district("gangnam").agent_online, 20)

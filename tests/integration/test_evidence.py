@@ -24,7 +24,7 @@ from edge_agent.evidence_settings import EvidenceSettings
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
 from runtime.evidence_manifest import read_manifest, sign_manifest
 from safetynet.cli import main
-from safetynet.commands_evidence import export_clip
+from safetynet.commands.evidence import export_clip
 from tests.conftest import GANGNAM, AgentConfigFactory
 from tests.edge_agent.test_rtsp_source import needs_server, serve
 from tests.integration.test_access_control import GANGNAM_STATION, _auth, _ready, _report
@@ -49,7 +49,7 @@ def parameter_sets(extradata: bytes) -> set[bytes]:
 
 async def sealed(core: CoreServer, clip_id: str) -> None:
     assert core.evidence is not None
-    await core.wait_until(lambda _: core.evidence.clip(clip_id).state == "sealed", 20)  # type: ignore[union-attr]
+    await core.wait_until(lambda _: core.evidence.clip(clip_id).state == "sealed", 20)
 
 
 @needs_server
@@ -103,8 +103,8 @@ async def test_a_clip_of_a_live_rtsp_camera_is_exported_verified_and_plays_as_th
     assert frames >= 20  # ~3 s at 10 fps
 
     manifest_hash = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
-    assert audit_log.verify(core.audit.db_path).ok  # type: ignore[union-attr]
-    records = [r.to_dict() for r in audit_log.search(core.audit.db_path, incident_id=incident,  # type: ignore[union-attr]
+    assert audit_log.verify(core.audit.db_path).ok
+    records = [r.to_dict() for r in audit_log.search(core.audit.db_path, incident_id=incident,
                                                      limit=100)]
     actions = [r["action"] for r in records]
     assert {"evidence.preserve", "evidence.seal", "evidence.export"} <= set(actions)
@@ -168,7 +168,7 @@ async def test_clip_requests_outside_the_grant_unknown_too_long_or_over_budget_a
             too_long = await preserve("police-op", [FIRST], seconds=601)
             assert too_long.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "at most 600 s" in (too_long.details() or "")
-            assert not agent.evidence.store.clips  # type: ignore[union-attr]
+            assert not agent.evidence.store.clips
 
             # A 1-byte budget: the first clip starts, and seals as soon as it sees it is spent.
             first = await stub.Preserve(core_pb2.PreserveEvidenceRequest(
@@ -178,8 +178,8 @@ async def test_clip_requests_outside_the_grant_unknown_too_long_or_over_budget_a
             full = await preserve("police-op", [FIRST])
             assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "disk budget" in (full.details() or "") and "no clip is deleted" in (full.details() or "")
-            assert list(agent.evidence.store.clips) == [first.clips[0].clip_id]  # type: ignore[union-attr]
-    records = [r.to_dict() for r in audit_log.search(core.audit.db_path, limit=100)]  # type: ignore[union-attr]
+            assert list(agent.evidence.store.clips) == [first.clips[0].clip_id]
+    records = [r.to_dict() for r in audit_log.search(core.audit.db_path, limit=100)]
     denied = [r for r in records if r["action"] == "evidence.preserve" and r["outcome"] == "denied"]
     assert len(denied) == 4
     assert json.dumps(records)  # the record is plain data

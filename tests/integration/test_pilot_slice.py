@@ -33,15 +33,15 @@ def _add_operator(server: CoreServer, name: str, agency: str, role: str = "opera
     return server.access.operators.add(name, agency=agency, role=role, policy=server.access.policy)[1]
 
 
-def _online(district: str, camera: str):  # type: ignore[no-untyped-def]
-    def check(registry) -> bool:  # type: ignore[no-untyped-def]
+def _online(district: str, camera: str):
+    def check(registry) -> bool:
         record = registry.camera(camera)
         return record is not None and record.agent_online and record.district_id == district
     return check
 
 
 async def test_viewer_receives_and_decodes_frames_from_each_district(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens, tmp_path) -> None:
     async with EdgeAgent(agent_config(GANGNAM)), EdgeAgent(agent_config(MAPO)):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         await core.wait_until(_online("mapo", "mapo-001"), 10)
@@ -57,7 +57,7 @@ async def test_viewer_receives_and_decodes_frames_from_each_district(
 
 
 async def test_camera_status_reaches_the_registry_and_list_cameras(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=20)):
         await core.wait_until(lambda r: len(r.list_cameras(district_id="gangnam", status="online")) == 20, 10)
         async with grpc.aio.insecure_channel(core.address) as channel:
@@ -83,7 +83,7 @@ async def test_camera_status_reaches_the_registry_and_list_cameras(
 
 
 async def test_two_viewers_of_one_camera_share_one_source_and_one_encoder(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         encoders_before = SyntheticCamera.encoders_started
@@ -99,7 +99,7 @@ async def test_two_viewers_of_one_camera_share_one_source_and_one_encoder(
 
 
 async def test_joining_viewer_gets_the_cached_gop_at_once(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     # A 4 s GOP: without the cache the second viewer would wait up to 4 s for a key frame.
     config = agent_config(GANGNAM, cameras=1, source="sim:?size=320x240&fps=15&gop=4&kbps=300")
     async with EdgeAgent(config):
@@ -113,7 +113,7 @@ async def test_joining_viewer_gets_the_cached_gop_at_once(
 
 
 async def test_unknown_camera_is_refused_without_revealing_it(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         webrtc = WebRtcSettings.loopback()
@@ -130,7 +130,7 @@ async def test_unknown_camera_is_refused_without_revealing_it(
 
 
 async def test_stopped_agent_gives_unavailable_at_once(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)):
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
     await core.wait_until(lambda r: not r.district("gangnam").agent_online, 10)
@@ -144,14 +144,14 @@ async def test_stopped_agent_gives_unavailable_at_once(
 
 
 async def test_silent_agent_gives_unavailable_after_the_answer_timeout(
-        core_config, mosquitto: MosquittoBroker, broker_settings) -> None:  # type: ignore[no-untyped-def]
+        core_config, mosquitto: MosquittoBroker, broker_settings) -> None:
     # The registry believes the agent is online (retained status), but nothing answers offers.
     config = replace(core_config, answer_timeout_seconds=1.0)
     status = mqtt_pb2.AgentStatus(district_id="gangnam", agent_id="ghost", state=mqtt_pb2.AGENT_STATE_ONLINE)
     camera = mqtt_pb2.CameraStatus(state=mqtt_pb2.CAMERA_STATE_ONLINE, camera=mqtt_pb2.CameraDescriptor(
         camera_id="gangnam-001", district_id="gangnam", name="ghost cam", lat=37.5, lon=127.0))
 
-    async def ignore(message) -> None:  # type: ignore[no-untyped-def]
+    async def ignore(message) -> None:
         return None
 
     async with MqttLink(broker_settings, client_id="ghost", on_message=ignore) as ghost:
@@ -173,7 +173,7 @@ async def test_silent_agent_gives_unavailable_after_the_answer_timeout(
 
 
 async def test_malformed_offer_is_invalid_argument(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         async with grpc.aio.insecure_channel(core.address) as channel:
@@ -191,7 +191,7 @@ async def test_malformed_offer_is_invalid_argument(
 
 
 async def test_session_expiry_closes_it_at_the_agent_and_in_the_registry(
-        core_config, agent_config: AgentConfigFactory) -> None:  # type: ignore[no-untyped-def]
+        core_config, agent_config: AgentConfigFactory) -> None:
     async with CoreServer(replace(core_config, session_ttl_seconds=1.5)) as server:
         async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
             await server.wait_until(_online("gangnam", "gangnam-001"), 10)
@@ -203,7 +203,7 @@ async def test_session_expiry_closes_it_at_the_agent_and_in_the_registry(
                 await viewer.wait_frames(3, timeout=10)
                 session_id = viewer.report.session_id
                 await server.wait_until(lambda r: r.session(session_id)["closed_at"] is not None, 10)
-                record = server.registry.session(session_id)  # type: ignore[union-attr]
+                record = server.registry.session(session_id)
                 assert record["close_reason"] == "expired"
                 assert agent.sessions == {}
             finally:
@@ -212,7 +212,7 @@ async def test_session_expiry_closes_it_at_the_agent_and_in_the_registry(
 
 async def test_agent_and_core_reconnect_after_the_broker_restarts(
         core: CoreServer, agent_config: AgentConfigFactory, mosquitto: MosquittoBroker,
-        tokens) -> None:  # type: ignore[no-untyped-def]
+        tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         await mosquitto.stop()
@@ -231,7 +231,7 @@ async def test_agent_and_core_reconnect_after_the_broker_restarts(
 
 
 async def test_close_session_ends_it_at_the_agent(
-        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:  # type: ignore[no-untyped-def]
+        core: CoreServer, agent_config: AgentConfigFactory, tokens) -> None:
     async with EdgeAgent(agent_config(GANGNAM, cameras=1)) as agent:
         await core.wait_until(_online("gangnam", "gangnam-001"), 10)
         viewer = CameraViewer(core.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
@@ -242,7 +242,7 @@ async def test_close_session_ends_it_at_the_agent(
         assert session_id in agent.sessions
         await viewer.close()
         assert session_id not in agent.sessions
-        record = core.registry.session(session_id)  # type: ignore[union-attr]
+        record = core.registry.session(session_id)
         assert record["closed_at"] is not None and record["close_reason"] == "closed by viewer"
         await core.wait_until(lambda r: (r.session(session_id) or {}).get("close_reason") is not None, 5)
         async with grpc.aio.insecure_channel(core.address) as channel:

@@ -49,7 +49,7 @@ def rtsp_agent(agent_config: AgentConfigFactory, server: RtspCameraServer,
 
 
 def camera_is(camera_id: str, status: str, reason: str = "") -> Callable[[object], bool]:
-    def check(registry) -> bool:  # type: ignore[no-untyped-def]
+    def check(registry) -> bool:
         record = registry.camera(camera_id)
         return (record is not None and record.agent_online and record.status == status
                 and record.reason == reason)
@@ -76,7 +76,7 @@ class StatusRecorder:
         await self._link.close()
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
-        payload = bytes(message.payload)  # type: ignore[arg-type]
+        payload = bytes(message.payload)
         self.payloads.append(payload)
         async with self._changed:
             self.seen.append((time.monotonic(), mqtt_pb2.CameraStatus.FromString(payload)))
@@ -182,7 +182,7 @@ async def test_failed_at_start_is_reported_by_probe_and_recovers_for_an_attached
                     await core.wait_until(camera_is(SECOND, "online"), 5)
                     assert agent.feeds[SECOND].source.opens >= 2
                     assert patient.report.session_id in agent.sessions
-                record = core.registry.camera(THIRD)  # type: ignore[union-attr]
+                record = core.registry.camera(THIRD)
     assert record is not None and PASSWORD not in record.detail and wrong not in record.detail
     for secret in (PASSWORD, wrong):
         assert secret not in repr(logs)

@@ -135,5 +135,5 @@ def test_agent_config_reads_cameras_from_the_inventory_file(tmp_path: Path) -> N
         AgentConfig.from_toml(config)
     config.write_text('cameras_file = "cameras.csv"\n' + base.replace("[core]", "[[cameras]]\n"
                       'id = "x"\nlat = 1\nlon = 1\nsource = "sim:"\n[core]'))
-    with pytest.raises(ConfigError, match="inline .* or as cameras_file, not both"):
+    with pytest.raises(ConfigError, match=r"inline .* or as cameras_file, not both"):
         AgentConfig.from_toml(config)

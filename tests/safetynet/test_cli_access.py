@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_core.audit import AuditEntry, CheckpointSigner, append_sync
+from cloud_core.audit import AuditAction, AuditEntry, CheckpointSigner, append_sync
 from cloud_core.grants import load_or_create_signing_key, write_public_key
 from cloud_core.registry import Registry
 from safetynet.cli import main
@@ -56,8 +56,8 @@ def _log_with_records(db: Path, count: int) -> Path:
     write_public_key(db.parent / "grant-signing.pub", key.public_key())
     signer = CheckpointSigner(key)
     for i in range(count):
-        append_sync(db, AuditEntry(action="access.grant", operator_id=f"op-{i}", camera_ids=("c-1",)),
-                    signer=signer)
+        append_sync(db, AuditEntry(action=AuditAction.ACCESS_GRANT, operator_id=f"op-{i}",
+                                   camera_ids=("c-1",)), signer=signer)
     return key_file
 
 

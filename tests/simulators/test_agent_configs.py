@@ -26,7 +26,7 @@ def test_agents_point_at_the_urls_sim_cameras_printed(tmp_path: Path) -> None:
     sources = read_camera_urls("# from safetynet sim cameras\n\n" + printed)
     assert sources["gangnam-002"] == "rtsp://127.0.0.1:8554/cam/gangnam-002"
     paths = write_pilot_configs(tmp_path, broker_host="127.0.0.1", broker_port=1883,
-                                source="sim:", sources=sources)  # type: ignore[arg-type]
+                                source="sim:", sources=sources)
     gangnam = AgentConfig.from_toml(next(p for p in paths if p.stem == "gangnam"))
     assert [c.kind for c in gangnam.cameras[:4]] == ["rtsp", "rtsp", "rtsp", "simulated"]
     with pytest.raises(ValueError, match="line 1"):

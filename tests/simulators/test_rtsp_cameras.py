@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import re
 import threading
@@ -183,7 +184,7 @@ async def test_each_camera_serves_h264_with_the_configured_gop_and_size(
         assert sample.profile == "Constrained Baseline"
         assert sample.frame_size == SIZE
         assert len(sample.keyframe_indices) >= 3
-        gaps = [b - a for a, b in zip(sample.keyframe_indices, sample.keyframe_indices[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(sample.keyframe_indices)]
         assert all(abs(gap - frames_per_gop) <= 1 for gap in gaps), sample.keyframe_indices
 
 

@@ -14,8 +14,14 @@ from typing import Any
 
 import grpc
 
-from safetynet.cli import EXIT_FAILED, EXIT_OK, UserError
-from safetynet.cli_access import _call, _when
+from safetynet.commands.arguments import Subcommands, moment
+from safetynet.commands.core_connection import Metadata, add_core_call_flags, call_core
+from safetynet.commands.exceptions import EXIT_FAILED, EXIT_OK, UserError
+
+
+def evidence_service(channel: grpc.aio.Channel) -> Any:
+    """An ``EvidenceService`` stub on ``channel`` (untyped generated code, handed out as Any)."""
+    return evidence_service(channel)
 
 
 def _clip_row(clip: Any) -> dict[str, Any]:
@@ -37,60 +43,60 @@ def _print_clips(clips: list[Any], as_json: bool) -> None:
 
 
 def cmd_preserve(args: argparse.Namespace) -> int:
-    from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+    from protos.safetynet.v1 import core_pb2
 
     if args.max_seconds < 0:
         raise UserError("--max-seconds must not be negative")
 
-    async def body(channel: grpc.aio.Channel, metadata: Any) -> int:
-        response = await core_pb2_grpc.EvidenceServiceStub(channel).Preserve(
+    async def body(channel: grpc.aio.Channel, metadata: Metadata) -> int:
+        response = await evidence_service(channel).Preserve(
             core_pb2.PreserveEvidenceRequest(incident_id=args.incident, camera_ids=args.camera,
                                              max_seconds=args.max_seconds), metadata=metadata)
         _print_clips(list(response.clips), args.json)
         return EXIT_OK
 
-    return _call(args, body)
+    return call_core(args, body)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+    from protos.safetynet.v1 import core_pb2
 
-    async def body(channel: grpc.aio.Channel, metadata: Any) -> int:
-        clip = await core_pb2_grpc.EvidenceServiceStub(channel).Stop(
+    async def body(channel: grpc.aio.Channel, metadata: Metadata) -> int:
+        clip = await evidence_service(channel).Stop(
             core_pb2.StopEvidenceRequest(clip_id=args.clip_id), metadata=metadata)
         _print_clips([clip], args.json)
         return EXIT_OK
 
-    return _call(args, body)
+    return call_core(args, body)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+    from protos.safetynet.v1 import core_pb2
 
-    async def body(channel: grpc.aio.Channel, metadata: Any) -> int:
-        response = await core_pb2_grpc.EvidenceServiceStub(channel).List(
+    async def body(channel: grpc.aio.Channel, metadata: Metadata) -> int:
+        response = await evidence_service(channel).List(
             core_pb2.ListEvidenceRequest(incident_id=args.incident or ""), metadata=metadata)
         _print_clips(list(response.clips), args.json)
         return EXIT_OK
 
-    return _call(args, body)
+    return call_core(args, body)
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+    from protos.safetynet.v1 import core_pb2
 
     request = core_pb2.HoldEvidenceRequest(clip_id=args.clip_id, reason=args.reason)
-    request.hold_until.FromDatetime(_when(args.until, "--until"))
+    request.hold_until.FromDatetime(moment(args.until, "--until"))
 
-    async def body(channel: grpc.aio.Channel, metadata: Any) -> int:
-        clip = await core_pb2_grpc.EvidenceServiceStub(channel).Hold(request, metadata=metadata)
+    async def body(channel: grpc.aio.Channel, metadata: Metadata) -> int:
+        clip = await evidence_service(channel).Hold(request, metadata=metadata)
         _print_clips([clip], args.json)
         return EXIT_OK
 
-    return _call(args, body)
+    return call_core(args, body)
 
 
-async def export_clip(stub: Any, clip_id: str, out: Path, metadata: Any) -> list[str]:
+async def export_clip(stub: Any, clip_id: str, out: Path, metadata: Metadata) -> list[str]:
     """Write the exported clip's files into ``out`` (created, 0700; files 0600)."""
     from protos.safetynet.v1 import core_pb2
 
@@ -114,17 +120,15 @@ async def export_clip(stub: Any, clip_id: str, out: Path, metadata: Any) -> list
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from protos.safetynet.v1 import core_pb2_grpc
-
-    async def body(channel: grpc.aio.Channel, metadata: Any) -> int:
-        files = await export_clip(core_pb2_grpc.EvidenceServiceStub(channel), args.clip_id,
+    async def body(channel: grpc.aio.Channel, metadata: Metadata) -> int:
+        files = await export_clip(evidence_service(channel), args.clip_id,
                                   Path(args.out), metadata)
         print(f"exported {args.clip_id}: {len(files)} files in {args.out}; check it with "
               f"`safetynet evidence verify {args.out} {args.out}/manifest.json "
               f"--public-key {args.out}/agent.pub`")
         return EXIT_OK
 
-    return _call(args, body)
+    return call_core(args, body)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -152,18 +156,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def add_evidence_parsers(sub: Any) -> None:
-    from safetynet.cli import DEFAULT_CORE
-
-    def core_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--core", metavar="HOST:PORT",
-                       help=f"core address (default $SAFETYNET_CORE or {DEFAULT_CORE})")
-        p.add_argument("--token-file", metavar="FILE", help="operator token (default $SAFETYNET_TOKEN)")
-        p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = sub.add_parser("evidence", help="preserve, export and verify evidence clips",
-                       description="Evidence clips: the camera's own H.264 kept at the district, "
-                                   "hashed, signed by its agent, on the audit chain.")
+def register(subcommands: Subcommands) -> None:
+    """Add ``safetynet evidence preserve|stop|list|hold|export|verify``."""
+    p = subcommands.add_parser(
+        "evidence", help="preserve, export and verify evidence clips",
+        description="Evidence clips: the camera's own H.264 kept at the district, hashed, signed "
+                    "by its agent, on the audit chain.")
     ev = p.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
     q = ev.add_parser("preserve", help="start clips of cameras under an open incident",
                       description="Start a clip of each camera (recorded at its district's agent).")
@@ -171,28 +169,32 @@ def add_evidence_parsers(sub: Any) -> None:
     q.add_argument("--camera", action="append", required=True, help="camera id (repeatable)")
     q.add_argument("--max-seconds", type=float, default=0.0,
                    help="stop after this long (default: the policy's maximum)")
-    core_flags(q)
+    add_core_call_flags(q)
     q.set_defaults(func=cmd_preserve)
     q = ev.add_parser("stop", help="stop a clip and seal it", description="Stop and seal a clip.")
     q.add_argument("clip_id", metavar="CLIP")
-    core_flags(q)
+    add_core_call_flags(q)
     q.set_defaults(func=cmd_stop)
     q = ev.add_parser("list", help="list clips you may see", description="List evidence clips.")
     q.add_argument("--incident", help="only this incident's")
-    core_flags(q)
+    add_core_call_flags(q)
     q.set_defaults(func=cmd_list)
+    _register_custody(ev)
+
+
+def _register_custody(ev: Subcommands) -> None:
     q = ev.add_parser("hold", help="place a legal hold (supervisors)",
                       description="Keep a clip beyond its retention until --until.")
     q.add_argument("clip_id", metavar="CLIP")
     q.add_argument("--until", required=True, help="ISO date or time the hold ends")
     q.add_argument("--reason", required=True, help="why (recorded)")
-    core_flags(q)
+    add_core_call_flags(q)
     q.set_defaults(func=cmd_hold)
     q = ev.add_parser("export", help="export a sealed clip through the core (audited)",
                       description="Fetch a sealed clip's files: manifest.json, segments, agent.pub.")
     q.add_argument("clip_id", metavar="CLIP")
     q.add_argument("--out", required=True, metavar="DIR", help="folder to write the files into")
-    core_flags(q)
+    add_core_call_flags(q)
     q.set_defaults(func=cmd_export)
     q = ev.add_parser("verify", help="check a clip offline against its signed manifest",
                       description="Exit 0 and OK when the signature and every segment hold; "

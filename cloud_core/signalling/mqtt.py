@@ -1,4 +1,4 @@
-"""Relays signalling between the core and agents over MQTT, request by request.
+"""Signalling over MQTT, request by request.
 
 The core publishes a ``SignalRequest`` on the district's request topic and waits, with a timeout,
 for the ``SignalResponse`` carrying the same request id on that district's response topic. A
@@ -8,13 +8,13 @@ response from any other district's topic is ignored: an agent cannot answer for 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 
 import structlog
 from google.protobuf.message import DecodeError
 
 from cloud_core.exceptions import AgentUnavailable
+from cloud_core.signalling.base import SignallingTransport, ensure_request_id
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.exceptions import LinkDown
@@ -29,12 +29,18 @@ class _Pending:
     future: asyncio.Future[mqtt_pb2.SignalResponse]
 
 
-class SignallingRelay:
+class MqttSignalling(SignallingTransport):
+    """Requests on ``…/<district>/signal/request``, answers from ``…/<district>/signal/response``.
+
+    The core's MQTT link delivers each response to ``handle_response()``.
+    """
+
     def __init__(self) -> None:
         self._link: MqttLink | None = None
         self._pending: dict[str, _Pending] = {}
 
-    def attach(self, link: MqttLink) -> None:
+    def attach(self, link: MqttLink | None) -> None:
+        """Send through ``link`` from now on (``None``: the core is not connected)."""
         self._link = link
 
     @property
@@ -43,18 +49,14 @@ class SignallingRelay:
 
     async def request(self, district_id: str, request: mqtt_pb2.SignalRequest,
                       timeout: float) -> mqtt_pb2.SignalResponse:
-        """Send ``request`` to the district's agent; its response, or AgentUnavailable."""
         if self._link is None:
             raise AgentUnavailable(district_id, "the core is not connected to the broker")
-        if not request.request_id:
-            request.request_id = uuid.uuid4().hex
+        request_id = ensure_request_id(request)
         future: asyncio.Future[mqtt_pb2.SignalResponse] = asyncio.get_running_loop().create_future()
-        self._pending[request.request_id] = _Pending(district_id, future)
+        self._pending[request_id] = _Pending(district_id, future)
         try:
-            # QoS 0: a request has its own timeout, and with clean sessions QoS 1 would add only
-            # a PUBACK per message, not delivery across reconnects.
-            await self._link.publish(topics.signal_request(district_id),
-                                     request.SerializeToString(), qos=0)
+            await self._link.send(topics.route(topics.Kind.SIGNAL_REQUEST, district_id),
+                                  request.SerializeToString())
             async with asyncio.timeout(timeout):
                 return await future
         except LinkDown as exc:
@@ -62,9 +64,10 @@ class SignallingRelay:
         except TimeoutError as exc:
             raise AgentUnavailable(district_id, f"no answer within {timeout:g} s") from exc
         finally:
-            self._pending.pop(request.request_id, None)
+            self._pending.pop(request_id, None)
 
     def handle_response(self, district_id: str, payload: bytes) -> None:
+        """A ``SignalResponse`` arrived on ``district_id``'s response topic."""
         try:
             response = mqtt_pb2.SignalResponse.FromString(payload)
         except DecodeError as exc:

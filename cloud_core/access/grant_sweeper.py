@@ -1,0 +1,109 @@
+"""Taking access away again: end every open session whose grant no longer holds.
+
+A grant ends when its operator is disabled, its incident closes, goes or runs out of time, its
+break-glass window stops or runs out, or its own expiry passes. The sweeper closes such sessions
+at their agent and records why; it also closes the audit pair of windows that expired unstopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from cloud_core.access.recorder import AuditRecorder
+from cloud_core.audit import AuditAction, AuditEntry
+from cloud_core.incidents import IncidentStore, StoredIncident
+from cloud_core.operators import OperatorStore
+from cloud_core.policy import Operator
+from cloud_core.registry import Registry
+from cloud_core.sessions import SessionBroker
+
+log = structlog.get_logger(__name__)
+
+
+class GrantSweeper:
+    """Ends sessions whose grant has ended, once each, even when several sweeps overlap."""
+
+    def __init__(self, *, registry: Registry, operators: OperatorStore, incidents: IncidentStore,
+                 sessions: SessionBroker, recorder: AuditRecorder,
+                 clock: Callable[[], datetime]) -> None:
+        self._registry = registry
+        self._operators = operators
+        self._incidents = incidents
+        self._sessions = sessions
+        self._recorder = recorder
+        self._clock = clock
+        self._revoking: set[str] = set()
+
+    async def sweep(self) -> list[str]:
+        """End every open session whose grant no longer holds; return their ids.
+
+        Run every second by the server, and at once when an incident closes, so an ended grant
+        ends its video within seconds even if an agent missed its own expiry timer.
+        """
+        now = self._clock()
+        disabled = self._operators.disabled_ids()
+        incidents: dict[str, StoredIncident | None] = {}
+        ending = []
+        for record in self._registry.open_sessions():
+            if record["session_id"] in self._revoking:
+                continue
+            reason = self._why_grant_ended(record, now, disabled, incidents)
+            if reason is not None:
+                ending.append((record, reason))
+        await self._expire_break_glass(now)
+        await asyncio.gather(*(self.revoke(record, reason) for record, reason in ending))
+        return [str(record["session_id"]) for record, _ in ending]
+
+    async def revoke(self, record: dict[str, object], reason: str,
+                     by: Operator | None = None) -> None:
+        """Record the revocation, close the session at its agent, mark it ended."""
+        session_id = str(record["session_id"])
+        self._revoking.add(session_id)
+        try:
+            await self._recorder.record(AuditEntry(
+                action=AuditAction.GRANT_REVOKE,
+                operator_id=by.operator_id if by else "system:core",
+                agency=by.agency if by else None, camera_ids=(str(record["camera_id"]),),
+                incident_id=str(record["incident_id"]) or None, reason=reason,
+                details={"session_id": session_id, "operator": str(record["operator_id"])}))
+            await self._sessions.close_at_agent(session_id, str(record["district_id"]), reason)
+            self._registry.end_session(session_id, self._clock(), reason)
+            log.info("grant ended, session closed", session=session_id, reason=reason)
+        finally:
+            self._revoking.discard(session_id)
+
+    def _why_grant_ended(self, record: dict[str, object], now: datetime, disabled: set[str],
+                         incidents: dict[str, StoredIncident | None]) -> str | None:
+        if record["operator_id"] in disabled:
+            return "operator disabled"
+        if record["incident_id"]:
+            incident_id = str(record["incident_id"])
+            if incident_id not in incidents:
+                incidents[incident_id] = self._incidents.get(incident_id)
+            stored = incidents[incident_id]
+            if stored is None:
+                return "incident gone"
+            if stored.incident.closed_at is not None:
+                return "incident closed"
+            if now >= stored.incident.expires_at:
+                return "incident time box ended"
+        if record["breakglass_id"]:
+            window = self._incidents.break_glass(str(record["breakglass_id"]))
+            if window is None or window.stopped_at is not None:
+                return "break-glass stopped"
+            if now >= window.expires_at:
+                return "break-glass ended"
+        if now >= datetime.fromisoformat(str(record["expires_at"])):
+            return "grant expired"
+        return None
+
+    async def _expire_break_glass(self, now: datetime) -> None:
+        """Close the START/STOP pair of windows that ran out without being stopped."""
+        for window in self._incidents.break_glass_windows():
+            if window.stopped_at is None and now >= window.expires_at:
+                await self._recorder.break_glass_stopped(window, now, None)
+                self._incidents.stop_break_glass(window.breakglass_id, window.expires_at)

@@ -1,0 +1,200 @@
+"""Viewer sessions: decide a view, record it, sign its grant, broker it; then close, show, revoke.
+
+The order of ``open`` is the design's fail-closed order: the decision is written to the audit log
+before a grant is signed or anything is relayed to an agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cloud_core.access import denials
+from cloud_core.access.caller import Caller
+from cloud_core.access.grant_sweeper import GrantSweeper
+from cloud_core.access.recorder import AuditRecorder
+from cloud_core.audit import AuditAction, AuditEntry, AuditOutcome
+from cloud_core.exceptions import AccessDenied, CameraNotFound, InvalidRequest, SessionNotFound
+from cloud_core.grants import GrantSigner
+from cloud_core.incidents import IncidentStore
+from cloud_core.policy import CameraPlace, Decision, Policy, Role, decide_view
+from cloud_core.registry import CameraRecord, Registry
+from cloud_core.sessions import InvalidOffer, OpenedSession, SessionBroker, check_offer
+from protos.safetynet.v1 import mqtt_pb2
+from runtime.grant import GrantClaimsData
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session as its viewer sees it: still active, or why it ended."""
+
+    session_id: str
+    camera_id: str
+    active: bool
+    reason: str            # why it ended ("incident closed", "expired", …); empty while active
+    expires_at: datetime
+
+
+class SessionDesk:
+    """Opens, closes, shows and revokes viewer sessions, and records the agent's account of them."""
+
+    def __init__(self, *, registry: Registry, incidents: IncidentStore, policy: Policy,
+                 signer: GrantSigner, sessions: SessionBroker, recorder: AuditRecorder,
+                 sweeper: GrantSweeper, clock: Callable[[], datetime]) -> None:
+        self._registry = registry
+        self._incidents = incidents
+        self._policy = policy
+        self._signer = signer
+        self._sessions = sessions
+        self._recorder = recorder
+        self._sweeper = sweeper
+        self._clock = clock
+
+    async def open(self, caller: Caller, camera_id: str, sdp_offer: str, *,
+                   incident_id: str = "", breakglass_id: str = "") -> OpenedSession:
+        """Decide, record, sign a grant, relay the offer; the answer, or AccessDenied."""
+        try:
+            check_offer(sdp_offer)
+        except InvalidOffer as exc:
+            raise InvalidRequest(str(exc)) from exc
+        camera = self._registry.camera(camera_id)
+        decision, public_reason = self._decide(caller, camera, incident_id, breakglass_id)
+        now = self._clock()
+        session_id = SessionBroker.new_session_id()
+        await self._recorder.record(
+            _decision_entry(caller, camera_id, decision, now, session_id, incident_id,
+                            breakglass_id))
+        if not decision.allowed or camera is None or decision.expires_at is None:
+            raise AccessDenied(public_reason)
+        operator = caller.operator
+        grant = self._signer.sign(GrantClaimsData(
+            session_id=session_id, camera_id=camera.camera_id, district_id=camera.district_id,
+            operator_id=operator.operator_id, agency=operator.agency,
+            incident_id=decision.incident_id or "", purpose=decision.purpose,
+            not_before=now, expires_at=decision.expires_at))
+        try:
+            opened = await self._sessions.open(
+                camera.camera_id, sdp_offer, expires_at=decision.expires_at, grant=grant,
+                session_id=session_id,
+                record={"operator_id": operator.operator_id, "agency": operator.agency,
+                        "incident_id": decision.incident_id or "",
+                        "breakglass_id": decision.breakglass_id or "",
+                        "basis": decision.basis.value})
+        except CameraNotFound as exc:  # vanished between decision and relay
+            raise AccessDenied(public_reason) from exc
+        await self._recorder.record(
+            _opened_entry(caller, camera, decision, now, session_id, opened))
+        return opened
+
+    async def close(self, caller: Caller, session_id: str) -> None:
+        """The viewer ends its own session (or a supervisor one of the agency's)."""
+        record = self._session(caller, session_id)
+        if record["closed_at"] is not None:
+            raise SessionNotFound(session_id)
+        await self._sessions.close(session_id, "closed by viewer")
+
+    def state(self, caller: Caller, session_id: str) -> SessionState:
+        """Whether the session is still active, and if not why it ended."""
+        record = self._session(caller, session_id)
+        return SessionState(
+            session_id=session_id, camera_id=str(record["camera_id"]),
+            active=record["closed_at"] is None, reason=str(record["close_reason"] or ""),
+            expires_at=datetime.fromisoformat(str(record["expires_at"])))
+
+    async def revoke(self, caller: Caller, session_id: str, reason: str) -> None:
+        """A supervisor of the session's agency ends it now, on the record."""
+        operator = caller.operator
+        record = self._registry.session(session_id)
+        if record is None or record["closed_at"] is not None:
+            raise SessionNotFound(session_id)
+        if operator.role != Role.SUPERVISOR or operator.agency not in (record["agency"],):
+            await self._recorder.refuse(caller, AuditAction.GRANT_REVOKE,
+                                        denials.REVOKE_NEEDS_SUPERVISOR)
+        await self._sweeper.revoke(
+            record, f"revoked by {operator.operator_id}: {reason or 'no reason given'}",
+            by=operator)
+
+    async def ended(self, event: mqtt_pb2.SessionEvent) -> None:
+        """The agent's account of a session's end: duration and bytes, for the record."""
+        record = self._registry.session(event.session_id)
+        if record is None:
+            return
+        ended = event.at.ToDatetime(tzinfo=UTC)
+        started = datetime.fromisoformat(str(record["opened_at"]))
+        await self._recorder.record(AuditEntry(
+            action=AuditAction.SESSION_CLOSE, operator_id=str(record["operator_id"]) or "unknown",
+            agency=str(record["agency"]) or None, camera_ids=(str(record["camera_id"]),),
+            incident_id=str(record["incident_id"]) or None, reason=event.reason,
+            period_start=min(started, ended), period_end=ended,
+            details={"session_id": event.session_id, "district_id": str(record["district_id"]),
+                     "duration_seconds": round(event.duration_seconds, 3),
+                     "bytes_sent": event.bytes_sent}))
+
+    def _decide(self, caller: Caller, camera: CameraRecord | None, incident_id: str,
+                breakglass_id: str) -> tuple[Decision, str]:
+        """The policy's decision, and the reason the caller may be told."""
+        now = self._clock()
+        incident = None
+        if incident_id:
+            stored = self._incidents.get(incident_id)
+            if stored is None:
+                audit_reason, public_reason = denials.missing_incident(incident_id)
+                return Decision.deny(audit_reason), public_reason
+            incident = stored.incident
+        window = None
+        if breakglass_id:
+            window = self._incidents.break_glass(breakglass_id)
+            if window is None:
+                audit_reason, public_reason = denials.missing_break_glass(breakglass_id)
+                return Decision.deny(audit_reason), public_reason
+        if camera is None:
+            decision = Decision.deny(denials.UNKNOWN_CAMERA)
+        else:
+            place = CameraPlace(camera.camera_id, camera.district_id, camera.lat, camera.lon)
+            decision = decide_view(self._policy, caller.operator, place, incident, now, window)
+        if decision.allowed:
+            return decision, decision.reason
+        return decision, denials.view_refused(caller.operator, incident, window, decision,
+                                              self._clock())
+
+    def _session(self, caller: Caller, session_id: str) -> dict[str, object]:
+        """The session's row if the caller opened it or supervises its agency."""
+        record = self._registry.session(session_id)
+        operator = caller.operator
+        if record is None or not (
+                record["operator_id"] == operator.operator_id
+                or (operator.role == Role.SUPERVISOR and record["agency"] == operator.agency)):
+            raise SessionNotFound(session_id)
+        return record
+
+
+def _decision_entry(caller: Caller, camera_id: str, decision: Decision, now: datetime,
+                    session_id: str, incident_id: str, breakglass_id: str) -> AuditEntry:
+    """The ``access.grant`` / ``access.deny`` record of one decision."""
+    operator = caller.operator
+    return AuditEntry(
+        action=AuditAction.ACCESS_GRANT if decision.allowed else AuditAction.ACCESS_DENY,
+        operator_id=operator.operator_id, agency=operator.agency,
+        source_address=caller.source_address or None, camera_ids=(camera_id,),
+        incident_id=decision.incident_id or incident_id or None,
+        purpose=decision.purpose or None, legal_basis=decision.legal_basis or None,
+        outcome=AuditOutcome.OK if decision.allowed else AuditOutcome.DENIED,
+        reason=decision.reason, period_start=now if decision.allowed else None,
+        period_end=decision.expires_at,
+        details={"session_id": session_id, "basis": decision.basis.value,
+                 **({"breakglass_id": breakglass_id} if breakglass_id else {})})
+
+
+def _opened_entry(caller: Caller, camera: CameraRecord, decision: Decision, now: datetime,
+                  session_id: str, opened: OpenedSession) -> AuditEntry:
+    """The ``session.open`` record, once the agent has answered."""
+    operator = caller.operator
+    return AuditEntry(
+        action=AuditAction.SESSION_OPEN, operator_id=operator.operator_id,
+        agency=operator.agency, source_address=caller.source_address or None,
+        camera_ids=(camera.camera_id,), incident_id=decision.incident_id,
+        purpose=decision.purpose, legal_basis=decision.legal_basis,
+        period_start=now, period_end=opened.expires_at,
+        details={"session_id": session_id, "district_id": camera.district_id,
+                 "basis": decision.basis.value})

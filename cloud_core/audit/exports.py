@@ -1,0 +1,129 @@
+"""Getting the audit log out: CSV or JSON exports for the monthly review, and a file snapshot.
+
+Callers record an export itself with an ``audit.export`` entry: only they know who asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, TextIO
+
+from cloud_core.audit.schema import RECORD_COLUMNS, payload_from_row
+from cloud_core.audit.store import open_readonly, time_clauses
+from cloud_core.exceptions import AuditError
+
+ExportFormat = Literal["csv", "json"]
+
+
+def export(
+    db_path: Path,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fmt: ExportFormat = "csv",
+) -> str:
+    """The records written in [since, until) as CSV or JSON text (the monthly review).
+
+    Callers record the export itself with an ``audit.export`` entry: only they know who asked.
+    """
+    out = io.StringIO(newline="")
+    write_export(db_path, out, since=since, until=until, fmt=fmt)
+    return out.getvalue()
+
+
+def write_export(
+    db_path: Path,
+    out: TextIO,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fmt: ExportFormat = "csv",
+) -> int:
+    """Stream the export of ``export`` into ``out``; return the number of records.
+
+    CSV: a header row of the column names, one row per record, ``camera_ids`` joined with ``;``,
+    ``details`` as JSON, absent values empty. Values are exported verbatim, so a cell may begin
+    with ``=``; spreadsheet users should import it as text. JSON: a list of objects, each the
+    record's canonical payload plus ``hash``. Rows are exported as stored, even if tampered
+    with: run ``verify`` to judge them.
+    """
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'json'")
+    clauses, params = time_clauses(since, until)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records {where} ORDER BY seq"
+    with open_readonly(Path(db_path)) as conn:
+        rows = conn.execute(sql, params)
+        return _write_csv(rows, out) if fmt == "csv" else _write_json(rows, out)
+
+
+def count_records(content: str, fmt: str) -> int:
+    """How many records the export text ``content`` (format ``fmt``) holds.
+
+    The export's reply and its own ``audit.export`` record both report this number.
+    """
+    if fmt == "json":
+        return len(json.loads(content))
+    return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)
+
+
+def snapshot(db_path: Path, dest: Path) -> None:
+    """Copy the log's file to ``dest`` consistently while the core writes it (SQLite backup).
+
+    A plain file copy misses what is still in the ``-wal`` file; this copy holds everything
+    committed when it ran. ``dest`` must not exist.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise AuditError(f"{dest} already exists")
+    with open_readonly(Path(db_path)) as source:
+        source.execute("COMMIT")
+        target = sqlite3.connect(dest)
+        try:
+            source.backup(target)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot copy the audit log to {dest}: {exc}") from exc
+        finally:
+            target.close()
+
+
+def _write_csv(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(RECORD_COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow(_csv_cells(row))
+        count += 1
+    return count
+
+
+def _write_json(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
+    count = 0
+    out.write("[")
+    for row in rows:
+        try:
+            item = {**payload_from_row(row), "hash": row["hash"]}
+        except ValueError:
+            item = dict(row)
+        out.write(",\n" if count else "\n")
+        out.write(json.dumps(item, sort_keys=True, ensure_ascii=False))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _csv_cells(row: sqlite3.Row) -> list[str]:
+    cells: list[str] = []
+    for column in RECORD_COLUMNS:
+        value = row[column]
+        if column == "camera_ids":
+            with contextlib.suppress(TypeError, ValueError):
+                value = ";".join(str(camera) for camera in json.loads(value))
+        cells.append("" if value is None else str(value))
+    return cells

@@ -1,0 +1,193 @@
+"""The rules the policy file sets: the safety services, standing access, break-glass limits.
+
+``Policy`` is the validated policy file (build it with :func:`cloud_core.policy.load_policy` or
+:meth:`Policy.default`); it also opens incidents, because the service an incident belongs to fixes
+its radius, time box, purpose and legal basis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from cloud_core.exceptions import AccessDenied
+from cloud_core.policy.model import (
+    DISTRICT_AGENCY_PREFIX,
+    Incident,
+    Role,
+    new_id,
+    require_coordinates,
+    require_utc,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePolicy:
+    """One safety service as the policy file defines it.
+
+    ``incident_types`` are all the types the service serves; when ``incident_types_from`` names
+    another service they are that service's types, and this one opens only when asked by name.
+    """
+
+    service_id: str
+    title: str
+    agencies: frozenset[str]
+    incident_types: frozenset[str]
+    incident_types_from: str | None
+    default_radius_m: float
+    max_radius_m: float
+    time_box: timedelta
+    facilities: bool
+    purpose: str
+    legal_basis: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandingAccess:
+    """A district control centre's access to its own cameras, without an incident."""
+
+    session: timedelta
+    purpose: str
+    legal_basis: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakGlassRules:
+    """Limits on break-glass windows."""
+
+    max_duration: timedelta
+    min_reason_chars: int
+    purpose_prefix: str
+    legal_basis: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceRules:
+    """``[evidence]``: who may preserve clips, how long a clip is kept, how long it may be."""
+
+    roles: frozenset[Role] = frozenset({Role.SUPERVISOR, Role.OPERATOR})
+    retention_days: int = 30
+    max_clip_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """The validated policy file. Build it with :func:`load_policy` or :meth:`Policy.default`."""
+
+    source: str
+    agencies: Mapping[str, str]
+    services: Mapping[str, ServicePolicy]
+    refused_incident_types: Mapping[str, str]
+    standing: StandingAccess
+    break_glass: BreakGlassRules
+    evidence: EvidenceRules = field(default_factory=lambda: EvidenceRules())
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The policy shipped with the package (``cloud_core/policy.toml``)."""
+        from cloud_core.policy.loader import default_policy  # the loader builds a Policy
+
+        return default_policy()
+
+    @property
+    def incident_types(self) -> frozenset[str]:
+        """Every incident type some service serves."""
+        return frozenset(t for s in self.services.values() for t in s.incident_types)
+
+    def is_known_agency(self, agency: str) -> bool:
+        """Whether ``agency`` is a listed agency or a district control centre."""
+        return agency in self.agencies or (
+            agency.startswith(DISTRICT_AGENCY_PREFIX) and len(agency) > len(DISTRICT_AGENCY_PREFIX)
+        )
+
+    def service_for(self, incident_type: str, service: str | None = None) -> ServicePolicy:
+        """The service an incident of ``incident_type`` opens (or the named ``service``).
+
+        Raises AccessDenied for a refused type (e.g. a non-violent crime) and ValueError for a
+        type or service the policy does not know.
+        """
+        if incident_type in self.refused_incident_types:
+            raise AccessDenied(
+                f"incident type {incident_type!r} does not justify access to video: "
+                f"{self.refused_incident_types[incident_type]}"
+            )
+        if service is not None:
+            chosen = self.services.get(service)
+            if chosen is None:
+                raise ValueError(
+                    f"unknown service {service!r}; services are: {self._service_list()}"
+                )
+            if incident_type not in chosen.incident_types:
+                raise ValueError(f"incident type {incident_type!r} is not served by {chosen.title}")
+            return chosen
+        for candidate in self.services.values():
+            if candidate.incident_types_from is None and incident_type in candidate.incident_types:
+                return candidate
+        raise ValueError(f"unknown incident type {incident_type!r}; see {self.source}")
+
+    def open_incident(
+        self,
+        incident_type: str,
+        lat: float,
+        lon: float,
+        radius_m: float | None,
+        occurred_at: datetime,
+        now: datetime,
+        external_ref: str,
+        legal_basis: str | None = None,
+        *,
+        service: str | None = None,
+        incident_id: str | None = None,
+    ) -> Incident:
+        """Open an incident-scoped access window for ``incident_type`` at (``lat``, ``lon``).
+
+        The radius defaults to the service's and is capped at its maximum; the window lasts the
+        service's time box from ``now``; the legal basis defaults to the service's. ``service``
+        picks a service that shares its types with another (112 emergency dispatch).
+
+        Raises AccessDenied for refused incident types and ValueError for invalid input.
+        """
+        now = require_utc("now", now)
+        occurred_at = require_utc("occurred_at", occurred_at)
+        if occurred_at > now + timedelta(minutes=1):
+            raise ValueError(f"occurred_at {occurred_at.isoformat()} is in the future")
+        require_coordinates(lat, lon)
+        chosen = self.service_for(incident_type, service)
+        radius = chosen.default_radius_m if radius_m is None else float(radius_m)
+        if not (math.isfinite(radius) and radius > 0):
+            raise ValueError(f"radius_m must be a positive number of metres, not {radius_m}")
+        if radius > chosen.max_radius_m:
+            log.info(
+                "incident.radius_capped",
+                service=chosen.service_id,
+                asked_m=radius,
+                max_m=chosen.max_radius_m,
+            )
+            radius = chosen.max_radius_m
+        if legal_basis is not None and not legal_basis.strip():
+            raise ValueError("legal_basis, when given, must not be blank")
+        return Incident(
+            incident_id=incident_id or new_id("INC", now),
+            incident_type=incident_type,
+            service=chosen.service_id,
+            lat=lat,
+            lon=lon,
+            radius_m=radius,
+            agencies=chosen.agencies,
+            opened_at=now,
+            expires_at=now + chosen.time_box,
+            legal_basis=legal_basis.strip() if legal_basis is not None else chosen.legal_basis,
+            purpose=chosen.purpose,
+            occurred_at=occurred_at,
+            external_ref=external_ref,
+        )
+
+    def _service_list(self) -> str:
+        return ", ".join(sorted(self.services))
+
