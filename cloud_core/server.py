@@ -16,6 +16,7 @@ from typing import Self
 import aiomqtt
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what health.aio re-exports
 from grpc_reflection.v1alpha import reflection
@@ -28,6 +29,7 @@ from cloud_core.evidence import EvidenceCustody
 from cloud_core.evidence_servicer import EvidenceServicer
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
+from cloud_core.journal_intake import JournalIntake
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
@@ -43,9 +45,10 @@ from cloud_core.signalling import MqttSignalling
 from cloud_core.status_ingest import StatusIngest
 from cloud_core.transport_security import add_listen_port
 from protos import topics
-from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
 from runtime.background import BackgroundTasks
-from runtime.mqtt_link import MqttLink
+from runtime.exceptions import LinkDown
+from runtime.mqtt_link import LastWill, MqttLink
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +71,7 @@ class CoreServer:
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
         self.evidence: EvidenceCustody | None = None
+        self.journal: JournalIntake | None = None  # agents' local journals (docs/local-mode.md)
 
     @property
     def address(self) -> str:
@@ -133,10 +137,16 @@ class CoreServer:
     async def _connect(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
         """The MQTT link (status in, signalling both ways) and the grant sweeper."""
         link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                        subscriptions=topics.CORE_ROUTES, on_message=self._on_message)
+                        subscriptions=topics.CORE_ROUTES, on_message=self._on_message,
+                        on_connect=self._say_online,
+                        will=LastWill(topics.core_status_route(), _core_status(online=False)))
         self._link = await stack.enter_async_context(link)
+        stack.push_async_callback(self._say_offline)
         self.relay.attach(link)
         stack.callback(self.relay.attach, None)
+        assert self.audit is not None
+        self.journal = await stack.enter_async_context(JournalIntake(
+            self.relay, self.audit, access.policy, timeout=self.config.answer_timeout_seconds))
         tasks = await stack.enter_async_context(BackgroundTasks("core"))
         tasks.start(self._sweep_forever(access), name="grant-sweeper")
 
@@ -165,6 +175,14 @@ class CoreServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def _say_online(self) -> None:
+        """After each (re)connect: agents may stop serving locally (retained; will = offline)."""
+        await self.link.send(topics.core_status_route(), _core_status(online=True))
+
+    async def _say_offline(self) -> None:
+        with contextlib.suppress(LinkDown):  # then the broker's last will says it for us
+            await self.link.send(topics.core_status_route(), _core_status(online=False))
+
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:
         await self._health.enter_graceful_shutdown()
         await server.stop(grace=1.0)
@@ -172,6 +190,7 @@ class CoreServer:
     def _forget_parts(self) -> None:
         self.console = None
         self.evidence = None
+        self.journal = None
         self._link = None
         self.audit = None
         self.registry = None
@@ -225,6 +244,28 @@ class CoreServer:
         else:
             assert self._ingest is not None
             self._ingest.handle(topic, bytes(payload))
+            self._nudge_journal(topic, bytes(payload))
+
+    def _nudge_journal(self, topic: topics.ParsedTopic, payload: bytes) -> None:
+        """An agent that is back, or whose journal is ahead of the chain, gets its journal pulled."""
+        if self.journal is None:
+            return
+        try:
+            if topic.kind == topics.Kind.AGENT_STATUS:
+                status = mqtt_pb2.AgentStatus.FromString(payload)
+                if status.state == mqtt_pb2.AGENT_STATE_ONLINE:
+                    self.journal.nudge(topic.district)
+            elif topic.kind == topics.Kind.HEARTBEAT:
+                beat = mqtt_pb2.Heartbeat.FromString(payload)
+                self.journal.nudge(topic.district, beat.journal_seq)
+        except DecodeError:
+            return  # the ingest has logged and counted it
+
+
+def _core_status(*, online: bool) -> bytes:
+    status = mqtt_pb2.CoreStatus(online=online)
+    status.changed_at.GetCurrentTime()
+    return status.SerializeToString()
 
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:

@@ -25,11 +25,14 @@ from edge_agent.config import AgentConfig
 from edge_agent.evidence import EvidenceDesk
 from edge_agent.exceptions import GrantRejected, OfferRejected
 from edge_agent.grant_check import GrantVerifier
+from edge_agent.local_access import CoreReachability, LocalAccess, LocalView, load_local_operators
+from edge_agent.local_console import LocalConsole
+from edge_agent.local_journal import LocalJournal
 from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from protos.topics import Kind
+from protos.topics import Kind, Route
 from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import MqttLink
@@ -66,6 +69,9 @@ class EdgeAgent:
             self.evidence = EvidenceDesk(
                 config.evidence, district_id=config.district_id, agent_id=config.agent_id,
                 feeds=self.feeds, grants=self.grants, publish=self._publish_evidence_event)
+        self.core = CoreReachability(lambda: self._link is not None and self._link.connected.is_set())
+        self.local: LocalAccess | None = None          # [local]: docs/local-mode.md
+        self.local_console: LocalConsole | None = None
         # Idle RTSP cameras are probed so the map shows which work before anyone watches.
         self.prober = CameraProber(config.cameras, config.rtsp, is_idle=self._camera_idle,
                                    on_result=self._on_probe_result)
@@ -86,10 +92,13 @@ class EdgeAgent:
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         # Unwound in reverse: sessions, probes, tasks, cameras, "offline", the link.
+        subscriptions: list[Route | str] = [topics.route(Kind.SIGNAL_REQUEST, self.config.district_id)]
+        if self.config.local is not None:
+            subscriptions.append(topics.core_status_route())
         link = MqttLink(
             self.config.broker,
             client_id=self.config.agent_id,
-            subscriptions=[topics.route(Kind.SIGNAL_REQUEST, self.config.district_id)],
+            subscriptions=subscriptions,
             on_message=self._on_message,
             on_connect=self.status.publish_online,
             will=self.status.last_will(),
@@ -107,7 +116,28 @@ class EdgeAgent:
         if self.evidence is not None:
             stack.push_async_callback(self.evidence.close)
             self.evidence.start()
+        if self.config.local is not None:
+            await self._start_local(stack)
         stack.push_async_callback(self._close_sessions, "agent stopping")
+
+    async def _start_local(self, stack: contextlib.AsyncExitStack) -> None:
+        """Local mode's journal, access and console (docs/local-mode.md)."""
+        settings = self.config.local
+        assert settings is not None
+        operators = load_local_operators(settings.credentials_file, self.config.district_id)
+        journal = LocalJournal(settings.journal_file, self.config.district_id)
+        stack.callback(journal.close)
+        self.status.journal_seq = lambda: journal.head_seq
+        self.local = LocalAccess(
+            district_id=self.config.district_id, operators=operators,
+            camera_ids=list(self.feeds), journal=journal, core=self.core,
+            session=timedelta(minutes=settings.session_minutes))
+        stack.callback(setattr, self, "local", None)
+        console = LocalConsole(
+            self.local, [(c.camera_id, c.name) for c in self.config.cameras],
+            host=settings.listen_host, port=settings.listen_port,
+            open_session=self.open_local_session, close_session=self._close_local_session)
+        self.local_console = await stack.enter_async_context(console)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -136,6 +166,9 @@ class EdgeAgent:
         if not isinstance(payload, bytes | bytearray):
             self._log.warning("rejected signal message: payload is not bytes", topic=str(message.topic))
             return
+        if str(message.topic) == topics.CORE_STATUS_TOPIC:
+            await self._on_core_status(bytes(payload))
+            return
         try:
             request = mqtt_pb2.SignalRequest.FromString(bytes(payload))
         except DecodeError as exc:
@@ -147,6 +180,14 @@ class EdgeAgent:
                               topic=str(message.topic))
             return
         self._tasks.start(self._handle(request), name=f"signal:{request.request_id}")
+
+    async def _on_core_status(self, payload: bytes) -> None:
+        try:
+            status = mqtt_pb2.CoreStatus.FromString(payload)
+        except DecodeError as exc:
+            self._log.warning("rejected malformed core status", error=str(exc))
+            return
+        await self.core.core_status(status.online)
 
     async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
         response = await self.answer(request)
@@ -165,7 +206,9 @@ class EdgeAgent:
         """
         response = mqtt_pb2.SignalResponse(request_id=request.request_id)
         try:
-            if (request.WhichOneof("body") or "").startswith("evidence_"):
+            if request.WhichOneof("body") == "journal_fetch":
+                response.journal.CopyFrom(await self._journal_batch(request.journal_fetch))
+            elif (request.WhichOneof("body") or "").startswith("evidence_"):
                 response.evidence.CopyFrom(await self._evidence_reply(request))
             elif request.WhichOneof("body") == "offer":
                 response.session_id = request.offer.session_id
@@ -197,6 +240,29 @@ class EdgeAgent:
     async def _publish_evidence_event(self, payload: bytes) -> None:
         await self.link.send(topics.route(Kind.EVIDENCE_EVENTS, self.config.district_id), payload)
 
+    async def _journal_batch(self, fetch: mqtt_pb2.JournalFetch) -> mqtt_pb2.JournalBatch:
+        """Entries after the core's last; asking after N confirms that the core holds 1..N."""
+        if self.local is None:
+            return mqtt_pb2.JournalBatch()
+        journal = self.local.journal
+        await journal.confirm(fetch.after_seq)
+        entries = journal.after(fetch.after_seq, fetch.limit)
+        return mqtt_pb2.JournalBatch(entries=[e.to_proto() for e in entries],
+                                     head_seq=journal.head_seq)
+
+    async def open_local_session(self, view: LocalView, sdp_offer: str) -> str:
+        """Serve a view ``LocalAccess`` allowed (local mode): same feed and session as the core's."""
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAPACITY,
+                                f"the agent already serves {MAX_SESSIONS} sessions")
+        return await self._start_session(view.session_id, view.camera_id, sdp_offer,
+                                         view.expires_at)
+
+    async def _close_local_session(self, session_id: str, reason: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            await session.close(reason)
+
     async def _open_session(self, offer: mqtt_pb2.SessionOffer) -> str:
         feed = self.feeds.get(offer.camera_id)
         if feed is None:
@@ -225,21 +291,29 @@ class EdgeAgent:
         if expires_at <= now:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
                                 "the grant has already expired")
+        return await self._start_session(offer.session_id, offer.camera_id, offer.sdp_offer,
+                                         min(expires_at, cap))
+
+    async def _start_session(self, session_id: str, camera_id: str, sdp_offer: str,
+                             expires_at: datetime) -> str:
         session = ViewerSession(
-            session_id=offer.session_id, camera_id=offer.camera_id, feed=feed,
-            webrtc=self.config.webrtc, expires_at=min(expires_at, cap),
-            on_closed=self._on_session_closed,
+            session_id=session_id, camera_id=camera_id, feed=self.feeds[camera_id],
+            webrtc=self.config.webrtc, expires_at=expires_at, on_closed=self._on_session_closed,
         )
         self.sessions[session.session_id] = session
         try:
-            answer = await session.answer(offer.sdp_offer)
+            answer = await session.answer(sdp_offer)
         except BaseException:
             self.sessions.pop(session.session_id, None)
             raise
         self.status.sessions = len(self.sessions)
-        await self._report_camera(offer.camera_id)
-        await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_STARTED, "")
+        await self._report_camera(camera_id)
+        if not self._is_local(session_id):
+            await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_STARTED, "")
         return answer
+
+    def _is_local(self, session_id: str) -> bool:
+        return self.local is not None and session_id in self.local.views
 
     async def _close_session(self, close: mqtt_pb2.SessionClose) -> None:
         session = self.sessions.get(close.session_id)
@@ -251,6 +325,11 @@ class EdgeAgent:
         self.sessions.pop(session.session_id, None)
         self.status.sessions = len(self.sessions)
         await self._report_camera(session.camera_id)
+        if self._is_local(session.session_id):
+            assert self.local is not None
+            self.local.view_ended(session.session_id, reason, session.duration_seconds,
+                                  session.bytes_sent)
+            return
         await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_ENDED, reason)
 
     async def _publish_event(self, session: ViewerSession, kind: int, reason: str) -> None:

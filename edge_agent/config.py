@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from edge_agent.evidence_settings import EvidenceSettings
 from edge_agent.exceptions import ConfigError
+from edge_agent.local_settings import LocalSettings
 from protos.topics import check_id
 from runtime.mqtt_link import BrokerSettings
 from runtime.webrtc import WebRtcSettings
@@ -117,6 +118,7 @@ class AgentConfig:
     core_address: str | None = None
     core_ca_file: Path | None = None
     evidence: EvidenceSettings | None = None  # [evidence]: docs/evidence.md
+    local: LocalSettings | None = None        # [local]: docs/local-mode.md
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
@@ -138,7 +140,7 @@ class AgentConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
         unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
-                               "cameras_file", "core", "evidence"}
+                               "cameras_file", "core", "evidence", "local"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -177,6 +179,8 @@ class AgentConfig:
             core_ca_file=(base / _str(core, "core.ca_file")).resolve() if "ca_file" in core else None,
             evidence=(EvidenceSettings.from_mapping(_table(data, "evidence"), base)
                       if "evidence" in data else None),
+            local=(LocalSettings.from_mapping(_table(data, "local"), base)
+                   if "local" in data else None),
         )
 
 

@@ -5,7 +5,9 @@
     ├── SourceError              a camera source failed (camera_id, reason, detail)
     ├── OfferRejected            an SDP offer could not be answered (code, message)
     ├── GrantRejected            a session grant failed the edge check (reason)
-    └── EvidenceRefused          an evidence clip request was refused (code, message)
+    ├── EvidenceRefused          an evidence clip request was refused (code, message)
+    ├── LocalAccessRefused       a local-mode sign-in or view was refused (status, kind, message)
+    └── JournalError             the local journal cannot be opened or written (path, detail)
 """
 
 from __future__ import annotations
@@ -59,3 +61,23 @@ class EvidenceRefused(AgentError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class LocalAccessRefused(AgentError):
+    """Local mode (docs/local-mode.md) refused a sign-in or a view.
+
+    ``status`` is the HTTP status the local console answers with, ``kind`` its JSON error kind.
+    """
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+class JournalError(AgentError):
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"local journal {path}: {detail}")
+        self.path = path
+        self.detail = detail

@@ -45,6 +45,7 @@ class Kind(enum.StrEnum):
     SIGNAL_RESPONSE = "signal_response"  # agent -> core
     SESSION_EVENTS = "session_events"    # agent -> core
     EVIDENCE_EVENTS = "evidence_events"  # agent -> core: a clip sealed or purged
+    CORE_STATUS = "core_status"          # core -> every agent: is the core up (local mode)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ DELIVERY: dict[Kind, Delivery] = {
     Kind.SIGNAL_RESPONSE: Delivery(qos=0, retain=False),
     Kind.SESSION_EVENTS: Delivery(qos=1, retain=False),
     Kind.EVIDENCE_EVENTS: Delivery(qos=1, retain=False),
+    Kind.CORE_STATUS: Delivery(qos=1, retain=True),
 }
 
 _PATHS: dict[Kind, str] = {
@@ -90,11 +92,24 @@ class Route:
     retain: bool
 
 
+#: The core's own status is one topic for the whole city, outside every district's subtree.
+CORE_STATUS_TOPIC = "safetynet/v1/core/status"
+
+
+def core_status_route() -> Route:
+    """The route of the core's retained status (``CoreStatus``; its last will says offline)."""
+    delivery = DELIVERY[Kind.CORE_STATUS]
+    return Route(Kind.CORE_STATUS, CORE_STATUS_TOPIC, delivery.qos, delivery.retain)
+
+
 def route(kind: Kind, district: str, camera: str | None = None) -> Route:
     """The route of ``kind`` for ``district`` (``ANY`` to subscribe to every district).
 
     ``camera`` is required for ``CAMERA_STATUS`` (``ANY`` for every camera) and refused otherwise.
+    ``CORE_STATUS`` belongs to no district: use :func:`core_status_route`.
     """
+    if kind is Kind.CORE_STATUS:
+        raise ValueError("the core's status belongs to no district: use core_status_route()")
     if (camera is None) == (kind is Kind.CAMERA_STATUS):
         raise ValueError(f"{kind} topics {'need' if camera is None else 'take no'} camera id")
     path = _PATHS[kind].format(camera=camera)

@@ -63,7 +63,7 @@ def core_acl() -> list[str]:
     reads = (topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
              topics.signal_response(every), topics.session_events(every),
              topics.evidence_events(every))
-    writes = (topics.signal_request(every), grants_revoked(every))
+    writes = (topics.signal_request(every), grants_revoked(every), topics.CORE_STATUS_TOPIC)
     return [f"user {CORE_MQTT_IDENTITY}",
             *(f"topic read {t}" for t in reads), *(f"topic write {t}" for t in writes)]
 
@@ -73,7 +73,7 @@ def agent_acl(district: str) -> list[str]:
     writes = (topics.agent_status(district), topics.camera_status(district, "+"),
               topics.heartbeat(district), topics.signal_response(district),
               topics.session_events(district), topics.evidence_events(district))
-    reads = (topics.signal_request(district), grants_revoked(district))
+    reads = (topics.signal_request(district), grants_revoked(district), topics.CORE_STATUS_TOPIC)
     return [f"user {agent_identity(district)}",
             *(f"topic write {t}" for t in writes), *(f"topic read {t}" for t in reads)]
 

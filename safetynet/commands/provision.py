@@ -34,6 +34,7 @@ def register(subcommands: Subcommands) -> None:
     _register_district_add(district)
     _register_district_revoke_and_list(district)
     _register_broker(what)
+    _register_local_operator(what)
 
 
 def _city(args: argparse.Namespace) -> City:
@@ -250,4 +251,38 @@ def cmd_provision_broker(args: argparse.Namespace) -> int:
     if args.port != settings.broker_port:
         print(f"note: agents are configured for port {settings.broker_port} "
               f"({settings.broker_host}:{settings.broker_port}); the listener is on {args.port}")
+    return EXIT_OK
+
+
+# --- provision local-operator -------------------------------------------------------------
+
+def _register_local_operator(what: Subcommands) -> None:
+    q = what.add_parser(
+        "local-operator", help="issue a district operator's local-mode credential",
+        description="Issue a credential with which a district operator signs in to the agent's "
+                    "local console while the core is unreachable (docs/local-mode.md). Only its "
+                    "scrypt hash is written (0600) into the bundle's local-operators.toml; the "
+                    "credential is printed once.")
+    q.add_argument("--file", required=True, metavar="FILE",
+                   help="the bundle's local-operators.toml (created if absent)")
+    q.add_argument("--district", required=True, help="the district the operator works for")
+    q.add_argument("--operator", required=True, help="operator id")
+    q.add_argument("--role", choices=["operator", "supervisor"], default="operator")
+    q.add_argument("--replace", action="store_true", help="void and re-issue an existing one")
+    q.set_defaults(func=cmd_provision_local_operator)
+
+
+def cmd_provision_local_operator(args: argparse.Namespace) -> int:
+    """Issue one local credential; print it (the only time it is shown)."""
+    from provisioning.exceptions import ProvisioningError
+    from provisioning.local_operators import add_local_operator
+
+    try:
+        credential = add_local_operator(Path(args.file), args.district, args.operator, args.role,
+                                        replace=args.replace)
+    except ProvisioningError as exc:
+        raise UserError(str(exc)) from exc
+    print(credential)
+    print(f"# shown once: hand it to {args.operator}; {args.file} keeps only its hash",
+          file=sys.stderr)
     return EXIT_OK

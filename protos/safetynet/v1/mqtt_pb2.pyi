@@ -145,23 +145,33 @@ class CameraStatus(_message.Message):
     def __init__(self, camera: _Optional[_Union[CameraDescriptor, _Mapping]] = ..., state: _Optional[_Union[CameraState, str]] = ..., reason: _Optional[_Union[OfflineReason, str]] = ..., detail: _Optional[str] = ..., viewers: _Optional[int] = ..., streaming: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transcoding: _Optional[bool] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions")
+    __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions", "journal_seq")
     DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_SEQ_FIELD_NUMBER: _ClassVar[int]
     district_id: str
     agent_id: str
     sent_at: _timestamp_pb2.Timestamp
     uptime_seconds: float
     cameras: _containers.RepeatedCompositeFieldContainer[CameraStatus]
     sessions: int
-    def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ...) -> None: ...
+    journal_seq: int
+    def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ..., journal_seq: _Optional[int] = ...) -> None: ...
+
+class CoreStatus(_message.Message):
+    __slots__ = ("online", "changed_at")
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    online: bool
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, online: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SignalRequest(_message.Message):
-    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold")
+    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold", "journal_fetch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +179,7 @@ class SignalRequest(_message.Message):
     EVIDENCE_STOP_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FETCH_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_HOLD_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FETCH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     offer: SessionOffer
     close: SessionClose
@@ -176,7 +187,8 @@ class SignalRequest(_message.Message):
     evidence_stop: EvidenceStop
     evidence_fetch: EvidenceFetch
     evidence_hold: EvidenceHold
-    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ...) -> None: ...
+    journal_fetch: JournalFetch
+    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ..., journal_fetch: _Optional[_Union[JournalFetch, _Mapping]] = ...) -> None: ...
 
 class SessionOffer(_message.Message):
     __slots__ = ("session_id", "camera_id", "sdp_offer", "expires_at", "grant")
@@ -201,20 +213,22 @@ class SessionClose(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SignalResponse(_message.Message):
-    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence")
+    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence", "journal")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     sdp_answer: str
     closed: bool
     error: SignalFailure
     evidence: EvidenceReply
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ...) -> None: ...
+    journal: JournalBatch
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ..., journal: _Optional[_Union[JournalBatch, _Mapping]] = ...) -> None: ...
 
 class SignalFailure(_message.Message):
     __slots__ = ("code", "message")
@@ -381,3 +395,49 @@ class EvidenceEvent(_message.Message):
     at: _timestamp_pb2.Timestamp
     reason: str
     def __init__(self, kind: _Optional[_Union[EvidenceEvent.Kind, str]] = ..., clip: _Optional[_Union[EvidenceClip, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class JournalFetch(_message.Message):
+    __slots__ = ("after_seq", "after_hash", "limit")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AFTER_HASH_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    after_hash: str
+    limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., after_hash: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class JournalEntry(_message.Message):
+    __slots__ = ("seq", "at", "district_id", "action", "operator_id", "camera_id", "session_id", "outcome", "reason", "details_json", "prev_hash", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: str
+    district_id: str
+    action: str
+    operator_id: str
+    camera_id: str
+    session_id: str
+    outcome: str
+    reason: str
+    details_json: str
+    prev_hash: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., district_id: _Optional[str] = ..., action: _Optional[str] = ..., operator_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., session_id: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., details_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class JournalBatch(_message.Message):
+    __slots__ = ("entries", "head_seq")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[JournalEntry]
+    head_seq: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., head_seq: _Optional[int] = ...) -> None: ...
