@@ -71,16 +71,20 @@ class JournalIntake:
                         tb: TracebackType | None) -> None:
         await self._tasks.close()
 
-    def nudge(self, district_id: str, agent_seq: int | None = None) -> None:
-        """The agent is there (``agent_seq``: its journal's head, when known): pull if behind."""
+    def nudge(self, district_id: str, agent_seq: int | None = None) -> asyncio.Task[None] | None:
+        """The agent is there (``agent_seq``: its journal's head, when known): pull if behind.
+
+        Returns the pull task it started (None when none was needed or one already runs, which
+        then pulls once more).
+        """
         head = self._heads.get(district_id)
         if agent_seq is not None and (agent_seq == 0 or (head is not None and agent_seq <= head[0])):
-            return
+            return None
         if district_id in self._pulling:
             self._again.add(district_id)
-            return
+            return None
         self._pulling.add(district_id)
-        self._tasks.start(self._pull_task(district_id), name=f"journal-pull:{district_id}")
+        return self._tasks.start(self._pull_task(district_id), name=f"journal-pull:{district_id}")
 
     async def _pull_task(self, district_id: str) -> None:
         try:
