@@ -63,6 +63,46 @@ async def sign_in(http: aiohttp.ClientSession, credential: str) -> tuple[int, di
         return response.status, await response.json()
 
 
+async def post_offer(http: aiohttp.ClientSession, camera: str, token: str,
+                     pc: RTCPeerConnection) -> aiohttp.ClientResponse:
+    return await http.post(f"/local/whep/cameras/{camera}", data=pc.localDescription.sdp,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "Content-Type": "application/sdp"})
+
+
+async def watch_locally(http: aiohttp.ClientSession, camera: str, token: str) -> None:
+    """Open the camera through the agent's WHEP endpoint, decode frames, close."""
+    pc, track = await offer()
+    try:
+        async with await post_offer(http, camera, token, pc) as r:
+            assert r.status == 201, await r.text()
+            location = r.headers["Location"]
+            answer = await r.text()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        async with asyncio.timeout(15):
+            video = await track
+            frames = [await video.recv() for _ in range(5)]
+        assert all(isinstance(f, av.VideoFrame) for f in frames)
+        async with http.delete(location, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+    finally:
+        await pc.close()
+
+
+def assert_on_chain(audit_db: Path, head: int, actions: list[tuple[str, str]], camera: str) -> None:
+    """The core's chain verifies and holds every journal entry exactly once, in order."""
+    assert audit_log.verify(audit_db).ok
+    local = [r for r in reversed(audit_log.search(audit_db, limit=1000))
+             if "journal" in r.entry.details]
+    seqs = [r.entry.details["journal"]["seq"] for r in local]
+    assert seqs == list(range(1, head + 1)), "every entry once, in order"
+    assert [(r.entry.action.value, r.entry.outcome.value) for r in local] == actions
+    view = next(r.entry for r in local if r.entry.action == audit_log.AuditAction.LOCAL_VIEW
+                and r.entry.outcome == audit_log.AuditOutcome.OK)
+    assert view.camera_ids == (camera,) and view.agency == "district:gangnam"
+    assert view.operator_id == "kim"
+
+
 async def test_with_the_core_killed_the_district_watches_locally_and_the_core_takes_the_journal_in(
         mosquitto: MosquittoBroker, agent_config: AgentConfigFactory, tmp_path: Path) -> None:
     operators = tmp_path / "local-operators.toml"
@@ -71,27 +111,23 @@ async def test_with_the_core_killed_the_district_watches_locally_and_the_core_ta
     journal_file = tmp_path / "local-journal.sqlite3"
     config = agent_config(GANGNAM, cameras=1, heartbeat_seconds=0.5, grant_public_key=None,
                           local=LocalSettings(
-            listen_host="127.0.0.1", listen_port=0, credentials_file=operators,
-            journal_file=journal_file))
+                              listen_host="127.0.0.1", listen_port=0, credentials_file=operators,
+                              journal_file=journal_file))
     camera = config.cameras[0].camera_id
 
     async with EdgeAgent(config) as agent:
         assert agent.local is not None and agent.local_console is not None
         assert journal_file.stat().st_mode & 0o777 == 0o600
-        base = agent.local_console.url.removesuffix("/local/")
-        async with aiohttp.ClientSession(base) as http:
+        async with aiohttp.ClientSession(agent.local_console.url.removesuffix("/local/")) as http:
             async with core_process(tmp_path, mosquitto) as core:
                 await agent.core.wait_for(True, 30)
                 status, body = await sign_in(http, credential)
                 assert status == 200, body
                 token = body["token"]
-                auth = {"Authorization": f"Bearer {token}"}
                 pc, _ = await offer()
-                async with http.post(f"/local/whep/cameras/{camera}", data=pc.localDescription.sdp,
-                                     headers={**auth, "Content-Type": "application/sdp"}) as r:
+                async with await post_offer(http, camera, token, pc) as r:
                     assert r.status == 409 and (await r.json())["error"] == "core_reachable"
                 await pc.close()
-
                 core.send_signal(signal.SIGKILL)
                 await core.wait()
                 await agent.core.wait_for(False, 10)
@@ -102,24 +138,7 @@ async def test_with_the_core_killed_the_district_watches_locally_and_the_core_ta
             status, body = await sign_in(http, mapo_credential)
             assert (status, body["error"]) == (403, "wrong_district"), body
             assert "'mapo'" in body["message"] and "'gangnam'" in body["message"]
-
-            pc, track = await offer()
-            try:
-                async with http.post(f"/local/whep/cameras/{camera}",
-                                     data=pc.localDescription.sdp,
-                                     headers={**auth, "Content-Type": "application/sdp"}) as r:
-                    assert r.status == 201, await r.text()
-                    location = r.headers["Location"]
-                    answer = await r.text()
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-                async with asyncio.timeout(15):
-                    video = await track
-                    frames = [await video.recv() for _ in range(5)]
-                assert all(isinstance(f, av.VideoFrame) for f in frames)
-                async with http.delete(location, headers=auth) as r:
-                    assert r.status == 200
-            finally:
-                await pc.close()
+            await watch_locally(http, camera, token)
         assert not agent.sessions
         journal = agent.local.journal
         head = journal.head_seq
@@ -132,14 +151,4 @@ async def test_with_the_core_killed_the_district_watches_locally_and_the_core_ta
             await agent.core.wait_for(True, 30)
             await journal.wait_confirmed(head, 30)
 
-    audit_db = tmp_path / "audit.sqlite3"
-    assert audit_log.verify(audit_db).ok
-    local = [r for r in reversed(audit_log.search(audit_db, limit=1000))
-             if "journal" in r.entry.details]
-    seqs = [r.entry.details["journal"]["seq"] for r in local]
-    assert seqs == list(range(1, head + 1)), "every entry once, in order"
-    assert [(r.entry.action.value, r.entry.outcome.value) for r in local] == actions
-    view = next(r.entry for r in local if r.entry.action == audit_log.AuditAction.LOCAL_VIEW
-                and r.entry.outcome == audit_log.AuditOutcome.OK)
-    assert view.camera_ids == (camera,) and view.agency == "district:gangnam"
-    assert view.operator_id == "kim"
+    assert_on_chain(tmp_path / "audit.sqlite3", head, actions, camera)
