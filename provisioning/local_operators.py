@@ -21,6 +21,8 @@ from provisioning.exceptions import ProvisioningError
 from runtime import local_credentials
 
 ROLES = ("operator", "supervisor")
+#: Its name in a district's folder and bundle (``provision district add`` includes it when present).
+LOCAL_OPERATORS = "local-operators.toml"
 
 
 def _toml(value: str) -> str:

@@ -261,10 +261,12 @@ def _register_local_operator(what: Subcommands) -> None:
         "local-operator", help="issue a district operator's local-mode credential",
         description="Issue a credential with which a district operator signs in to the agent's "
                     "local console while the core is unreachable (docs/local-mode.md). Only its "
-                    "scrypt hash is written (0600) into the bundle's local-operators.toml; the "
+                    "scrypt hash is written (0600) into the district's local-operators.toml, "
+                    "which the next `provision district add` puts into the bundle; the "
                     "credential is printed once.")
-    q.add_argument("--file", required=True, metavar="FILE",
-                   help="the bundle's local-operators.toml (created if absent)")
+    q.add_argument("--file", metavar="FILE",
+                   help="write here instead of the city's districts/<id>/local-operators.toml")
+    q.add_argument("--dir", metavar="CITY", help=DIR_HELP)
     q.add_argument("--district", required=True, help="the district the operator works for")
     q.add_argument("--operator", required=True, help="operator id")
     q.add_argument("--role", choices=["operator", "supervisor"], default="operator")
@@ -275,14 +277,22 @@ def _register_local_operator(what: Subcommands) -> None:
 def cmd_provision_local_operator(args: argparse.Namespace) -> int:
     """Issue one local credential; print it (the only time it is shown)."""
     from provisioning.exceptions import ProvisioningError
-    from provisioning.local_operators import add_local_operator
+    from provisioning.local_operators import LOCAL_OPERATORS, add_local_operator
 
+    if args.file:
+        path = Path(args.file)
+    else:
+        city = _city(args)
+        if not city.district_dir(args.district).is_dir():
+            raise UserError(f"district {args.district!r} is not enrolled in {city.root}: "
+                            "`provision district add` it first, or give --file")
+        path = city.district_dir(args.district) / LOCAL_OPERATORS
     try:
-        credential = add_local_operator(Path(args.file), args.district, args.operator, args.role,
+        credential = add_local_operator(path, args.district, args.operator, args.role,
                                         replace=args.replace)
     except ProvisioningError as exc:
         raise UserError(str(exc)) from exc
     print(credential)
-    print(f"# shown once: hand it to {args.operator}; {args.file} keeps only its hash",
+    print(f"# shown once: hand it to {args.operator}; {path} keeps only its hash",
           file=sys.stderr)
     return EXIT_OK
