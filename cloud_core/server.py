@@ -16,6 +16,7 @@ from typing import Self
 import aiomqtt
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what health.aio re-exports
 from grpc_reflection.v1alpha import reflection
@@ -25,9 +26,12 @@ from cloud_core.audit import AuditLog, CheckpointSigner
 from cloud_core.audit.witness import CheckpointWitnesses
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
+from cloud_core.evidence import EvidenceCustody
+from cloud_core.evidence_servicer import EvidenceServicer
 from cloud_core.exceptions import AuditError
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
+from cloud_core.journal_intake import JournalIntake
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
@@ -43,9 +47,10 @@ from cloud_core.signalling import MqttSignalling
 from cloud_core.status_ingest import StatusIngest
 from cloud_core.transport_security import add_listen_port
 from protos import topics
-from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
 from runtime.background import BackgroundTasks
-from runtime.mqtt_link import MqttLink
+from runtime.exceptions import LinkDown
+from runtime.mqtt_link import LastWill, MqttLink
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +73,8 @@ class CoreServer:
         self._stack: contextlib.AsyncExitStack | None = None
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
+        self.evidence: EvidenceCustody | None = None
+        self.journal: JournalIntake | None = None  # agents' local journals (docs/local-mode.md)
 
     @property
     def address(self) -> str:
@@ -133,6 +140,8 @@ class CoreServer:
         self.access = AccessService(
             registry=registry, operators=OperatorStore(registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
+        self.evidence = EvidenceCustody(self.access, self.relay, registry.db,
+                                        timeout=self.config.answer_timeout_seconds)
         return self.access
 
     async def _connect(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
@@ -140,12 +149,17 @@ class CoreServer:
         assert self.witnesses is not None and self.audit is not None
         link = MqttLink(self.config.broker, client_id=self.config.client_id,
                         subscriptions=topics.CORE_ROUTES, on_message=self._on_message,
-                        on_connect=self.witnesses.link_up)
+                        on_connect=self._link_up,
+                        will=LastWill(topics.core_status_route(), _core_status(online=False)))
         self._link = await stack.enter_async_context(link)
+        stack.push_async_callback(self._say_offline)
         self.relay.attach(link)
         stack.callback(self.relay.attach, None)
         self.witnesses.attach(link)
         stack.push_async_callback(self._final_checkpoint)
+        assert self.audit is not None
+        self.journal = await stack.enter_async_context(JournalIntake(
+            self.relay, self.audit, access.policy, timeout=self.config.answer_timeout_seconds))
         tasks = await stack.enter_async_context(BackgroundTasks("core"))
         tasks.start(self._sweep_forever(access), name="grant-sweeper")
         tasks.start(self.witnesses.run(), name="checkpoint-witnesses")
@@ -167,6 +181,9 @@ class CoreServer:
         core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
         core_pb2_grpc.add_GrantServiceServicer_to_server(GrantServicer(access), server)
         core_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access), server)
+        assert self.evidence is not None
+        core_pb2_grpc.add_EvidenceServiceServicer_to_server(
+            EvidenceServicer(access, self.evidence), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -182,12 +199,28 @@ class CoreServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def _link_up(self) -> None:
+        """After each (re)connect: say the core is up, and send the newest checkpoint again."""
+        await self._say_online()
+        if self.witnesses is not None:
+            await self.witnesses.link_up()
+
+    async def _say_online(self) -> None:
+        """After each (re)connect: agents may stop serving locally (retained; will = offline)."""
+        await self.link.send(topics.core_status_route(), _core_status(online=True))
+
+    async def _say_offline(self) -> None:
+        with contextlib.suppress(LinkDown):  # then the broker's last will says it for us
+            await self.link.send(topics.core_status_route(), _core_status(online=False))
+
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:
         await self._health.enter_graceful_shutdown()
         await server.stop(grace=1.0)
 
     def _forget_parts(self) -> None:
         self.console = None
+        self.evidence = None
+        self.journal = None
         self._link = None
         self.audit = None
         self.registry = None
@@ -245,11 +278,36 @@ class CoreServer:
             event = self.broker.handle_event(topic.district, bytes(payload))
             if event is not None:
                 await self.access.session_ended(event)
+        elif topic.kind == topics.Kind.EVIDENCE_EVENTS:
+            assert self.evidence is not None
+            await self.evidence.on_event(topic.district, bytes(payload))
         else:
             assert self._ingest is not None and self.access is not None
             self._ingest.handle(topic, bytes(payload))
             if topic.kind == topics.Kind.AGENT_STATUS:
                 await self.access.agent_status_changed(topic.district)
+            self._nudge_journal(topic, bytes(payload))
+
+    def _nudge_journal(self, topic: topics.ParsedTopic, payload: bytes) -> None:
+        """An agent that is back, or whose journal is ahead of the chain, gets its journal pulled."""
+        if self.journal is None:
+            return
+        try:
+            if topic.kind == topics.Kind.AGENT_STATUS:
+                status = mqtt_pb2.AgentStatus.FromString(payload)
+                if status.state == mqtt_pb2.AGENT_STATE_ONLINE:
+                    self.journal.nudge(topic.district)
+            elif topic.kind == topics.Kind.HEARTBEAT:
+                beat = mqtt_pb2.Heartbeat.FromString(payload)
+                self.journal.nudge(topic.district, beat.journal_seq)
+        except DecodeError:
+            return  # the ingest has logged and counted it
+
+
+def _core_status(*, online: bool) -> bytes:
+    status = mqtt_pb2.CoreStatus(online=online)
+    status.changed_at.GetCurrentTime()
+    return status.SerializeToString()
 
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:

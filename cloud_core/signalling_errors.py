@@ -42,6 +42,30 @@ REFUSALS: Mapping[SignalErrorCode, Refusal] = MappingProxyType({
 })
 
 
+#: An agent's refusal of an evidence request (``safetynet.v1.EvidenceError``), read the same way.
+EVIDENCE_REFUSALS: Mapping[mqtt_pb2.EvidenceError, Refusal] = MappingProxyType({
+    mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CAMERA: Refusal(grpc.StatusCode.NOT_FOUND, 404, "camera_unknown"),
+    mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CLIP: Refusal(grpc.StatusCode.NOT_FOUND, 404, "not_found"),
+    mqtt_pb2.EVIDENCE_ERROR_TOO_LONG: Refusal(grpc.StatusCode.INVALID_ARGUMENT, 400, "too_long"),
+    mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST: Refusal(grpc.StatusCode.INVALID_ARGUMENT, 400,
+                                                 "bad_request"),
+    mqtt_pb2.EVIDENCE_ERROR_DISK_BUDGET: Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, 507,
+                                                 "disk_budget"),
+    mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED: Refusal(grpc.StatusCode.PERMISSION_DENIED, 403,
+                                                    "grant_rejected"),
+    mqtt_pb2.EVIDENCE_ERROR_NOT_SEALED: Refusal(grpc.StatusCode.FAILED_PRECONDITION, 409,
+                                                "not_sealed"),
+    mqtt_pb2.EVIDENCE_ERROR_DISABLED: Refusal(grpc.StatusCode.FAILED_PRECONDITION, 409,
+                                              "evidence_disabled"),
+    mqtt_pb2.EVIDENCE_ERROR_INTERNAL: AGENT_ERROR,
+})
+
+
+def evidence_refusal_for(code: mqtt_pb2.EvidenceError) -> Refusal:
+    """The gRPC and HTTP reading of an evidence refusal; ``AGENT_ERROR`` when not listed."""
+    return EVIDENCE_REFUSALS.get(code, AGENT_ERROR)
+
+
 def refusal_for(code: SignalErrorCode) -> Refusal:
     """The gRPC and HTTP reading of ``code``; ``AGENT_ERROR`` for a code not in the table."""
     return REFUSALS.get(code, AGENT_ERROR)

@@ -23,18 +23,23 @@ from edge_agent.camera_probe import CameraProber, ProbeResult
 from edge_agent.camera_sources import source_for
 from edge_agent.checkpoint_witness import CheckpointWitness
 from edge_agent.config import AgentConfig
+from edge_agent.evidence import EvidenceDesk
 from edge_agent.exceptions import GrantRejected, OfferRejected
 from edge_agent.grant_check import GrantVerifier
+from edge_agent.local_access import CoreReachability, LocalAccess, LocalView, load_local_operators
+from edge_agent.local_console import LocalConsole
+from edge_agent.local_journal import LocalJournal
 from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
-from protos.topics import Kind
+from protos.topics import Kind, Route
 from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import MqttLink
 from runtime.turn_credentials import from_proto as turn_from_proto
 from runtime.turn_credentials import with_session_servers
+from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +70,14 @@ class EdgeAgent:
                 idle_close_seconds=config.idle_close_seconds,
                 on_health=self._on_feed_health,
             )
+        self.evidence: EvidenceDesk | None = None
+        if config.evidence is not None:
+            self.evidence = EvidenceDesk(
+                config.evidence, district_id=config.district_id, agent_id=config.agent_id,
+                feeds=self.feeds, grants=self.grants, publish=self._publish_evidence_event)
+        self.core = CoreReachability(lambda: self._link is not None and self._link.connected.is_set())
+        self.local: LocalAccess | None = None          # [local]: docs/local-mode.md
+        self.local_console: LocalConsole | None = None
         # Idle RTSP cameras are probed so the map shows which work before anyone watches.
         self.prober = CameraProber(config.cameras, config.rtsp, is_idle=self._camera_idle,
                                    on_result=self._on_probe_result)
@@ -85,12 +98,15 @@ class EdgeAgent:
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         # Unwound in reverse: sessions, probes, tasks, cameras, "offline", the link.
+        subscriptions: list[Route | str] = [topics.route(Kind.SIGNAL_REQUEST, self.config.district_id)]
+        if self.witness is not None:
+            subscriptions.append(topics.route(Kind.AUDIT_CHECKPOINT, self.config.district_id))
+        if self.config.local is not None:
+            subscriptions.append(topics.core_status_route())
         link = MqttLink(
             self.config.broker,
             client_id=self.config.agent_id,
-            subscriptions=[topics.route(Kind.SIGNAL_REQUEST, self.config.district_id),
-                           *([topics.route(Kind.AUDIT_CHECKPOINT, self.config.district_id)]
-                             if self.witness is not None else [])],
+            subscriptions=subscriptions,
             on_message=self._on_message,
             on_connect=self.status.publish_online,
             will=self.status.last_will(),
@@ -105,7 +121,31 @@ class EdgeAgent:
         self._tasks.start(self.status.run_heartbeats(), name="heartbeat")
         stack.push_async_callback(self.prober.close)
         self.prober.start()
+        if self.evidence is not None:
+            stack.push_async_callback(self.evidence.close)
+            self.evidence.start()
+        if self.config.local is not None:
+            await self._start_local(stack)
         stack.push_async_callback(self._close_sessions, "agent stopping")
+
+    async def _start_local(self, stack: contextlib.AsyncExitStack) -> None:
+        """Local mode's journal, access and console (docs/local-mode.md)."""
+        settings = self.config.local
+        assert settings is not None
+        operators = load_local_operators(settings.credentials_file, self.config.district_id)
+        journal = LocalJournal(settings.journal_file, self.config.district_id)
+        stack.callback(journal.close)
+        self.status.journal_seq = lambda: journal.head_seq
+        self.local = LocalAccess(
+            district_id=self.config.district_id, operators=operators,
+            camera_ids=list(self.feeds), journal=journal, core=self.core,
+            session=timedelta(minutes=settings.session_minutes))
+        stack.callback(setattr, self, "local", None)
+        console = LocalConsole(
+            self.local, [(c.camera_id, c.name) for c in self.config.cameras],
+            host=settings.listen_host, port=settings.listen_port,
+            open_session=self.open_local_session, close_session=self._close_local_session)
+        self.local_console = await stack.enter_async_context(console)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -138,6 +178,9 @@ class EdgeAgent:
                 self.config.district_id):
             await self.witness.handle(bytes(payload))
             return
+        if str(message.topic) == topics.CORE_STATUS_TOPIC:
+            await self._on_core_status(bytes(payload))
+            return
         try:
             request = mqtt_pb2.SignalRequest.FromString(bytes(payload))
         except DecodeError as exc:
@@ -149,6 +192,14 @@ class EdgeAgent:
                               topic=str(message.topic))
             return
         self._tasks.start(self._handle(request), name=f"signal:{request.request_id}")
+
+    async def _on_core_status(self, payload: bytes) -> None:
+        try:
+            status = mqtt_pb2.CoreStatus.FromString(payload)
+        except DecodeError as exc:
+            self._log.warning("rejected malformed core status", error=str(exc))
+            return
+        await self.core.core_status(status.online)
 
     async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
         response = await self.answer(request)
@@ -167,7 +218,11 @@ class EdgeAgent:
         """
         response = mqtt_pb2.SignalResponse(request_id=request.request_id)
         try:
-            if request.WhichOneof("body") == "offer":
+            if request.WhichOneof("body") == "journal_fetch":
+                response.journal.CopyFrom(await self._journal_batch(request.journal_fetch))
+            elif (request.WhichOneof("body") or "").startswith("evidence_"):
+                response.evidence.CopyFrom(await self._evidence_reply(request))
+            elif request.WhichOneof("body") == "offer":
                 response.session_id = request.offer.session_id
                 response.sdp_answer = await self._open_session(request.offer)
             else:
@@ -185,6 +240,40 @@ class EdgeAgent:
             response.error.code = mqtt_pb2.SIGNAL_ERROR_INTERNAL
             response.error.message = "the agent failed to handle the request; see its log"
         return response
+
+    async def _evidence_reply(self, request: mqtt_pb2.SignalRequest) -> mqtt_pb2.EvidenceReply:
+        if self.evidence is None:
+            return mqtt_pb2.EvidenceReply(error=mqtt_pb2.EvidenceFailure(
+                code=mqtt_pb2.EVIDENCE_ERROR_DISABLED,
+                message=f"the agent of {self.config.district_id!r} keeps no evidence clips "
+                        "(no [evidence] section in its config)"))
+        return await self.evidence.handle(request)
+
+    async def _publish_evidence_event(self, payload: bytes) -> None:
+        await self.link.send(topics.route(Kind.EVIDENCE_EVENTS, self.config.district_id), payload)
+
+    async def _journal_batch(self, fetch: mqtt_pb2.JournalFetch) -> mqtt_pb2.JournalBatch:
+        """Entries after the core's last; asking after N confirms that the core holds 1..N."""
+        if self.local is None:
+            return mqtt_pb2.JournalBatch()
+        journal = self.local.journal
+        await journal.confirm(fetch.after_seq)
+        entries = journal.after(fetch.after_seq, fetch.limit)
+        return mqtt_pb2.JournalBatch(entries=[e.to_proto() for e in entries],
+                                     head_seq=journal.head_seq)
+
+    async def open_local_session(self, view: LocalView, sdp_offer: str) -> str:
+        """Serve a view ``LocalAccess`` allowed (local mode): same feed and session as the core's."""
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAPACITY,
+                                f"the agent already serves {MAX_SESSIONS} sessions")
+        return await self._start_session(view.session_id, view.camera_id, sdp_offer,
+                                         view.expires_at)
+
+    async def _close_local_session(self, session_id: str, reason: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            await session.close(reason)
 
     async def _open_session(self, offer: mqtt_pb2.SessionOffer) -> str:
         feed = self.feeds.get(offer.camera_id)
@@ -214,22 +303,32 @@ class EdgeAgent:
         if expires_at <= now:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
                                 "the grant has already expired")
+        webrtc = with_session_servers(self.config.webrtc, turn_from_proto(offer.ice_servers))
+        return await self._start_session(offer.session_id, offer.camera_id, offer.sdp_offer,
+                                         min(expires_at, cap), webrtc)
+
+    async def _start_session(self, session_id: str, camera_id: str, sdp_offer: str,
+                             expires_at: datetime, webrtc: WebRtcSettings | None = None) -> str:
+        """Answer ``sdp_offer`` for ``camera_id`` (a core's offer or a local one) until ``expires_at``."""
         session = ViewerSession(
-            session_id=offer.session_id, camera_id=offer.camera_id, feed=feed,
-            webrtc=with_session_servers(self.config.webrtc, turn_from_proto(offer.ice_servers)),
-            expires_at=min(expires_at, cap),
+            session_id=session_id, camera_id=camera_id, feed=self.feeds[camera_id],
+            webrtc=webrtc or self.config.webrtc, expires_at=expires_at,
             on_closed=self._on_session_closed,
         )
         self.sessions[session.session_id] = session
         try:
-            answer = await session.answer(offer.sdp_offer)
+            answer = await session.answer(sdp_offer)
         except BaseException:
             self.sessions.pop(session.session_id, None)
             raise
         self.status.sessions = len(self.sessions)
-        await self._report_camera(offer.camera_id)
-        await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_STARTED, "")
+        await self._report_camera(camera_id)
+        if not self._is_local(session_id):
+            await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_STARTED, "")
         return answer
+
+    def _is_local(self, session_id: str) -> bool:
+        return self.local is not None and session_id in self.local.views
 
     async def _close_session(self, close: mqtt_pb2.SessionClose) -> None:
         session = self.sessions.get(close.session_id)
@@ -241,6 +340,11 @@ class EdgeAgent:
         self.sessions.pop(session.session_id, None)
         self.status.sessions = len(self.sessions)
         await self._report_camera(session.camera_id)
+        if self._is_local(session.session_id):
+            assert self.local is not None
+            self.local.view_ended(session.session_id, reason, session.duration_seconds,
+                                  session.bytes_sent)
+            return
         await self._publish_event(session, mqtt_pb2.SessionEvent.KIND_ENDED, reason)
 
     async def _publish_event(self, session: ViewerSession, kind: int, reason: str) -> None:
@@ -264,6 +368,8 @@ class EdgeAgent:
 
     async def _report_camera(self, camera_id: str, health: FeedHealth | None = None) -> None:
         feed = self.feeds[camera_id]
+        if self.evidence is not None:
+            self.evidence.viewers_changed(camera_id)  # pre-roll while someone watches
         source = feed.source
         await self.status.camera_changed(
             camera_id, health or feed.health, feed.viewers, feed.streaming,

@@ -84,8 +84,9 @@ HealthListener = Callable[[str, FeedHealth], Awaitable[None]]
 class FeedSubscription:
     """A viewer's place on the feed: an ordered, bounded queue of shared ``av.Packet``s."""
 
-    def __init__(self, feed: CameraFeed, maxsize: int) -> None:
+    def __init__(self, feed: CameraFeed, maxsize: int, viewer: bool = True) -> None:
         self.feed = feed
+        self.viewer = viewer  # False: an evidence recorder or pre-roll, not a person watching
         self.queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(maxsize)
         self.waiting_for_keyframe = False
         self.dropped = 0
@@ -161,7 +162,7 @@ class CameraFeed:
 
     @property
     def viewers(self) -> int:
-        return len(self._subscribers)
+        return sum(s.viewer for s in self._subscribers)
 
     @property
     def cached_packets(self) -> int:
@@ -178,11 +179,11 @@ class CameraFeed:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def subscribe(self) -> FeedSubscription:
+    def subscribe(self, *, viewer: bool = True) -> FeedSubscription:
         """Attach a viewer; it receives the cached GOP first, then live packets."""
         if self._health.state is FeedState.CLOSED:
             raise RuntimeError(f"feed {self.camera_id} is closed")
-        subscription = FeedSubscription(self, self._queue_size)
+        subscription = FeedSubscription(self, self._queue_size, viewer)
         if self.gop_cache:
             for packet, keyframe in self._gop:
                 subscription.offer(packet, keyframe)

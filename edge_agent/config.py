@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge_agent.evidence_settings import EvidenceSettings
 from edge_agent.exceptions import ConfigError
+from edge_agent.local_settings import LocalSettings
 from protos.topics import check_id
 from runtime.mqtt_link import BrokerSettings
 from runtime.webrtc import WebRtcSettings
@@ -118,6 +120,8 @@ class AgentConfig:
     core_address: str | None = None
     core_ca_file: Path | None = None
     audit_witness_file: Path | None = None  # where the audit checkpoints seen are kept
+    evidence: EvidenceSettings | None = None  # [evidence]: docs/evidence.md
+    local: LocalSettings | None = None        # [local]: docs/local-mode.md
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
@@ -139,7 +143,7 @@ class AgentConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
         unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
-                               "cameras_file", "core", "audit"}
+                               "cameras_file", "core", "audit", "evidence", "local"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -183,6 +187,10 @@ class AgentConfig:
             rtsp=RtspSettings.from_mapping(_table(data, "rtsp", required=False)),
             core_address=_str(core, "core.address") if "address" in core else None,
             core_ca_file=(base / _str(core, "core.ca_file")).resolve() if "ca_file" in core else None,
+            evidence=(EvidenceSettings.from_mapping(_table(data, "evidence"), base)
+                      if "evidence" in data else None),
+            local=(LocalSettings.from_mapping(_table(data, "local"), base)
+                   if "local" in data else None),
         )
 
 

@@ -4,7 +4,10 @@
     ├── ConfigError              the agent's TOML config is invalid (path, problem)
     ├── SourceError              a camera source failed (camera_id, reason, detail)
     ├── OfferRejected            an SDP offer could not be answered (code, message)
-    └── GrantRejected            a session grant failed the edge check (reason)
+    ├── GrantRejected            a session grant failed the edge check (reason)
+    ├── EvidenceRefused          an evidence clip request was refused (code, message)
+    ├── LocalAccessRefused       a local-mode sign-in or view was refused (status, kind, message)
+    └── JournalError             the local journal cannot be opened or written (path, detail)
 """
 
 from __future__ import annotations
@@ -49,3 +52,32 @@ class GrantRejected(AgentError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"grant rejected: {reason}")
         self.reason = reason
+
+
+class EvidenceRefused(AgentError):
+    """An evidence request was refused; ``code`` is an EvidenceError name without prefix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class LocalAccessRefused(AgentError):
+    """Local mode (docs/local-mode.md) refused a sign-in or a view.
+
+    ``status`` is the HTTP status the local console answers with, ``kind`` its JSON error kind.
+    """
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+class JournalError(AgentError):
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"local journal {path}: {detail}")
+        self.path = path
+        self.detail = detail

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -52,6 +53,7 @@ class StatusReporter:
         }
         self._started = time.monotonic()
         self.sessions = 0
+        self.journal_seq: Callable[[], int] = lambda: 0  # the local journal's head, if any
 
     def attach(self, link: MqttLink) -> None:
         self._link = link
@@ -148,6 +150,7 @@ class StatusReporter:
             district_id=self._config.district_id, agent_id=self._config.agent_id,
             sent_at=now_timestamp(), uptime_seconds=time.monotonic() - self._started,
             cameras=list(self._cameras.values()), sessions=self.sessions,
+            journal_seq=self.journal_seq(),
         )
         await self._publish(topics.route(Kind.HEARTBEAT, self._config.district_id), beat)
 

@@ -45,6 +45,8 @@ class Kind(enum.StrEnum):
     SIGNAL_RESPONSE = "signal_response"  # agent -> core
     SESSION_EVENTS = "session_events"    # agent -> core
     AUDIT_CHECKPOINT = "audit_checkpoint"  # core -> agent (the agent is a witness)
+    EVIDENCE_EVENTS = "evidence_events"  # agent -> core: a clip sealed or purged
+    CORE_STATUS = "core_status"          # core -> every agent: is the core up (local mode)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ DELIVERY: dict[Kind, Delivery] = {
     Kind.SIGNAL_RESPONSE: Delivery(qos=0, retain=False),
     Kind.SESSION_EVENTS: Delivery(qos=1, retain=False),
     Kind.AUDIT_CHECKPOINT: Delivery(qos=1, retain=True),
+    Kind.EVIDENCE_EVENTS: Delivery(qos=1, retain=False),
+    Kind.CORE_STATUS: Delivery(qos=1, retain=True),
 }
 
 _PATHS: dict[Kind, str] = {
@@ -77,6 +81,7 @@ _PATHS: dict[Kind, str] = {
     Kind.SIGNAL_RESPONSE: "signal/response",
     Kind.SESSION_EVENTS: "sessions/events",
     Kind.AUDIT_CHECKPOINT: "audit/checkpoint",
+    Kind.EVIDENCE_EVENTS: "evidence/events",
 }
 
 
@@ -90,11 +95,24 @@ class Route:
     retain: bool
 
 
+#: The core's own status is one topic for the whole city, outside every district's subtree.
+CORE_STATUS_TOPIC = "safetynet/v1/core/status"
+
+
+def core_status_route() -> Route:
+    """The route of the core's retained status (``CoreStatus``; its last will says offline)."""
+    delivery = DELIVERY[Kind.CORE_STATUS]
+    return Route(Kind.CORE_STATUS, CORE_STATUS_TOPIC, delivery.qos, delivery.retain)
+
+
 def route(kind: Kind, district: str, camera: str | None = None) -> Route:
     """The route of ``kind`` for ``district`` (``ANY`` to subscribe to every district).
 
     ``camera`` is required for ``CAMERA_STATUS`` (``ANY`` for every camera) and refused otherwise.
+    ``CORE_STATUS`` belongs to no district: use :func:`core_status_route`.
     """
+    if kind is Kind.CORE_STATUS:
+        raise ValueError("the core's status belongs to no district: use core_status_route()")
     if (camera is None) == (kind is Kind.CAMERA_STATUS):
         raise ValueError(f"{kind} topics {'need' if camera is None else 'take no'} camera id")
     path = _PATHS[kind].format(camera=camera)
@@ -130,6 +148,10 @@ def audit_checkpoint(district: str) -> str:
     return route(Kind.AUDIT_CHECKPOINT, district).topic
 
 
+def evidence_events(district: str) -> str:
+    return route(Kind.EVIDENCE_EVENTS, district).topic
+
+
 #: Subscriptions of the core: every district's agent -> core messages at once.
 CORE_ROUTES = (
     route(Kind.AGENT_STATUS, ANY),
@@ -137,6 +159,7 @@ CORE_ROUTES = (
     route(Kind.HEARTBEAT, ANY),
     route(Kind.SIGNAL_RESPONSE, ANY),
     route(Kind.SESSION_EVENTS, ANY),
+    route(Kind.EVIDENCE_EVENTS, ANY),
 )
 CORE_SUBSCRIPTIONS = tuple(r.topic for r in CORE_ROUTES)
 
@@ -171,4 +194,6 @@ def parse(topic: str) -> ParsedTopic:
             return ParsedTopic(Kind.SESSION_EVENTS, district)
         case ["audit", "checkpoint"]:
             return ParsedTopic(Kind.AUDIT_CHECKPOINT, district)
+        case ["evidence", "events"]:
+            return ParsedTopic(Kind.EVIDENCE_EVENTS, district)
     raise ValueError(f"unknown safetynet/v1 topic: {topic!r}")

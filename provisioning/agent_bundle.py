@@ -9,6 +9,8 @@
       tls/agent.key            its private key (0600)
       safetynet-agent.service  a systemd unit (for the default paths; `agent install` writes its own)
       INSTALL.txt              the steps, in short
+      local-operators.toml     optional: local-mode credentials, scrypt hashes only (0600;
+                               docs/local-mode.md)
       MANIFEST.json            district, certificate, and each file's SHA-256 and mode
 
 ``install_bundle`` (``safetynet agent install``) checks every file against the manifest and puts
@@ -53,7 +55,10 @@ FILE_MODES: Mapping[str, int] = {
     UNIT_NAME: 0o644,
     "INSTALL.txt": 0o644,
 }
-SECRET_FILES = frozenset(name for name, mode in FILE_MODES.items() if mode == 0o600)
+#: Files a bundle may hold besides those: each is checked against the manifest when present.
+OPTIONAL_FILE_MODES: Mapping[str, int] = {"local-operators.toml": 0o600}
+ALL_FILE_MODES: Mapping[str, int] = {**FILE_MODES, **OPTIONAL_FILE_MODES}
+SECRET_FILES = frozenset(name for name, mode in ALL_FILE_MODES.items() if mode == 0o600)
 
 
 def bundle_name(district_id: str) -> str:
@@ -64,9 +69,19 @@ def _toml(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+#: ``[local]`` for a bundle that carries local-mode credentials (docs/local-mode.md).
+LOCAL_SECTION = (
+    "[local]                       # serve the district's own operators while the core is down",
+    'listen = "127.0.0.1:8443"     # set to the control centre\'s LAN address (behind its TLS)',
+    'credentials_file = "local-operators.toml"',
+    'journal_file = "/var/lib/safetynet/local-journal.sqlite3"',
+    "",
+)
+
+
 def agent_config_text(district_id: str, district_name: str, *, city_name: str, broker_host: str,
                       broker_port: int, core_address: str,
-                      advertise: Sequence[str] = ()) -> str:
+                      advertise: Sequence[str] = (), local_mode: bool = False) -> str:
     """The agent's TOML: TLS to the broker and the core with the bundle's files, CSV cameras."""
     advertise_line = (f"advertise = [{', '.join(_toml(a) for a in advertise)}]" if advertise else
                       "# advertise = [\"10.20.0.5\"]   # ICE host addresses; unset = every interface")
@@ -99,6 +114,7 @@ def agent_config_text(district_id: str, district_name: str, *, city_name: str, b
         "[webrtc]",
         advertise_line,
         "",
+        *(LOCAL_SECTION if local_mode else ()),
     ])
 
 
@@ -154,12 +170,13 @@ class BuiltBundle:
 def write_bundle(out_dir: Path, district_id: str, files: Mapping[str, bytes],
                  manifest: dict[str, Any]) -> BuiltBundle:
     """Write ``files`` as ``out_dir/<name>/`` and ``out_dir/<name>.tar.gz``, each with MANIFEST.json."""
-    if set(files) != set(FILE_MODES):
-        raise BundleError(str(out_dir), f"a bundle holds exactly {sorted(FILE_MODES)}, "
+    if not set(FILE_MODES) <= set(files) <= set(ALL_FILE_MODES):
+        raise BundleError(str(out_dir), f"a bundle holds exactly {sorted(FILE_MODES)} (and "
+                                        f"optionally {sorted(OPTIONAL_FILE_MODES)}), "
                                         f"not {sorted(files)}")
     name = bundle_name(district_id)
     manifest = {**manifest, "format": FORMAT, "district": district_id, "files": {
-        path: {"sha256": hashlib.sha256(data).hexdigest(), "mode": f"{FILE_MODES[path]:04o}"}
+        path: {"sha256": hashlib.sha256(data).hexdigest(), "mode": f"{ALL_FILE_MODES[path]:04o}"}
         for path, data in sorted(files.items())}}
     manifest_bytes = (json.dumps(manifest, indent=2) + "\n").encode()
 
@@ -170,7 +187,7 @@ def write_bundle(out_dir: Path, district_id: str, files: Mapping[str, bytes],
         if path in SECRET_FILES:
             write_private(staging / path, data)
         else:
-            write_public(staging / path, data, FILE_MODES[path])
+            write_public(staging / path, data, ALL_FILE_MODES[path])
     write_public(staging / MANIFEST, manifest_bytes)
     os.chmod(staging, 0o700)  # the folder holds a private key
     old = out_dir / f".{name}.old"
@@ -185,7 +202,7 @@ def write_bundle(out_dir: Path, district_id: str, files: Mapping[str, bytes],
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for path, data in [*sorted(files.items()), (MANIFEST, manifest_bytes)]:
             info = tarfile.TarInfo(f"{name}/{path}")
-            info.size, info.mode, info.mtime = len(data), FILE_MODES.get(path, 0o644), 0
+            info.size, info.mode, info.mtime = len(data), ALL_FILE_MODES.get(path, 0o644), 0
             tar.addfile(info, io.BytesIO(data))
     write_private(tarball, buffer.getvalue())  # it holds the key: 0600 like the key itself
     return BuiltBundle(folder, tarball)
@@ -204,7 +221,8 @@ class Bundle:
 def read_bundle(path: Path) -> Bundle:
     """Read a bundle folder or tar.gz; BundleError if anything is missing, altered or unsafe."""
     if path.is_dir():
-        raw = {p: (path / p).read_bytes() for p in (*FILE_MODES, MANIFEST) if (path / p).is_file()}
+        raw = {p: (path / p).read_bytes() for p in (*ALL_FILE_MODES, MANIFEST)
+               if (path / p).is_file()}
     elif path.is_file():
         raw = _read_tarball(path)
     else:
@@ -220,7 +238,8 @@ def read_bundle(path: Path) -> Bundle:
                                          f"this safetynet reads format {FORMAT}")
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(str(path), f"unreadable {MANIFEST}: {exc}") from exc
-    for name in FILE_MODES:
+    optional = [n for n in OPTIONAL_FILE_MODES if n in raw or n in listed]
+    for name in (*FILE_MODES, *optional):
         if name not in raw:
             raise BundleError(str(path), f"{name} is missing from the bundle")
         expected = listed.get(name, {}).get("sha256")
@@ -232,7 +251,7 @@ def read_bundle(path: Path) -> Bundle:
 
 def _read_tarball(path: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    wanted = {*FILE_MODES, MANIFEST}
+    wanted = {*ALL_FILE_MODES, MANIFEST}
     total = 0
     try:
         with tarfile.open(path, mode="r:*") as tar:
@@ -296,7 +315,7 @@ def install_bundle(bundle: Bundle, prefix: Path, *, user: str = DEFAULT_USER,
         if name in SECRET_FILES:
             write_private(target, data)
         else:
-            write_public(target, data, FILE_MODES[name])
+            write_public(target, data, ALL_FILE_MODES[name])
     write_public(previous, json.dumps(bundle.manifest, indent=2) + "\n")
     config = config_dir / "agent.toml"
     write_public(unit, systemd_unit_text(bundle.district_id, config=config, state_dir=state_dir,

@@ -65,18 +65,20 @@ def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """
     every = "+"
     reads = (topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
-             topics.signal_response(every), topics.session_events(every))
-    writes = (topics.signal_request(every), grants_revoked(every), topics.audit_checkpoint(every))
+             topics.signal_response(every), topics.session_events(every),
+             topics.evidence_events(every))
+    writes = (topics.signal_request(every), grants_revoked(every), topics.audit_checkpoint(every),
+              topics.CORE_STATUS_TOPIC)
     return reads, writes
 
 
 def agent_topics(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(reads, writes) of a district's agent: its own signalling in, its own reports out. Only."""
     reads = (topics.signal_request(district), grants_revoked(district),
-             topics.audit_checkpoint(district))
+             topics.audit_checkpoint(district), topics.CORE_STATUS_TOPIC)
     writes = (topics.agent_status(district), topics.camera_status(district, "+"),
               topics.heartbeat(district), topics.signal_response(district),
-              topics.session_events(district))
+              topics.session_events(district), topics.evidence_events(district))
     return reads, writes
 
 

@@ -34,6 +34,7 @@ from provisioning.certificate_authority import (
 )
 from provisioning.city import City, DistrictRecord, check_district_id
 from provisioning.exceptions import DistrictError, InventoryRejected
+from provisioning.local_operators import LOCAL_OPERATORS
 from runtime.camera_inventory import Progress, inventory_csv, read_inventory
 
 RENEW_BEFORE = timedelta(days=30)
@@ -109,11 +110,13 @@ def _build_bundle(city: City, record: DistrictRecord, certificate: x509.Certific
     settings = city.settings()
     folder = city.district_dir(record.district_id)
     load_private_key(folder / "tls" / "agent.key")  # fail here, not at the district, if unreadable
+    local_operators = folder / LOCAL_OPERATORS  # `safetynet provision local-operator` writes it
     files = {
         "agent.toml": agent_config_text(
             record.district_id, record.name, city_name=settings.name,
             broker_host=settings.broker_host, broker_port=settings.broker_port,
-            core_address=settings.core_address, advertise=advertise).encode(),
+            core_address=settings.core_address, advertise=advertise,
+            local_mode=local_operators.is_file()).encode(),
         "cameras.csv": inventory.encode(),
         "grant-public.pem": city.grant_public_key.read_bytes(),
         "tls/ca.crt": city.ca_cert.read_bytes(),
@@ -124,6 +127,8 @@ def _build_bundle(city: City, record: DistrictRecord, certificate: x509.Certific
                                      executable=DEFAULT_EXECUTABLE).encode(),
         "INSTALL.txt": install_text(record.district_id).encode(),
     }
+    if local_operators.is_file():
+        files[LOCAL_OPERATORS] = local_operators.read_bytes()
     manifest: dict[str, Any] = {
         "district_name": record.name, "city": settings.name,
         "created_at": now.isoformat(timespec="seconds"), "cameras": record.cameras,

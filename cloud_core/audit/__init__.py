@@ -40,13 +40,13 @@ The package, one job a module:
 * ``store`` — the SQLite connections: the one writer, read-only readers;
 * ``writer`` — ``AuditLog`` (async, group commit) and ``append_sync`` (CLI);
 * ``verification`` — ``verify`` and its ``VerifyReport``;
-* ``query`` — ``search``;
+* ``query`` — ``search``, ``journal_head`` (an agent's local journal on the chain);
 * ``exports`` — ``export``, ``write_export``, ``count_records``, ``snapshot``.
 """
 
 from cloud_core.audit.checkpoints import CHECKPOINT_KIND, Checkpoint, CheckpointSigner, key_id_of
 from cloud_core.audit.exports import ExportFormat, count_records, export, snapshot, write_export
-from cloud_core.audit.query import MAX_SEARCH_LIMIT, search
+from cloud_core.audit.query import JOURNAL_ACTIONS, MAX_SEARCH_LIMIT, journal_head, search
 from cloud_core.audit.records import (
     GENESIS_HASH,
     MAX_DETAILS_BYTES,
@@ -62,6 +62,7 @@ from cloud_core.audit.writer import AuditLog, AuditLogConfig, AuditLogState, app
 __all__ = [
     "CHECKPOINT_KIND",
     "GENESIS_HASH",
+    "JOURNAL_ACTIONS",
     "LOG_FORMAT",
     "MAX_DETAILS_BYTES",
     "MAX_SEARCH_LIMIT",
@@ -79,6 +80,7 @@ __all__ = [
     "append_sync",
     "count_records",
     "export",
+    "journal_head",
     "key_id_of",
     "search",
     "snapshot",

@@ -58,3 +58,19 @@ def search(
     with open_readonly(Path(db_path)) as conn:
         rows = conn.execute(sql, [*params, limit]).fetchall()
     return [record_from_row(row) for row in rows]
+
+
+#: The actions an agent's local journal carries onto the chain (docs/local-mode.md).
+JOURNAL_ACTIONS: Final = (AuditAction.LOCAL_SIGN_IN, AuditAction.LOCAL_VIEW,
+                          AuditAction.LOCAL_VIEW_END)
+
+
+def journal_head(db_path: Path, district_id: str) -> tuple[int, str] | None:
+    """The last journal entry of ``district_id`` on the chain: (its journal seq, its hash)."""
+    marks = ", ".join("?" * len(JOURNAL_ACTIONS))
+    sql = (f"SELECT json_extract(details, '$.journal.seq'), json_extract(details, '$.journal.hash') "
+           f"FROM audit_records WHERE action IN ({marks}) "
+           f"AND json_extract(details, '$.journal.district') = ? ORDER BY seq DESC LIMIT 1")
+    with open_readonly(Path(db_path)) as conn:
+        row = conn.execute(sql, [*(a.value for a in JOURNAL_ACTIONS), district_id]).fetchone()
+    return (int(row[0]), str(row[1])) if row else None

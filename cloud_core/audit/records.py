@@ -46,6 +46,15 @@ class AuditAction(enum.StrEnum):
     AUDIT_VIEW = "audit.view"
     AUTH_FAIL = "auth.fail"
     SESSION_PREEMPT = "session.preempt"
+    EVIDENCE_PRESERVE = "evidence.preserve"  # a clip started at the district's agent
+    EVIDENCE_SEAL = "evidence.seal"          # its signed manifest's hash, on the chain
+    EVIDENCE_EXPORT = "evidence.export"      # the clip's bytes sent to an agency, via the core
+    EVIDENCE_HOLD = "evidence.hold"          # legal hold: retention extended
+    EVIDENCE_PURGE = "evidence.purge"        # the agent deleted it at the end of retention
+    LOCAL_SIGN_IN = "local.sign_in"          # local mode (core down): a district operator signed in
+    LOCAL_VIEW = "local.view"                # local mode: a standing-access view decided by the agent
+    LOCAL_VIEW_END = "local.view_end"        # local mode: that view ended
+    JOURNAL_INTAKE = "journal.intake"        # an agent's local journal refused at upload
 
 
 class AuditOutcome(enum.StrEnum):

@@ -41,7 +41,13 @@ from cloud_core.policy.model import (
     distance_m,
     district_agency,
 )
-from cloud_core.policy.rules import BreakGlassRules, Policy, ServicePolicy, StandingAccess
+from cloud_core.policy.rules import (
+    BreakGlassRules,
+    EvidenceRules,
+    Policy,
+    ServicePolicy,
+    StandingAccess,
+)
 
 __all__ = [
     "BREAK_GLASS_LIMIT",
@@ -54,6 +60,7 @@ __all__ = [
     "BreakGlassRules",
     "CameraPlace",
     "Decision",
+    "EvidenceRules",
     "Incident",
     "Operator",
     "Policy",

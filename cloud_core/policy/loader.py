@@ -22,9 +22,10 @@ from typing import Any, Final
 import structlog
 
 from cloud_core.exceptions import PolicyError
-from cloud_core.policy.model import BREAK_GLASS_LIMIT, DISTRICT_AGENCY_PREFIX
+from cloud_core.policy.model import BREAK_GLASS_LIMIT, DISTRICT_AGENCY_PREFIX, Role
 from cloud_core.policy.rules import (
     BreakGlassRules,
+    EvidenceRules,
     Policy,
     ServicePolicy,
     StandingAccess,
@@ -199,6 +200,7 @@ class _PolicyReader:
         break_glass = self._break_glass(top.table("break_glass"))
         services = self._services(top.table("services"), agencies)
         refused = self._refused(top.table("refused_incident_types"), services)
+        evidence = self._evidence(top.table("evidence")) if top.has("evidence") else EvidenceRules()
         top.finish()
         return Policy(
             source=self._source,
@@ -207,7 +209,19 @@ class _PolicyReader:
             refused_incident_types=MappingProxyType(refused),
             standing=standing,
             break_glass=break_glass,
+            evidence=evidence,
         )
+
+    def _evidence(self, table: _Table) -> EvidenceRules:
+        roles = frozenset(Role(r) for r in table.names("roles")) if table.has("roles") else None
+        if roles is not None and not roles <= {Role.OPERATOR, Role.SUPERVISOR}:
+            raise table.error("roles", "only operator and supervisor may preserve evidence")
+        rules = EvidenceRules(
+            roles=roles or EvidenceRules().roles,
+            retention_days=table.integer("retention_days", minimum=1, maximum=3650),
+            max_clip_seconds=table.integer("max_clip_seconds", minimum=1, maximum=86_400))
+        table.finish()
+        return rules
 
     def _agencies(self, table: _Table) -> dict[str, str]:
         agencies: dict[str, str] = {}

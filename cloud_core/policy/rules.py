@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
@@ -18,6 +18,7 @@ from cloud_core.exceptions import AccessDenied
 from cloud_core.policy.model import (
     DISTRICT_AGENCY_PREFIX,
     Incident,
+    Role,
     new_id,
     require_coordinates,
     require_utc,
@@ -67,6 +68,15 @@ class BreakGlassRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceRules:
+    """``[evidence]``: who may preserve clips, how long a clip is kept, how long it may be."""
+
+    roles: frozenset[Role] = frozenset({Role.SUPERVISOR, Role.OPERATOR})
+    retention_days: int = 30
+    max_clip_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """The validated policy file. Build it with :func:`load_policy` or :meth:`Policy.default`."""
 
@@ -76,6 +86,7 @@ class Policy:
     refused_incident_types: Mapping[str, str]
     standing: StandingAccess
     break_glass: BreakGlassRules
+    evidence: EvidenceRules = field(default_factory=lambda: EvidenceRules())
 
     @classmethod
     def default(cls) -> Policy:

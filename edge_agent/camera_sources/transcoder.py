@@ -49,6 +49,10 @@ class H264Transcoder:
             units += self._encode(frame)
         return units
 
+    def encode(self, frame: av.VideoFrame) -> list[EncodedUnit]:
+        """Encode one decoded picture (a relay's: ``camera_sources/relay.py``)."""
+        return self._encode(frame)
+
     def _encode(self, frame: av.VideoFrame) -> list[EncodedUnit]:
         if self._encoder is None:
             self._encoder = self._open_encoder(frame.width, frame.height)

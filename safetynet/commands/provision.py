@@ -34,6 +34,7 @@ def register(subcommands: Subcommands) -> None:
     _register_district_add(district)
     _register_district_revoke_and_list(district)
     _register_broker(what)
+    _register_local_operator(what)
 
 
 def _city(args: argparse.Namespace) -> City:
@@ -279,4 +280,48 @@ def _provision_nats(city: Any, args: argparse.Namespace) -> int:
     print("use on node N: nats-server -c node-N.conf; agents and the core list every node in "
           "[broker] hosts (docs/scale-out.md)")
     print("after district add/revoke: run this again and reload every node (SIGHUP)")
+    return EXIT_OK
+
+
+# --- provision local-operator -------------------------------------------------------------
+
+def _register_local_operator(what: Subcommands) -> None:
+    q = what.add_parser(
+        "local-operator", help="issue a district operator's local-mode credential",
+        description="Issue a credential with which a district operator signs in to the agent's "
+                    "local console while the core is unreachable (docs/local-mode.md). Only its "
+                    "scrypt hash is written (0600) into the district's local-operators.toml, "
+                    "which the next `provision district add` puts into the bundle; the "
+                    "credential is printed once.")
+    q.add_argument("--file", metavar="FILE",
+                   help="write here instead of the city's districts/<id>/local-operators.toml")
+    q.add_argument("--dir", metavar="CITY", help=DIR_HELP)
+    q.add_argument("--district", required=True, help="the district the operator works for")
+    q.add_argument("--operator", required=True, help="operator id")
+    q.add_argument("--role", choices=["operator", "supervisor"], default="operator")
+    q.add_argument("--replace", action="store_true", help="void and re-issue an existing one")
+    q.set_defaults(func=cmd_provision_local_operator)
+
+
+def cmd_provision_local_operator(args: argparse.Namespace) -> int:
+    """Issue one local credential; print it (the only time it is shown)."""
+    from provisioning.exceptions import ProvisioningError
+    from provisioning.local_operators import LOCAL_OPERATORS, add_local_operator
+
+    if args.file:
+        path = Path(args.file)
+    else:
+        city = _city(args)
+        if not city.district_dir(args.district).is_dir():
+            raise UserError(f"district {args.district!r} is not enrolled in {city.root}: "
+                            "`provision district add` it first, or give --file")
+        path = city.district_dir(args.district) / LOCAL_OPERATORS
+    try:
+        credential = add_local_operator(path, args.district, args.operator, args.role,
+                                        replace=args.replace)
+    except ProvisioningError as exc:
+        raise UserError(str(exc)) from exc
+    print(credential)
+    print(f"# shown once: hand it to {args.operator}; {path} keeps only its hash",
+          file=sys.stderr)
     return EXIT_OK

@@ -332,3 +332,93 @@ class SearchAuditResponse(_message.Message):
     RECORDS_JSON_FIELD_NUMBER: _ClassVar[int]
     records_json: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, records_json: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PreserveEvidenceRequest(_message.Message):
+    __slots__ = ("incident_id", "camera_ids", "max_seconds")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    camera_ids: _containers.RepeatedScalarFieldContainer[str]
+    max_seconds: float
+    def __init__(self, incident_id: _Optional[str] = ..., camera_ids: _Optional[_Iterable[str]] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+
+class EvidenceClipInfo(_message.Message):
+    __slots__ = ("clip_id", "camera_id", "district_id", "incident_id", "operator_id", "state", "manifest_sha256", "started_at", "ended_at", "expires_at", "hold_until", "segments", "end_reason")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    HOLD_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    camera_id: str
+    district_id: str
+    incident_id: str
+    operator_id: str
+    state: str
+    manifest_sha256: str
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    hold_until: _timestamp_pb2.Timestamp
+    segments: int
+    end_reason: str
+    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., district_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., state: _Optional[str] = ..., manifest_sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hold_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segments: _Optional[int] = ..., end_reason: _Optional[str] = ...) -> None: ...
+
+class PreserveEvidenceResponse(_message.Message):
+    __slots__ = ("clips",)
+    CLIPS_FIELD_NUMBER: _ClassVar[int]
+    clips: _containers.RepeatedCompositeFieldContainer[EvidenceClipInfo]
+    def __init__(self, clips: _Optional[_Iterable[_Union[EvidenceClipInfo, _Mapping]]] = ...) -> None: ...
+
+class StopEvidenceRequest(_message.Message):
+    __slots__ = ("clip_id",)
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    def __init__(self, clip_id: _Optional[str] = ...) -> None: ...
+
+class ExportEvidenceRequest(_message.Message):
+    __slots__ = ("clip_id",)
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    def __init__(self, clip_id: _Optional[str] = ...) -> None: ...
+
+class EvidenceFileChunk(_message.Message):
+    __slots__ = ("file", "offset", "data")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    offset: int
+    data: bytes
+    def __init__(self, file: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class HoldEvidenceRequest(_message.Message):
+    __slots__ = ("clip_id", "hold_until", "reason")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    hold_until: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, clip_id: _Optional[str] = ..., hold_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListEvidenceRequest(_message.Message):
+    __slots__ = ("incident_id",)
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    def __init__(self, incident_id: _Optional[str] = ...) -> None: ...
+
+class ListEvidenceResponse(_message.Message):
+    __slots__ = ("clips",)
+    CLIPS_FIELD_NUMBER: _ClassVar[int]
+    clips: _containers.RepeatedCompositeFieldContainer[EvidenceClipInfo]
+    def __init__(self, clips: _Optional[_Iterable[_Union[EvidenceClipInfo, _Mapping]]] = ...) -> None: ...

@@ -785,3 +785,255 @@ class AuditService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class EvidenceServiceStub:
+    """--- Evidence clips (docs/evidence.md) --------------------------------------------------------
+    Every call needs `authorization: Bearer <operator token>` in its metadata.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Preserve = channel.unary_unary(
+                '/safetynet.v1.EvidenceService/Preserve',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PreserveEvidenceRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PreserveEvidenceResponse.FromString,
+                _registered_method=True)
+        self.Stop = channel.unary_unary(
+                '/safetynet.v1.EvidenceService/Stop',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.StopEvidenceRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceClipInfo.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/safetynet.v1.EvidenceService/Export',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExportEvidenceRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceFileChunk.FromString,
+                _registered_method=True)
+        self.Hold = channel.unary_unary(
+                '/safetynet.v1.EvidenceService/Hold',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HoldEvidenceRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceClipInfo.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/safetynet.v1.EvidenceService/List',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceResponse.FromString,
+                _registered_method=True)
+
+
+class EvidenceServiceServicer:
+    """--- Evidence clips (docs/evidence.md) --------------------------------------------------------
+    Every call needs `authorization: Bearer <operator token>` in its metadata.
+    """
+
+    def Preserve(self, request, context):
+        """Start a clip of each camera under an open incident; the clip stays at the district's agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stop(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """The one time video bytes cross the core: the sealed clip's files, under the incident's grant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Hold(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EvidenceServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Preserve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Preserve,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PreserveEvidenceRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PreserveEvidenceResponse.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.StopEvidenceRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceClipInfo.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExportEvidenceRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceFileChunk.SerializeToString,
+            ),
+            'Hold': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hold,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HoldEvidenceRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceClipInfo.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'safetynet.v1.EvidenceService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('safetynet.v1.EvidenceService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EvidenceService:
+    """--- Evidence clips (docs/evidence.md) --------------------------------------------------------
+    Every call needs `authorization: Bearer <operator token>` in its metadata.
+    """
+
+    @staticmethod
+    def Preserve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.EvidenceService/Preserve',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.PreserveEvidenceRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.PreserveEvidenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.EvidenceService/Stop',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.StopEvidenceRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceClipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/safetynet.v1.EvidenceService/Export',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ExportEvidenceRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceFileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.EvidenceService/Hold',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.HoldEvidenceRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.EvidenceClipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.EvidenceService/List',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -43,6 +43,19 @@ class SignalError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_ERROR_INTERNAL: _ClassVar[SignalError]
     SIGNAL_ERROR_UNKNOWN_SESSION: _ClassVar[SignalError]
     SIGNAL_ERROR_CAPACITY: _ClassVar[SignalError]
+
+class EvidenceError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVIDENCE_ERROR_UNSPECIFIED: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_UNKNOWN_CAMERA: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_UNKNOWN_CLIP: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_TOO_LONG: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_DISK_BUDGET: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_GRANT_REJECTED: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_NOT_SEALED: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_DISABLED: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_BAD_REQUEST: _ClassVar[EvidenceError]
+    EVIDENCE_ERROR_INTERNAL: _ClassVar[EvidenceError]
 AGENT_STATE_UNSPECIFIED: AgentState
 AGENT_STATE_ONLINE: AgentState
 AGENT_STATE_OFFLINE: AgentState
@@ -64,6 +77,16 @@ SIGNAL_ERROR_GRANT_REJECTED: SignalError
 SIGNAL_ERROR_INTERNAL: SignalError
 SIGNAL_ERROR_UNKNOWN_SESSION: SignalError
 SIGNAL_ERROR_CAPACITY: SignalError
+EVIDENCE_ERROR_UNSPECIFIED: EvidenceError
+EVIDENCE_ERROR_UNKNOWN_CAMERA: EvidenceError
+EVIDENCE_ERROR_UNKNOWN_CLIP: EvidenceError
+EVIDENCE_ERROR_TOO_LONG: EvidenceError
+EVIDENCE_ERROR_DISK_BUDGET: EvidenceError
+EVIDENCE_ERROR_GRANT_REJECTED: EvidenceError
+EVIDENCE_ERROR_NOT_SEALED: EvidenceError
+EVIDENCE_ERROR_DISABLED: EvidenceError
+EVIDENCE_ERROR_BAD_REQUEST: EvidenceError
+EVIDENCE_ERROR_INTERNAL: EvidenceError
 
 class AgentStatus(_message.Message):
     __slots__ = ("district_id", "district_name", "agent_id", "state", "software_version", "changed_at", "camera_count")
@@ -122,30 +145,50 @@ class CameraStatus(_message.Message):
     def __init__(self, camera: _Optional[_Union[CameraDescriptor, _Mapping]] = ..., state: _Optional[_Union[CameraState, str]] = ..., reason: _Optional[_Union[OfflineReason, str]] = ..., detail: _Optional[str] = ..., viewers: _Optional[int] = ..., streaming: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transcoding: _Optional[bool] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions")
+    __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions", "journal_seq")
     DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_SEQ_FIELD_NUMBER: _ClassVar[int]
     district_id: str
     agent_id: str
     sent_at: _timestamp_pb2.Timestamp
     uptime_seconds: float
     cameras: _containers.RepeatedCompositeFieldContainer[CameraStatus]
     sessions: int
-    def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ...) -> None: ...
+    journal_seq: int
+    def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ..., journal_seq: _Optional[int] = ...) -> None: ...
+
+class CoreStatus(_message.Message):
+    __slots__ = ("online", "changed_at")
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    online: bool
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, online: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SignalRequest(_message.Message):
-    __slots__ = ("request_id", "offer", "close")
+    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold", "journal_fetch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_START_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_STOP_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FETCH_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_HOLD_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FETCH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     offer: SessionOffer
     close: SessionClose
-    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ...) -> None: ...
+    evidence_start: EvidenceStart
+    evidence_stop: EvidenceStop
+    evidence_fetch: EvidenceFetch
+    evidence_hold: EvidenceHold
+    journal_fetch: JournalFetch
+    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ..., journal_fetch: _Optional[_Union[JournalFetch, _Mapping]] = ...) -> None: ...
 
 class SessionOffer(_message.Message):
     __slots__ = ("session_id", "camera_id", "sdp_offer", "expires_at", "grant", "ice_servers")
@@ -172,18 +215,22 @@ class SessionClose(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SignalResponse(_message.Message):
-    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error")
+    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence", "journal")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     sdp_answer: str
     closed: bool
     error: SignalFailure
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ...) -> None: ...
+    evidence: EvidenceReply
+    journal: JournalBatch
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ..., journal: _Optional[_Union[JournalBatch, _Mapping]] = ...) -> None: ...
 
 class SignalFailure(_message.Message):
     __slots__ = ("code", "message")
@@ -242,3 +289,181 @@ class AuditCheckpoint(_message.Message):
     key_id: str
     signature: str
     def __init__(self, seq: _Optional[int] = ..., head_hash: _Optional[str] = ..., at: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class EvidenceStart(_message.Message):
+    __slots__ = ("clip_id", "camera_id", "incident_id", "operator_id", "agency", "max_seconds", "retention_days", "grant")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    camera_id: str
+    incident_id: str
+    operator_id: str
+    agency: str
+    max_seconds: float
+    retention_days: float
+    grant: bytes
+    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., agency: _Optional[str] = ..., max_seconds: _Optional[float] = ..., retention_days: _Optional[float] = ..., grant: _Optional[bytes] = ...) -> None: ...
+
+class EvidenceStop(_message.Message):
+    __slots__ = ("clip_id", "reason")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    reason: str
+    def __init__(self, clip_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EvidenceFetch(_message.Message):
+    __slots__ = ("clip_id", "file", "offset", "length", "grant", "grant_id")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    file: str
+    offset: int
+    length: int
+    grant: bytes
+    grant_id: str
+    def __init__(self, clip_id: _Optional[str] = ..., file: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., grant: _Optional[bytes] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
+class EvidenceHold(_message.Message):
+    __slots__ = ("clip_id", "hold_until")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    hold_until: _timestamp_pb2.Timestamp
+    def __init__(self, clip_id: _Optional[str] = ..., hold_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class EvidenceSegment(_message.Message):
+    __slots__ = ("file", "sha256", "bytes")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    sha256: str
+    bytes: int
+    def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class EvidenceClip(_message.Message):
+    __slots__ = ("clip_id", "camera_id", "state", "started_at", "ended_at", "segments", "manifest_sha256", "manifest_bytes", "agent_key_id", "agent_public_key", "end_reason", "incident_id", "operator_id", "expires_at")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AGENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    camera_id: str
+    state: str
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    segments: _containers.RepeatedCompositeFieldContainer[EvidenceSegment]
+    manifest_sha256: str
+    manifest_bytes: int
+    agent_key_id: str
+    agent_public_key: bytes
+    end_reason: str
+    incident_id: str
+    operator_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[EvidenceSegment, _Mapping]]] = ..., manifest_sha256: _Optional[str] = ..., manifest_bytes: _Optional[int] = ..., agent_key_id: _Optional[str] = ..., agent_public_key: _Optional[bytes] = ..., end_reason: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class EvidenceReply(_message.Message):
+    __slots__ = ("clip", "data", "error")
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    clip: EvidenceClip
+    data: bytes
+    error: EvidenceFailure
+    def __init__(self, clip: _Optional[_Union[EvidenceClip, _Mapping]] = ..., data: _Optional[bytes] = ..., error: _Optional[_Union[EvidenceFailure, _Mapping]] = ...) -> None: ...
+
+class EvidenceFailure(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: EvidenceError
+    message: str
+    def __init__(self, code: _Optional[_Union[EvidenceError, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EvidenceEvent(_message.Message):
+    __slots__ = ("kind", "clip", "at", "reason")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[EvidenceEvent.Kind]
+        KIND_SEALED: _ClassVar[EvidenceEvent.Kind]
+        KIND_PURGED: _ClassVar[EvidenceEvent.Kind]
+    KIND_UNSPECIFIED: EvidenceEvent.Kind
+    KIND_SEALED: EvidenceEvent.Kind
+    KIND_PURGED: EvidenceEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kind: EvidenceEvent.Kind
+    clip: EvidenceClip
+    at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, kind: _Optional[_Union[EvidenceEvent.Kind, str]] = ..., clip: _Optional[_Union[EvidenceClip, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class JournalFetch(_message.Message):
+    __slots__ = ("after_seq", "after_hash", "limit")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AFTER_HASH_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    after_hash: str
+    limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., after_hash: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class JournalEntry(_message.Message):
+    __slots__ = ("seq", "at", "district_id", "action", "operator_id", "camera_id", "session_id", "outcome", "reason", "details_json", "prev_hash", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: str
+    district_id: str
+    action: str
+    operator_id: str
+    camera_id: str
+    session_id: str
+    outcome: str
+    reason: str
+    details_json: str
+    prev_hash: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., district_id: _Optional[str] = ..., action: _Optional[str] = ..., operator_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., session_id: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., details_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class JournalBatch(_message.Message):
+    __slots__ = ("entries", "head_seq")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[JournalEntry]
+    head_seq: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., head_seq: _Optional[int] = ...) -> None: ...
