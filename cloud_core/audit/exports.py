@@ -16,14 +16,22 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from cloud_core.audit.schema import RECORD_COLUMNS, payload_from_row
-from cloud_core.audit.store import open_readonly, time_clauses
+from cloud_core.audit.store import open_readonly
 from cloud_core.exceptions import AuditError
+from cloud_core.storage.base import (
+    Location,
+    RecordFilter,
+    Row,
+    is_postgres,
+    open_audit_reader,
+    time_bounds,
+)
 
 ExportFormat = Literal["csv", "json"]
 
 
 def export(
-    db_path: Path,
+    db_path: Location,
     since: datetime | None = None,
     until: datetime | None = None,
     fmt: ExportFormat = "csv",
@@ -38,7 +46,7 @@ def export(
 
 
 def write_export(
-    db_path: Path,
+    db_path: Location,
     out: TextIO,
     *,
     since: datetime | None = None,
@@ -55,11 +63,9 @@ def write_export(
     """
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'json'")
-    clauses, params = time_clauses(since, until)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records {where} ORDER BY seq"
-    with open_readonly(Path(db_path)) as conn:
-        rows = conn.execute(sql, params)
+    start, end = time_bounds(since, until)
+    with open_audit_reader(db_path) as reader:
+        rows = reader.records(RecordFilter(since=start, until=end))
         return _write_csv(rows, out) if fmt == "csv" else _write_json(rows, out)
 
 
@@ -73,12 +79,14 @@ def count_records(content: str, fmt: str) -> int:
     return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)
 
 
-def snapshot(db_path: Path, dest: Path) -> None:
+def snapshot(db_path: Location, dest: Path) -> None:
     """Copy the log's file to ``dest`` consistently while the core writes it (SQLite backup).
 
     A plain file copy misses what is still in the ``-wal`` file; this copy holds everything
-    committed when it ran. ``dest`` must not exist.
+    committed when it ran. ``dest`` must not exist. On PostgreSQL use ``pg_dump``.
     """
+    if is_postgres(db_path):
+        raise AuditError("snapshot copies a SQLite file; on PostgreSQL use pg_dump")
     dest = Path(dest)
     if dest.exists():
         raise AuditError(f"{dest} already exists")
@@ -93,7 +101,7 @@ def snapshot(db_path: Path, dest: Path) -> None:
             target.close()
 
 
-def _write_csv(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
+def _write_csv(rows: Iterable[Row], out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(RECORD_COLUMNS)
     count = 0
@@ -103,7 +111,7 @@ def _write_csv(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
     return count
 
 
-def _write_json(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
+def _write_json(rows: Iterable[Row], out: TextIO) -> int:
     count = 0
     out.write("[")
     for row in rows:
@@ -118,7 +126,7 @@ def _write_json(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
     return count
 
 
-def _csv_cells(row: sqlite3.Row) -> list[str]:
+def _csv_cells(row: Row) -> list[str]:
     cells: list[str] = []
     for column in RECORD_COLUMNS:
         value = row[column]

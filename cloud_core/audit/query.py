@@ -7,18 +7,17 @@ connection, so a search never blocks or changes the core's writes.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 from cloud_core.audit.records import AuditAction, AuditRecord, parse_enum
-from cloud_core.audit.schema import RECORD_COLUMNS, record_from_row
-from cloud_core.audit.store import open_readonly, time_clauses
+from cloud_core.audit.schema import record_from_row
+from cloud_core.storage.base import Location, RecordFilter, open_audit_reader, time_bounds
 
 MAX_SEARCH_LIMIT: Final = 1000
 
 
 def search(
-    db_path: Path,
+    db_path: Location,
     *,
     operator_id: str | None = None,
     camera_id: str | None = None,
@@ -36,25 +35,10 @@ def search(
     """
     if not 1 <= limit <= MAX_SEARCH_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}")
-    clauses, params = time_clauses(since, until)
-    if operator_id is not None:
-        clauses.append("operator_id = ?")
-        params.append(operator_id)
-    if incident_id is not None:
-        clauses.append("incident_id = ?")
-        params.append(incident_id)
-    if action is not None:
-        clauses.append("action = ?")
-        params.append(parse_enum(AuditAction, action, "audit action").value)
-    if camera_id is not None:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(audit_records.camera_ids) WHERE value = ?)")
-        params.append(camera_id)
-    if before_seq is not None:
-        clauses.append("seq < ?")
-        params.append(before_seq)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = (f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records {where} "
-           f"ORDER BY seq DESC LIMIT ?")
-    with open_readonly(Path(db_path)) as conn:
-        rows = conn.execute(sql, [*params, limit]).fetchall()
-    return [record_from_row(row) for row in rows]
+    start, end = time_bounds(since, until)
+    where = RecordFilter(
+        operator_id=operator_id, camera_id=camera_id, incident_id=incident_id,
+        action=None if action is None else parse_enum(AuditAction, action, "audit action").value,
+        since=start, until=end, before_seq=before_seq, newest_first=True, limit=limit)
+    with open_audit_reader(db_path) as reader:
+        return [record_from_row(row) for row in reader.records(where)]
