@@ -24,6 +24,10 @@
     # connect_timeout = 5             # of host/port; max_subscribe_qos = 0 on NATS
     #                                   (docs/scale-out.md)
 
+    [storage]                         # optional: the audit chain and leadership on PostgreSQL,
+    url = "postgresql://safetynet@db.city.example/safetynet"   # for several core replicas
+                                      # (password in ~/.pgpass; docs/scale-out.md)
+
     [turn]                            # optional: TURN for viewers behind NAT (coturn, REST API)
     urls = ["turn:turn.city.example:3478?transport=udp"]
     secret_file = "turn-secret"       # coturn's static-auth-secret; credentials minted per session
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_core.exceptions import ConfigError
+from cloud_core.storage.settings import StorageSettings
 from runtime.mqtt_link import BrokerSettings
 from runtime.turn_credentials import TurnSettings
 
@@ -61,10 +66,16 @@ class CoreConfig:
     tls_client_ca_file: Path | None = None  # mutual TLS: clients need a certificate from this CA
     http_listen: str = ""                   # console + WHEP (HTTP, or HTTPS with the TLS files)
     district_outlines_file: Path | None = None  # GeoJSON outlines drawn on the console's map
+    storage: StorageSettings | None = None  # PostgreSQL for the audit chain and leadership
 
     @property
     def audit_database(self) -> Path:
         return self.audit_database_file or self.database.parent / "audit.sqlite3"
+
+    @property
+    def audit_location(self) -> Path | str:
+        """Where the audit chain lives: the ``[storage]`` URL, else the SQLite file."""
+        return self.storage.url if self.storage is not None else self.audit_database
 
     @property
     def grant_key_path(self) -> Path:
@@ -92,7 +103,8 @@ class CoreConfig:
         unknown = set(data) - {"listen", "database", "broker", "session_ttl_seconds",
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
                                "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
-                               "tls_client_ca_file", "http_listen", "district_outlines", "turn"}
+                               "tls_client_ca_file", "http_listen", "district_outlines", "turn",
+                               "storage"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -130,7 +142,12 @@ class CoreConfig:
         turn = data.get("turn")
         if turn is not None and not isinstance(turn, dict):
             raise ValueError("[turn] must be a table")
+        storage = data.get("storage")
+        if storage is not None and not isinstance(storage, dict):
+            raise ValueError("[storage] must be a table")
+        storage_settings = None if storage is None else StorageSettings.from_mapping(storage)
         return cls(database=(base / database).resolve(), listen=listen, http_listen=http_listen,
                    broker=BrokerSettings.from_mapping(broker, base),
                    turn=TurnSettings.from_mapping(turn, base) if turn is not None else None,
-                   client_id=str(data.get("client_id", "safetynet-core")), **numbers, **paths)
+                   client_id=str(data.get("client_id", "safetynet-core")),
+                   storage=storage_settings, **numbers, **paths)
