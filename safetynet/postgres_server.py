@@ -42,8 +42,10 @@ def free_port() -> int:
 class ThrowawayPostgres:
     """``with ThrowawayPostgres() as pg: pg.dsn("db")``: a cluster that lives for the block."""
 
-    def __init__(self, password: str = "pilot-secret") -> None:
+    def __init__(self, password: str = "pilot-secret", *, durable: bool = False) -> None:
+        """``durable``: fsync as in production (benches); tests run without it, for speed."""
         self.password = password
+        self.durable = durable
         self.port = 0
         self._bin = postgres_bin_dir()
         self._dir: Path | None = None
@@ -101,7 +103,8 @@ class ThrowawayPostgres:
         assert self._dir is not None
         self.port = free_port()
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                   f"-c unix_socket_directories={self._dir} -c fsync=off "
+                   f"-c unix_socket_directories={self._dir} "
+                   f"-c fsync={'on' if self.durable else 'off'} "
                    "-c max_connections=60 -c shared_buffers=32MB")
         self._run([str(self._bin / "pg_ctl"), "-D", str(self._dir / "data"), "-o", options,
                    "-l", str(self._dir / "log"), "-w", "-t", "30", "start"])
