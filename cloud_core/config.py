@@ -29,6 +29,10 @@
     # connect_timeout = 5             # of host/port; max_subscribe_qos = 0 on NATS
     #                                   (docs/scale-out.md)
 
+    [storage]                         # optional: the audit chain and leadership on PostgreSQL,
+    url = "postgresql://safetynet@db.city.example/safetynet"   # for several core replicas
+                                      # (password in ~/.pgpass; docs/scale-out.md)
+
     [turn]                            # optional: TURN for viewers behind NAT (coturn, REST API)
     urls = ["turn:turn.city.example:3478?transport=udp"]
     secret_file = "turn-secret"       # coturn's static-auth-secret; credentials minted per session
@@ -43,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_core.exceptions import ConfigError
+from cloud_core.storage.settings import StorageSettings
 from runtime.mqtt_link import BrokerSettings
 from runtime.turn_credentials import TurnSettings
 
@@ -68,6 +73,7 @@ class CoreConfig:
     district_outlines_file: Path | None = None  # GeoJSON outlines drawn on the console's map
     checkpoint_key_file: Path | None = None  # the audit log's own key; only read when set
     audit_witness_files: tuple[Path, ...] = ()  # append-only copies of every checkpoint
+    storage: StorageSettings | None = None  # PostgreSQL for the audit chain and leadership
 
     @property
     def checkpoint_key_path(self) -> Path:
@@ -80,6 +86,11 @@ class CoreConfig:
     @property
     def audit_database(self) -> Path:
         return self.audit_database_file or self.database.parent / "audit.sqlite3"
+
+    @property
+    def audit_location(self) -> Path | str:
+        """Where the audit chain lives: the ``[storage]`` URL, else the SQLite file."""
+        return self.storage.url if self.storage is not None else self.audit_database
 
     @property
     def grant_key_path(self) -> Path:
@@ -108,7 +119,7 @@ class CoreConfig:
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
                                "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
                                "tls_client_ca_file", "http_listen", "district_outlines", "turn",
-                               "checkpoint_key", "audit_witness_files"}
+                               "checkpoint_key", "audit_witness_files", "storage"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -151,7 +162,12 @@ class CoreConfig:
         turn = data.get("turn")
         if turn is not None and not isinstance(turn, dict):
             raise ValueError("[turn] must be a table")
+        storage = data.get("storage")
+        if storage is not None and not isinstance(storage, dict):
+            raise ValueError("[storage] must be a table")
+        storage_settings = None if storage is None else StorageSettings.from_mapping(storage)
         return cls(database=(base / database).resolve(), listen=listen, http_listen=http_listen,
                    broker=BrokerSettings.from_mapping(broker, base),
                    turn=TurnSettings.from_mapping(turn, base) if turn is not None else None,
-                   client_id=str(data.get("client_id", "safetynet-core")), **numbers, **paths)
+                   client_id=str(data.get("client_id", "safetynet-core")),
+                   storage=storage_settings, **numbers, **paths)

@@ -14,8 +14,11 @@
     ├── IncidentNotFound         no such incident, or not visible to the caller (incident_id)
     ├── InvalidRequest           a malformed request (problem)
     ├── GrantError               a grant could not be signed or loaded
-    └── AuditError               the audit log could not be written or read
-        └── AuditChainBroken     verification failed (seq, problem)
+    ├── AuditError               the audit log could not be written or read
+    │   └── AuditChainBroken     verification failed (seq, problem)
+    └── StorageError             a database could not be used (database: no password)
+        ├── DatabaseUnavailable  cannot connect: wrong password, unreachable, bad DSN (reason)
+        └── SchemaTooNew         the database's schema is newer than this core (found, known)
 
 Servicers translate these into gRPC status codes; nothing else does.
 """
@@ -94,6 +97,30 @@ class AuditChainBroken(AuditError):
         super().__init__(f"audit record {seq}: {problem}")
         self.seq = seq
         self.problem = problem
+
+
+class StorageError(CoreError):
+    """``database`` names the database without its password."""
+
+    def __init__(self, database: str, problem: str) -> None:
+        super().__init__(f"{database}: {problem}")
+        self.database = database
+        self.problem = problem
+
+
+class DatabaseUnavailable(StorageError):
+    def __init__(self, database: str, reason: str) -> None:
+        super().__init__(database, f"cannot connect: {reason}")
+        self.reason = reason
+
+
+class SchemaTooNew(StorageError):
+    def __init__(self, database: str, found: int, known: int) -> None:
+        super().__init__(
+            database, f"the database's schema is version {found}, newer than this core knows "
+            f"({known}): upgrade safetynet on this replica before starting it")
+        self.found = found
+        self.known = known
 
 
 class Unauthenticated(CoreError):

@@ -22,7 +22,7 @@ from grpc_health.v1._async import HealthServicer  # what health.aio re-exports
 from grpc_reflection.v1alpha import reflection
 
 from cloud_core.access import AccessService
-from cloud_core.audit import AuditLog, CheckpointSigner
+from cloud_core.audit import AuditLog, AuditLogConfig, CheckpointSigner
 from cloud_core.audit.witness import CheckpointWitnesses
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
@@ -45,6 +45,8 @@ from cloud_core.servicer import (
 from cloud_core.sessions import SessionBroker
 from cloud_core.signalling import MqttSignalling
 from cloud_core.status_ingest import StatusIngest
+from cloud_core.storage.base import describe, is_postgres
+from cloud_core.storage.leader import Leadership, open_leadership
 from cloud_core.transport_security import add_listen_port
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
@@ -70,6 +72,7 @@ class CoreServer:
         self.access: AccessService | None = None
         self.audit: AuditLog | None = None
         self.witnesses: CheckpointWitnesses | None = None
+        self.leadership: Leadership | None = None  # who signs checkpoints of a shared chain
         self._stack: contextlib.AsyncExitStack | None = None
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
@@ -97,7 +100,8 @@ class CoreServer:
                 self.console = await stack.enter_async_context(ConsoleServer(access, self.config))
             self._stack = stack.pop_all()
         log.info("core serving", address=self.address, broker=self.config.broker.describe(),
-                 database=str(self.config.database), audit=str(self.config.audit_database))
+                 database=str(self.config.database),
+                 audit=describe(self.config.audit_location))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -134,9 +138,12 @@ class CoreServer:
         self.witnesses = CheckpointWitnesses(
             self.config.audit_witness_files,
             lambda: (d.district_id for d in registry.districts()))
+        self.leadership = leader = await stack.enter_async_context(
+            open_leadership(self.config.audit_location))
         self.audit = await stack.enter_async_context(
-            AuditLog.open(self.config.audit_database, signer=checkpoints,
-                          on_checkpoint=self.witnesses.offer))
+            AuditLog.open(self.config.audit_location, signer=checkpoints,
+                          on_checkpoint=self.witnesses.offer,
+                          may_checkpoint=lambda: leader.is_leader))
         self.access = AccessService(
             registry=registry, operators=OperatorStore(registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
@@ -163,6 +170,8 @@ class CoreServer:
         tasks = await stack.enter_async_context(BackgroundTasks("core"))
         tasks.start(self._sweep_forever(access), name="grant-sweeper")
         tasks.start(self.witnesses.run(), name="checkpoint-witnesses")
+        if is_postgres(self.config.audit_location):
+            tasks.start(self._checkpoint_as_leader(), name="leader-checkpoints")
 
     async def _final_checkpoint(self) -> None:
         """On a clean stop, sign the head and hand it to the agents while the link is up."""
@@ -223,6 +232,7 @@ class CoreServer:
         self.journal = None
         self._link = None
         self.audit = None
+        self.leadership = None
         self.registry = None
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
@@ -248,6 +258,16 @@ class CoreServer:
         if reachable != self.registry.broker_reachable:
             log.warning("broker reachability changed", reachable=reachable)
             self.registry.broker_reachable = reachable
+
+    async def _checkpoint_as_leader(self) -> None:
+        """On a shared chain the leader signs the head every interval, whoever appended."""
+        while True:
+            await asyncio.sleep(AuditLogConfig().checkpoint_interval)
+            if self.leadership is not None and self.leadership.is_leader and self.audit:
+                try:
+                    await self.audit.checkpoint()
+                except AuditError as exc:
+                    log.warning("leader checkpoint failed", error=str(exc))
 
     async def wait_until(self, predicate: Callable[[Registry], bool], timeout: float) -> None:
         """Wait until ``predicate(registry)`` holds; re-checked after every MQTT message."""

@@ -17,14 +17,22 @@ from pathlib import Path
 from typing import Final, Literal, TextIO
 
 from cloud_core.audit.schema import RECORD_COLUMNS, payload_from_row
-from cloud_core.audit.store import open_readonly, time_clauses
+from cloud_core.audit.store import open_readonly
 from cloud_core.exceptions import AuditError
+from cloud_core.storage.base import (
+    Location,
+    RecordFilter,
+    Row,
+    is_postgres,
+    open_audit_reader,
+    time_bounds,
+)
 
 ExportFormat = Literal["csv", "json"]
 
 
 def export(
-    db_path: Path,
+    db_path: Location,
     since: datetime | None = None,
     until: datetime | None = None,
     fmt: ExportFormat = "csv",
@@ -39,7 +47,7 @@ def export(
 
 
 def write_export(
-    db_path: Path,
+    db_path: Location,
     out: TextIO,
     *,
     since: datetime | None = None,
@@ -56,11 +64,9 @@ def write_export(
     """
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'json'")
-    clauses, params = time_clauses(since, until)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records {where} ORDER BY seq"
-    with open_readonly(Path(db_path)) as conn:
-        rows = conn.execute(sql, params)
+    start, end = time_bounds(since, until)
+    with open_audit_reader(db_path) as reader:
+        rows = reader.records(RecordFilter(since=start, until=end))
         return _write_csv(rows, out) if fmt == "csv" else _write_json(rows, out)
 
 
@@ -76,13 +82,16 @@ def count_records(content: str, fmt: str) -> int:
     return max(0, sum(1 for _ in csv.reader(io.StringIO(content))) - 1)
 
 
-def snapshot(db_path: Path, dest: Path) -> int:
+def snapshot(db_path: Location, dest: Path) -> int:
     """Copy the log's file to ``dest`` consistently while the core writes it (SQLite backup).
 
     A plain file copy misses what is still in the ``-wal`` file; this copy holds everything
     committed when it ran, WAL included, in one file (rollback-journal mode, so ``verify``
     accepts it alone), created 0600. ``dest`` must not exist. Returns the records copied.
+    On PostgreSQL use ``pg_dump``.
     """
+    if is_postgres(db_path):
+        raise AuditError("snapshot copies a SQLite file; on PostgreSQL use pg_dump")
     dest = Path(dest)
     try:
         os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -105,7 +114,7 @@ def snapshot(db_path: Path, dest: Path) -> int:
         raise AuditError(f"cannot copy the audit log to {dest}: {exc}") from exc
 
 
-def _write_csv(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
+def _write_csv(rows: Iterable[Row], out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(RECORD_COLUMNS)
     count = 0
@@ -115,7 +124,7 @@ def _write_csv(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
     return count
 
 
-def _write_json(rows: Iterable[sqlite3.Row], out: TextIO) -> int:
+def _write_json(rows: Iterable[Row], out: TextIO) -> int:
     count = 0
     out.write("[")
     for row in rows:
@@ -144,7 +153,7 @@ def csv_safe(text: str) -> str:
     return f"'{text}" if text.startswith(FORMULA_LEADS) else text
 
 
-def _csv_cells(row: sqlite3.Row) -> list[str]:
+def _csv_cells(row: Row) -> list[str]:
     cells: list[str] = []
     for column in RECORD_COLUMNS:
         value = row[column]

@@ -6,19 +6,27 @@ connection, so a search never blocks or changes the core's writes.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 from cloud_core.audit.records import AuditAction, AuditRecord, parse_enum
-from cloud_core.audit.schema import RECORD_COLUMNS, record_from_row
-from cloud_core.audit.store import open_readonly, time_clauses
+from cloud_core.audit.schema import record_from_row
+from cloud_core.audit.store import open_readonly
+from cloud_core.storage.base import (
+    Location,
+    RecordFilter,
+    is_postgres,
+    open_audit_reader,
+    time_bounds,
+)
 
 MAX_SEARCH_LIMIT: Final = 1000
 
 
 def search(
-    db_path: Path,
+    db_path: Location,
     *,
     operator_id: str | None = None,
     camera_id: str | None = None,
@@ -36,28 +44,13 @@ def search(
     """
     if not 1 <= limit <= MAX_SEARCH_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}")
-    clauses, params = time_clauses(since, until)
-    if operator_id is not None:
-        clauses.append("operator_id = ?")
-        params.append(operator_id)
-    if incident_id is not None:
-        clauses.append("incident_id = ?")
-        params.append(incident_id)
-    if action is not None:
-        clauses.append("action = ?")
-        params.append(parse_enum(AuditAction, action, "audit action").value)
-    if camera_id is not None:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(audit_records.camera_ids) WHERE value = ?)")
-        params.append(camera_id)
-    if before_seq is not None:
-        clauses.append("seq < ?")
-        params.append(before_seq)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = (f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records {where} "
-           f"ORDER BY seq DESC LIMIT ?")
-    with open_readonly(Path(db_path)) as conn:
-        rows = conn.execute(sql, [*params, limit]).fetchall()
-    return [record_from_row(row) for row in rows]
+    start, end = time_bounds(since, until)
+    where = RecordFilter(
+        operator_id=operator_id, camera_id=camera_id, incident_id=incident_id,
+        action=None if action is None else parse_enum(AuditAction, action, "audit action").value,
+        since=start, until=end, before_seq=before_seq, newest_first=True, limit=limit)
+    with open_audit_reader(db_path) as reader:
+        return [record_from_row(row) for row in reader.records(where)]
 
 
 #: The actions an agent's local journal carries onto the chain (docs/local-mode.md).
@@ -65,8 +58,10 @@ JOURNAL_ACTIONS: Final = (AuditAction.LOCAL_SIGN_IN, AuditAction.LOCAL_VIEW,
                           AuditAction.LOCAL_VIEW_END)
 
 
-def journal_head(db_path: Path, district_id: str) -> tuple[int, str] | None:
+def journal_head(db_path: Location, district_id: str) -> tuple[int, str] | None:
     """The last journal entry of ``district_id`` on the chain: (its journal seq, its hash)."""
+    if is_postgres(db_path):
+        return _journal_head_scanned(db_path, district_id)
     marks = ", ".join("?" * len(JOURNAL_ACTIONS))
     sql = (f"SELECT json_extract(details, '$.journal.seq'), json_extract(details, '$.journal.hash') "
            f"FROM audit_records WHERE action IN ({marks}) "
@@ -74,3 +69,19 @@ def journal_head(db_path: Path, district_id: str) -> tuple[int, str] | None:
     with open_readonly(Path(db_path)) as conn:
         row = conn.execute(sql, [*(a.value for a in JOURNAL_ACTIONS), district_id]).fetchone()
     return (int(row[0]), str(row[1])) if row else None
+
+
+def _journal_head_scanned(db_path: Location, district_id: str) -> tuple[int, str] | None:
+    """``journal_head`` on any backend: the newest journal record of each action, read back."""
+    best: tuple[int, int, str] | None = None  # (chain seq, journal seq, journal hash)
+    with open_audit_reader(db_path) as reader:
+        for action in JOURNAL_ACTIONS:
+            for row in reader.records(RecordFilter(action=action.value, newest_first=True)):
+                details = row["details"]
+                journal = (json.loads(details) if isinstance(details, str) else details or {}
+                           ).get("journal", {})
+                if journal.get("district") == district_id:
+                    if best is None or int(row["seq"]) > best[0]:
+                        best = (int(row["seq"]), int(journal["seq"]), str(journal["hash"]))
+                    break
+    return None if best is None else (best[1], best[2])

@@ -9,7 +9,6 @@ the file (the hash chain and the checkpoints do that).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -111,7 +110,7 @@ def record_row(payload: Mapping[str, Any], record_hash: str) -> tuple[Any, ...]:
     return tuple(values[column] for column in RECORD_COLUMNS)
 
 
-def payload_from_row(row: sqlite3.Row) -> dict[str, Any]:
+def payload_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The canonical payload as stored (no validation beyond JSON decoding); ValueError if not."""
     payload = {column: row[column] for column in RECORD_COLUMNS if column != "hash"}
     for column in ("camera_ids", "details"):
@@ -121,7 +120,7 @@ def payload_from_row(row: sqlite3.Row) -> dict[str, Any]:
     return payload
 
 
-def record_from_row(row: sqlite3.Row) -> AuditRecord:
+def record_from_row(row: Mapping[str, Any]) -> AuditRecord:
     """The record a row holds, validated as on append; AuditChainBroken if it is unreadable."""
     seq = int(row["seq"])
     try:

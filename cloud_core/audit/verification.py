@@ -7,8 +7,7 @@ file it is not told to: give it the core's public key from elsewhere to detect a
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -18,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cloud_core.audit.canonical import parse_time, record_hash
 from cloud_core.audit.checkpoints import Checkpoint, key_id_of, raw_public_key
 from cloud_core.audit.records import GENESIS_HASH
-from cloud_core.audit.schema import RECORD_COLUMNS, TRIGGERS, payload_from_row
-from cloud_core.audit.store import check_wal_present, open_readonly
+from cloud_core.audit.schema import payload_from_row
+from cloud_core.audit.store import check_wal_present
 from cloud_core.exceptions import AuditChainBroken
+from cloud_core.storage.base import Location, RecordFilter, Row, is_postgres, open_audit_reader
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,7 +79,7 @@ class _Chain:
     hashes_at: dict[int, str] = field(default_factory=dict)
 
 
-def verify(db_path: Path, public_key: Ed25519PublicKey | None = None,
+def verify(db_path: Location, public_key: Ed25519PublicKey | None = None,
            witnesses: Sequence[WitnessedCheckpoint] = ()) -> VerifyReport:
     """Check the chain and the checkpoints of the log in ``db_path``, offline, read-only.
 
@@ -92,19 +92,15 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | None = None,
     """
     problems: list[_Problem] = []
     warnings: list[str] = []
-    check_wal_present(Path(db_path))
-    with open_readonly(Path(db_path)) as conn:
-        meta = {row["name"]: row["value"]
-                for row in conn.execute("SELECT name, value FROM audit_meta")}
-        checkpoints = [
-            dict(row) for row in conn.execute(
-                "SELECT id, seq, head_hash, at, key_id, signature "
-                "FROM audit_checkpoints ORDER BY id")
-        ]
+    if not is_postgres(db_path):
+        check_wal_present(Path(db_path))
+    with open_audit_reader(db_path) as reader:
+        meta = reader.meta()
+        checkpoints = reader.checkpoints()
         wanted = {int(cp["seq"]) for cp in checkpoints} | {w.seq for w in witnesses}
-        chain = _walk_chain(conn, wanted, problems)
-        triggers = {row[0] for row in
-                    conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        chain = _walk_chain(reader.records(RecordFilter()), wanted, problems)
+        triggers = reader.guards()
+        expected = reader.expected_guards
 
     key, key_trusted, key_problem = _verification_key(meta, public_key)
     key_id = None if key is None else key_id_of(key)
@@ -117,7 +113,7 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | None = None,
     problems.sort(key=lambda item: item[0])
     warnings.extend(
         f"trigger {name} is missing: someone altered the audit tables"
-        for name in TRIGGERS if name not in triggers
+        for name in expected if name not in triggers
     )
     first = problems[0] if problems else None
     return VerifyReport(
@@ -136,10 +132,9 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | None = None,
     )
 
 
-def _walk_chain(conn: sqlite3.Connection, wanted: set[int], problems: list[_Problem]) -> _Chain:
+def _walk_chain(rows: Iterable[Row], wanted: set[int], problems: list[_Problem]) -> _Chain:
     """Check every record against its predecessor, appending findings to ``problems``."""
     chain = _Chain()
-    rows = conn.execute(f"SELECT {', '.join(RECORD_COLUMNS)} FROM audit_records ORDER BY seq")
     for row in rows:
         chain.records += 1
         seq = int(row["seq"])
@@ -174,7 +169,7 @@ def _check_checkpoints(
     return last_good
 
 
-def _check_record(row: sqlite3.Row, *, expected_seq: int, prev_hash: str) -> str | None:
+def _check_record(row: Row, *, expected_seq: int, prev_hash: str) -> str | None:
     """What is wrong with one record given its predecessor, or None.
 
     Checks in an order that names the cause: a gap (deleted; the first missing seq is the broken

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -24,8 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cloud_core.audit.checkpoints import Checkpoint, CheckpointSigner
 from cloud_core.audit.query import search
 from cloud_core.audit.records import AuditAction, AuditEntry, AuditRecord
-from cloud_core.audit.store import AuditStore
 from cloud_core.exceptions import AuditError
+from cloud_core.storage.base import (
+    AuditWriteStore,
+    Location,
+    describe,
+    normalise,
+    open_audit_store,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -77,23 +82,25 @@ class AuditLog:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Location,
         *,
         signer: CheckpointSigner | None = None,
         config: AuditLogConfig | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        may_checkpoint: Callable[[], bool] | None = None,
     ) -> None:
-        self._db_path = Path(db_path)
+        self._db_path = normalise(db_path)
         self._signer = signer
         self._config = config or AuditLogConfig()
         self._on_checkpoint = on_checkpoint
+        self._may_checkpoint = may_checkpoint
         self._state = AuditLogState.NEW
-        self._log = logger.bind(db=str(self._db_path))
+        self._log = logger.bind(db=describe(self._db_path))
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(self._config.max_pending + 1)
         self._slots = asyncio.Semaphore(self._config.max_pending)
         self._queue_full_logged = False
         self._executor: ThreadPoolExecutor | None = None
-        self._store: AuditStore | None = None
+        self._store: AuditWriteStore | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._unattested = False
@@ -102,19 +109,23 @@ class AuditLog:
     @classmethod
     def open(
         cls,
-        db_path: Path,
+        db_path: Location,
         *,
         signer: CheckpointSigner | None = None,
         config: AuditLogConfig | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        may_checkpoint: Callable[[], bool] | None = None,
     ) -> AuditLog:
         """A log on ``db_path``, opened by ``async with``. Without a signer, no checkpoints.
 
         ``on_checkpoint`` is called on the event loop with each checkpoint once it is committed:
         the place to publish checkpoints off-host, which is what makes deleting the newest
-        records and their checkpoints together detectable.
+        records and their checkpoints together detectable. ``db_path`` may be a
+        ``postgresql://`` URL (``cloud_core.storage``); there ``may_checkpoint`` says whether this
+        replica signs checkpoints now (the leader's job).
         """
-        return cls(db_path, signer=signer, config=config, on_checkpoint=on_checkpoint)
+        return cls(db_path, signer=signer, config=config, on_checkpoint=on_checkpoint,
+                   may_checkpoint=may_checkpoint)
 
     async def __aenter__(self) -> Self:
         await self._start()
@@ -133,7 +144,7 @@ class AuditLog:
         return self._state
 
     @property
-    def db_path(self) -> Path:
+    def db_path(self) -> Location:
         return self._db_path
 
     @property
@@ -226,7 +237,8 @@ class AuditLog:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         try:
             self._store = await self._in_thread(
-                AuditStore.open, self._db_path, self._signer, self._config.checkpoint_every
+                open_audit_store, self._db_path, self._signer, self._config.checkpoint_every,
+                self._may_checkpoint,
             )
         except BaseException:
             self._executor.shutdown(wait=False)
@@ -243,7 +255,8 @@ class AuditLog:
             self._set_state(AuditLogState.CLOSED)
             self._closed.set()
             raise
-        self._writer = asyncio.create_task(self._run_writer(), name=f"audit-writer {self._db_path}")
+        self._writer = asyncio.create_task(self._run_writer(),
+                                           name=f"audit-writer {describe(self._db_path)}")
         self._set_state(AuditLogState.OPEN)
 
     async def _attest_at_start(self) -> None:
@@ -403,7 +416,7 @@ class AuditLog:
 
 
 def append_sync(
-    db_path: Path, entry: AuditEntry, *, signer: CheckpointSigner | None = None
+    db_path: Location, entry: AuditEntry, *, signer: CheckpointSigner | None = None
 ) -> AuditRecord:
     """Append one entry durably from code without an event loop (the CLI when the core is down).
 
@@ -412,7 +425,7 @@ def append_sync(
     """
     if not isinstance(entry, AuditEntry):
         raise TypeError(f"append_sync takes an AuditEntry, not {type(entry).__name__}")
-    store = AuditStore.open(Path(db_path), signer, checkpoint_every=1)
+    store = open_audit_store(normalise(db_path), signer, 1)
     try:
         records, checkpoint = store.write([entry], checkpoint_due=True)
         if checkpoint is not None:

@@ -41,6 +41,9 @@ def register(subcommands: Subcommands) -> None:
                                   "core need not run). Exit 0 and OK when it holds, 1 naming the "
                                   "first broken record otherwise.")
     add_audit_db_flag(q)
+    q.add_argument("--dsn", metavar="URL",
+                   help="verify the chain in this PostgreSQL database instead of a file "
+                        "(postgresql://user@host/db; keep the password in ~/.pgpass or PGPASSWORD)")
     q.add_argument("--public-key", metavar="FILE",
                    help="the trusted checkpoint public key (default: audit-checkpoint.pub, "
                         "else grant-signing.pub, beside the db)")
@@ -77,15 +80,21 @@ def _register_export(au: Subcommands) -> None:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the chain and checkpoints; OK and exit 0, or BROKEN at the first bad record, exit 1."""
     from cloud_core.audit import verify
-    from cloud_core.exceptions import AuditError
+    from cloud_core.exceptions import AuditError, StorageError
+    from cloud_core.storage.base import describe, is_postgres
 
-    db = existing_database(args)
-    public_key = _trusted_key(args, db)
+    if args.dsn is not None and not is_postgres(args.dsn):
+        raise UserError("--dsn takes a postgresql:// URL")
+    db: Path | str = args.dsn if args.dsn is not None else existing_database(args)
+    # With --dsn the keys are looked for in the current folder, else beside the database.
+    public_key = _trusted_key(args, Path("core.sqlite3") if args.dsn else Path(db))
     witnesses = _witnesses(args.witness)
     try:
         report = verify(db, public_key, witnesses)  # type: ignore[arg-type]
+    except StorageError as exc:
+        raise UserError(str(exc), EXIT_FAILED) from exc
     except AuditError as exc:
-        raise UserError(f"cannot read {db} as an audit log: {exc}", EXIT_FAILED) from exc
+        raise UserError(f"cannot read {describe(db)} as an audit log: {exc}", EXIT_FAILED) from exc
     if not report.ok:
         print(f"BROKEN at record {report.broken_seq}: {report.problem}")
         for problem in report.problems[1:5]:

@@ -56,4 +56,9 @@ def cmd_core(args: argparse.Namespace) -> int:
     if overrides:
         from dataclasses import replace
         config = replace(config, **overrides)
-    return run_until_signalled(lambda stop: run_core(config, stop), fast_loop=True)
+    from cloud_core.exceptions import StorageError
+
+    try:
+        return run_until_signalled(lambda stop: run_core(config, stop), fast_loop=True)
+    except StorageError as exc:  # a wrong password, a dead server, a newer schema
+        raise UserError(str(exc)) from exc
