@@ -231,6 +231,16 @@ class Registry:
                 )
             return cursor.rowcount > 0
 
+    def end_district_sessions(self, district_id: str, closed_at: datetime,
+                              reason: str) -> list[str]:
+        """Close every open session of ``district_id`` (its agent is gone); return their ids."""
+        with self._transaction():
+            rows = self.db.execute(
+                "UPDATE sessions SET closed_at=?, close_reason=? "
+                "WHERE district_id=? AND closed_at IS NULL RETURNING session_id",
+                [iso(closed_at), reason, district_id]).fetchall()
+        return [str(row[0]) for row in rows]
+
     def open_sessions(self) -> list[dict[str, object]]:
         rows = self.db.execute(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL").fetchall()

@@ -29,6 +29,10 @@ _REASON_NAMES = {
 }
 
 
+#: The close reason of the sessions an agent held when it went offline.
+AGENT_OFFLINE = "agent offline"
+
+
 class MalformedStatus(ValueError):
     pass
 
@@ -61,9 +65,16 @@ class StatusIngest:
         if status.state not in (mqtt_pb2.AGENT_STATE_ONLINE, mqtt_pb2.AGENT_STATE_OFFLINE):
             raise MalformedStatus(f"agent status has no valid state ({status.state})")
         online = status.state == mqtt_pb2.AGENT_STATE_ONLINE
+        now = datetime.now(UTC)
         self._registry.set_agent(topic.district, status.district_name, status.agent_id, online,
-                                 status.software_version, datetime.now(UTC))
+                                 status.software_version, now)
         log.info("agent status", district=topic.district, online=online, agent=status.agent_id)
+        if not online:
+            # A killed agent (its last will) serves nothing: its sessions end with it.
+            ended = self._registry.end_district_sessions(topic.district, now, AGENT_OFFLINE)
+            if ended:
+                log.warning("sessions ended with their agent", district=topic.district,
+                            sessions=len(ended), reason=AGENT_OFFLINE)
 
     def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes) -> None:
         beat = _decode(mqtt_pb2.Heartbeat, payload)
