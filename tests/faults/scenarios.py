@@ -62,6 +62,21 @@ class Figures:
     times: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
+    keep_going: bool = False  # count a failed cycle and go on (the bench) instead of raising
+    problems: list[str] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def cycle(self) -> AsyncIterator[None]:
+        """One fault cycle: counted; a failed check fails the run, or is counted with keep_going."""
+        try:
+            yield
+        except (AssertionError, TimeoutError) as exc:
+            if not self.keep_going:
+                raise
+            self.failures += 1
+            self.problems.append(f"cycle {self.cycles}: {type(exc).__name__}: {exc}"[:300])
+        self.cycles += 1
+
     def time(self, name: str, seconds: float) -> None:
         self.times.setdefault(name, []).append(seconds)
 
@@ -70,6 +85,8 @@ class Figures:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"cycles": self.cycles, "failures": self.failures, **self.counts}
+        if self.problems:
+            out["problems"] = self.problems[:10]
         for name, values in sorted(self.times.items()):
             ordered = sorted(values)
             out[f"{name}_s"] = {"p50": round(ordered[len(ordered) // 2], 3),
@@ -143,10 +160,10 @@ def viewer_of(core: CoreServer, token: str, camera_id: str = CAMERA) -> CameraVi
 
 # --- broker kill / restart during live video -------------------------------------------------
 
-async def broker_cycles(folder: Path, cycles: int) -> dict[str, Any]:
+async def broker_cycles(folder: Path, cycles: int, *, keep_going: bool = False) -> dict[str, Any]:
     """Kill the broker ``cycles`` times while a viewer watches; after each return the statuses
     converge within 15 s, the video never stopped, and no session or audit record is lost."""
-    figures = Figures()
+    figures = Figures(keep_going=keep_going)
     async with MosquittoBroker() as broker:
         settings = BrokerSettings(host=broker.host, port=broker.port, keepalive=5)
         config = core_config_for(folder, settings)
@@ -160,25 +177,26 @@ async def broker_cycles(folder: Path, cycles: int) -> dict[str, Any]:
                 await viewer.wait_frames(5, timeout=10)
                 session_id = viewer.report.session_id
                 for n in range(cycles):
-                    frames = viewer.report.frames
-                    await broker.stop(kill=True)
-                    async with asyncio.timeout(10):
-                        while agent.link.connected.is_set() or core.link.connected.is_set():
-                            await asyncio.sleep(0.02)
-                    # Video flows peer to peer: the broker's absence must not touch it.
-                    await viewer.wait_frames(frames + 10, timeout=5)
-                    # The core keeps deciding and auditing while the broker is away.
-                    acknowledged.append(await report_incident(channel, police, f"broker-{n}"))
-                    returned_wall, returned = datetime.now(UTC), time.monotonic()
-                    await broker.start()
-                    await core.wait_until(camera_online(CAMERA, since=returned_wall),
-                                          STATUS_CONVERGES_S)
-                    figures.time("status_converged", time.monotonic() - returned)
-                    await viewer.wait_frames(viewer.report.frames + 5, timeout=5)
-                    record = core.registry.session(session_id) if core.registry else None
-                    assert record is not None and record["closed_at"] is None, record
-                    assert session_id in agent.sessions
-                    figures.cycles += 1
+                    async with figures.cycle():
+                        async with figures.cycle():
+                            frames = viewer.report.frames
+                            await broker.stop(kill=True)
+                            async with asyncio.timeout(10):
+                                while agent.link.connected.is_set() or core.link.connected.is_set():
+                                    await asyncio.sleep(0.02)
+                            # Video flows peer to peer: the broker's absence must not touch it.
+                            await viewer.wait_frames(frames + 10, timeout=5)
+                            # The core keeps deciding and auditing while the broker is away.
+                            acknowledged.append(await report_incident(channel, police, f"broker-{n}"))
+                            returned_wall, returned = datetime.now(UTC), time.monotonic()
+                            await broker.start()
+                            await core.wait_until(camera_online(CAMERA, since=returned_wall),
+                                                  STATUS_CONVERGES_S)
+                            figures.time("status_converged", time.monotonic() - returned)
+                            await viewer.wait_frames(viewer.report.frames + 5, timeout=5)
+                            record = core.registry.session(session_id) if core.registry else None
+                            assert record is not None and record["closed_at"] is None, record
+                            assert session_id in agent.sessions
                 figures.count("frames_decoded", viewer.report.frames)
                 figures.count("agent_connections", agent.link.connections)
             assert core.audit is not None
@@ -212,10 +230,10 @@ async def _stop_process(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-async def agent_kill_cycles(folder: Path, cycles: int) -> dict[str, Any]:
+async def agent_kill_cycles(folder: Path, cycles: int, *, keep_going: bool = False) -> dict[str, Any]:
     """SIGKILL a watched agent process ``cycles`` times: its district reads offline within 2 s
     (the broker's last will) and the registry closes its open sessions ("agent offline")."""
-    figures = Figures()
+    figures = Figures(keep_going=keep_going)
     async with MosquittoBroker() as broker:
         settings = BrokerSettings(host=broker.host, port=broker.port, keepalive=5)
         config = core_config_for(folder, settings)
@@ -228,43 +246,42 @@ async def agent_kill_cycles(folder: Path, cycles: int) -> dict[str, Any]:
                 GANGNAM, broker_host=broker.host, broker_port=broker.port, source=SMALL_SIM,
                 grant_public_key=config.grant_public_key_path))
             for _ in range(cycles):
-                agent = await _start_agent(agent_toml)
-                try:
-                    await core.wait_until(camera_online(CAMERA), 20)
-                    viewers = [viewer_of(core, token, c.camera_id) for c in GANGNAM.cameras[:2]]
-                    async with contextlib.AsyncExitStack() as stack:
-                        for viewer in viewers:
-                            await stack.enter_async_context(viewer)
-                            await viewer.wait_frames(3, timeout=10)
-                        sessions = {v.report.session_id for v in viewers}
-                        assert sessions <= {str(r["session_id"]) for r in registry.open_sessions()}
-                        killed = time.monotonic()
-                        agent.send_signal(signal.SIGKILL)
-                        await agent.wait()
-                        await core.wait_until(
-                            lambda r: not r.district(GANGNAM.district_id).agent_online,
-                            AGENT_OFFLINE_S)
-                        figures.time("district_offline", time.monotonic() - killed)
-                        reasons = {s: (registry.session(s) or {}).get("close_reason")
-                                   for s in sessions}
-                        assert set(reasons.values()) == {AGENT_OFFLINE}, reasons
-                        still_open = [r for r in registry.open_sessions()
-                                      if r["district_id"] == GANGNAM.district_id]
-                        assert not still_open, still_open
-                        figures.count("sessions_closed", len(sessions))
-                finally:
-                    await _stop_process(agent)
-                figures.cycles += 1
+                async with figures.cycle():
+                    agent = await _start_agent(agent_toml)
+                    try:
+                        await core.wait_until(camera_online(CAMERA), 20)
+                        viewers = [viewer_of(core, token, c.camera_id) for c in GANGNAM.cameras[:2]]
+                        async with contextlib.AsyncExitStack() as stack:
+                            for viewer in viewers:
+                                await stack.enter_async_context(viewer)
+                                await viewer.wait_frames(3, timeout=10)
+                            sessions = {v.report.session_id for v in viewers}
+                            assert sessions <= {str(r["session_id"]) for r in registry.open_sessions()}
+                            killed = time.monotonic()
+                            agent.send_signal(signal.SIGKILL)
+                            await agent.wait()
+                            await core.wait_until(
+                                lambda r: not r.district(GANGNAM.district_id).agent_online,
+                                AGENT_OFFLINE_S)
+                            figures.time("district_offline", time.monotonic() - killed)
+                            reasons = {s: (registry.session(s) or {}).get("close_reason")
+                                       for s in sessions}
+                            assert set(reasons.values()) == {AGENT_OFFLINE}, reasons
+                            still_open = [r for r in registry.open_sessions()
+                                          if r["district_id"] == GANGNAM.district_id]
+                            assert not still_open, still_open
+                            figures.count("sessions_closed", len(sessions))
+                    finally:
+                        await _stop_process(agent)
     return figures.summary()
 
 
 # --- core SIGKILL mid-write --------------------------------------------------------------------
 
-async def core_kill_cycles(folder: Path, cycles: int, records_per_cycle: int = 60,
-                           writers: int = 6) -> dict[str, Any]:
+async def core_kill_cycles(folder: Path, cycles: int, *, keep_going: bool = False, records_per_cycle: int = 60, writers: int = 6) -> dict[str, Any]:
     """SIGKILL the core process ``cycles`` times while it writes; restart it on the same files.
     After every kill the audit chain verifies and every acknowledged record is in it."""
-    figures = Figures()
+    figures = Figures(keep_going=keep_going)
     db, audit_db = folder / "core.sqlite3", folder / "audit.sqlite3"
     registry = Registry(db)
     _, token = OperatorStore(registry.db).add("police-op", agency="police-112", role="operator",
@@ -312,7 +329,6 @@ async def core_kill_cycles(folder: Path, cycles: int, records_per_cycle: int = 6
             assert report.ok, f"cycle {n}: {report.problem}"
             missing = set(acknowledged) - audited_incidents(audit_db)
             assert not missing, f"cycle {n}: {len(missing)} acknowledged records lost"
-            figures.cycles += 1
             figures.count("kills")
         figures.count("acknowledged_records", len(acknowledged))
         figures.count("audit_records", audit_log.verify(audit_db).records)
@@ -362,11 +378,11 @@ class StatusWatch:
 CAMERA_FAULTS = ("stall", "stop", "refuse")
 
 
-async def camera_fault_cycles(folder: Path, cycles: int) -> dict[str, Any]:
+async def camera_fault_cycles(folder: Path, cycles: int, *, keep_going: bool = False) -> dict[str, Any]:
     """Break a watched RTSP camera ``cycles`` times (stall, stop, refuse+stop in turn), then let
     it return: the agent reports it offline within 5 s, and the same viewer gets frames again
     within 10 s of its return."""
-    figures = Figures()
+    figures = Figures(keep_going=keep_going)
     async with MosquittoBroker() as broker:
         settings = BrokerSettings(host=broker.host, port=broker.port, keepalive=5)
         config = core_config_for(folder, settings)
@@ -386,24 +402,27 @@ async def camera_fault_cycles(folder: Path, cycles: int) -> dict[str, Any]:
                 async with viewer_of(core, token) as viewer:
                     await viewer.wait_frames(5, timeout=10)
                     for n in range(cycles):
-                        fault = CAMERA_FAULTS[n % len(CAMERA_FAULTS)]
-                        broken = time.monotonic()
-                        if fault == "refuse":
-                            await cameras.set_fault(CAMERA, Fault.REFUSE)
-                            await cameras.set_fault(CAMERA, Fault.STOP)
-                        else:
-                            await cameras.set_fault(CAMERA, Fault(fault))
-                        offline_at = await watch.wait(CAMERA, OFFLINE, CAMERA_DETECT_S,
-                                                      after=broken)
-                        figures.time(f"{fault}_detected", offline_at - broken)
-                        frames = viewer.report.frames
-                        await cameras.set_fault(CAMERA, Fault.RESUME)
-                        returned = time.monotonic()
-                        await viewer.wait_frames(frames + 3, timeout=CAMERA_RESUME_S)
-                        figures.time(f"{fault}_resumed", time.monotonic() - returned)
-                        await watch.wait(CAMERA, ONLINE, CAMERA_RESUME_S, after=offline_at)
-                        assert viewer.report.session_id in agent.sessions
-                        figures.cycles += 1
-                        figures.count(fault)
+                        failures = figures.failures
+                        async with figures.cycle():
+                            fault = CAMERA_FAULTS[n % len(CAMERA_FAULTS)]
+                            broken = time.monotonic()
+                            if fault == "refuse":
+                                await cameras.set_fault(CAMERA, Fault.REFUSE)
+                                await cameras.set_fault(CAMERA, Fault.STOP)
+                            else:
+                                await cameras.set_fault(CAMERA, Fault(fault))
+                            offline_at = await watch.wait(CAMERA, OFFLINE, CAMERA_DETECT_S,
+                                                          after=broken)
+                            figures.time(f"{fault}_detected", offline_at - broken)
+                            frames = viewer.report.frames
+                            await cameras.set_fault(CAMERA, Fault.RESUME)
+                            returned = time.monotonic()
+                            await viewer.wait_frames(frames + 3, timeout=CAMERA_RESUME_S)
+                            figures.time(f"{fault}_resumed", time.monotonic() - returned)
+                            await watch.wait(CAMERA, ONLINE, CAMERA_RESUME_S, after=offline_at)
+                            assert viewer.report.session_id in agent.sessions
+                            figures.count(fault)
+                        if figures.failures > failures:  # counted: give the next cycle a camera
+                            await cameras.set_fault(CAMERA, Fault.RESUME)
                     figures.count("source_opens", agent.feeds[CAMERA].source.opens)
     return figures.summary()
