@@ -178,25 +178,24 @@ async def broker_cycles(folder: Path, cycles: int, *, keep_going: bool = False) 
                 session_id = viewer.report.session_id
                 for n in range(cycles):
                     async with figures.cycle():
-                        async with figures.cycle():
-                            frames = viewer.report.frames
-                            await broker.stop(kill=True)
-                            async with asyncio.timeout(10):
-                                while agent.link.connected.is_set() or core.link.connected.is_set():
-                                    await asyncio.sleep(0.02)
-                            # Video flows peer to peer: the broker's absence must not touch it.
-                            await viewer.wait_frames(frames + 10, timeout=5)
-                            # The core keeps deciding and auditing while the broker is away.
-                            acknowledged.append(await report_incident(channel, police, f"broker-{n}"))
-                            returned_wall, returned = datetime.now(UTC), time.monotonic()
-                            await broker.start()
-                            await core.wait_until(camera_online(CAMERA, since=returned_wall),
-                                                  STATUS_CONVERGES_S)
-                            figures.time("status_converged", time.monotonic() - returned)
-                            await viewer.wait_frames(viewer.report.frames + 5, timeout=5)
-                            record = core.registry.session(session_id) if core.registry else None
-                            assert record is not None and record["closed_at"] is None, record
-                            assert session_id in agent.sessions
+                        frames = viewer.report.frames
+                        await broker.stop(kill=True)
+                        async with asyncio.timeout(10):
+                            while agent.link.connected.is_set() or core.link.connected.is_set():
+                                await asyncio.sleep(0.02)
+                        # Video flows peer to peer: the broker's absence must not touch it.
+                        await viewer.wait_frames(frames + 10, timeout=5)
+                        # The core keeps deciding and auditing while the broker is away.
+                        acknowledged.append(await report_incident(channel, police, f"broker-{n}"))
+                        returned_wall, returned = datetime.now(UTC), time.monotonic()
+                        await broker.start()
+                        await core.wait_until(camera_online(CAMERA, since=returned_wall),
+                                              STATUS_CONVERGES_S)
+                        figures.time("status_converged", time.monotonic() - returned)
+                        await viewer.wait_frames(viewer.report.frames + 5, timeout=5)
+                        record = core.registry.session(session_id) if core.registry else None
+                        assert record is not None and record["closed_at"] is None, record
+                        assert session_id in agent.sessions
                 figures.count("frames_decoded", viewer.report.frames)
                 figures.count("agent_connections", agent.link.connections)
             assert core.audit is not None
@@ -290,46 +289,47 @@ async def core_kill_cycles(folder: Path, cycles: int, *, keep_going: bool = Fals
     acknowledged: list[str] = []
     async with MosquittoBroker() as broker:
         for n in range(cycles):
-            port = free_port()
-            core = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "safetynet", "core", "--db", str(db),
-                "--listen", f"127.0.0.1:{port}", "--broker", f"127.0.0.1:{broker.port}",
-                "--log-level", "warning")
-            goal = len(acknowledged) + records_per_cycle
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    await asyncio.wait_for(channel.channel_ready(), 20)
+            async with figures.cycle():
+                port = free_port()
+                core = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "safetynet", "core", "--db", str(db),
+                    "--listen", f"127.0.0.1:{port}", "--broker", f"127.0.0.1:{broker.port}",
+                    "--log-level", "warning")
+                goal = len(acknowledged) + records_per_cycle
+                try:
+                    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                        await asyncio.wait_for(channel.channel_ready(), 20)
 
-                    async def writer(w: int, cycle: int = n,
-                                     channel: grpc.aio.Channel = channel) -> None:
-                        i = 0
-                        while True:
-                            try:
-                                incident = await report_incident(channel, token,
-                                                                 f"crash-{cycle}-{w}-{i}")
-                            except grpc.aio.AioRpcError:
-                                return
-                            acknowledged.append(incident)
-                            i += 1
+                        async def writer(w: int, cycle: int = n,
+                                         channel: grpc.aio.Channel = channel) -> None:
+                            i = 0
+                            while True:
+                                try:
+                                    incident = await report_incident(channel, token,
+                                                                     f"crash-{cycle}-{w}-{i}")
+                                except grpc.aio.AioRpcError:
+                                    return
+                                acknowledged.append(incident)
+                                i += 1
 
-                    tasks = [asyncio.create_task(writer(w)) for w in range(writers)]
-                    async with asyncio.timeout(60):
-                        while len(acknowledged) < goal:
-                            if all(t.done() for t in tasks):
-                                raise AssertionError("every writer stopped before the kill")
-                            await asyncio.sleep(0.005)
-                    core.send_signal(signal.SIGKILL)
-                    await core.wait()
-                    await asyncio.gather(*tasks)
-            finally:
-                if core.returncode is None:
-                    core.kill()
-                    await core.wait()
-            report = audit_log.verify(audit_db)
-            assert report.ok, f"cycle {n}: {report.problem}"
-            missing = set(acknowledged) - audited_incidents(audit_db)
-            assert not missing, f"cycle {n}: {len(missing)} acknowledged records lost"
-            figures.count("kills")
+                        tasks = [asyncio.create_task(writer(w)) for w in range(writers)]
+                        async with asyncio.timeout(60):
+                            while len(acknowledged) < goal:
+                                if all(t.done() for t in tasks):
+                                    raise AssertionError("every writer stopped before the kill")
+                                await asyncio.sleep(0.005)
+                        core.send_signal(signal.SIGKILL)
+                        await core.wait()
+                        await asyncio.gather(*tasks)
+                finally:
+                    if core.returncode is None:
+                        core.kill()
+                        await core.wait()
+                report = audit_log.verify(audit_db)
+                assert report.ok, f"cycle {n}: {report.problem}"
+                missing = set(acknowledged) - audited_incidents(audit_db)
+                assert not missing, f"cycle {n}: {len(missing)} acknowledged records lost"
+                figures.count("kills")
         figures.count("acknowledged_records", len(acknowledged))
         figures.count("audit_records", audit_log.verify(audit_db).records)
     return figures.summary()
