@@ -1,8 +1,9 @@
 """What every fuzzer shares: hypothesis settings scaled for the suite or the bench, an example
 counter, byte- and line-level mutators, and an event loop that hosts real parts across examples.
 
-The suite runs each fuzzer with a small, fixed budget; ``bench/fuzz.py`` sets
-``SAFETYNET_FUZZ_SCALE`` (a multiplier) before importing the fuzzers, and reads ``EXAMPLES``.
+The suite runs each fuzzer with a small, fixed budget (times ``SAFETYNET_FUZZ_SCALE``, 1 unless
+set); ``bench/fuzz.py`` runs the same checks and strategies with its own, large budgets and
+reads ``EXAMPLES``.
 """
 
 from __future__ import annotations

@@ -117,6 +117,11 @@ def rig() -> Iterator[Rig]:
 
 @pytest.fixture(scope="module")
 def incident_id(rig: Rig) -> str:
+    return open_incident(rig)
+
+
+def open_incident(rig: Rig) -> str:
+    """An open robbery incident of the police's, for the close endpoint."""
     status, _, reply = rig.run(_post(rig, "/api/incidents", "application/json", json.dumps(
         {"incident_type": "robbery", "lat": 37.4979, "lon": 127.0276}).encode(), rig.police_token))
     assert status == 201, reply

@@ -37,9 +37,14 @@ SESSION_ID = "ses-" + "f" * 32  # an open session of Gangnam's, recorded by the 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
     with hosted_rig() as rig:
-        rig.registry.record_session(SESSION_ID, CAMERAS[0], DISTRICT, datetime.now(UTC),
-                                    datetime(2100, 1, 1, tzinfo=UTC), operator_id="gangnam-op")
+        record_open_session(rig)
         yield rig
+
+
+def record_open_session(rig: Rig) -> None:
+    """SESSION_ID, open on Gangnam's first camera: the session events' target."""
+    rig.registry.record_session(SESSION_ID, CAMERAS[0], DISTRICT, datetime.now(UTC),
+                                datetime(2100, 1, 1, tzinfo=UTC), operator_id="gangnam-op")
 
 
 # --- valid seeds and structured messages ---------------------------------------------------------
@@ -160,12 +165,18 @@ def test_core_survives_any_payload_on_its_topics(rig: Rig, case: tuple[Kind, str
     check_core_input(rig, *case)
 
 
+TOPICS = st.text(max_size=80) | st.builds(lambda k, d, c: f"safetynet/v1/districts/{d}/{k}/{c}",
+                                          st.text(max_size=12), st.text(max_size=12),
+                                          st.text(max_size=12))
+
+
 @fuzz_settings(60)
-@given(st.text(max_size=80) | st.builds(lambda k, d, c: f"safetynet/v1/districts/{d}/{k}/{c}",
-                                        st.text(max_size=12), st.text(max_size=12),
-                                        st.text(max_size=12)),
-       st.binary(max_size=64))
+@given(TOPICS, st.binary(max_size=64))
 def test_core_ignores_unexpected_topics(rig: Rig, topic: str, payload: bytes) -> None:
+    check_core_topic(rig, topic, payload)
+
+
+def check_core_topic(rig: Rig, topic: str, payload: bytes) -> None:
     counted("mqtt_core_topics")
     before = rig.snapshot()
     try:
@@ -234,8 +245,11 @@ def signal_requests(draw: st.DrawFn, rig: Rig) -> bytes:
 @fuzz_settings(120)
 @given(st.data())
 def test_agent_answers_any_signal_payload_without_internal_errors(rig: Rig, data: st.DataObject) -> None:
-    payload = data.draw(st.one_of(any_payload(rig.signal_seeds), signal_requests(rig)))
-    check_agent_request(rig, payload)
+    check_agent_request(rig, data.draw(signal_payloads(rig)))
+
+
+def signal_payloads(rig: Rig) -> st.SearchStrategy[bytes]:
+    return st.one_of(any_payload(rig.signal_seeds), signal_requests(rig))
 
 
 @pytest.mark.parametrize(("seconds", "nanos"), [(1_796_000_000, -4497), (2**62, 0)])
