@@ -16,7 +16,7 @@ import aiomqtt
 from aiortc import RTCPeerConnection
 
 from cloud_core.grants import GrantSigner
-from cloud_core.registry import Registry
+from cloud_core.registry import CameraUpdate, Registry
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
 from protos.safetynet.v1 import mqtt_pb2
@@ -116,10 +116,17 @@ async def running_rig(*, console: bool = False) -> AsyncIterator[Rig]:
                 async with EdgeAgent(agent_config) as agent:
                     for camera in CAMERAS:
                         await core.wait_until(camera_online(camera), 10)
-                    # A second district the fuzzed Gangnam topics must never touch.
+                    # Mapo, whose topics the core is fuzzed on, and Jongno, which they must
+                    # never touch; no live agent speaks for either.
                     assert core.registry is not None
                     core.registry.set_agent(MAPO.district_id, MAPO.name, "mapo-agent", True, "1",
                                             datetime.now(UTC))
+                    core.registry.set_agent("jongno", "Jongno-gu", "jongno-agent", True, "1",
+                                            datetime.now(UTC))
+                    core.registry.upsert_cameras([CameraUpdate(
+                        camera_id="jongno-001", district_id="jongno", name="Jongno gate",
+                        lat=37.57, lon=126.98, kind="fixed", status="online", reason="",
+                        detail="", viewers=0, seen_at=datetime.now(UTC))])
                     yield Rig(core=core, agent=agent, folder=folder,
                               police_token=add_operator(core, "police-op", "police-112"),
                               gangnam_token=add_operator(core),
