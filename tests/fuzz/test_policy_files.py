@@ -71,3 +71,16 @@ def test_any_policy_text_is_a_policy_or_a_policy_error_naming_the_file(text: str
 def test_any_policy_bytes_are_loaded_or_refused(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         check_policy_file(Path(folder), data)
+
+
+def test_a_radius_too_large_for_a_float_is_a_policy_error() -> None:
+    """Found by the bench fuzzer: an integer radius beyond float's range raised OverflowError
+    out of the loader instead of a PolicyError naming the key."""
+    text = SHIPPED.replace("default_radius_m = ", "default_radius_m = 1" + "0" * 400 + " # ", 1)
+    assert text != SHIPPED
+    try:
+        parse_policy(text, SOURCE)
+    except PolicyError as exc:
+        assert "default_radius_m" in str(exc) and "out of range" in exc.problem
+    else:
+        raise AssertionError("a 401-digit radius was accepted")
