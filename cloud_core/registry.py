@@ -193,10 +193,16 @@ class Registry:
                          name=excluded.name, lat=excluded.lat, lon=excluded.lon, kind=excluded.kind,
                          status=excluded.status, reason=excluded.reason, detail=excluded.detail,
                          viewers=excluded.viewers, last_seen=excluded.last_seen
+                       WHERE cameras.district_id = excluded.district_id
                        RETURNING rowid""",
                     [u.camera_id, u.district_id, u.name, u.lat, u.lon, u.kind, u.status, u.reason,
                      u.detail, u.viewers, iso(u.seen_at)],
                 ).fetchone()
+                if row is None:
+                    # Another district's camera: a district may only speak for its own.
+                    log.warning("camera status for another district's camera ignored",
+                                camera=u.camera_id, district=u.district_id)
+                    continue
                 self.db.execute(
                     "INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon) "
                     "VALUES (?, ?, ?, ?, ?)",

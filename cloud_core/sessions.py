@@ -195,7 +195,13 @@ class SessionBroker:
             log.warning("session event for unknown session ignored", district=district_id,
                         session=event.session_id)
             return None
-        self._registry.end_session(event.session_id, event.at.ToDatetime(tzinfo=UTC), event.reason,
+        try:
+            ended_at = event.at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError) as exc:  # outside Timestamp's (or datetime's) range
+            log.warning("rejected session event with an invalid time", district=district_id,
+                        session=event.session_id, error=str(exc))
+            return None
+        self._registry.end_session(event.session_id, ended_at, event.reason,
                                    event.bytes_sent, event.duration_seconds)
         if self._phases.get(event.session_id) is SessionPhase.OPEN:
             self._set_phase(event.session_id, SessionPhase.CLOSED, reason=event.reason)

@@ -20,6 +20,9 @@ from protos.safetynet.v1 import mqtt_pb2
 
 log = structlog.get_logger(__name__)
 
+#: Why the sessions of an agent that went offline end (registry and audit).
+AGENT_OFFLINE = "agent offline"
+
 _M = TypeVar("_M", bound=Message)
 
 _REASON_NAMES = {
@@ -27,6 +30,9 @@ _REASON_NAMES = {
     for name, value in mqtt_pb2.OfflineReason.items()
     if value != mqtt_pb2.OFFLINE_REASON_UNSPECIFIED
 }
+
+
+#: The close reason of the sessions an agent held when it went offline.
 
 
 class MalformedStatus(ValueError):
@@ -61,9 +67,12 @@ class StatusIngest:
         if status.state not in (mqtt_pb2.AGENT_STATE_ONLINE, mqtt_pb2.AGENT_STATE_OFFLINE):
             raise MalformedStatus(f"agent status has no valid state ({status.state})")
         online = status.state == mqtt_pb2.AGENT_STATE_ONLINE
+        now = datetime.now(UTC)
         self._registry.set_agent(topic.district, status.district_name, status.agent_id, online,
-                                 status.software_version, datetime.now(UTC))
+                                 status.software_version, now)
         log.info("agent status", district=topic.district, online=online, agent=status.agent_id)
+        # An agent gone offline (its last will) serves nothing: the core then ends its
+        # sessions in the registry, audited (AccessService.agent_status_changed).
 
     def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes) -> None:
         beat = _decode(mqtt_pb2.Heartbeat, payload)

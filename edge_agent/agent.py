@@ -299,7 +299,12 @@ class EdgeAgent:
         # The signed grant's expiry rules; the offer's own field is not signed and only shortens it.
         expires_at = claims.expires_at
         if offer.HasField("expires_at"):
-            expires_at = min(expires_at, offer.expires_at.ToDatetime(tzinfo=UTC))
+            try:
+                offered = offer.expires_at.ToDatetime(tzinfo=UTC)
+            except (ValueError, OverflowError) as exc:  # out of datetime's (or Timestamp's) range
+                raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_BAD_OFFER,
+                                    f"the offer's expires_at is not a valid time: {exc}") from exc
+            expires_at = min(expires_at, offered)
         if expires_at <= now:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
                                 "the grant has already expired")

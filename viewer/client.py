@@ -163,6 +163,7 @@ class CameraViewer:
         self._target_frames = count
         if self.report.frames >= count:
             return
+        self._frames_wanted.clear()  # set by an earlier, smaller target
         async with asyncio.timeout(timeout):
             await self._frames_wanted.wait()
 

@@ -30,6 +30,7 @@ from cloud_core.registry import CameraRecord, Registry
 from cloud_core.session_capacity import SessionCaps, capacity_refusal
 from cloud_core.sessions import OpenedSession, SessionBroker
 from cloud_core.sign_in_throttle import SignInThrottle, source_key
+from cloud_core.status_ingest import AGENT_OFFLINE
 from protos.safetynet.v1 import mqtt_pb2
 
 MAX_BREAK_GLASS_SCOPE = 500
@@ -170,7 +171,7 @@ class AccessService:
         if district is None or district.agent_online:
             return
         now = self._clock()
-        for row in self.registry.end_district_sessions(district_id, now, "agent offline"):
+        for row in self.registry.end_district_sessions(district_id, now, AGENT_OFFLINE):
             opened = datetime.fromisoformat(str(row["opened_at"]))
             await self._recorder.record(AuditEntry(
                 action=AuditAction.SESSION_CLOSE, operator_id=str(row["operator_id"]) or "unknown",

@@ -19,6 +19,8 @@ Sessions are opened and closed through WHEP (``cloud_core.console.whep``), the c
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,7 +86,13 @@ def _number(body: dict[str, Any], key: str, *, required: bool = True) -> float |
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"{key} must be a number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:  # an integer beyond any float
+        raise InvalidRequest(f"{key} is out of range") from exc
+    if not math.isfinite(number):
+        raise InvalidRequest(f"{key} must be a finite number, got {value!r}")
+    return number
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:
@@ -109,13 +117,22 @@ def _time_query(request: web.Request, key: str) -> datetime | None:
     return moment
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _strict_loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, a 5,000-digit number
-        raise InvalidRequest(f"the request body is not JSON: {str(exc)[:200]}") from exc
-    except RecursionError as exc:
-        raise InvalidRequest("the request body nests too deeply") from exc
+        body = await request.json(loads=_strict_loads)
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not JSON, not UTF-8, NaN / Infinity, or an integer too long to convert;
+        # RecursionError: nested deeper than the parser goes.
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise InvalidRequest(f"the request body is not JSON: {problem}") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body

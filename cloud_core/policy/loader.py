@@ -147,9 +147,13 @@ class _Table:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"must be a number, not {_toml_type(value)}")
-        if not math.isfinite(value) or value <= 0:
+        try:
+            number = float(value)
+        except OverflowError as exc:  # a TOML integer beyond any float
+            raise self.error(key, "is out of range") from exc
+        if not math.isfinite(number) or number <= 0:
             raise self.error(key, f"must be a positive number, got {value}")
-        return float(value)
+        return number
 
     def boolean(self, key: str) -> bool:
         value = self._get(key)
