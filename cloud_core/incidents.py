@@ -10,14 +10,15 @@ import csv
 import json
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
 
 from cloud_core.exceptions import ConfigError, RegistryError
-from cloud_core.policy import BreakGlass, Incident, distance_m
+from cloud_core.incident_trail import TrailStore
+from cloud_core.policy import BreakGlass, Incident, TrailPoint, distance_m
 from cloud_core.timestamps import iso
 
 SCHEMA = """
@@ -87,6 +88,7 @@ class IncidentStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._db = db
         self._db.executescript(SCHEMA)
+        self.trail = TrailStore(db)
 
     # --- incidents --------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class IncidentStore:
                  reported_by])
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot store incident: {exc}") from exc
+        self.trail.add_position(i.incident_id, TrailPoint(i.lat, i.lon, i.opened_at, "report"))
 
     def close(self, incident_id: str, closed_at: datetime, reason: str) -> bool:
         cursor = self._db.execute(
@@ -113,7 +116,12 @@ class IncidentStore:
     def get(self, incident_id: str) -> StoredIncident | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM incidents WHERE incident_id=?",
                                [incident_id]).fetchone()
-        return _incident(row) if row else None
+        if not row:
+            return None
+        stored = _incident(row)
+        trail = self.trail.positions(incident_id)
+        return StoredIncident(replace(stored.incident, trail=trail), stored.reported_by,
+                              stored.close_reason)
 
     def list_all(self, *, include_closed: bool = False, now: datetime | None = None) -> list[StoredIncident]:
         sql = f"SELECT {_COLUMNS} FROM incidents"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -30,6 +30,7 @@ from cloud_core.exceptions import (
     SessionRejected,
     Unauthenticated,
 )
+from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import StoredIncident
 from cloud_core.policy import BreakGlass
 from cloud_core.registry import CameraRecord
@@ -73,7 +74,8 @@ def camera_message(camera: CameraRecord) -> core_pb2.Camera:
     return message
 
 
-def incident_message(stored: StoredIncident) -> core_pb2.Incident:
+def incident_message(stored: StoredIncident,
+                     links: Sequence[IncidentLink] = ()) -> core_pb2.Incident:
     i = stored.incident
     message = core_pb2.Incident(
         incident_id=i.incident_id, incident_type=i.incident_type, service=i.service,
@@ -85,12 +87,20 @@ def incident_message(stored: StoredIncident) -> core_pb2.Incident:
     )
     if i.closed_at is not None:
         message.closed_at.FromDatetime(i.closed_at)
+    message.trail.extend(core_pb2.TrailPoint(
+        location=core_pb2.GeoPoint(lat=p.lat, lon=p.lon), at=_stamp(p.at), source=p.source)
+        for p in i.trail)
+    message.links.extend(core_pb2.IncidentLink(
+        incident_id=link.other_id, kind=link.kind, outgoing=link.outgoing, reason=link.reason,
+        at=_stamp(link.at), linked_by=link.linked_by) for link in links)
     return message
 
 
-def report_message(report: IncidentReport) -> core_pb2.IncidentReport:
+def report_message(report: IncidentReport,
+                   links: Sequence[IncidentLink] = ()) -> core_pb2.IncidentReport:
     return core_pb2.IncidentReport(
-        incident=incident_message(report.incident),
+        existing=report.existing,
+        incident=incident_message(report.incident, links),
         cameras=[camera_message(c) for c in report.cameras],
         facilities=[core_pb2.Facility(
             facility_id=f.facility_id, kind=f.kind, name=f.name,
@@ -217,8 +227,43 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
                 lon=request.location.lon, radius_m=request.radius_m or None,
                 occurred_at=_time(request.occurred_at, request.HasField("occurred_at")),
                 external_ref=request.external_ref, legal_basis=request.legal_basis or None,
-                service=request.service or None)
-        return report_message(report)
+                service=request.service or None, clamp=request.clamp_to_max)
+        return self._report(report)
+
+    def _report(self, report: IncidentReport) -> core_pb2.IncidentReport:
+        incident_id = report.incident.incident.incident_id
+        return report_message(report, self._access.incident_links(incident_id))
+
+    async def Move(self, request: core_pb2.MoveIncidentRequest,
+                   context: Context) -> core_pb2.IncidentReport:
+        async with translated_errors(context):
+            caller = self.caller(context)
+            if not request.HasField("location"):
+                raise InvalidRequest("a move needs a location")
+            report = await self._access.move_incident(
+                caller, request.incident_id, request.location.lat, request.location.lon,
+                at=_time(request.at, request.HasField("at")),
+                source=request.source or "operator")
+        return self._report(report)
+
+    async def Link(self, request: core_pb2.LinkIncidentsRequest,
+                   context: Context) -> core_pb2.LinkIncidentsResponse:
+        async with translated_errors(context):
+            one, other = await self._access.link_incidents(
+                self.caller(context), request.incident_id, request.other_incident_id,
+                request.reason)
+        links = self._access.incident_links
+        return core_pb2.LinkIncidentsResponse(
+            incident=incident_message(one, links(one.incident.incident_id)),
+            other=incident_message(other, links(other.incident.incident_id)))
+
+    async def HandOff(self, request: core_pb2.HandOffIncidentRequest,
+                      context: Context) -> core_pb2.IncidentReport:
+        async with translated_errors(context):
+            report = await self._access.hand_off_incident(
+                self.caller(context), request.incident_id, request.reason,
+                incident_type=request.incident_type or None, service=request.service or None)
+        return self._report(report)
 
     async def Close(self, request: core_pb2.CloseIncidentRequest,
                     context: Context) -> core_pb2.Incident:
@@ -231,7 +276,7 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
                   context: Context) -> core_pb2.IncidentReport:
         async with translated_errors(context):
             report = self._access.get_incident(self.caller(context), request.incident_id)
-        return report_message(report)
+        return self._report(report)
 
     async def List(self, request: core_pb2.ListIncidentsRequest,
                    context: Context) -> core_pb2.ListIncidentsResponse:
@@ -248,7 +293,7 @@ class GrantServicer(_Authenticated, core_pb2_grpc.GrantServiceServicer):  # type
             window = await self._access.start_break_glass(
                 self.caller(context), camera_ids=list(request.camera_ids),
                 district_ids=list(request.district_ids), reason=request.reason,
-                minutes=request.minutes or 30)
+                minutes=request.minutes or 30, clamp=request.clamp_to_max)
         return break_glass_message(window)
 
     async def StopBreakGlass(self, request: core_pb2.StopBreakGlassRequest,

@@ -67,6 +67,11 @@ def may_not_close(operator_id: str, incident_id: str) -> str:
     return f"{operator_id} may not close incident {incident_id}"
 
 
+def may_not_change(operator_id: str, incident_id: str) -> str:
+    """Only a viewing role of an admitted agency moves, links or hands off an incident."""
+    return f"{operator_id} may not move, link or hand off incident {incident_id}"
+
+
 def auditors_only(role: Role) -> str:
     """Only auditors read the audit log."""
     return f"role {role} may not read the audit log; auditors only"

@@ -18,9 +18,11 @@ from cloud_core.access.grant_sweeper import GrantSweeper
 from cloud_core.access.incident_desk import IncidentDesk, IncidentReport
 from cloud_core.access.recorder import AuditRecorder
 from cloud_core.access.session_desk import SessionDesk, SessionState
+from cloud_core.access.trail_desk import TrailDesk
 from cloud_core.audit import AuditLog
 from cloud_core.exceptions import AccessDenied
 from cloud_core.grants import GrantSigner
+from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import BreakGlass, Policy, Role
@@ -48,7 +50,8 @@ class AccessService:
         self.sessions = sessions
         self._recorder = AuditRecorder(audit)
         self._sweeper = GrantSweeper(registry=registry, operators=operators, incidents=incidents,
-                                     sessions=sessions, recorder=self._recorder, clock=clock)
+                                     sessions=sessions, recorder=self._recorder, policy=policy,
+                                     clock=clock)
         self._incident_desk = IncidentDesk(registry=registry, incidents=incidents, policy=policy,
                                            recorder=self._recorder, sweeper=self._sweeper,
                                            clock=clock)
@@ -56,6 +59,9 @@ class AccessService:
                                          signer=signer, sessions=sessions,
                                          recorder=self._recorder, sweeper=self._sweeper,
                                          clock=clock)
+        self._trail_desk = TrailDesk(incidents=incidents, policy=policy, recorder=self._recorder,
+                                     sweeper=self._sweeper, incident_desk=self._incident_desk,
+                                     clock=clock)
         self._break_glass_desk = BreakGlassDesk(incidents=incidents, policy=policy,
                                                 recorder=self._recorder, sweeper=self._sweeper,
                                                 clock=clock)
@@ -78,12 +84,38 @@ class AccessService:
     async def report_incident(self, caller: Caller, *, incident_type: str, lat: float, lon: float,
                               radius_m: float | None = None, occurred_at: datetime | None = None,
                               external_ref: str = "", legal_basis: str | None = None,
-                              service: str | None = None) -> IncidentReport:
-        """Open an incident and its grant; return the cameras inside it, nearest first."""
+                              service: str | None = None, clamp: bool = False) -> IncidentReport:
+        """Open an incident and its grant; return the cameras inside it, nearest first.
+
+        Idempotent per agency and ``external_ref``. A radius beyond the service's maximum is
+        refused unless ``clamp``.
+        """
         return await self._incident_desk.report(
             caller, incident_type=incident_type, lat=lat, lon=lon, radius_m=radius_m,
             occurred_at=occurred_at, external_ref=external_ref, legal_basis=legal_basis,
-            service=service)
+            service=service, clamp=clamp)
+
+    async def move_incident(self, caller: Caller, incident_id: str, lat: float, lon: float, *,
+                            at: datetime | None = None,
+                            source: str = "operator") -> IncidentReport:
+        """A new position: the grant follows it; sessions out of reach end at once."""
+        return await self._trail_desk.move(caller, incident_id, lat, lon, at=at, source=source)
+
+    async def link_incidents(self, caller: Caller, incident_id: str, other_id: str,
+                             reason: str) -> tuple[StoredIncident, StoredIncident]:
+        """Link two incidents; both agencies see both."""
+        return await self._trail_desk.link(caller, incident_id, other_id, reason)
+
+    async def hand_off_incident(self, caller: Caller, incident_id: str, reason: str, *,
+                                incident_type: str | None = None,
+                                service: str | None = None) -> IncidentReport:
+        """Open (once) the linked incident of the service the policy hands this one off to."""
+        return await self._trail_desk.hand_off(caller, incident_id, reason,
+                                               incident_type=incident_type, service=service)
+
+    def incident_links(self, incident_id: str) -> list[IncidentLink]:
+        """The incident's links, both directions (callers have seen the incident already)."""
+        return self.incidents.trail.links(incident_id)
 
     def get_incident(self, caller: Caller, incident_id: str) -> IncidentReport:
         """The incident and its cameras; IncidentNotFound unless the caller may see it."""
@@ -124,11 +156,12 @@ class AccessService:
     # --- break-glass --------------------------------------------------------------------------
 
     async def start_break_glass(self, caller: Caller, *, camera_ids: list[str],
-                                district_ids: list[str], reason: str, minutes: int) -> BreakGlass:
-        """Open a supervisor's emergency window and record it."""
+                                district_ids: list[str], reason: str, minutes: int,
+                                clamp: bool = False) -> BreakGlass:
+        """Open a supervisor's emergency window and record it (too long: refused unless clamp)."""
         return await self._break_glass_desk.start(caller, camera_ids=camera_ids,
                                                   district_ids=district_ids, reason=reason,
-                                                  minutes=minutes)
+                                                  minutes=minutes, clamp=clamp)
 
     async def stop_break_glass(self, caller: Caller, breakglass_id: str) -> BreakGlass:
         """Stop the caller's own window early; its sessions end at once."""

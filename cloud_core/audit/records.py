@@ -35,6 +35,8 @@ class AuditAction(enum.StrEnum):
     INCIDENT_REPORT = "incident.report"
     INCIDENT_CLOSE = "incident.close"
     INCIDENT_EXPIRE = "incident.expire"
+    INCIDENT_MOVE = "incident.move"
+    INCIDENT_LINK = "incident.link"
     OPERATOR_ADD = "operator.add"
     OPERATOR_DISABLE = "operator.disable"
     GRANT_REVOKE = "grant.revoke"

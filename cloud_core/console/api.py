@@ -7,6 +7,9 @@
     POST /api/incidents               report one: {incident_type, lat, lon, radius_m?, …} → 201
     GET  /api/incidents/{id}          an incident with its ranked cameras (and facilities, 119)
     POST /api/incidents/{id}/close    {reason}
+    POST /api/incidents/{id}/move     {lat, lon, at?, source?}: the grant follows the position
+    POST /api/incidents/{id}/link     {other_incident_id, reason}
+    POST /api/incidents/{id}/handoff  {reason, incident_type?}: the linked incident (SOS → 112)
     GET  /api/sessions/{id}           a session's state: active, why it ended, grant expiry
     GET  /api/audit?operator=&camera=&incident=&action=&since=&until=&limit=   (auditors)
     GET  /api/audit/verify            chain and checkpoint verification (auditors)
@@ -58,6 +61,11 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
         "legal_basis": i.legal_basis, "purpose": i.purpose, "external_ref": i.external_ref,
         "reported_by": stored.reported_by,
         "open": i.closed_at is None and now < i.expires_at,
+        "trail": [{"lat": p.lat, "lon": p.lon, "at": iso(p.at), "source": p.source}
+                  for p in i.trail],
+        "links": [{"incident_id": link.other_id, "kind": link.kind, "outgoing": link.outgoing,
+                   "reason": link.reason, "at": iso(link.at)}
+                  for link in access.incident_links(i.incident_id)],
     }
 
 
@@ -98,7 +106,11 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 def _time_query(request: web.Request, key: str) -> datetime | None:
-    text = request.query.get(key, "").strip()
+    return _time_text(request.query.get(key, ""), key)
+
+
+def _time_text(value: str | None, key: str) -> datetime | None:
+    text = (value or "").strip()
     if not text:
         return None
     try:
@@ -134,6 +146,9 @@ class ConsoleApi:
             web.post("/api/incidents", self.report_incident),
             web.get("/api/incidents/{incident_id}", self.incident),
             web.post("/api/incidents/{incident_id}/close", self.close_incident),
+            web.post("/api/incidents/{incident_id}/move", self.move_incident),
+            web.post("/api/incidents/{incident_id}/link", self.link_incident),
+            web.post("/api/incidents/{incident_id}/handoff", self.hand_off_incident),
             web.get("/api/sessions/{session_id}", self.session),
             web.get("/api/audit", self.audit_search),
             web.get("/api/audit/verify", self.audit_verify),
@@ -222,9 +237,10 @@ class ConsoleApi:
             radius_m=_number(body, "radius_m", required=False),
             external_ref=_text(body, "external_ref") or "",
             legal_basis=_text(body, "legal_basis") or None,
-            service=_text(body, "service") or None)
+            service=_text(body, "service") or None, clamp=body.get("clamp") is True)
         incident_id = report.incident.incident.incident_id
-        return web.json_response(self._report(report), status=201,
+        return web.json_response({**self._report(report), "existing": report.existing},
+                                 status=200 if report.existing else 201,
                                  headers={"Location": f"/api/incidents/{incident_id}"})
 
     async def incident(self, request: web.Request) -> web.Response:
@@ -238,6 +254,36 @@ class ConsoleApi:
         stored = await self._access.close_incident(caller, request.match_info["incident_id"],
                                                    _text(body, "reason") or "")
         return web.json_response({"incident": incident_json(stored, self._access, self._now())})
+
+    async def move_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        lat, lon = _number(body, "lat"), _number(body, "lon")
+        assert lat is not None and lon is not None
+        at = _time_text(_text(body, "at"), "at")
+        report = await self._access.move_incident(
+            caller, request.match_info["incident_id"], lat, lon, at=at,
+            source=_text(body, "source") or "operator")
+        return web.json_response(self._report(report))
+
+    async def link_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        one, other = await self._access.link_incidents(
+            caller, request.match_info["incident_id"], _text(body, "other_incident_id") or "",
+            _text(body, "reason") or "")
+        now = self._now()
+        return web.json_response({"incident": incident_json(one, self._access, now),
+                                  "other": incident_json(other, self._access, now)})
+
+    async def hand_off_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        report = await self._access.hand_off_incident(
+            caller, request.match_info["incident_id"], _text(body, "reason") or "",
+            incident_type=_text(body, "incident_type") or None)
+        return web.json_response({**self._report(report), "existing": report.existing},
+                                 status=200 if report.existing else 201)
 
     # --- sessions -------------------------------------------------------------------------
 

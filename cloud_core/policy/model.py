@@ -93,6 +93,20 @@ class CameraPlace:
         require_coordinates(self.lat, self.lon)
 
 
+@dataclass(frozen=True, slots=True)
+class TrailPoint:
+    """One position of a moving incident (a fleeing suspect, a wearable's wearer) and its source."""
+
+    lat: float
+    lon: float
+    at: datetime
+    source: str = "report"
+
+    def __post_init__(self) -> None:
+        require_coordinates(self.lat, self.lon)
+        object.__setattr__(self, "at", require_utc("at", self.at))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Incident:
     """An incident-scoped access window: a service, a place and radius, a time box, a purpose."""
@@ -111,9 +125,12 @@ class Incident:
     purpose: str
     occurred_at: datetime | None = None
     external_ref: str = ""
+    trail: tuple[TrailPoint, ...] = ()
+    """Positions since the report, oldest first; (``lat``, ``lon``) is the latest."""
 
     def __post_init__(self) -> None:
         _require_text("incident_id", self.incident_id)
+        object.__setattr__(self, "trail", tuple(self.trail))
         require_coordinates(self.lat, self.lon)
         if not (math.isfinite(self.radius_m) and self.radius_m > 0):
             raise ValueError(f"radius_m must be a positive number of metres, not {self.radius_m}")

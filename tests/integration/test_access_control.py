@@ -174,6 +174,11 @@ async def test_break_glass_is_for_supervisors_only_and_recorded_as_a_pair(
             assert plain.value.code() == grpc.StatusCode.PERMISSION_DENIED
             too_long = core_pb2.StartBreakGlassRequest(camera_ids=["gangnam-002"], minutes=45,
                                                        reason=request.reason)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.StartBreakGlass(too_long, metadata=_auth(tokens["police-sup"]))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "at most 30 minutes" in (refused.value.details() or "")
+            too_long.clamp_to_max = True
             capped = await stub.StartBreakGlass(too_long, metadata=_auth(tokens["police-sup"]))
             assert capped.expires_at.ToDatetime() - capped.started_at.ToDatetime() <= timedelta(minutes=30)
             await stub.StopBreakGlass(core_pb2.StopBreakGlassRequest(breakglass_id=capped.breakglass_id),

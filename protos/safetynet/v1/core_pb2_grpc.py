@@ -290,6 +290,21 @@ class IncidentServiceStub:
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.SerializeToString,
                 response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.FromString,
                 _registered_method=True)
+        self.Move = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Move',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.MoveIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+                _registered_method=True)
+        self.Link = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Link',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsResponse.FromString,
+                _registered_method=True)
+        self.HandOff = channel.unary_unary(
+                '/safetynet.v1.IncidentService/HandOff',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+                _registered_method=True)
 
 
 class IncidentServiceServicer:
@@ -323,6 +338,27 @@ class IncidentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Move(self, request, context):
+        """A new position (operator, CAD feed, wearable feed): the grant follows it, across districts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Link(self, request, context):
+        """Links two incidents; both agencies see both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandOff(self, request, context):
+        """Opens (once) the linked incident of the service the policy hands this one off to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IncidentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +381,21 @@ def add_IncidentServiceServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.FromString,
                     response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+            'Move': grpc.unary_unary_rpc_method_handler(
+                    servicer.Move,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.MoveIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
+            ),
+            'Link': grpc.unary_unary_rpc_method_handler(
+                    servicer.Link,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsResponse.SerializeToString,
+            ),
+            'HandOff': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandOff,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -457,6 +508,87 @@ class IncidentService:
             '/safetynet.v1.IncidentService/List',
             protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.SerializeToString,
             protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Move(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Move',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.MoveIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Link(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Link',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandOff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/HandOff',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
             options,
             channel_credentials,
             insecure,
