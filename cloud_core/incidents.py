@@ -105,7 +105,8 @@ class IncidentStore:
                  reported_by])
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot store incident: {exc}") from exc
-        self.trail.add_position(i.incident_id, TrailPoint(i.lat, i.lon, i.opened_at, "report"))
+        first = TrailPoint(i.lat, i.lon, i.occurred_at or i.opened_at, "report")
+        self.trail.add_position(i.incident_id, first)
 
     def close(self, incident_id: str, closed_at: datetime, reason: str) -> bool:
         cursor = self._db.execute(
