@@ -61,6 +61,7 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
         "legal_basis": i.legal_basis, "purpose": i.purpose, "external_ref": i.external_ref,
         "reported_by": stored.reported_by,
         "open": i.closed_at is None and now < i.expires_at,
+        "hand_off_to": service.hand_off_to if service else None,
         "trail": [{"lat": p.lat, "lon": p.lon, "at": iso(p.at), "source": p.source}
                   for p in i.trail],
         "links": [{"incident_id": link.other_id, "kind": link.kind, "outgoing": link.outgoing,
