@@ -18,7 +18,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloud_core import audit as audit_log
-from cloud_core.access import AccessService, Caller, IncidentReport
+from cloud_core.access import AccessService, AreaRequest, Caller, IncidentReport
 from cloud_core.exceptions import (
     AccessDenied,
     AgentUnavailable,
@@ -90,6 +90,10 @@ def incident_message(stored: StoredIncident,
     message.trail.extend(core_pb2.TrailPoint(
         location=core_pb2.GeoPoint(lat=p.lat, lon=p.lon), at=_stamp(p.at), source=p.source)
         for p in i.trail)
+    if i.area is not None:
+        polygon = i.area.geojson()
+        message.area_geojson = json.dumps(polygon) if polygon else ""
+        message.area_district_ids.extend(sorted(i.area.district_ids))
     message.links.extend(core_pb2.IncidentLink(
         incident_id=link.other_id, kind=link.kind, outgoing=link.outgoing, reason=link.reason,
         at=_stamp(link.at), linked_by=link.linked_by) for link in links)
@@ -220,11 +224,18 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
                      context: Context) -> core_pb2.IncidentReport:
         async with translated_errors(context):
             caller = self.caller(context)
-            if not request.HasField("location"):
+            area = None
+            if request.area_geojson or request.area_district_ids:
+                area = AreaRequest(request.area_geojson or None,
+                                   tuple(request.area_district_ids))
+            if not request.HasField("location") and area is None:
                 raise InvalidRequest("an incident needs a location")
+            located = request.HasField("location")
             report = await self._access.report_incident(
-                caller, incident_type=request.incident_type, lat=request.location.lat,
-                lon=request.location.lon, radius_m=request.radius_m or None,
+                caller, incident_type=request.incident_type,
+                lat=request.location.lat if located else None,
+                lon=request.location.lon if located else None, radius_m=request.radius_m or None,
+                area=area,
                 occurred_at=_time(request.occurred_at, request.HasField("occurred_at")),
                 external_ref=request.external_ref, legal_basis=request.legal_basis or None,
                 service=request.service or None, clamp=request.clamp_to_max)
@@ -256,6 +267,29 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
         return core_pb2.LinkIncidentsResponse(
             incident=incident_message(one, links(one.incident.incident_id)),
             other=incident_message(other, links(other.incident.incident_id)))
+
+    async def Extend(self, request: core_pb2.ExtendIncidentRequest,
+                     context: Context) -> core_pb2.Incident:
+        async with translated_errors(context):
+            stored = await self._access.extend_incident(
+                self.caller(context), request.incident_id, request.minutes, request.reason)
+        return incident_message(stored, self._access.incident_links(request.incident_id))
+
+    async def ListIncidentCameras(self, request: core_pb2.ListIncidentCamerasRequest,
+                                  context: Context) -> core_pb2.ListIncidentCamerasResponse:
+        async with translated_errors(context):
+            try:
+                offset = int(request.page_token or "0")
+            except ValueError as exc:
+                raise InvalidRequest(f"page_token {request.page_token[:40]!r} is not one this "
+                                     "service returned") from exc
+            size = request.page_size or 100
+            cameras, total = self._access.incident_cameras(
+                self.caller(context), request.incident_id, offset, size)
+        following = offset + len(cameras)
+        return core_pb2.ListIncidentCamerasResponse(
+            cameras=[camera_message(c) for c in cameras], total=total,
+            next_page_token=str(following) if following < total else "")
 
     async def HandOff(self, request: core_pb2.HandOffIncidentRequest,
                       context: Context) -> core_pb2.IncidentReport:

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -20,6 +20,7 @@ from cloud_core.access.grant_sweeper import GrantSweeper
 from cloud_core.access.recorder import AuditRecorder
 from cloud_core.audit import AuditAction, AuditEntry
 from cloud_core.exceptions import AccessDenied, IncidentNotFound, InvalidRequest, PolicyError
+from cloud_core.geo_area import AreaError, GeoArea, parse_area
 from cloud_core.incident_trail import MAX_REASON_CHARS, MAX_REF_CHARS, bounded_text
 from cloud_core.incidents import Facility, IncidentStore, StoredIncident
 from cloud_core.policy import (
@@ -33,6 +34,17 @@ from cloud_core.policy import (
 from cloud_core.registry import CameraRecord, Registry
 
 log = structlog.get_logger(__name__)
+
+
+MIN_EXTENSION_REASON = 10
+
+
+@dataclass(frozen=True)
+class AreaRequest:
+    """A declared area as asked for: GeoJSON (text or object) and/or whole districts."""
+
+    geojson: str | dict[str, object] | None = None
+    district_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,10 +72,11 @@ class IncidentDesk:
         self._clock = clock
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def report(self, caller: Caller, *, incident_type: str, lat: float, lon: float,
-                     radius_m: float | None = None, occurred_at: datetime | None = None,
-                     external_ref: str = "", legal_basis: str | None = None,
-                     service: str | None = None, clamp: bool = False) -> IncidentReport:
+    async def report(self, caller: Caller, *, incident_type: str, lat: float | None,
+                     lon: float | None, radius_m: float | None = None,
+                     occurred_at: datetime | None = None, external_ref: str = "",
+                     legal_basis: str | None = None, service: str | None = None,
+                     clamp: bool = False, area: AreaRequest | None = None) -> IncidentReport:
         """Open an incident and its grant; return the cameras inside it, nearest first.
 
         Idempotent per agency and ``external_ref``: a retry returns the incident the first
@@ -80,10 +93,16 @@ class IncidentDesk:
             earlier = self._incidents.trail.incident_for_ref(operator.agency, ref) if ref else None
             if earlier is not None:
                 return self._replay(caller, earlier, incident_type)
+            declared = await self._area(area) if area is not None else None
+            if lat is None or lon is None:
+                centre = declared.centre() if declared is not None else None
+                if centre is None:
+                    raise InvalidRequest("an incident needs a location (or a polygon area)")
+                lat, lon = centre
             incident = await self.open(caller, incident_type=incident_type, lat=lat, lon=lon,
                                        radius_m=radius_m, occurred_at=occurred_at,
                                        external_ref=ref, legal_basis=legal_basis,
-                                       service=service, clamp=clamp)
+                                       service=service, clamp=clamp, area=declared)
             if ref:
                 self._incidents.trail.claim_ref(operator.agency, ref, incident.incident_id)
         stored = self._incidents.get(incident.incident_id)
@@ -94,7 +113,7 @@ class IncidentDesk:
                    radius_m: float | None, occurred_at: datetime | None, external_ref: str,
                    legal_basis: str | None, service: str | None, clamp: bool = False,
                    may_report: bool = False, details: dict[str, object] | None = None,
-                   ) -> Incident:
+                   area: GeoArea | None = None) -> Incident:
         """Decide, record and store a new incident (``may_report``: a hand-off allowed it)."""
         operator = caller.operator
         now = self._clock()
@@ -104,7 +123,7 @@ class IncidentDesk:
         try:
             incident = self._policy.open_incident(
                 incident_type, lat, lon, radius_m, occurred_at or now, now, external_ref,
-                legal_basis, service=service, clamp=clamp)
+                legal_basis, service=service, clamp=clamp, area=area)
         except (ValueError, PolicyError) as exc:
             raise InvalidRequest(str(getattr(exc, "problem", exc))) from exc
         except AccessDenied as exc:
@@ -118,6 +137,51 @@ class IncidentDesk:
         log.info("incident reported", incident=incident.incident_id, type=incident_type,
                  service=incident.service, operator=operator.operator_id)
         return incident
+
+    async def _area(self, area: AreaRequest) -> GeoArea:
+        """The declared area, validated off the event loop (a polygon may have 10,000 vertices)."""
+        known = [d.district_id for d in self._registry.districts()]
+        try:
+            return await asyncio.to_thread(parse_area, area.geojson, area.district_ids, known)
+        except AreaError as exc:
+            raise InvalidRequest(str(exc)) from exc
+
+    async def extend(self, caller: Caller, incident_id: str, minutes: int,
+                     reason: str) -> StoredIncident:
+        """Extend an open incident past its time box, with a written reason, on the record."""
+        stored = self.get(caller, incident_id).incident
+        incident, operator = stored.incident, caller.operator
+        if operator.role not in VIEW_ROLES or operator.agency not in incident.agencies:
+            await self._recorder.refuse(caller, AuditAction.INCIDENT_EXTEND,
+                                        denials.may_not_change(operator.operator_id, incident_id),
+                                        incident_id=incident_id)
+        rules = self._policy.services[incident.service]
+        now = self._clock()
+        longest = rules.time_box // timedelta(minutes=1)
+        if not rules.extendable:
+            raise InvalidRequest(f"{rules.title} incidents cannot be extended past their time box")
+        if incident.is_closed(now) or now >= incident.expires_at:
+            raise InvalidRequest(f"incident {incident_id} is no longer open")
+        if isinstance(minutes, bool) or not 1 <= minutes <= longest:
+            raise InvalidRequest(f"an extension is 1 to {longest} minutes, asked {minutes}")
+        try:
+            written = bounded_text("reason", reason, MAX_REASON_CHARS, required=True)
+        except ValueError as exc:
+            raise InvalidRequest(f"an extension needs a written reason: {exc}") from exc
+        if len(written) < MIN_EXTENSION_REASON:
+            raise InvalidRequest(f"an extension needs a written reason of at least "
+                                 f"{MIN_EXTENSION_REASON} characters, got {len(written)}")
+        until = incident.expires_at + timedelta(minutes=minutes)
+        await self._recorder.record(AuditEntry(
+            action=AuditAction.INCIDENT_EXTEND, operator_id=operator.operator_id,
+            agency=operator.agency, source_address=caller.source_address or None,
+            incident_id=incident_id, reason=written, purpose=incident.purpose,
+            legal_basis=incident.legal_basis, period_start=incident.expires_at,
+            period_end=until, details={"minutes": minutes}))
+        self._incidents.extend(incident_id, until)
+        extended = self._incidents.get(incident_id)
+        assert extended is not None
+        return extended
 
     def _replay(self, caller: Caller, incident_id: str, incident_type: str) -> IncidentReport:
         """A retried report: the incident the first one opened, if it is the same case."""
@@ -197,9 +261,12 @@ class IncidentDesk:
     def _report(self, stored: StoredIncident) -> IncidentReport:
         incident = stored.incident
         found: dict[str, CameraRecord] = {}
-        for lat, lon in incident_centres(self._policy, incident, self._clock()):
-            for camera in self._registry.list_cameras(near=(lat, lon, incident.radius_m)):
-                found.setdefault(camera.camera_id, camera)
+        if incident.area is not None:
+            found = self._area_cameras(incident.area)
+        else:
+            for lat, lon in incident_centres(self._policy, incident, self._clock()):
+                for camera in self._registry.list_cameras(near=(lat, lon, incident.radius_m)):
+                    found.setdefault(camera.camera_id, camera)
         cameras = sorted(
             (replace(c, distance_m=distance_m(incident.lat, incident.lon, c.lat, c.lon))
              for c in found.values()), key=lambda c: (c.distance_m or 0.0, c.camera_id))
@@ -208,6 +275,19 @@ class IncidentDesk:
             facilities = self._incidents.facilities_near(incident.lat, incident.lon,
                                                          max(incident.radius_m, 1000.0))
         return IncidentReport(stored, cameras, facilities)
+
+    def _area_cameras(self, area: GeoArea) -> dict[str, CameraRecord]:
+        """Every camera in the area's districts and inside its polygon."""
+        found = {c.camera_id: c for district in sorted(area.district_ids)
+                 for c in self._registry.list_cameras(district_id=district)}
+        box, centre = area.bounds(), area.centre()
+        if box is not None and centre is not None:
+            reach = max(distance_m(centre[0], centre[1], lat, lon)
+                        for lat in (box[0], box[2]) for lon in (box[1], box[3]))
+            for camera in self._registry.list_cameras(near=(*centre, reach + 1.0)):
+                if area.covers(camera.district_id, camera.lat, camera.lon):
+                    found.setdefault(camera.camera_id, camera)
+        return found
 
     def visible(self, caller: Caller, stored: StoredIncident) -> bool:
         """Admitted agencies, the reporter, auditors and admins, and the agencies of incidents

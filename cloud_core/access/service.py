@@ -15,12 +15,12 @@ from cloud_core.access import denials
 from cloud_core.access.break_glass_desk import BreakGlassDesk
 from cloud_core.access.caller import Caller
 from cloud_core.access.grant_sweeper import GrantSweeper
-from cloud_core.access.incident_desk import IncidentDesk, IncidentReport
+from cloud_core.access.incident_desk import AreaRequest, IncidentDesk, IncidentReport
 from cloud_core.access.recorder import AuditRecorder
 from cloud_core.access.session_desk import SessionDesk, SessionState
 from cloud_core.access.trail_desk import TrailDesk
 from cloud_core.audit import AuditLog
-from cloud_core.exceptions import AccessDenied
+from cloud_core.exceptions import AccessDenied, InvalidRequest
 from cloud_core.grants import GrantSigner
 from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import IncidentStore, StoredIncident
@@ -29,6 +29,8 @@ from cloud_core.policy import BreakGlass, Policy, Role
 from cloud_core.registry import CameraRecord, Registry
 from cloud_core.sessions import OpenedSession, SessionBroker
 from protos.safetynet.v1 import mqtt_pb2
+
+MAX_CAMERA_PAGE = 500
 
 
 def _utc_now() -> datetime:
@@ -81,19 +83,36 @@ class AccessService:
 
     # --- incidents ----------------------------------------------------------------------------
 
-    async def report_incident(self, caller: Caller, *, incident_type: str, lat: float, lon: float,
-                              radius_m: float | None = None, occurred_at: datetime | None = None,
-                              external_ref: str = "", legal_basis: str | None = None,
-                              service: str | None = None, clamp: bool = False) -> IncidentReport:
+    async def report_incident(self, caller: Caller, *, incident_type: str, lat: float | None,
+                              lon: float | None, radius_m: float | None = None,
+                              occurred_at: datetime | None = None, external_ref: str = "",
+                              legal_basis: str | None = None, service: str | None = None,
+                              clamp: bool = False,
+                              area: AreaRequest | None = None) -> IncidentReport:
         """Open an incident and its grant; return the cameras inside it, nearest first.
 
         Idempotent per agency and ``external_ref``. A radius beyond the service's maximum is
-        refused unless ``clamp``.
+        refused unless ``clamp``. ``area`` declares a polygon and/or whole districts instead of
+        a radius (disaster response); the location may then be left out (the polygon's middle).
         """
         return await self._incident_desk.report(
             caller, incident_type=incident_type, lat=lat, lon=lon, radius_m=radius_m,
             occurred_at=occurred_at, external_ref=external_ref, legal_basis=legal_basis,
-            service=service, clamp=clamp)
+            service=service, clamp=clamp, area=area)
+
+    async def extend_incident(self, caller: Caller, incident_id: str, minutes: int,
+                              reason: str) -> StoredIncident:
+        """Extend an open incident past its time box, with a written reason (recorded)."""
+        return await self._incident_desk.extend(caller, incident_id, minutes, reason)
+
+    def incident_cameras(self, caller: Caller, incident_id: str, offset: int,
+                         limit: int) -> tuple[list[CameraRecord], int]:
+        """One page of the cameras the incident reaches (nearest first), and how many in all."""
+        if offset < 0 or not 1 <= limit <= MAX_CAMERA_PAGE:
+            raise InvalidRequest(f"offset must be >= 0 and limit 1..{MAX_CAMERA_PAGE}, "
+                                 f"got {offset} and {limit}")
+        cameras = self._incident_desk.get(caller, incident_id).cameras
+        return cameras[offset:offset + limit], len(cameras)
 
     async def move_incident(self, caller: Caller, incident_id: str, lat: float, lon: float, *,
                             at: datetime | None = None,

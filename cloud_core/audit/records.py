@@ -37,6 +37,7 @@ class AuditAction(enum.StrEnum):
     INCIDENT_EXPIRE = "incident.expire"
     INCIDENT_MOVE = "incident.move"
     INCIDENT_LINK = "incident.link"
+    INCIDENT_EXTEND = "incident.extend"
     OPERATOR_ADD = "operator.add"
     OPERATOR_DISABLE = "operator.disable"
     GRANT_REVOKE = "grant.revoke"

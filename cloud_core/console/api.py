@@ -10,6 +10,8 @@
     POST /api/incidents/{id}/move     {lat, lon, at?, source?}: the grant follows the position
     POST /api/incidents/{id}/link     {other_incident_id, reason}
     POST /api/incidents/{id}/handoff  {reason, incident_type?}: the linked incident (SOS → 112)
+    POST /api/incidents/{id}/extend   {minutes, reason}: past the time box (disaster response)
+    GET  /api/incidents/{id}/cameras?offset=&limit=   every camera it reaches, a page at a time
     GET  /api/sessions/{id}           a session's state: active, why it ended, grant expiry
     GET  /api/audit?operator=&camera=&incident=&action=&since=&until=&limit=   (auditors)
     GET  /api/audit/verify            chain and checkpoint verification (auditors)
@@ -29,7 +31,14 @@ from typing import Any
 from aiohttp import web
 
 from cloud_core import audit as audit_log
-from cloud_core.access import VIEW_ROLES, AccessService, Caller, IncidentReport, SessionState
+from cloud_core.access import (
+    VIEW_ROLES,
+    AccessService,
+    AreaRequest,
+    Caller,
+    IncidentReport,
+    SessionState,
+)
 from cloud_core.console.bearer import authenticate
 from cloud_core.console.district_outlines import DistrictOutline
 from cloud_core.exceptions import InvalidRequest
@@ -62,6 +71,9 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
         "reported_by": stored.reported_by,
         "open": i.closed_at is None and now < i.expires_at,
         "hand_off_to": service.hand_off_to if service else None,
+        "extendable": bool(service and service.extendable),
+        "area": None if i.area is None else {"polygon": i.area.geojson(),
+                                             "district_ids": sorted(i.area.district_ids)},
         "trail": [{"lat": p.lat, "lon": p.lon, "at": iso(p.at), "source": p.source}
                   for p in i.trail],
         "links": [{"incident_id": link.other_id, "kind": link.kind, "outgoing": link.outgoing,
@@ -123,6 +135,22 @@ def _time_text(value: str | None, key: str) -> datetime | None:
     return moment
 
 
+def _area(body: dict[str, Any]) -> AreaRequest | None:
+    """``area: {polygon: GeoJSON, district_ids: [...]}`` from a report's body, if any."""
+    area = body.get("area")
+    if area is None:
+        return None
+    if not isinstance(area, dict):
+        raise InvalidRequest("area must be an object {polygon?, district_ids?}")
+    districts = area.get("district_ids") or []
+    if not isinstance(districts, list) or not all(isinstance(d, str) for d in districts):
+        raise InvalidRequest("area.district_ids must be a list of district ids")
+    polygon = area.get("polygon")
+    if polygon is not None and not isinstance(polygon, dict | str):
+        raise InvalidRequest("area.polygon must be a GeoJSON Polygon")
+    return AreaRequest(polygon, tuple(districts))
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -150,6 +178,8 @@ class ConsoleApi:
             web.post("/api/incidents/{incident_id}/move", self.move_incident),
             web.post("/api/incidents/{incident_id}/link", self.link_incident),
             web.post("/api/incidents/{incident_id}/handoff", self.hand_off_incident),
+            web.post("/api/incidents/{incident_id}/extend", self.extend_incident),
+            web.get("/api/incidents/{incident_id}/cameras", self.incident_cameras),
             web.get("/api/sessions/{session_id}", self.session),
             web.get("/api/audit", self.audit_search),
             web.get("/api/audit/verify", self.audit_verify),
@@ -231,10 +261,11 @@ class ConsoleApi:
         incident_type = _text(body, "incident_type")
         if not incident_type:
             raise InvalidRequest("incident_type is required")
-        lat, lon = _number(body, "lat"), _number(body, "lon")
-        assert lat is not None and lon is not None
+        area = _area(body)
+        located = area is None or body.get("lat") is not None
+        lat, lon = _number(body, "lat", required=located), _number(body, "lon", required=located)
         report = await self._access.report_incident(
-            caller, incident_type=incident_type, lat=lat, lon=lon,
+            caller, incident_type=incident_type, lat=lat, lon=lon, area=area,
             radius_m=_number(body, "radius_m", required=False),
             external_ref=_text(body, "external_ref") or "",
             legal_basis=_text(body, "legal_basis") or None,
@@ -285,6 +316,30 @@ class ConsoleApi:
             incident_type=_text(body, "incident_type") or None)
         return web.json_response({**self._report(report), "existing": report.existing},
                                  status=200 if report.existing else 201)
+
+    async def extend_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        minutes = body.get("minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, int):
+            raise InvalidRequest(f"minutes must be a whole number, got {minutes!r}")
+        stored = await self._access.extend_incident(
+            caller, request.match_info["incident_id"], minutes, _text(body, "reason") or "")
+        return web.json_response({"incident": incident_json(stored, self._access, self._now())})
+
+    async def incident_cameras(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        try:
+            offset = int(request.query.get("offset", "0"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError as exc:
+            raise InvalidRequest("offset and limit must be whole numbers") from exc
+        cameras, total = self._access.incident_cameras(
+            caller, request.match_info["incident_id"], offset, limit)
+        in_use = self._in_use()
+        return web.json_response({"cameras": [camera_json(c, in_use) for c in cameras],
+                                  "offset": offset, "total": total,
+                                  "more": offset + len(cameras) < total})
 
     # --- sessions -------------------------------------------------------------------------
 

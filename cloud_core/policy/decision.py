@@ -265,6 +265,10 @@ def incident_reaches(policy: Policy, incident: Incident, camera: CameraPlace,
 
 def _reach_problem(policy: Policy, incident: Incident, camera: CameraPlace,
                    now: datetime) -> str | None:
+    if incident.area is not None:
+        if incident.area.covers(camera.district_id, camera.lat, camera.lon):
+            return None
+        return "camera is outside the incident's declared area"
     distance = min(distance_m(lat, lon, camera.lat, camera.lon)
                    for lat, lon in incident_centres(policy, incident, now))
     if distance > incident.radius_m:

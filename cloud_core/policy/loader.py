@@ -304,6 +304,8 @@ class _PolicyReader:
                                                     maximum=MAX_FOLLOW_POSITIONS),
             follow_minutes=entry.optional_integer("follow_minutes", 0, minimum=0,
                                                   maximum=24 * 60),
+            areas=entry.boolean("areas") if entry.has("areas") else False,
+            extendable=entry.boolean("extendable") if entry.has("extendable") else False,
             hand_off_to=entry.name("hand_off_to") if entry.has("hand_off_to") else None,
             hand_off_type=entry.name("hand_off_type") if entry.has("hand_off_type") else None,
         )

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from cloud_core.geo_area import GeoArea
+
 EARTH_RADIUS_M: Final = 6_371_008.8
 """Mean Earth radius (IUGG), the sphere :func:`distance_m` measures on."""
 
@@ -127,6 +129,8 @@ class Incident:
     external_ref: str = ""
     trail: tuple[TrailPoint, ...] = ()
     """Positions since the report, oldest first; (``lat``, ``lon``) is the latest."""
+    area: GeoArea | None = None
+    """A declared area (polygon, whole districts) the grant covers instead of the radius."""
 
     def __post_init__(self) -> None:
         _require_text("incident_id", self.incident_id)

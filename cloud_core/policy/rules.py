@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from cloud_core.exceptions import AccessDenied
+from cloud_core.geo_area import GeoArea
 from cloud_core.policy.model import (
     DISTRICT_AGENCY_PREFIX,
     Incident,
@@ -52,6 +53,10 @@ class ServicePolicy:
     legal_basis: str
     follow_positions: int = 1
     follow_minutes: int = 0
+    areas: bool = False
+    """Incidents may cover a declared area (a polygon, whole districts) instead of a radius."""
+    extendable: bool = False
+    """Incidents may be extended past their time box, with a written reason."""
     hand_off_to: str | None = None
     hand_off_type: str | None = None
 
@@ -143,6 +148,7 @@ class Policy:
         service: str | None = None,
         incident_id: str | None = None,
         clamp: bool = False,
+        area: GeoArea | None = None,
     ) -> Incident:
         """Open an incident-scoped access window for ``incident_type`` at (``lat``, ``lon``).
 
@@ -160,6 +166,8 @@ class Policy:
         require_coordinates(lat, lon)
         chosen = self.service_for(incident_type, service)
         radius = service_radius(chosen, radius_m, clamp=clamp)
+        if area is not None and not chosen.areas:
+            raise ValueError(f"{chosen.title} incidents cover a radius, not a declared area")
         if legal_basis is not None and not legal_basis.strip():
             raise ValueError("legal_basis, when given, must not be blank")
         return Incident(
@@ -176,6 +184,7 @@ class Policy:
             purpose=chosen.purpose,
             occurred_at=occurred_at,
             external_ref=external_ref,
+            area=area,
         )
 
     def _service_list(self) -> str:

@@ -116,7 +116,7 @@ class CloseSessionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ReportIncidentRequest(_message.Message):
-    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service", "clamp_to_max")
+    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service", "clamp_to_max", "area_geojson", "area_district_ids")
     INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     RADIUS_M_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,8 @@ class ReportIncidentRequest(_message.Message):
     LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     CLAMP_TO_MAX_FIELD_NUMBER: _ClassVar[int]
+    AREA_GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    AREA_DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
     incident_type: str
     location: GeoPoint
     radius_m: float
@@ -133,10 +135,12 @@ class ReportIncidentRequest(_message.Message):
     legal_basis: str
     service: str
     clamp_to_max: bool
-    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ..., clamp_to_max: _Optional[bool] = ...) -> None: ...
+    area_geojson: str
+    area_district_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ..., clamp_to_max: _Optional[bool] = ..., area_geojson: _Optional[str] = ..., area_district_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Incident(_message.Message):
-    __slots__ = ("incident_id", "incident_type", "service", "location", "radius_m", "agencies", "opened_at", "expires_at", "closed_at", "legal_basis", "purpose", "external_ref", "reported_by", "close_reason", "open", "trail", "links")
+    __slots__ = ("incident_id", "incident_type", "service", "location", "radius_m", "agencies", "opened_at", "expires_at", "closed_at", "legal_basis", "purpose", "external_ref", "reported_by", "close_reason", "open", "trail", "links", "area_geojson", "area_district_ids")
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +158,8 @@ class Incident(_message.Message):
     OPEN_FIELD_NUMBER: _ClassVar[int]
     TRAIL_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
+    AREA_GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    AREA_DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
     incident_id: str
     incident_type: str
     service: str
@@ -171,7 +177,9 @@ class Incident(_message.Message):
     open: bool
     trail: _containers.RepeatedCompositeFieldContainer[TrailPoint]
     links: _containers.RepeatedCompositeFieldContainer[IncidentLink]
-    def __init__(self, incident_id: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., agencies: _Optional[_Iterable[str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., legal_basis: _Optional[str] = ..., purpose: _Optional[str] = ..., external_ref: _Optional[str] = ..., reported_by: _Optional[str] = ..., close_reason: _Optional[str] = ..., open: _Optional[bool] = ..., trail: _Optional[_Iterable[_Union[TrailPoint, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[IncidentLink, _Mapping]]] = ...) -> None: ...
+    area_geojson: str
+    area_district_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, incident_id: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., agencies: _Optional[_Iterable[str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., legal_basis: _Optional[str] = ..., purpose: _Optional[str] = ..., external_ref: _Optional[str] = ..., reported_by: _Optional[str] = ..., close_reason: _Optional[str] = ..., open: _Optional[bool] = ..., trail: _Optional[_Iterable[_Union[TrailPoint, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[IncidentLink, _Mapping]]] = ..., area_geojson: _Optional[str] = ..., area_district_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Facility(_message.Message):
     __slots__ = ("facility_id", "kind", "name", "location", "distance_m", "detail")
@@ -408,3 +416,33 @@ class HandOffIncidentRequest(_message.Message):
     incident_type: str
     service: str
     def __init__(self, incident_id: _Optional[str] = ..., reason: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class ExtendIncidentRequest(_message.Message):
+    __slots__ = ("incident_id", "minutes", "reason")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    minutes: int
+    reason: str
+    def __init__(self, incident_id: _Optional[str] = ..., minutes: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListIncidentCamerasRequest(_message.Message):
+    __slots__ = ("incident_id", "page_size", "page_token")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, incident_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListIncidentCamerasResponse(_message.Message):
+    __slots__ = ("cameras", "next_page_token", "total")
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    cameras: _containers.RepeatedCompositeFieldContainer[Camera]
+    next_page_token: str
+    total: int
+    def __init__(self, cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...

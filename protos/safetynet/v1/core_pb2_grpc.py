@@ -305,6 +305,16 @@ class IncidentServiceStub:
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.SerializeToString,
                 response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
                 _registered_method=True)
+        self.Extend = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Extend',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExtendIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.FromString,
+                _registered_method=True)
+        self.ListIncidentCameras = channel.unary_unary(
+                '/safetynet.v1.IncidentService/ListIncidentCameras',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasResponse.FromString,
+                _registered_method=True)
 
 
 class IncidentServiceServicer:
@@ -359,6 +369,20 @@ class IncidentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Extend(self, request, context):
+        """Extends an open incident past its time box with a written reason (services that allow it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIncidentCameras(self, request, context):
+        """Pages through every camera the incident reaches, nearest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IncidentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -396,6 +420,16 @@ def add_IncidentServiceServicer_to_server(servicer, server):
                     servicer.HandOff,
                     request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.FromString,
                     response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
+            ),
+            'Extend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Extend,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExtendIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.SerializeToString,
+            ),
+            'ListIncidentCameras': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIncidentCameras,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +623,60 @@ class IncidentService:
             '/safetynet.v1.IncidentService/HandOff',
             protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.SerializeToString,
             protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Extend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Extend',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ExtendIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIncidentCameras(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/ListIncidentCameras',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasResponse.FromString,
             options,
             channel_credentials,
             insecure,
