@@ -24,6 +24,7 @@ from cloud_core.geo_area import AreaError, GeoArea, parse_area
 from cloud_core.incident_trail import MAX_REASON_CHARS, MAX_REF_CHARS, bounded_text
 from cloud_core.incidents import Facility, IncidentStore, StoredIncident
 from cloud_core.policy import (
+    REPORT_ROLES,
     VIEW_ROLES,
     Incident,
     Policy,
@@ -117,7 +118,7 @@ class IncidentDesk:
         """Decide, record and store a new incident (``may_report``: a hand-off allowed it)."""
         operator = caller.operator
         now = self._clock()
-        if operator.role not in VIEW_ROLES:
+        if operator.role not in REPORT_ROLES:
             await self._recorder.refuse(caller, AuditAction.INCIDENT_REPORT,
                                         denials.may_not_report(operator.role))
         try:

@@ -22,6 +22,7 @@ from cloud_core.access.trail_desk import TrailDesk
 from cloud_core.audit import AuditLog
 from cloud_core.exceptions import AccessDenied, InvalidRequest
 from cloud_core.grants import GrantSigner
+from cloud_core.incident_events import IncidentEvents
 from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
@@ -50,6 +51,7 @@ class AccessService:
         self.signer = signer
         self.audit = audit
         self.sessions = sessions
+        self.events = IncidentEvents()
         self._recorder = AuditRecorder(audit)
         self._sweeper = GrantSweeper(registry=registry, operators=operators, incidents=incidents,
                                      sessions=sessions, recorder=self._recorder, policy=policy,
@@ -95,15 +97,20 @@ class AccessService:
         refused unless ``clamp``. ``area`` declares a polygon and/or whole districts instead of
         a radius (disaster response); the location may then be left out (the polygon's middle).
         """
-        return await self._incident_desk.report(
+        report = await self._incident_desk.report(
             caller, incident_type=incident_type, lat=lat, lon=lon, radius_m=radius_m,
             occurred_at=occurred_at, external_ref=external_ref, legal_basis=legal_basis,
             service=service, clamp=clamp, area=area)
+        if not report.existing:
+            self.events.publish("reported", report.incident.incident.incident_id)
+        return report
 
     async def extend_incident(self, caller: Caller, incident_id: str, minutes: int,
                               reason: str) -> StoredIncident:
         """Extend an open incident past its time box, with a written reason (recorded)."""
-        return await self._incident_desk.extend(caller, incident_id, minutes, reason)
+        extended = await self._incident_desk.extend(caller, incident_id, minutes, reason)
+        self.events.publish("extended", incident_id)
+        return extended
 
     def incident_cameras(self, caller: Caller, incident_id: str, offset: int,
                          limit: int) -> tuple[list[CameraRecord], int]:
@@ -118,19 +125,31 @@ class AccessService:
                             at: datetime | None = None,
                             source: str = "operator") -> IncidentReport:
         """A new position: the grant follows it; sessions out of reach end at once."""
-        return await self._trail_desk.move(caller, incident_id, lat, lon, at=at, source=source)
+        report = await self._trail_desk.move(caller, incident_id, lat, lon, at=at, source=source)
+        self.events.publish("moved", incident_id)
+        for link in self.incidents.trail.links(incident_id):
+            if link.kind == "hand-off" and link.outgoing:
+                self.events.publish("moved", link.other_id)
+        return report
 
     async def link_incidents(self, caller: Caller, incident_id: str, other_id: str,
                              reason: str) -> tuple[StoredIncident, StoredIncident]:
         """Link two incidents; both agencies see both."""
-        return await self._trail_desk.link(caller, incident_id, other_id, reason)
+        linked = await self._trail_desk.link(caller, incident_id, other_id, reason)
+        self.events.publish("linked", incident_id)
+        self.events.publish("linked", other_id)
+        return linked
 
     async def hand_off_incident(self, caller: Caller, incident_id: str, reason: str, *,
                                 incident_type: str | None = None,
                                 service: str | None = None) -> IncidentReport:
         """Open (once) the linked incident of the service the policy hands this one off to."""
-        return await self._trail_desk.hand_off(caller, incident_id, reason,
-                                               incident_type=incident_type, service=service)
+        report = await self._trail_desk.hand_off(caller, incident_id, reason,
+                                                 incident_type=incident_type, service=service)
+        if not report.existing:
+            self.events.publish("reported", report.incident.incident.incident_id)
+            self.events.publish("linked", incident_id)
+        return report
 
     def incident_links(self, incident_id: str) -> list[IncidentLink]:
         """The incident's links, both directions (callers have seen the incident already)."""
@@ -146,7 +165,9 @@ class AccessService:
 
     async def close_incident(self, caller: Caller, incident_id: str, reason: str) -> StoredIncident:
         """Close the incident; every session it backs ends at its agent within seconds."""
-        return await self._incident_desk.close(caller, incident_id, reason)
+        closed = await self._incident_desk.close(caller, incident_id, reason)
+        self.events.publish("closed", incident_id)
+        return closed
 
     # --- sessions -----------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from cloud_core.incident_trail import (
     check_move,
 )
 from cloud_core.incidents import IncidentStore, StoredIncident
-from cloud_core.policy import VIEW_ROLES, Policy, TrailPoint, distance_m
+from cloud_core.policy import REPORT_ROLES, VIEW_ROLES, Policy, Role, TrailPoint, distance_m
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +52,8 @@ class TrailDesk:
     async def move(self, caller: Caller, incident_id: str, lat: float, lon: float, *,
                    at: datetime | None = None, source: str = "operator") -> IncidentReport:
         """Append a position; the grant follows it; incidents handed off from this one too."""
-        stored = await self._admitted(caller, incident_id, AuditAction.INCIDENT_MOVE)
+        stored = await self._admitted(caller, incident_id, AuditAction.INCIDENT_MOVE,
+                                      REPORT_ROLES)
         now = self._clock()
         try:
             point = TrailPoint(lat, lon, at or now, source)
@@ -116,14 +117,14 @@ class TrailDesk:
                  service=opened.service)
         return self._desk.report_of(self._get(opened.incident_id))
 
-    async def _admitted(self, caller: Caller, incident_id: str,
-                        action: AuditAction) -> StoredIncident:
-        """The open incident, if the caller is a viewing role of an agency it admits."""
+    async def _admitted(self, caller: Caller, incident_id: str, action: AuditAction,
+                        roles: frozenset[Role] = VIEW_ROLES) -> StoredIncident:
+        """The open incident, if the caller has one of ``roles`` in an agency it admits."""
         stored = self._incidents.get(incident_id)
         if stored is None or not self._desk.visible(caller, stored):
             raise IncidentNotFound(incident_id)
         operator = caller.operator
-        if operator.role not in VIEW_ROLES or operator.agency not in stored.incident.agencies:
+        if operator.role not in roles or operator.agency not in stored.incident.agencies:
             await self._recorder.refuse(
                 caller, action, denials.may_not_change(operator.operator_id, incident_id),
                 incident_id=incident_id)

@@ -71,7 +71,9 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
         "reported_by": stored.reported_by,
         "open": i.closed_at is None and now < i.expires_at,
         "hand_off_to": service.hand_off_to if service else None,
+        "hand_off_title": _title(access, service.hand_off_to if service else None),
         "extendable": bool(service and service.extendable),
+        "live_cameras": service.live_cameras if service else 9,
         "area": None if i.area is None else {"polygon": i.area.geojson(),
                                              "district_ids": sorted(i.area.district_ids)},
         "trail": [{"lat": p.lat, "lon": p.lon, "at": iso(p.at), "source": p.source}
@@ -80,6 +82,11 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
                    "reason": link.reason, "at": iso(link.at)}
                   for link in access.incident_links(i.incident_id)],
     }
+
+
+def _title(access: AccessService, service_id: str | None) -> str | None:
+    service = access.policy.services.get(service_id or "")
+    return service.title if service else None
 
 
 def facility_json(facility: Facility) -> dict[str, Any]:

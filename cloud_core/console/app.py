@@ -9,6 +9,8 @@ from aiohttp import web
 from cloud_core.access import AccessService
 from cloud_core.console.api import ConsoleApi
 from cloud_core.console.district_outlines import DistrictOutline
+from cloud_core.console.event_stream import EventStream
+from cloud_core.console.feeds import FeedEndpoints
 from cloud_core.console.http_errors import Handler, translate_errors
 from cloud_core.console.whep import WhepEndpoint
 
@@ -54,6 +56,8 @@ def console_app(access: AccessService, *,
                           client_max_size=MAX_BODY_BYTES)
     app.add_routes(ConsoleApi(access, outlines).routes())
     app.add_routes(WhepEndpoint(access).routes())
+    app.add_routes(FeedEndpoints(access).routes())
+    app.add_routes(EventStream(access).routes())
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
     return app

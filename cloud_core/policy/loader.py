@@ -304,6 +304,7 @@ class _PolicyReader:
                                                     maximum=MAX_FOLLOW_POSITIONS),
             follow_minutes=entry.optional_integer("follow_minutes", 0, minimum=0,
                                                   maximum=24 * 60),
+            live_cameras=entry.optional_integer("live_cameras", 9, minimum=1, maximum=16),
             areas=entry.boolean("areas") if entry.has("areas") else False,
             extendable=entry.boolean("extendable") if entry.has("extendable") else False,
             hand_off_to=entry.name("hand_off_to") if entry.has("hand_off_to") else None,

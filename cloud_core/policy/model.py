@@ -32,9 +32,15 @@ class Role(StrEnum):
     SUPERVISOR = "supervisor"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    FEED = "feed"
+    """A system client (a carrier's wearable platform, a CAD feed), not a person: it reports
+    and moves its agency's incidents and never views video."""
 
 
 VIEW_ROLES: Final = frozenset({Role.OPERATOR, Role.SUPERVISOR})
+
+REPORT_ROLES: Final = VIEW_ROLES | {Role.FEED}
+"""Who may report and move incidents: the viewing roles, and feed clients."""
 
 
 class Basis(StrEnum):

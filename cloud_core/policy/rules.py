@@ -53,6 +53,8 @@ class ServicePolicy:
     legal_basis: str
     follow_positions: int = 1
     follow_minutes: int = 0
+    live_cameras: int = 9
+    """How many of the nearest cameras a console opens live at once (Changwon: 5 for an SOS)."""
     areas: bool = False
     """Incidents may cover a declared area (a polygon, whole districts) instead of a radius."""
     extendable: bool = False

@@ -1,9 +1,11 @@
 """``safetynet sim``: stand-ins for what a pilot does not have yet (agent configs for the pilot
-districts, synthetic cameras served as real RTSP)."""
+districts, synthetic cameras served as real RTSP, a carrier's wearable platform)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,8 @@ from safetynet.commands.exceptions import EXIT_FAILED, EXIT_OK, UserError
 
 
 def register(subcommands: Subcommands) -> None:
-    """Add ``safetynet sim districts|cameras``."""
-    p = subcommands.add_parser("sim", help="simulators: pilot districts, RTSP cameras",
+    """Add ``safetynet sim districts|cameras|wearables``."""
+    p = subcommands.add_parser("sim", help="simulators: pilot districts, RTSP cameras, wearables",
                                description="Stand-ins for what a pilot does not have yet.")
     sim = p.add_subparsers(dest="sim_command", metavar="WHAT", required=True)
     _register_districts(sim)
@@ -26,6 +28,62 @@ def register(subcommands: Subcommands) -> None:
                                    "--credentials USER:PASS --fault-at-start CAMERA=FAULT.",
                        add_help=False)
     q.set_defaults(func=cmd_sim_cameras, passthrough=True)
+    _register_wearables(sim)
+
+
+def _register_wearables(sim: Subcommands) -> None:
+    q = sim.add_parser("wearables", help="a carrier's wearable feed against a running core",
+                       description="Children and dementia patients walking in the pilot "
+                                   "districts: a few SOS presses and safe-zone exits an hour, "
+                                   "positions while an alert is open, posted to the core's "
+                                   "feed endpoint with a feed client's token (role feed).")
+    q.add_argument("--console", metavar="URL", default="http://127.0.0.1:8080",
+                   help="the core's console URL (default http://127.0.0.1:8080)")
+    q.add_argument("--token-file", metavar="FILE",
+                   help="feed client token (default $SAFETYNET_TOKEN)")
+    q.add_argument("--subjects", type=int, default=20, help="wearers (default 20)")
+    q.add_argument("--sos-per-hour", type=float, default=3.0, help="SOS presses an hour (3)")
+    q.add_argument("--exits-per-hour", type=float, default=2.0, help="safe-zone exits an hour (2)")
+    q.add_argument("--position-seconds", type=float, default=10.0,
+                   help="position interval while an alert is open (10)")
+    q.add_argument("--sos-now", type=int, default=0, metavar="N", help="N SOS presses at start")
+    q.add_argument("--seconds", type=float, default=0.0, help="run this long (default: until ^C)")
+    q.add_argument("--seed", type=int, help="random seed (repeatable runs)")
+    q.set_defaults(func=cmd_sim_wearables)
+
+
+def cmd_sim_wearables(args: argparse.Namespace) -> int:
+    """Play the wearable feed until stopped (or for --seconds); print what was sent."""
+    from safetynet.commands.core_connection import operator_token
+    from safetynet.commands.run_loop import run_until_signalled
+    from simulators.wearables import WearableSimConfig, WearableSimulator
+
+    token = operator_token(args)
+    if not token:
+        raise UserError("a feed client token is needed: --token-file FILE or $SAFETYNET_TOKEN")
+    try:
+        config = WearableSimConfig(
+            core_url=args.console, token=token, subjects=args.subjects,
+            sos_per_hour=args.sos_per_hour, exits_per_hour=args.exits_per_hour,
+            position_seconds=args.position_seconds, sos_at_start=args.sos_now, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+    async def body(stop: asyncio.Event) -> int:
+        async with WearableSimulator(config) as simulator:
+            play = asyncio.create_task(simulator.run(args.seconds))
+            halt = asyncio.create_task(stop.wait())
+            await asyncio.wait({play, halt}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (play, halt):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            stats = simulator.stats
+        print(f"sent {stats.sent} events: {stats.alerts} alerts, {stats.moves} positions, "
+              f"{stats.refused} refused, {stats.retries} retried")
+        return EXIT_OK
+
+    return run_until_signalled(body)
 
 
 def _register_districts(sim: Subcommands) -> None:

@@ -30,7 +30,7 @@ export class IncidentMoves {
       event.preventDefault();
       this._act(`${path}/handoff`, { reason: reason.value.trim() || 'handed off from the console' }, true);
     } }, reason, h('button', { type: 'submit', class: 'primary', dataset: { action: 'handoff' } },
-      `Hand off to ${incident.hand_off_to}`));
+      `Hand off to ${incident.hand_off_title ?? incident.hand_off_to}`));
     this.el.replaceChildren(
       h('h2', {}, 'Movement'),
       h('p', {}, `${incident.trail.length} position${incident.trail.length === 1 ? '' : 's'}`,

@@ -112,7 +112,7 @@ export class IncidentView {
 
   _openTiles(report) {
     if (!report.incident.open) return;
-    const cameras = report.cameras.slice(0, MAX_TILES);
+    const cameras = report.cameras.slice(0, Math.min(MAX_TILES, report.incident.live_cameras ?? MAX_TILES));
     const tiles = cameras.map((camera, i) => this._tile(camera, i + 1));
     if (!tiles.length) {
       this.grid.append(h('p', { class: 'empty-grid' },
@@ -225,6 +225,13 @@ export class IncidentView {
     for (const camera of report.cameras.slice(0, MAX_TILES)) {
       if (!open.has(camera.camera_id)) this.addCamera(camera.camera_id);
     }
+  }
+
+  /** Pushed by the core: this incident moved (the subject walked on) or changed. */
+  onIncidentEvent(event) {
+    if (event.incident.incident_id !== this.incidentId || !this.report) return;
+    this.app.api.get(`/api/incidents/${encodeURIComponent(this.incidentId)}`)
+      .then((report) => this._moved(report), () => {});
   }
 
   _tick() {
