@@ -437,6 +437,7 @@ export class CameraTile {
       camera_id: this.camera.camera_id, state: this.state, message: this.message,
       session_id: this.sessionId, frames_decoded: this.framesDecoded,
       first_frame_ms: this.firstFrameAt === null ? null : this.firstFrameAt - this.openedAt,
+      first_frame_epoch_ms: this.firstFrameAt === null ? null : performance.timeOrigin + this.firstFrameAt,
     };
   }
 }

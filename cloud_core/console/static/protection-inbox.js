@@ -1,5 +1,6 @@
 // The protection centre's SOS inbox: wearable SOS and safe-zone exits as they arrive (pushed by
-// the core), newest first. Opening an alert opens its incident with the nearest cameras live.
+// the core), newest first. Opening an alert opens its incident with the nearest cameras live; a
+// new alert opens by itself unless the operator is already working on an incident.
 
 import { h } from './dom.js';
 import { kstTime, typeLabel } from './format.js';
@@ -33,6 +34,9 @@ export class ProtectionInbox {
     }
     while (this.alerts.size > KEPT) this.alerts.delete(this.alerts.keys().next().value);
     this._render();
+    if (event.kind === 'reported' && incident.open && !this.app.view?.incidentId) {
+      this.app.navigate(`#/incident/${incident.incident_id}`);
+    }
   }
 
   _render() {
