@@ -20,7 +20,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 QUEUE_SIZE: Final = 256
-KINDS: Final = ("reported", "moved", "linked", "extended", "closed")
+KINDS: Final = ("reported", "moved", "linked", "extended", "closed", "dispatch")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from cloud_core.dispatch import DispatchStore
 from cloud_core.exceptions import ConfigError, RegistryError
 from cloud_core.geo_area import GeoArea
 from cloud_core.incident_trail import TrailStore
@@ -95,6 +96,7 @@ class IncidentStore:
         self._db = db
         self._db.executescript(SCHEMA)
         self.trail = TrailStore(db)
+        self.dispatch = DispatchStore(db)
         self._areas: dict[str, GeoArea | None] = {}
 
     # --- incidents --------------------------------------------------------------------------

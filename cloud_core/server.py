@@ -24,6 +24,7 @@ from cloud_core.access import AccessService
 from cloud_core.audit import AuditLog, CheckpointSigner
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
+from cloud_core.dispatch_servicer import DispatchServicer
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
 from cloud_core.operators import OperatorStore
@@ -142,6 +143,7 @@ class CoreServer:
         core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
         core_pb2_grpc.add_GrantServiceServicer_to_server(GrantServicer(access), server)
         core_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access), server)
+        core_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(access), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -19,6 +19,9 @@ UNKNOWN_CAMERA: Final = "unknown camera"
 AUDIT_UNAVAILABLE: Final = "the audit log cannot be written; access is refused until it can"
 """Fail closed: no access is given that cannot be recorded."""
 
+NOT_HANDED_OFF: Final = "the 112 room has not handed this camera off to you for this incident"
+"""A field officer asking for a camera the room did not hand them (or after unassignment)."""
+
 REVOKE_NEEDS_SUPERVISOR: Final = "only a supervisor of the session's agency may revoke it"
 
 

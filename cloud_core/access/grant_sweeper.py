@@ -18,7 +18,7 @@ from cloud_core.access.recorder import AuditRecorder
 from cloud_core.audit import AuditAction, AuditEntry
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
-from cloud_core.policy import CameraPlace, Operator, Policy, incident_reaches
+from cloud_core.policy import CameraPlace, Operator, Policy, Role, incident_reaches
 from cloud_core.registry import Registry
 from cloud_core.sessions import SessionBroker
 
@@ -95,6 +95,9 @@ class GrantSweeper:
                 return "incident time box ended"
             if record["basis"] == "incident" and not self._still_reached(record, stored, now):
                 return "camera out of the incident's range"
+            field_problem = self._field_problem(record)
+            if field_problem is not None:
+                return field_problem
         if record["breakglass_id"]:
             window = self._incidents.break_glass(str(record["breakglass_id"]))
             if window is None or window.stopped_at is not None:
@@ -103,6 +106,19 @@ class GrantSweeper:
                 return "break-glass ended"
         if now >= datetime.fromisoformat(str(record["expires_at"])):
             return "grant expired"
+        return None
+
+    def _field_problem(self, record: dict[str, object]) -> str | None:
+        """A field officer's session holds only while assigned and handed the camera."""
+        operator = self._operators.get(str(record["operator_id"]))
+        if operator is None or operator.role is not Role.FIELD:
+            return None
+        dispatch = self._incidents.dispatch
+        incident_id = str(record["incident_id"])
+        if not dispatch.is_assigned(incident_id, operator.operator_id):
+            return "officer unassigned"
+        if not dispatch.handed_off(incident_id, str(record["camera_id"])):
+            return "camera not handed off"
         return None
 
     def _still_reached(self, record: dict[str, object], stored: StoredIncident,

@@ -294,6 +294,9 @@ class IncidentDesk:
         """Admitted agencies, the reporter, auditors and admins, and the agencies of incidents
         linked to it (an SOS's protection centre sees the 112 incident it handed off)."""
         operator = caller.operator
+        if operator.role is Role.FIELD:     # officers see only what they are assigned to
+            return self._incidents.dispatch.is_assigned(stored.incident.incident_id,
+                                                        operator.operator_id)
         if (operator.role in (Role.AUDITOR, Role.ADMIN)
                 or operator.agency in stored.incident.agencies
                 or operator.operator_id == stored.reported_by):

@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from cloud_core.access import denials
 from cloud_core.access.break_glass_desk import BreakGlassDesk
 from cloud_core.access.caller import Caller
+from cloud_core.access.dispatch_desk import DispatchDesk
 from cloud_core.access.grant_sweeper import GrantSweeper
 from cloud_core.access.incident_desk import AreaRequest, IncidentDesk, IncidentReport
 from cloud_core.access.recorder import AuditRecorder
 from cloud_core.access.session_desk import SessionDesk, SessionState
 from cloud_core.access.trail_desk import TrailDesk
 from cloud_core.audit import AuditLog
+from cloud_core.dispatch import DispatchPush
 from cloud_core.exceptions import AccessDenied, InvalidRequest
 from cloud_core.grants import GrantSigner
 from cloud_core.incident_events import IncidentEvents
@@ -66,6 +68,10 @@ class AccessService:
         self._trail_desk = TrailDesk(incidents=incidents, policy=policy, recorder=self._recorder,
                                      sweeper=self._sweeper, incident_desk=self._incident_desk,
                                      clock=clock)
+        self._dispatch_desk = DispatchDesk(
+            registry=registry, operators=operators, incidents=incidents, policy=policy,
+            signer=signer, sessions=sessions, recorder=self._recorder, sweeper=self._sweeper,
+            incident_desk=self._incident_desk, clock=clock)
         self._break_glass_desk = BreakGlassDesk(incidents=incidents, policy=policy,
                                                 recorder=self._recorder, sweeper=self._sweeper,
                                                 clock=clock)
@@ -168,6 +174,44 @@ class AccessService:
         closed = await self._incident_desk.close(caller, incident_id, reason)
         self.events.publish("closed", incident_id)
         return closed
+
+    # --- 112 dispatch -------------------------------------------------------------------------
+
+    async def assign_officer(self, caller: Caller, incident_id: str,
+                             officer_id: str) -> list[str]:
+        """The 112 room assigns a field officer; the officers now assigned."""
+        officers = await self._dispatch_desk.assign(caller, incident_id, officer_id)
+        self.events.publish("dispatch", incident_id)
+        return officers
+
+    async def unassign_officer(self, caller: Caller, incident_id: str,
+                               officer_id: str) -> list[str]:
+        """The officer's part ends; their sessions close at once."""
+        officers = await self._dispatch_desk.unassign(caller, incident_id, officer_id)
+        self.events.publish("dispatch", incident_id)
+        return officers
+
+    async def push_still(self, caller: Caller, incident_id: str, camera_id: str) -> DispatchPush:
+        """A still taken at the camera's agent, hashed on the record, pushed to the officers."""
+        push = await self._dispatch_desk.push_still(caller, incident_id, camera_id)
+        self.events.publish("dispatch", incident_id)
+        return push
+
+    async def hand_off_camera(self, caller: Caller, incident_id: str,
+                              camera_id: str) -> DispatchPush:
+        """The assigned officers may now open ``camera_id`` live."""
+        push = await self._dispatch_desk.hand_off_camera(caller, incident_id, camera_id)
+        self.events.publish("dispatch", incident_id)
+        return push
+
+    def dispatch_state(self, caller: Caller,
+                       incident_id: str) -> tuple[list[str], list[DispatchPush]]:
+        """Officers and pushes of an incident, for its room and its assigned officers."""
+        return self._dispatch_desk.state(caller, incident_id)
+
+    def dispatch_still(self, caller: Caller, push_id: str) -> bytes:
+        """A pushed still's JPEG."""
+        return self._dispatch_desk.still(caller, push_id)
 
     # --- sessions -----------------------------------------------------------------------------
 

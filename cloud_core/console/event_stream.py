@@ -18,7 +18,9 @@ from aiohttp import web
 from cloud_core.access import AccessService
 from cloud_core.console.api import incident_json
 from cloud_core.console.bearer import authenticate, bearer_token
+from cloud_core.console.dispatch_api import dispatch_json
 from cloud_core.exceptions import IncidentNotFound, Unauthenticated
+from cloud_core.policy import Role
 
 KEEPALIVE_SECONDS: Final = 15.0
 
@@ -51,8 +53,14 @@ class EventStream:
                 except Unauthenticated:
                     break
                 except IncidentNotFound:
+                    if event.kind == "dispatch" and caller.operator.role is Role.FIELD:
+                        # The room unassigned this officer: their page drops the incident.
+                        ended = {"kind": "unassigned", "incident_id": event.incident_id}
+                        await response.write(f"data: {json.dumps(ended)}\n\n".encode())
                     continue
-                payload = {"kind": event.kind, "incident": incident_json(
+                payload: dict[str, object] = {"kind": event.kind, "incident": incident_json(
                     report.incident, self._access, datetime.now(UTC))}
+                if event.kind == "dispatch":
+                    payload["dispatch"] = dispatch_json(self._access, caller, event.incident_id)
                 await response.write(f"data: {json.dumps(payload)}\n\n".encode())
         return response

@@ -35,6 +35,9 @@ class Role(StrEnum):
     FEED = "feed"
     """A system client (a carrier's wearable platform, a CAD feed), not a person: it reports
     and moves its agency's incidents and never views video."""
+    FIELD = "field"
+    """An officer in the field: sees only the incidents the 112 room assigns them to, the
+    stills pushed to them and the cameras handed off to them."""
 
 
 VIEW_ROLES: Final = frozenset({Role.OPERATOR, Role.SUPERVISOR})

@@ -446,3 +446,61 @@ class ListIncidentCamerasResponse(_message.Message):
     next_page_token: str
     total: int
     def __init__(self, cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class AssignOfficerRequest(_message.Message):
+    __slots__ = ("incident_id", "officer_id")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    officer_id: str
+    def __init__(self, incident_id: _Optional[str] = ..., officer_id: _Optional[str] = ...) -> None: ...
+
+class PushStillRequest(_message.Message):
+    __slots__ = ("incident_id", "camera_id")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    camera_id: str
+    def __init__(self, incident_id: _Optional[str] = ..., camera_id: _Optional[str] = ...) -> None: ...
+
+class HandOffCameraRequest(_message.Message):
+    __slots__ = ("incident_id", "camera_id")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    camera_id: str
+    def __init__(self, incident_id: _Optional[str] = ..., camera_id: _Optional[str] = ...) -> None: ...
+
+class GetDispatchRequest(_message.Message):
+    __slots__ = ("incident_id",)
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    def __init__(self, incident_id: _Optional[str] = ...) -> None: ...
+
+class DispatchPush(_message.Message):
+    __slots__ = ("push_id", "kind", "camera_id", "at", "sha256", "bytes", "pushed_by")
+    PUSH_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_BY_FIELD_NUMBER: _ClassVar[int]
+    push_id: str
+    kind: str
+    camera_id: str
+    at: _timestamp_pb2.Timestamp
+    sha256: str
+    bytes: int
+    pushed_by: str
+    def __init__(self, push_id: _Optional[str] = ..., kind: _Optional[str] = ..., camera_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ..., pushed_by: _Optional[str] = ...) -> None: ...
+
+class DispatchState(_message.Message):
+    __slots__ = ("incident_id", "officer_ids", "pushes")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_IDS_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    officer_ids: _containers.RepeatedScalarFieldContainer[str]
+    pushes: _containers.RepeatedCompositeFieldContainer[DispatchPush]
+    def __init__(self, incident_id: _Optional[str] = ..., officer_ids: _Optional[_Iterable[str]] = ..., pushes: _Optional[_Iterable[_Union[DispatchPush, _Mapping]]] = ...) -> None: ...

@@ -1005,3 +1005,262 @@ class AuditService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DispatchServiceStub:
+    """--- 112 dispatch to officers in the field --------------------------------------------------------
+
+    The 112 room assigns field officers (role "field") to an incident, pushes them stills (a JPEG
+    of a camera's latest key frame, taken at the district's agent) and hands them live cameras.
+    Only assigned officers see the pushes; unassigning them or closing the incident ends it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Assign = channel.unary_unary(
+                '/safetynet.v1.DispatchService/Assign',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+                _registered_method=True)
+        self.Unassign = channel.unary_unary(
+                '/safetynet.v1.DispatchService/Unassign',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+                _registered_method=True)
+        self.PushStill = channel.unary_unary(
+                '/safetynet.v1.DispatchService/PushStill',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PushStillRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+                _registered_method=True)
+        self.HandOffCamera = channel.unary_unary(
+                '/safetynet.v1.DispatchService/HandOffCamera',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffCameraRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/safetynet.v1.DispatchService/Get',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetDispatchRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+                _registered_method=True)
+
+
+class DispatchServiceServicer:
+    """--- 112 dispatch to officers in the field --------------------------------------------------------
+
+    The 112 room assigns field officers (role "field") to an incident, pushes them stills (a JPEG
+    of a camera's latest key frame, taken at the district's agent) and hands them live cameras.
+    Only assigned officers see the pushes; unassigning them or closing the incident ends it.
+    """
+
+    def Assign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unassign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushStill(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandOffCamera(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DispatchServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Assign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Assign,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.SerializeToString,
+            ),
+            'Unassign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unassign,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.SerializeToString,
+            ),
+            'PushStill': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushStill,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PushStillRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.SerializeToString,
+            ),
+            'HandOffCamera': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandOffCamera,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffCameraRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetDispatchRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'safetynet.v1.DispatchService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('safetynet.v1.DispatchService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DispatchService:
+    """--- 112 dispatch to officers in the field --------------------------------------------------------
+
+    The 112 room assigns field officers (role "field") to an incident, pushes them stills (a JPEG
+    of a camera's latest key frame, taken at the district's agent) and hands them live cameras.
+    Only assigned officers see the pushes; unassigning them or closing the incident ends it.
+    """
+
+    @staticmethod
+    def Assign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/Assign',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unassign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/Unassign',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushStill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/PushStill',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.PushStillRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandOffCamera(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/HandOffCamera',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffCameraRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/Get',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.GetDispatchRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -26,21 +26,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/safetynet/v1/mqtt.proto\x12\x0csafetynet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0b\x41gentStatus\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x15\n\rdistrict_name\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.safetynet.v1.AgentState\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61mera_count\x18\x07 \x01(\x05\"p\n\x10\x43\x61meraDescriptor\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\"\x9d\x02\n\x0c\x43\x61meraStatus\x12.\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x1e.safetynet.v1.CameraDescriptor\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.safetynet.v1.OfflineReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07viewers\x18\x05 \x01(\x05\x12\x11\n\tstreaming\x18\x06 \x01(\x08\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btranscoding\x18\x08 \x01(\x08\x12\r\n\x05\x63odec\x18\t \x01(\t\"\xb6\x01\n\tHeartbeat\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12+\n\x07\x63\x61meras\x18\x05 \x03(\x0b\x32\x1a.safetynet.v1.CameraStatus\x12\x10\n\x08sessions\x18\x06 \x01(\x05\"\x85\x01\n\rSignalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x05offer\x18\x02 \x01(\x0b\x32\x1a.safetynet.v1.SessionOfferH\x00\x12+\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x1a.safetynet.v1.SessionCloseH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0cSessionOffer\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x11\n\tsdp_offer\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05grant\x18\x05 \x01(\x0c\"2\n\x0cSessionClose\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\x0eSignalResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\nsdp_answer\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x63losed\x18\x04 \x01(\x08H\x00\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1b.safetynet.v1.SignalFailureH\x00\x42\x08\n\x06result\"I\n\rSignalFailure\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.safetynet.v1.SignalError\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.safetynet.v1.SessionEvent.Kind\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x12\n\nbytes_sent\x18\x07 \x01(\x03\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x0e\n\nKIND_ENDED\x10\x02*Z\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATE_ONLINE\x10\x01\x12\x17\n\x13\x41GENT_STATE_OFFLINE\x10\x02*^\n\x0b\x43\x61meraState\x12\x1c\n\x18\x43\x41MERA_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41MERA_STATE_ONLINE\x10\x01\x12\x18\n\x14\x43\x41MERA_STATE_OFFLINE\x10\x02*\xe0\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_REFUSED\x10\x01\x12\x1f\n\x1bOFFLINE_REASON_UNAUTHORIZED\x10\x02\x12\x1a\n\x16OFFLINE_REASON_TIMEOUT\x10\x03\x12\x1a\n\x16OFFLINE_REASON_STALLED\x10\x04\x12\x18\n\x14OFFLINE_REASON_CODEC\x10\x05\x12 \n\x1cOFFLINE_REASON_AGENT_OFFLINE\x10\x06*\x82\x02\n\x0bSignalError\x12\x1c\n\x18SIGNAL_ERROR_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSIGNAL_ERROR_UNKNOWN_CAMERA\x10\x01\x12\x1f\n\x1bSIGNAL_ERROR_CAMERA_OFFLINE\x10\x02\x12\x1a\n\x16SIGNAL_ERROR_BAD_OFFER\x10\x03\x12\x1f\n\x1bSIGNAL_ERROR_GRANT_REJECTED\x10\x04\x12\x19\n\x15SIGNAL_ERROR_INTERNAL\x10\x05\x12 \n\x1cSIGNAL_ERROR_UNKNOWN_SESSION\x10\x06\x12\x19\n\x15SIGNAL_ERROR_CAPACITY\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/safetynet/v1/mqtt.proto\x12\x0csafetynet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0b\x41gentStatus\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x15\n\rdistrict_name\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.safetynet.v1.AgentState\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61mera_count\x18\x07 \x01(\x05\"p\n\x10\x43\x61meraDescriptor\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\"\x9d\x02\n\x0c\x43\x61meraStatus\x12.\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x1e.safetynet.v1.CameraDescriptor\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.safetynet.v1.CameraState\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.safetynet.v1.OfflineReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07viewers\x18\x05 \x01(\x05\x12\x11\n\tstreaming\x18\x06 \x01(\x08\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btranscoding\x18\x08 \x01(\x08\x12\r\n\x05\x63odec\x18\t \x01(\t\"\xb6\x01\n\tHeartbeat\x12\x13\n\x0b\x64istrict_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12+\n\x07\x63\x61meras\x18\x05 \x03(\x0b\x32\x1a.safetynet.v1.CameraStatus\x12\x10\n\x08sessions\x18\x06 \x01(\x05\"\xb2\x01\n\rSignalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x05offer\x18\x02 \x01(\x0b\x32\x1a.safetynet.v1.SessionOfferH\x00\x12+\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x1a.safetynet.v1.SessionCloseH\x00\x12+\n\x05still\x18\x04 \x01(\x0b\x32\x1a.safetynet.v1.StillRequestH\x00\x42\x06\n\x04\x62ody\"B\n\x0cStillRequest\x12\x10\n\x08still_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\r\n\x05grant\x18\x03 \x01(\x0c\"\x87\x01\n\x0cSessionOffer\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x11\n\tsdp_offer\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05grant\x18\x05 \x01(\x0c\"2\n\x0cSessionClose\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xae\x01\n\x0eSignalResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\nsdp_answer\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x63losed\x18\x04 \x01(\x08H\x00\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1b.safetynet.v1.SignalFailureH\x00\x12\x14\n\nstill_jpeg\x18\x06 \x01(\x0cH\x00\x42\x08\n\x06result\"I\n\rSignalFailure\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.safetynet.v1.SignalError\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.safetynet.v1.SessionEvent.Kind\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x12\n\nbytes_sent\x18\x07 \x01(\x03\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x0e\n\nKIND_ENDED\x10\x02*Z\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATE_ONLINE\x10\x01\x12\x17\n\x13\x41GENT_STATE_OFFLINE\x10\x02*^\n\x0b\x43\x61meraState\x12\x1c\n\x18\x43\x41MERA_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41MERA_STATE_ONLINE\x10\x01\x12\x18\n\x14\x43\x41MERA_STATE_OFFLINE\x10\x02*\xe0\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_REFUSED\x10\x01\x12\x1f\n\x1bOFFLINE_REASON_UNAUTHORIZED\x10\x02\x12\x1a\n\x16OFFLINE_REASON_TIMEOUT\x10\x03\x12\x1a\n\x16OFFLINE_REASON_STALLED\x10\x04\x12\x18\n\x14OFFLINE_REASON_CODEC\x10\x05\x12 \n\x1cOFFLINE_REASON_AGENT_OFFLINE\x10\x06*\x82\x02\n\x0bSignalError\x12\x1c\n\x18SIGNAL_ERROR_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSIGNAL_ERROR_UNKNOWN_CAMERA\x10\x01\x12\x1f\n\x1bSIGNAL_ERROR_CAMERA_OFFLINE\x10\x02\x12\x1a\n\x16SIGNAL_ERROR_BAD_OFFER\x10\x03\x12\x1f\n\x1bSIGNAL_ERROR_GRANT_REJECTED\x10\x04\x12\x19\n\x15SIGNAL_ERROR_INTERNAL\x10\x05\x12 \n\x1cSIGNAL_ERROR_UNKNOWN_SESSION\x10\x06\x12\x19\n\x15SIGNAL_ERROR_CAPACITY\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.safetynet.v1.mqtt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATE']._serialized_start=1708
-  _globals['_AGENTSTATE']._serialized_end=1798
-  _globals['_CAMERASTATE']._serialized_start=1800
-  _globals['_CAMERASTATE']._serialized_end=1894
-  _globals['_OFFLINEREASON']._serialized_start=1897
-  _globals['_OFFLINEREASON']._serialized_end=2121
-  _globals['_SIGNALERROR']._serialized_start=2124
-  _globals['_SIGNALERROR']._serialized_end=2382
+  _globals['_AGENTSTATE']._serialized_start=1843
+  _globals['_AGENTSTATE']._serialized_end=1933
+  _globals['_CAMERASTATE']._serialized_start=1935
+  _globals['_CAMERASTATE']._serialized_end=2029
+  _globals['_OFFLINEREASON']._serialized_start=2032
+  _globals['_OFFLINEREASON']._serialized_end=2256
+  _globals['_SIGNALERROR']._serialized_start=2259
+  _globals['_SIGNALERROR']._serialized_end=2517
   _globals['_AGENTSTATUS']._serialized_start=82
   _globals['_AGENTSTATUS']._serialized_end=294
   _globals['_CAMERADESCRIPTOR']._serialized_start=296
@@ -50,17 +50,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=699
   _globals['_HEARTBEAT']._serialized_end=881
   _globals['_SIGNALREQUEST']._serialized_start=884
-  _globals['_SIGNALREQUEST']._serialized_end=1017
-  _globals['_SESSIONOFFER']._serialized_start=1020
-  _globals['_SESSIONOFFER']._serialized_end=1155
-  _globals['_SESSIONCLOSE']._serialized_start=1157
-  _globals['_SESSIONCLOSE']._serialized_end=1207
-  _globals['_SIGNALRESPONSE']._serialized_start=1210
-  _globals['_SIGNALRESPONSE']._serialized_end=1362
-  _globals['_SIGNALFAILURE']._serialized_start=1364
-  _globals['_SIGNALFAILURE']._serialized_end=1437
-  _globals['_SESSIONEVENT']._serialized_start=1440
-  _globals['_SESSIONEVENT']._serialized_end=1706
-  _globals['_SESSIONEVENT_KIND']._serialized_start=1644
-  _globals['_SESSIONEVENT_KIND']._serialized_end=1706
+  _globals['_SIGNALREQUEST']._serialized_end=1062
+  _globals['_STILLREQUEST']._serialized_start=1064
+  _globals['_STILLREQUEST']._serialized_end=1130
+  _globals['_SESSIONOFFER']._serialized_start=1133
+  _globals['_SESSIONOFFER']._serialized_end=1268
+  _globals['_SESSIONCLOSE']._serialized_start=1270
+  _globals['_SESSIONCLOSE']._serialized_end=1320
+  _globals['_SIGNALRESPONSE']._serialized_start=1323
+  _globals['_SIGNALRESPONSE']._serialized_end=1497
+  _globals['_SIGNALFAILURE']._serialized_start=1499
+  _globals['_SIGNALFAILURE']._serialized_end=1572
+  _globals['_SESSIONEVENT']._serialized_start=1575
+  _globals['_SESSIONEVENT']._serialized_end=1841
+  _globals['_SESSIONEVENT_KIND']._serialized_start=1779
+  _globals['_SESSIONEVENT_KIND']._serialized_end=1841
 # @@protoc_insertion_point(module_scope)

@@ -138,14 +138,26 @@ class Heartbeat(_message.Message):
     def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class SignalRequest(_message.Message):
-    __slots__ = ("request_id", "offer", "close")
+    __slots__ = ("request_id", "offer", "close", "still")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    STILL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     offer: SessionOffer
     close: SessionClose
-    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ...) -> None: ...
+    still: StillRequest
+    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., still: _Optional[_Union[StillRequest, _Mapping]] = ...) -> None: ...
+
+class StillRequest(_message.Message):
+    __slots__ = ("still_id", "camera_id", "grant")
+    STILL_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    still_id: str
+    camera_id: str
+    grant: bytes
+    def __init__(self, still_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., grant: _Optional[bytes] = ...) -> None: ...
 
 class SessionOffer(_message.Message):
     __slots__ = ("session_id", "camera_id", "sdp_offer", "expires_at", "grant")
@@ -170,18 +182,20 @@ class SessionClose(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SignalResponse(_message.Message):
-    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error")
+    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "still_jpeg")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STILL_JPEG_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     sdp_answer: str
     closed: bool
     error: SignalFailure
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ...) -> None: ...
+    still_jpeg: bytes
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., still_jpeg: _Optional[bytes] = ...) -> None: ...
 
 class SignalFailure(_message.Message):
     __slots__ = ("code", "message")
