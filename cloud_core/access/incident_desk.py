@@ -232,7 +232,7 @@ class IncidentDesk:
         stored = self._incidents.get(incident_id)
         if stored is None or not self.visible(caller, stored):
             raise IncidentNotFound(incident_id)
-        if operator.role not in VIEW_ROLES or operator.agency not in stored.incident.agencies:
+        if operator.role not in REPORT_ROLES or operator.agency not in stored.incident.agencies:
             await self._recorder.refuse(caller, AuditAction.INCIDENT_CLOSE,
                                         denials.may_not_close(operator.operator_id, incident_id),
                                         incident_id=incident_id)

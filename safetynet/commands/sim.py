@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from safetynet.commands.arguments import Subcommands, host_port
+from safetynet.commands.core_connection import add_core_flag, add_token_flag
 from safetynet.commands.exceptions import EXIT_FAILED, EXIT_OK, UserError
 
 
 def register(subcommands: Subcommands) -> None:
-    """Add ``safetynet sim districts|cameras|wearables``."""
+    """Add ``safetynet sim districts|cameras|wearables|incidents``."""
     p = subcommands.add_parser("sim", help="simulators: pilot districts, RTSP cameras, wearables",
                                description="Stand-ins for what a pilot does not have yet.")
     sim = p.add_subparsers(dest="sim_command", metavar="WHAT", required=True)
@@ -29,6 +30,46 @@ def register(subcommands: Subcommands) -> None:
                        add_help=False)
     q.set_defaults(func=cmd_sim_cameras, passthrough=True)
     _register_wearables(sim)
+    _register_incidents(sim)
+
+
+def _register_incidents(sim: Subcommands) -> None:
+    q = sim.add_parser("incidents", help="a 112/119/disaster CAD feed against a running core",
+                       description="Report incidents at a rate as a CAD system would: case "
+                                   "numbers as external refs, some reports retried (the core "
+                                   "returns the same incident), a fleeing suspect's moves for "
+                                   "112, then close each case.")
+    add_core_flag(q)
+    add_token_flag(q, "CAD system (role feed or operator)")
+    q.add_argument("--service", choices=("112", "119", "disaster"), default="112")
+    q.add_argument("--per-minute", type=float, default=6.0, help="reports a minute (6)")
+    q.add_argument("--cases", type=int, default=10, help="how many cases to play (10)")
+    q.add_argument("--retry-share", type=float, default=0.2, help="share retried (0.2)")
+    q.add_argument("--moves", type=int, default=3, help="moves per 112 case (3)")
+    q.add_argument("--seed", type=int)
+    q.set_defaults(func=cmd_sim_incidents)
+
+
+def cmd_sim_incidents(args: argparse.Namespace) -> int:
+    """Play CAD cases against the core; print what happened as JSON."""
+    import json
+    from dataclasses import asdict
+
+    from safetynet.commands.core_connection import core_address, operator_token
+    from simulators.incident_feed import IncidentFeed, IncidentFeedConfig
+
+    token = operator_token(args)
+    if not token:
+        raise UserError("a token is needed: --token-file FILE or $SAFETYNET_TOKEN")
+    try:
+        config = IncidentFeedConfig(core=core_address(args), token=token, service=args.service,
+                                    per_minute=args.per_minute, retry_share=args.retry_share,
+                                    moves=args.moves, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    stats = asyncio.run(IncidentFeed(config).run(args.cases))
+    print(json.dumps({k: v for k, v in asdict(stats).items() if k != "incidents"}, indent=2))
+    return EXIT_OK if stats.retries_new_incident == 0 else EXIT_FAILED
 
 
 def _register_wearables(sim: Subcommands) -> None:
