@@ -212,6 +212,17 @@ class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):  # 
             camera=camera_message(opened.camera), expires_at=_stamp(opened.expires_at),
             basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")))
 
+    async def ReportFirstFrame(self, request: core_pb2.FirstFrameRequest,
+                               context: Context) -> core_pb2.FirstFrameResponse:
+        async with translated_errors(context):
+            row = self._access.first_frame(self.caller(context), request.session_id,
+                                           request.client or "other")
+        if row is None:
+            return core_pb2.FirstFrameResponse(recorded=False)
+        return core_pb2.FirstFrameResponse(recorded=True,
+                                           report_to_first_frame_ms=row.report_to_frame_ms,
+                                           grant_to_first_frame_ms=row.grant_to_frame_ms)
+
     async def CloseSession(self, request: core_pb2.CloseSessionRequest,
                            context: Context) -> core_pb2.CloseSessionResponse:
         async with translated_errors(context):

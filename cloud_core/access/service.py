@@ -22,7 +22,8 @@ from cloud_core.access.session_desk import SessionDesk, SessionState
 from cloud_core.access.trail_desk import TrailDesk
 from cloud_core.audit import AuditLog
 from cloud_core.dispatch import DispatchPush
-from cloud_core.exceptions import AccessDenied, InvalidRequest
+from cloud_core.exceptions import AccessDenied, InvalidRequest, SessionNotFound
+from cloud_core.golden_time import CLIENTS, FirstFrame, GoldenTimeStore
 from cloud_core.grants import GrantSigner
 from cloud_core.incident_events import IncidentEvents
 from cloud_core.incident_trail import IncidentLink
@@ -53,7 +54,9 @@ class AccessService:
         self.signer = signer
         self.audit = audit
         self.sessions = sessions
+        self._clock = clock
         self.events = IncidentEvents()
+        self.golden_time = GoldenTimeStore(registry.db)
         self._recorder = AuditRecorder(audit)
         self._sweeper = GrantSweeper(registry=registry, operators=operators, incidents=incidents,
                                      sessions=sessions, recorder=self._recorder, policy=policy,
@@ -220,6 +223,22 @@ class AccessService:
         """Decide, record, sign a grant, relay the offer; the answer, or AccessDenied."""
         return await self._session_desk.open(caller, camera_id, sdp_offer,
                                              incident_id=incident_id, breakglass_id=breakglass_id)
+
+    def first_frame(self, caller: Caller, session_id: str, client: str) -> FirstFrame | None:
+        """The caller's client decoded its first frame; recorded for incident sessions (the
+        core's clock), once per session. None when there is nothing to record."""
+        if client not in CLIENTS:
+            raise InvalidRequest(f"client must be one of {', '.join(CLIENTS)}, got {client[:40]!r}")
+        record = self.registry.session(session_id)
+        if record is None or record["operator_id"] != caller.operator.operator_id:
+            raise SessionNotFound(session_id)
+        stored = self.incidents.get(str(record["incident_id"])) if record["incident_id"] else None
+        if stored is None:
+            return None
+        row = FirstFrame(session_id, stored.incident.incident_id, stored.incident.service,
+                         str(record["camera_id"]), stored.incident.opened_at,
+                         datetime.fromisoformat(str(record["opened_at"])), self._clock(), client)
+        return row if self.golden_time.record(row) else None
 
     async def close_session(self, caller: Caller, session_id: str) -> None:
         """The viewer ends its session."""

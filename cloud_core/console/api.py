@@ -13,6 +13,9 @@
     POST /api/incidents/{id}/extend   {minutes, reason}: past the time box (disaster response)
     GET  /api/incidents/{id}/cameras?offset=&limit=   every camera it reaches, a page at a time
     GET  /api/sessions/{id}           a session's state: active, why it ended, grant expiry
+    POST /api/sessions/{id}/first-frame  {client}: the client decoded its first frame
+    GET  /api/golden-time?since=&until=&format=json|csv   report → grant → first frame, p50/p95
+                                      by service and day (json) or every row (csv)
     GET  /api/audit?operator=&camera=&incident=&action=&since=&until=&limit=   (auditors)
     GET  /api/audit/verify            chain and checkpoint verification (auditors)
     GET  /api/audit/export?since=&until=&format=csv|json   a recorded export (auditors)
@@ -41,7 +44,7 @@ from cloud_core.access import (
 )
 from cloud_core.console.bearer import authenticate
 from cloud_core.console.district_outlines import DistrictOutline
-from cloud_core.exceptions import InvalidRequest
+from cloud_core.exceptions import AccessDenied, InvalidRequest
 from cloud_core.incidents import Facility, StoredIncident
 from cloud_core.policy import Role, ServicePolicy
 from cloud_core.registry import CameraRecord
@@ -188,6 +191,8 @@ class ConsoleApi:
             web.post("/api/incidents/{incident_id}/extend", self.extend_incident),
             web.get("/api/incidents/{incident_id}/cameras", self.incident_cameras),
             web.get("/api/sessions/{session_id}", self.session),
+            web.post("/api/sessions/{session_id}/first-frame", self.first_frame),
+            web.get("/api/golden-time", self.golden_time),
             web.get("/api/audit", self.audit_search),
             web.get("/api/audit/verify", self.audit_verify),
             web.get("/api/audit/export", self.audit_export),
@@ -354,6 +359,27 @@ class ConsoleApi:
         caller = self._caller(request)
         state = self._access.session_state(caller, request.match_info["session_id"])
         return web.json_response(session_json(state, self._now()))
+
+    async def first_frame(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        row = self._access.first_frame(caller, request.match_info["session_id"],
+                                       _text(body, "client") or "other")
+        return web.json_response({"recorded": row is not None,
+                                  "report_to_first_frame_ms": row and row.report_to_frame_ms,
+                                  "grant_to_first_frame_ms": row and row.grant_to_frame_ms})
+
+    async def golden_time(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        if caller.operator.role not in (*VIEW_ROLES, Role.AUDITOR, Role.ADMIN):
+            raise AccessDenied(f"role {caller.operator.role} may not read golden-time figures")
+        since, until = _time_query(request, "since"), _time_query(request, "until")
+        store = self._access.golden_time
+        if request.query.get("format", "json") == "csv":
+            return web.Response(text=store.export_csv(since, until), content_type="text/csv",
+                                headers={"Content-Disposition":
+                                         'attachment; filename="golden-time.csv"'})
+        return web.json_response({"days": store.daily(since, until)})
 
     # --- audit ----------------------------------------------------------------------------
 

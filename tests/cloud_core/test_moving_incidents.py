@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_core.access import AccessService, Caller
-from cloud_core.exceptions import AccessDenied, IncidentNotFound, InvalidRequest
+from cloud_core.exceptions import AccessDenied, IncidentNotFound, InvalidRequest, SessionNotFound
 from cloud_core.grants import GrantSigner
 from cloud_core.incidents import IncidentStore
 from cloud_core.operators import OperatorStore
@@ -200,3 +200,26 @@ async def test_a_radius_beyond_the_maximum_is_refused_with_the_maximum_named(
     clamped = await world.access.report_incident(police, incident_type="robbery", lat=HONGIK[0],
                                                  lon=HONGIK[1], radius_m=5000, clamp=True)
     assert clamped.incident.incident.radius_m == 2000
+
+
+async def test_golden_time_is_recorded_once_per_session_and_summarised_by_service_and_day(
+        world: World) -> None:
+    police = world.caller("kim", "police-112")
+    other = world.caller("lee", "police-112")
+    report = await world.access.report_incident(
+        police, incident_type="robbery", lat=HONGIK[0], lon=HONGIK[1])
+    incident_id = report.incident.incident.incident_id
+    world.clock.now += timedelta(milliseconds=200)
+    opened = await world.access.open_session(police, "mapo-001", OFFER, incident_id=incident_id)
+    world.clock.now += timedelta(milliseconds=300)
+    with pytest.raises(SessionNotFound):
+        world.access.first_frame(other, opened.session_id, "cli")
+    with pytest.raises(InvalidRequest, match="client must be one of"):
+        world.access.first_frame(police, opened.session_id, "x" * 300)
+    row = world.access.first_frame(police, opened.session_id, "console")
+    assert row is not None and round(row.report_to_frame_ms) == 500
+    assert world.access.first_frame(police, opened.session_id, "console") is None
+    [day] = world.access.golden_time.daily()
+    assert day["service"] == "112-emergency-video" and day["cameras"] == 1
+    assert day["report_to_first_frame_ms"] == {"p50": 500.0, "p95": 500.0, "max": 500.0}
+    assert "report_to_first_frame_ms" in world.access.golden_time.export_csv().splitlines()[0]

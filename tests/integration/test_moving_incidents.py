@@ -84,3 +84,6 @@ async def test_the_grant_follows_a_suspect_from_mapo_to_gangnam_and_left_cameras
             await gangnam_view.wait_frames(3, timeout=10)
         finally:
             await gangnam_view.close()
+        assert core.access is not None   # golden time, reported by the CLI viewer
+        recorded = {(r.camera_id, r.client) for r in core.access.golden_time.rows()}
+        assert {("mapo-001", "cli"), ("gangnam-001", "cli")} <= recorded

@@ -284,6 +284,9 @@ export class CameraTile {
       if (this.firstFrameAt === null) {
         this.firstFrameAt = performance.now();
         this.onFirstFrame?.(this, this.firstFrameAt);
+        // Golden time is recorded by the core, on its clock.
+        this.api.post(`/api/sessions/${encodeURIComponent(this.sessionId)}/first-frame`,
+          { client: 'console' }).catch(() => {});
       }
       if (['opening', 'connecting', 'stalled'].includes(this.state)) this._setState('live');
     };

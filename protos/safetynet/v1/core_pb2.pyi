@@ -504,3 +504,21 @@ class DispatchState(_message.Message):
     officer_ids: _containers.RepeatedScalarFieldContainer[str]
     pushes: _containers.RepeatedCompositeFieldContainer[DispatchPush]
     def __init__(self, incident_id: _Optional[str] = ..., officer_ids: _Optional[_Iterable[str]] = ..., pushes: _Optional[_Iterable[_Union[DispatchPush, _Mapping]]] = ...) -> None: ...
+
+class FirstFrameRequest(_message.Message):
+    __slots__ = ("session_id", "client")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    client: str
+    def __init__(self, session_id: _Optional[str] = ..., client: _Optional[str] = ...) -> None: ...
+
+class FirstFrameResponse(_message.Message):
+    __slots__ = ("recorded", "report_to_first_frame_ms", "grant_to_first_frame_ms")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TO_FIRST_FRAME_MS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_TO_FIRST_FRAME_MS_FIELD_NUMBER: _ClassVar[int]
+    recorded: bool
+    report_to_first_frame_ms: float
+    grant_to_first_frame_ms: float
+    def __init__(self, recorded: _Optional[bool] = ..., report_to_first_frame_ms: _Optional[float] = ..., grant_to_first_frame_ms: _Optional[float] = ...) -> None: ...

@@ -161,6 +161,11 @@ class SessionServiceStub:
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.SerializeToString,
                 response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
+        self.ReportFirstFrame = channel.unary_unary(
+                '/safetynet.v1.SessionService/ReportFirstFrame',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -180,6 +185,13 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportFirstFrame(self, request, context):
+        """The client decoded its first frame: the core records the incident's golden time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +204,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CloseSession,
                     request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.FromString,
                     response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'ReportFirstFrame': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFirstFrame,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,6 +265,33 @@ class SessionService:
             '/safetynet.v1.SessionService/CloseSession',
             protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.SerializeToString,
             protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportFirstFrame(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.SessionService/ReportFirstFrame',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameResponse.FromString,
             options,
             channel_credentials,
             insecure,
