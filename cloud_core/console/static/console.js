@@ -13,6 +13,7 @@ import { IncidentView } from './incident-view.js';
 import { MapView } from './map-view.js';
 import { EventStream } from './event-stream.js';
 import { ProtectionInbox } from './protection-inbox.js';
+import { GoldenTimePage } from './golden-time-page.js';
 
 const TOKEN_KEY = 'safetynet.token';
 const OVERVIEW_MS = 2000;
@@ -199,6 +200,8 @@ class Console {
       this.view = new IncidentView(this, id, report);
     } else if (hash === '#/audit' && this.me.audits) {
       this.view = new AuditPage(this);
+    } else if (hash === '#/golden-time') {
+      this.view = new GoldenTimePage(this);
     } else {
       this.view = new MapView(this);
     }
