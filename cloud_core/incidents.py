@@ -10,14 +10,17 @@ import csv
 import json
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
 
+from cloud_core.dispatch import DispatchStore
 from cloud_core.exceptions import ConfigError, RegistryError
-from cloud_core.policy import BreakGlass, Incident, distance_m
+from cloud_core.geo_area import GeoArea
+from cloud_core.incident_trail import TrailStore
+from cloud_core.policy import BreakGlass, Incident, TrailPoint, distance_m
 from cloud_core.timestamps import iso
 
 SCHEMA = """
@@ -40,6 +43,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     reported_by TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS incidents_open ON incidents(closed_at, expires_at);
+CREATE TABLE IF NOT EXISTS incident_areas (
+    incident_id TEXT PRIMARY KEY,
+    geojson TEXT,
+    district_ids TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS break_glass (
     breakglass_id TEXT PRIMARY KEY,
     operator_id TEXT NOT NULL,
@@ -87,6 +95,9 @@ class IncidentStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._db = db
         self._db.executescript(SCHEMA)
+        self.trail = TrailStore(db)
+        self.dispatch = DispatchStore(db)
+        self._areas: dict[str, GeoArea | None] = {}
 
     # --- incidents --------------------------------------------------------------------------
 
@@ -103,6 +114,21 @@ class IncidentStore:
                  reported_by])
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot store incident: {exc}") from exc
+        if i.area is not None:
+            polygon = i.area.geojson()
+            self._db.execute(
+                "INSERT INTO incident_areas (incident_id, geojson, district_ids) VALUES (?, ?, ?)",
+                [i.incident_id, json.dumps(polygon) if polygon else None,
+                 json.dumps(sorted(i.area.district_ids))])
+        first = TrailPoint(i.lat, i.lon, i.occurred_at or i.opened_at, "report")
+        self.trail.add_position(i.incident_id, first)
+
+    def extend(self, incident_id: str, expires_at: datetime) -> bool:
+        """Move an open incident's end to ``expires_at``."""
+        cursor = self._db.execute(
+            "UPDATE incidents SET expires_at=? WHERE incident_id=? AND closed_at IS NULL",
+            [iso(expires_at), incident_id])
+        return cursor.rowcount > 0
 
     def close(self, incident_id: str, closed_at: datetime, reason: str) -> bool:
         cursor = self._db.execute(
@@ -113,7 +139,28 @@ class IncidentStore:
     def get(self, incident_id: str) -> StoredIncident | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM incidents WHERE incident_id=?",
                                [incident_id]).fetchone()
-        return _incident(row) if row else None
+        if not row:
+            return None
+        stored = _incident(row)
+        trail = self.trail.positions(incident_id)
+        return StoredIncident(replace(stored.incident, trail=trail, area=self._area(incident_id)),
+                              stored.reported_by, stored.close_reason)
+
+    def _area(self, incident_id: str) -> GeoArea | None:
+        """The incident's declared area (validated when it was reported; never changes)."""
+        if incident_id in self._areas:
+            return self._areas[incident_id]
+        row = self._db.execute("SELECT geojson, district_ids FROM incident_areas "
+                               "WHERE incident_id=?", [incident_id]).fetchone()
+        area = None
+        if row is not None:
+            coordinates = json.loads(row[0])["coordinates"] if row[0] else []
+            area = GeoArea(tuple(tuple((float(p[0]), float(p[1])) for p in ring)
+                                 for ring in coordinates), frozenset(json.loads(str(row[1]))))
+        if len(self._areas) > 10_000:
+            self._areas.clear()
+        self._areas[incident_id] = area
+        return area
 
     def list_all(self, *, include_closed: bool = False, now: datetime | None = None) -> list[StoredIncident]:
         sql = f"SELECT {_COLUMNS} FROM incidents"

@@ -26,6 +26,7 @@ from cloud_core.audit import AuditLog, AuditLogConfig, CheckpointSigner
 from cloud_core.audit.witness import CheckpointWitnesses
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
+from cloud_core.dispatch_servicer import DispatchServicer
 from cloud_core.evidence import EvidenceCustody
 from cloud_core.evidence_servicer import EvidenceServicer
 from cloud_core.exceptions import AuditError
@@ -193,6 +194,7 @@ class CoreServer:
         assert self.evidence is not None
         core_pb2_grpc.add_EvidenceServiceServicer_to_server(
             EvidenceServicer(access, self.evidence), server)
+        core_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(access), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

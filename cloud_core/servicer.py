@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -18,7 +18,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloud_core import audit as audit_log
-from cloud_core.access import AccessService, Caller, IncidentReport
+from cloud_core.access import AccessService, AreaRequest, Caller, IncidentReport
 from cloud_core.exceptions import (
     AccessDenied,
     AgentUnavailable,
@@ -31,6 +31,7 @@ from cloud_core.exceptions import (
     SignInThrottled,
     Unauthenticated,
 )
+from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import StoredIncident
 from cloud_core.policy import BreakGlass
 from cloud_core.registry import CameraRecord
@@ -80,7 +81,8 @@ def camera_message(camera: CameraRecord) -> core_pb2.Camera:
     return message
 
 
-def incident_message(stored: StoredIncident) -> core_pb2.Incident:
+def incident_message(stored: StoredIncident,
+                     links: Sequence[IncidentLink] = ()) -> core_pb2.Incident:
     i = stored.incident
     message = core_pb2.Incident(
         incident_id=i.incident_id, incident_type=i.incident_type, service=i.service,
@@ -92,12 +94,24 @@ def incident_message(stored: StoredIncident) -> core_pb2.Incident:
     )
     if i.closed_at is not None:
         message.closed_at.FromDatetime(i.closed_at)
+    message.trail.extend(core_pb2.TrailPoint(
+        location=core_pb2.GeoPoint(lat=p.lat, lon=p.lon), at=_stamp(p.at), source=p.source)
+        for p in i.trail)
+    if i.area is not None:
+        polygon = i.area.geojson()
+        message.area_geojson = json.dumps(polygon) if polygon else ""
+        message.area_district_ids.extend(sorted(i.area.district_ids))
+    message.links.extend(core_pb2.IncidentLink(
+        incident_id=link.other_id, kind=link.kind, outgoing=link.outgoing, reason=link.reason,
+        at=_stamp(link.at), linked_by=link.linked_by) for link in links)
     return message
 
 
-def report_message(report: IncidentReport) -> core_pb2.IncidentReport:
+def report_message(report: IncidentReport,
+                   links: Sequence[IncidentLink] = ()) -> core_pb2.IncidentReport:
     return core_pb2.IncidentReport(
-        incident=incident_message(report.incident),
+        existing=report.existing,
+        incident=incident_message(report.incident, links),
         cameras=[camera_message(c) for c in report.cameras],
         facilities=[core_pb2.Facility(
             facility_id=f.facility_id, kind=f.kind, name=f.name,
@@ -215,6 +229,17 @@ class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):  # 
             basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")),
             ice_servers=turn_to_proto(opened.ice_servers))
 
+    async def ReportFirstFrame(self, request: core_pb2.FirstFrameRequest,
+                               context: Context) -> core_pb2.FirstFrameResponse:
+        async with translated_errors(context):
+            row = self._access.first_frame(self.caller(context), request.session_id,
+                                           request.client or "other")
+        if row is None:
+            return core_pb2.FirstFrameResponse(recorded=False)
+        return core_pb2.FirstFrameResponse(recorded=True,
+                                           report_to_first_frame_ms=row.report_to_frame_ms,
+                                           grant_to_first_frame_ms=row.grant_to_frame_ms)
+
     async def CloseSession(self, request: core_pb2.CloseSessionRequest,
                            context: Context) -> core_pb2.CloseSessionResponse:
         async with translated_errors(context):
@@ -227,16 +252,81 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
                      context: Context) -> core_pb2.IncidentReport:
         async with translated_errors(context):
             caller = self.caller(context)
-            if not request.HasField("location"):
+            area = None
+            if request.area_geojson or request.area_district_ids:
+                area = AreaRequest(request.area_geojson or None,
+                                   tuple(request.area_district_ids))
+            if not request.HasField("location") and area is None:
                 raise InvalidRequest("an incident needs a location")
+            located = request.HasField("location")
             report = await self._access.report_incident(
-                caller, incident_type=request.incident_type, lat=request.location.lat,
-                lon=request.location.lon, radius_m=request.radius_m or None,
+                caller, incident_type=request.incident_type,
+                lat=request.location.lat if located else None,
+                lon=request.location.lon if located else None, radius_m=request.radius_m or None,
+                area=area,
                 occurred_at=_time(request.occurred_at, request.HasField("occurred_at"),
                                   "occurred_at"),
                 external_ref=request.external_ref, legal_basis=request.legal_basis or None,
-                service=request.service or None)
-        return report_message(report)
+                service=request.service or None, clamp=request.clamp_to_max)
+        return self._report(report)
+
+    def _report(self, report: IncidentReport) -> core_pb2.IncidentReport:
+        incident_id = report.incident.incident.incident_id
+        return report_message(report, self._access.incident_links(incident_id))
+
+    async def Move(self, request: core_pb2.MoveIncidentRequest,
+                   context: Context) -> core_pb2.IncidentReport:
+        async with translated_errors(context):
+            caller = self.caller(context)
+            if not request.HasField("location"):
+                raise InvalidRequest("a move needs a location")
+            report = await self._access.move_incident(
+                caller, request.incident_id, request.location.lat, request.location.lon,
+                at=_time(request.at, request.HasField("at")),
+                source=request.source or "operator")
+        return self._report(report)
+
+    async def Link(self, request: core_pb2.LinkIncidentsRequest,
+                   context: Context) -> core_pb2.LinkIncidentsResponse:
+        async with translated_errors(context):
+            one, other = await self._access.link_incidents(
+                self.caller(context), request.incident_id, request.other_incident_id,
+                request.reason)
+        links = self._access.incident_links
+        return core_pb2.LinkIncidentsResponse(
+            incident=incident_message(one, links(one.incident.incident_id)),
+            other=incident_message(other, links(other.incident.incident_id)))
+
+    async def Extend(self, request: core_pb2.ExtendIncidentRequest,
+                     context: Context) -> core_pb2.Incident:
+        async with translated_errors(context):
+            stored = await self._access.extend_incident(
+                self.caller(context), request.incident_id, request.minutes, request.reason)
+        return incident_message(stored, self._access.incident_links(request.incident_id))
+
+    async def ListIncidentCameras(self, request: core_pb2.ListIncidentCamerasRequest,
+                                  context: Context) -> core_pb2.ListIncidentCamerasResponse:
+        async with translated_errors(context):
+            try:
+                offset = int(request.page_token or "0")
+            except ValueError as exc:
+                raise InvalidRequest(f"page_token {request.page_token[:40]!r} is not one this "
+                                     "service returned") from exc
+            size = request.page_size or 100
+            cameras, total = self._access.incident_cameras(
+                self.caller(context), request.incident_id, offset, size)
+        following = offset + len(cameras)
+        return core_pb2.ListIncidentCamerasResponse(
+            cameras=[camera_message(c) for c in cameras], total=total,
+            next_page_token=str(following) if following < total else "")
+
+    async def HandOff(self, request: core_pb2.HandOffIncidentRequest,
+                      context: Context) -> core_pb2.IncidentReport:
+        async with translated_errors(context):
+            report = await self._access.hand_off_incident(
+                self.caller(context), request.incident_id, request.reason,
+                incident_type=request.incident_type or None, service=request.service or None)
+        return self._report(report)
 
     async def Close(self, request: core_pb2.CloseIncidentRequest,
                     context: Context) -> core_pb2.Incident:
@@ -249,7 +339,7 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
                   context: Context) -> core_pb2.IncidentReport:
         async with translated_errors(context):
             report = self._access.get_incident(self.caller(context), request.incident_id)
-        return report_message(report)
+        return self._report(report)
 
     async def List(self, request: core_pb2.ListIncidentsRequest,
                    context: Context) -> core_pb2.ListIncidentsResponse:
@@ -266,7 +356,7 @@ class GrantServicer(_Authenticated, core_pb2_grpc.GrantServiceServicer):  # type
             window = await self._access.start_break_glass(
                 self.caller(context), camera_ids=list(request.camera_ids),
                 district_ids=list(request.district_ids), reason=request.reason,
-                minutes=request.minutes or 30)
+                minutes=request.minutes or 30, clamp=request.clamp_to_max)
         return break_glass_message(window)
 
     async def StopBreakGlass(self, request: core_pb2.StopBreakGlassRequest,

@@ -145,6 +145,11 @@ class SessionBroker:
         self._set_phase(session_id, SessionPhase.OPEN)
         return OpenedSession(session_id, answer, expires_at, camera, ice_servers)
 
+    async def relay(self, district_id: str,
+                    request: mqtt_pb2.SignalRequest) -> mqtt_pb2.SignalResponse:
+        """Relay another kind of request (a dispatch still) to a district's agent."""
+        return await self._relay.request(district_id, request, self._answer_timeout)
+
     def _answer_of(self, session_id: str, response: mqtt_pb2.SignalResponse) -> str:
         """The SDP answer in ``response``; SessionRejected (phase ``rejected``) without one."""
         if response.WhichOneof("result") == "error":

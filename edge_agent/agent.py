@@ -30,6 +30,7 @@ from edge_agent.local_access import CoreReachability, LocalAccess, LocalView, lo
 from edge_agent.local_console import LocalConsole
 from edge_agent.local_journal import LocalJournal
 from edge_agent.status_reporter import StatusReporter, now_timestamp
+from edge_agent.still_capture import take_still
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
@@ -225,6 +226,9 @@ class EdgeAgent:
             elif request.WhichOneof("body") == "offer":
                 response.session_id = request.offer.session_id
                 response.sdp_answer = await self._open_session(request.offer)
+            elif request.WhichOneof("body") == "still":
+                response.session_id = request.still.still_id
+                response.still_jpeg = await take_still(request.still, self.feeds, self.grants)
             else:
                 response.session_id = request.close.session_id
                 await self._close_session(request.close)

@@ -155,9 +155,23 @@ class CameraViewer:
                 self.report.time_to_first_frame_ms = (time.perf_counter() - self._t_open) * 1000
                 self.report.width, self.report.height = frame.width, frame.height
                 self.first_frame.set()
+                await self._report_first_frame()
             self.last_image = frame
             if self._target_frames and self.report.frames >= self._target_frames:
                 self._frames_wanted.set()
+
+    async def _report_first_frame(self) -> None:
+        """Tell the core (golden time: report → grant → first frame, recorded there)."""
+        if not self.incident_id or self._channel is None or not self.report.session_id:
+            return
+        stub = core_pb2_grpc.SessionServiceStub(self._channel)
+        try:
+            await stub.ReportFirstFrame(
+                core_pb2.FirstFrameRequest(session_id=self.report.session_id, client="cli"),
+                metadata=call_metadata(self._token), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            log.info("first frame not recorded", session=self.report.session_id,
+                     code=exc.code().name, details=exc.details())
 
     async def wait_frames(self, count: int, timeout: float) -> None:
         self._target_frames = count

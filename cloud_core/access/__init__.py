@@ -19,14 +19,16 @@ The package, one job a module:
 * ``denials`` — every sentence a caller is refused with;
 * ``incident_desk`` — report, show, list and close incidents;
 * ``session_desk`` — decide a view, sign its grant, broker the session; close, show, revoke;
+* ``trail_desk`` — move, link and hand off incidents;
 * ``break_glass_desk`` — start, stop and review break-glass windows;
 * ``grant_sweeper`` — end the sessions whose grant has ended.
 """
 
 from cloud_core.access.caller import Caller
-from cloud_core.access.incident_desk import IncidentReport
+from cloud_core.access.incident_desk import AreaRequest, IncidentReport
 from cloud_core.access.service import AccessService
 from cloud_core.access.session_desk import SessionState
 from cloud_core.policy import VIEW_ROLES
 
-__all__ = ["VIEW_ROLES", "AccessService", "Caller", "IncidentReport", "SessionState"]
+__all__ = ["VIEW_ROLES", "AccessService", "AreaRequest", "Caller", "IncidentReport",
+           "SessionState"]

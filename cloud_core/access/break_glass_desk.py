@@ -31,13 +31,13 @@ class BreakGlassDesk:
         self._clock = clock
 
     async def start(self, caller: Caller, *, camera_ids: list[str], district_ids: list[str],
-                    reason: str, minutes: int) -> BreakGlass:
+                    reason: str, minutes: int, clamp: bool = False) -> BreakGlass:
         """Open a window for a supervisor (the policy says who and how long) and record it."""
         operator = caller.operator
         now = self._clock()
         try:
             window = start_break_glass(self._policy, operator, camera_ids, reason, now, minutes,
-                                       district_ids=district_ids)
+                                       district_ids=district_ids, clamp=clamp)
         except AccessDenied as exc:
             await self._recorder.refuse(caller, AuditAction.BREAKGLASS_START, exc.reason)
         except ValueError as exc:

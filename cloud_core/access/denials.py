@@ -19,6 +19,9 @@ UNKNOWN_CAMERA: Final = "unknown camera"
 AUDIT_UNAVAILABLE: Final = "the audit log cannot be written; access is refused until it can"
 """Fail closed: no access is given that cannot be recorded."""
 
+NOT_HANDED_OFF: Final = "the 112 room has not handed this camera off to you for this incident"
+"""A field officer asking for a camera the room did not hand them (or after unassignment)."""
+
 REVOKE_NEEDS_SUPERVISOR: Final = "only a supervisor of the session's agency may revoke it"
 
 
@@ -65,6 +68,11 @@ def agency_may_not_report(agency: str, incident_type: str, incident: Incident) -
 def may_not_close(operator_id: str, incident_id: str) -> str:
     """Only a viewing role of an admitted agency closes an incident."""
     return f"{operator_id} may not close incident {incident_id}"
+
+
+def may_not_change(operator_id: str, incident_id: str) -> str:
+    """Only a viewing role of an admitted agency moves, links or hands off an incident."""
+    return f"{operator_id} may not move, link or hand off incident {incident_id}"
 
 
 def auditors_only(role: Role) -> str:

@@ -1,7 +1,8 @@
 """Taking access away again: end every open session whose grant no longer holds.
 
-A grant ends when its operator is disabled, its incident closes, goes or runs out of time, its
-break-glass window stops or runs out, or its own expiry passes. The sweeper closes such sessions
+A grant ends when its operator is disabled, its incident closes, goes or runs out of time, moves
+away from the camera (a fleeing suspect's incident no longer reaches it), its break-glass window
+stops or runs out, or its own expiry passes. The sweeper closes such sessions
 at their agent and records why; it also closes the audit pair of windows that expired unstopped.
 """
 
@@ -17,7 +18,7 @@ from cloud_core.access.recorder import AuditRecorder
 from cloud_core.audit import AuditAction, AuditEntry
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
-from cloud_core.policy import Operator
+from cloud_core.policy import CameraPlace, Operator, Policy, Role, incident_reaches
 from cloud_core.registry import Registry
 from cloud_core.sessions import SessionBroker
 
@@ -28,9 +29,10 @@ class GrantSweeper:
     """Ends sessions whose grant has ended, once each, even when several sweeps overlap."""
 
     def __init__(self, *, registry: Registry, operators: OperatorStore, incidents: IncidentStore,
-                 sessions: SessionBroker, recorder: AuditRecorder,
+                 sessions: SessionBroker, recorder: AuditRecorder, policy: Policy,
                  clock: Callable[[], datetime]) -> None:
         self._registry = registry
+        self._policy = policy
         self._operators = operators
         self._incidents = incidents
         self._sessions = sessions
@@ -91,6 +93,11 @@ class GrantSweeper:
                 return "incident closed"
             if now >= stored.incident.expires_at:
                 return "incident time box ended"
+            if record["basis"] == "incident" and not self._still_reached(record, stored, now):
+                return "camera out of the incident's range"
+            field_problem = self._field_problem(record)
+            if field_problem is not None:
+                return field_problem
         if record["breakglass_id"]:
             window = self._incidents.break_glass(str(record["breakglass_id"]))
             if window is None or window.stopped_at is not None:
@@ -100,6 +107,27 @@ class GrantSweeper:
         if now >= datetime.fromisoformat(str(record["expires_at"])):
             return "grant expired"
         return None
+
+    def _field_problem(self, record: dict[str, object]) -> str | None:
+        """A field officer's session holds only while assigned and handed the camera."""
+        operator = self._operators.get(str(record["operator_id"]))
+        if operator is None or operator.role is not Role.FIELD:
+            return None
+        dispatch = self._incidents.dispatch
+        incident_id = str(record["incident_id"])
+        if not dispatch.is_assigned(incident_id, operator.operator_id):
+            return "officer unassigned"
+        if not dispatch.handed_off(incident_id, str(record["camera_id"])):
+            return "camera not handed off"
+        return None
+
+    def _still_reached(self, record: dict[str, object], stored: StoredIncident,
+                       now: datetime) -> bool:
+        camera = self._registry.camera(str(record["camera_id"]))
+        if camera is None:
+            return False
+        place = CameraPlace(camera.camera_id, camera.district_id, camera.lat, camera.lon)
+        return incident_reaches(self._policy, stored.incident, place, now)
 
     async def _expire_break_glass(self, now: datetime) -> None:
         """Close the START/STOP pair of windows that ran out without being stopped."""

@@ -7,7 +7,7 @@ before a grant is signed or anything is relayed to an agent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cloud_core.access import denials
@@ -18,7 +18,7 @@ from cloud_core.audit import AuditAction, AuditEntry, AuditOutcome
 from cloud_core.exceptions import AccessDenied, CameraNotFound, InvalidRequest, SessionNotFound
 from cloud_core.grants import GrantSigner
 from cloud_core.incidents import IncidentStore
-from cloud_core.policy import CameraPlace, Decision, Policy, Role, decide_view
+from cloud_core.policy import CameraPlace, Decision, Incident, Policy, Role, decide_view
 from cloud_core.registry import CameraRecord, Registry
 from cloud_core.sessions import InvalidOffer, OpenedSession, SessionBroker, check_offer
 from protos.safetynet.v1 import mqtt_pb2
@@ -148,15 +148,28 @@ class SessionDesk:
             if window is None:
                 audit_reason, public_reason = denials.missing_break_glass(breakglass_id)
                 return Decision.deny(audit_reason), public_reason
+        viewer = caller.operator
         if camera is None:
             decision = Decision.deny(denials.UNKNOWN_CAMERA)
+        elif viewer.role is Role.FIELD and not self._handed_off(viewer.operator_id, incident,
+                                                                camera.camera_id):
+            return Decision.deny(denials.NOT_HANDED_OFF), denials.NOT_HANDED_OFF
         else:
+            if viewer.role is Role.FIELD:  # assigned, and the room handed this camera off
+                viewer = replace(viewer, role=Role.OPERATOR)
             place = CameraPlace(camera.camera_id, camera.district_id, camera.lat, camera.lon)
-            decision = decide_view(self._policy, caller.operator, place, incident, now, window)
+            decision = decide_view(self._policy, viewer, place, incident, now, window)
         if decision.allowed:
             return decision, decision.reason
         return decision, denials.view_refused(caller.operator, incident, window, decision,
                                               self._clock())
+
+    def _handed_off(self, officer_id: str, incident: Incident | None, camera_id: str) -> bool:
+        """Whether the 112 room assigned the officer and handed them this camera."""
+        dispatch = self._incidents.dispatch
+        return (incident is not None
+                and dispatch.is_assigned(incident.incident_id, officer_id)
+                and dispatch.handed_off(incident.incident_id, camera_id))
 
     def _session(self, caller: Caller, session_id: str) -> dict[str, object]:
         """The session's row if the caller opened it or supervises its agency."""

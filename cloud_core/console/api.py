@@ -7,7 +7,15 @@
     POST /api/incidents               report one: {incident_type, lat, lon, radius_m?, …} → 201
     GET  /api/incidents/{id}          an incident with its ranked cameras (and facilities, 119)
     POST /api/incidents/{id}/close    {reason}
+    POST /api/incidents/{id}/move     {lat, lon, at?, source?}: the grant follows the position
+    POST /api/incidents/{id}/link     {other_incident_id, reason}
+    POST /api/incidents/{id}/handoff  {reason, incident_type?}: the linked incident (SOS → 112)
+    POST /api/incidents/{id}/extend   {minutes, reason}: past the time box (disaster response)
+    GET  /api/incidents/{id}/cameras?offset=&limit=   every camera it reaches, a page at a time
     GET  /api/sessions/{id}           a session's state: active, why it ended, grant expiry
+    POST /api/sessions/{id}/first-frame  {client}: the client decoded its first frame
+    GET  /api/golden-time?since=&until=&format=json|csv   report → grant → first frame, p50/p95
+                                      by service and day (json) or every row (csv)
     GET  /api/audit?operator=&camera=&incident=&action=&since=&until=&limit=   (auditors)
     GET  /api/audit/verify            chain and checkpoint verification (auditors)
     GET  /api/audit/export?since=&until=&format=csv|json   a recorded export (auditors)
@@ -27,10 +35,17 @@ from typing import Any
 from aiohttp import web
 
 from cloud_core import audit as audit_log
-from cloud_core.access import VIEW_ROLES, AccessService, Caller, IncidentReport, SessionState
+from cloud_core.access import (
+    VIEW_ROLES,
+    AccessService,
+    AreaRequest,
+    Caller,
+    IncidentReport,
+    SessionState,
+)
 from cloud_core.console.bearer import authenticate
 from cloud_core.console.district_outlines import DistrictOutline
-from cloud_core.exceptions import InvalidRequest
+from cloud_core.exceptions import AccessDenied, InvalidRequest
 from cloud_core.incidents import Facility, StoredIncident
 from cloud_core.policy import Role, ServicePolicy
 from cloud_core.registry import CameraRecord
@@ -59,7 +74,23 @@ def incident_json(stored: StoredIncident, access: AccessService, now: datetime) 
         "legal_basis": i.legal_basis, "purpose": i.purpose, "external_ref": i.external_ref,
         "reported_by": stored.reported_by,
         "open": i.closed_at is None and now < i.expires_at,
+        "hand_off_to": service.hand_off_to if service else None,
+        "hand_off_title": _title(access, service.hand_off_to if service else None),
+        "extendable": bool(service and service.extendable),
+        "live_cameras": service.live_cameras if service else 9,
+        "area": None if i.area is None else {"polygon": i.area.geojson(),
+                                             "district_ids": sorted(i.area.district_ids)},
+        "trail": [{"lat": p.lat, "lon": p.lon, "at": iso(p.at), "source": p.source}
+                  for p in i.trail],
+        "links": [{"incident_id": link.other_id, "kind": link.kind, "outgoing": link.outgoing,
+                   "reason": link.reason, "at": iso(link.at)}
+                  for link in access.incident_links(i.incident_id)],
     }
+
+
+def _title(access: AccessService, service_id: str | None) -> str | None:
+    service = access.policy.services.get(service_id or "")
+    return service.title if service else None
 
 
 def facility_json(facility: Facility) -> dict[str, Any]:
@@ -105,7 +136,11 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 def _time_query(request: web.Request, key: str) -> datetime | None:
-    text = request.query.get(key, "").strip()
+    return _time_text(request.query.get(key, ""), key)
+
+
+def _time_text(value: str | None, key: str) -> datetime | None:
+    text = (value or "").strip()
     if not text:
         return None
     try:
@@ -123,6 +158,22 @@ def _no_constant(name: str) -> None:
 
 def _strict_loads(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant)
+
+
+def _area(body: dict[str, Any]) -> AreaRequest | None:
+    """``area: {polygon: GeoJSON, district_ids: [...]}`` from a report's body, if any."""
+    area = body.get("area")
+    if area is None:
+        return None
+    if not isinstance(area, dict):
+        raise InvalidRequest("area must be an object {polygon?, district_ids?}")
+    districts = area.get("district_ids") or []
+    if not isinstance(districts, list) or not all(isinstance(d, str) for d in districts):
+        raise InvalidRequest("area.district_ids must be a list of district ids")
+    polygon = area.get("polygon")
+    if polygon is not None and not isinstance(polygon, dict | str):
+        raise InvalidRequest("area.polygon must be a GeoJSON Polygon")
+    return AreaRequest(polygon, tuple(districts))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -152,7 +203,14 @@ class ConsoleApi:
             web.post("/api/incidents", self.report_incident),
             web.get("/api/incidents/{incident_id}", self.incident),
             web.post("/api/incidents/{incident_id}/close", self.close_incident),
+            web.post("/api/incidents/{incident_id}/move", self.move_incident),
+            web.post("/api/incidents/{incident_id}/link", self.link_incident),
+            web.post("/api/incidents/{incident_id}/handoff", self.hand_off_incident),
+            web.post("/api/incidents/{incident_id}/extend", self.extend_incident),
+            web.get("/api/incidents/{incident_id}/cameras", self.incident_cameras),
             web.get("/api/sessions/{session_id}", self.session),
+            web.post("/api/sessions/{session_id}/first-frame", self.first_frame),
+            web.get("/api/golden-time", self.golden_time),
             web.get("/api/audit", self.audit_search),
             web.get("/api/audit/verify", self.audit_verify),
             web.get("/api/audit/export", self.audit_export),
@@ -233,16 +291,18 @@ class ConsoleApi:
         incident_type = _text(body, "incident_type")
         if not incident_type:
             raise InvalidRequest("incident_type is required")
-        lat, lon = _number(body, "lat"), _number(body, "lon")
-        assert lat is not None and lon is not None
+        area = _area(body)
+        located = area is None or body.get("lat") is not None
+        lat, lon = _number(body, "lat", required=located), _number(body, "lon", required=located)
         report = await self._access.report_incident(
-            caller, incident_type=incident_type, lat=lat, lon=lon,
+            caller, incident_type=incident_type, lat=lat, lon=lon, area=area,
             radius_m=_number(body, "radius_m", required=False),
             external_ref=_text(body, "external_ref") or "",
             legal_basis=_text(body, "legal_basis") or None,
-            service=_text(body, "service") or None)
+            service=_text(body, "service") or None, clamp=body.get("clamp") is True)
         incident_id = report.incident.incident.incident_id
-        return web.json_response(self._report(report), status=201,
+        return web.json_response({**self._report(report), "existing": report.existing},
+                                 status=200 if report.existing else 201,
                                  headers={"Location": f"/api/incidents/{incident_id}"})
 
     async def incident(self, request: web.Request) -> web.Response:
@@ -257,12 +317,87 @@ class ConsoleApi:
                                                    _text(body, "reason") or "")
         return web.json_response({"incident": incident_json(stored, self._access, self._now())})
 
+    async def move_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        lat, lon = _number(body, "lat"), _number(body, "lon")
+        assert lat is not None and lon is not None
+        at = _time_text(_text(body, "at"), "at")
+        report = await self._access.move_incident(
+            caller, request.match_info["incident_id"], lat, lon, at=at,
+            source=_text(body, "source") or "operator")
+        return web.json_response(self._report(report))
+
+    async def link_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        one, other = await self._access.link_incidents(
+            caller, request.match_info["incident_id"], _text(body, "other_incident_id") or "",
+            _text(body, "reason") or "")
+        now = self._now()
+        return web.json_response({"incident": incident_json(one, self._access, now),
+                                  "other": incident_json(other, self._access, now)})
+
+    async def hand_off_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        report = await self._access.hand_off_incident(
+            caller, request.match_info["incident_id"], _text(body, "reason") or "",
+            incident_type=_text(body, "incident_type") or None)
+        return web.json_response({**self._report(report), "existing": report.existing},
+                                 status=200 if report.existing else 201)
+
+    async def extend_incident(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        minutes = body.get("minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, int):
+            raise InvalidRequest(f"minutes must be a whole number, got {minutes!r}")
+        stored = await self._access.extend_incident(
+            caller, request.match_info["incident_id"], minutes, _text(body, "reason") or "")
+        return web.json_response({"incident": incident_json(stored, self._access, self._now())})
+
+    async def incident_cameras(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        try:
+            offset = int(request.query.get("offset", "0"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError as exc:
+            raise InvalidRequest("offset and limit must be whole numbers") from exc
+        cameras, total = self._access.incident_cameras(
+            caller, request.match_info["incident_id"], offset, limit)
+        in_use = self._in_use()
+        return web.json_response({"cameras": [camera_json(c, in_use) for c in cameras],
+                                  "offset": offset, "total": total,
+                                  "more": offset + len(cameras) < total})
+
     # --- sessions -------------------------------------------------------------------------
 
     async def session(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
         state = self._access.session_state(caller, request.match_info["session_id"])
         return web.json_response(session_json(state, self._now()))
+
+    async def first_frame(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await _json_body(request)
+        row = self._access.first_frame(caller, request.match_info["session_id"],
+                                       _text(body, "client") or "other")
+        return web.json_response({"recorded": row is not None,
+                                  "report_to_first_frame_ms": row and row.report_to_frame_ms,
+                                  "grant_to_first_frame_ms": row and row.grant_to_frame_ms})
+
+    async def golden_time(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        if caller.operator.role not in (*VIEW_ROLES, Role.AUDITOR, Role.ADMIN):
+            raise AccessDenied(f"role {caller.operator.role} may not read golden-time figures")
+        since, until = _time_query(request, "since"), _time_query(request, "until")
+        store = self._access.golden_time
+        if request.query.get("format", "json") == "csv":
+            return web.Response(text=store.export_csv(since, until), content_type="text/csv",
+                                headers={"Content-Disposition":
+                                         'attachment; filename="golden-time.csv"'})
+        return web.json_response({"days": store.daily(since, until)})
 
     # --- audit ----------------------------------------------------------------------------
 

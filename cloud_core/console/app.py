@@ -8,7 +8,10 @@ from aiohttp import web
 
 from cloud_core.access import AccessService
 from cloud_core.console.api import ConsoleApi
+from cloud_core.console.dispatch_api import DispatchApi
 from cloud_core.console.district_outlines import DistrictOutline
+from cloud_core.console.event_stream import EventStream
+from cloud_core.console.feeds import FeedEndpoints
 from cloud_core.console.http_errors import Handler, translate_errors
 from cloud_core.console.whep import WhepEndpoint
 
@@ -47,6 +50,10 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+async def _officer_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "officer.html")
+
+
 def console_app(access: AccessService, *,
                 outlines: tuple[DistrictOutline, ...] = ()) -> web.Application:
     """The console and WHEP over ``access``; ``outlines`` are drawn on the map."""
@@ -54,6 +61,10 @@ def console_app(access: AccessService, *,
                           client_max_size=MAX_BODY_BYTES)
     app.add_routes(ConsoleApi(access, outlines).routes())
     app.add_routes(WhepEndpoint(access).routes())
+    app.add_routes(FeedEndpoints(access).routes())
+    app.add_routes(EventStream(access).routes())
+    app.add_routes(DispatchApi(access).routes())
+    app.router.add_get("/officer", _officer_page)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
     return app

@@ -25,12 +25,19 @@ The package, one job a module:
 * ``loader`` — ``load_policy``/``parse_policy``: TOML in, a validated ``Policy`` out.
 """
 
-from cloud_core.policy.decision import Decision, decide_view, start_break_glass
+from cloud_core.policy.decision import (
+    Decision,
+    decide_view,
+    incident_centres,
+    incident_reaches,
+    start_break_glass,
+)
 from cloud_core.policy.loader import SCHEMA_VERSION, load_policy, parse_policy
 from cloud_core.policy.model import (
     BREAK_GLASS_LIMIT,
     DISTRICT_AGENCY_PREFIX,
     EARTH_RADIUS_M,
+    REPORT_ROLES,
     VIEW_ROLES,
     Basis,
     BreakGlass,
@@ -38,6 +45,7 @@ from cloud_core.policy.model import (
     Incident,
     Operator,
     Role,
+    TrailPoint,
     distance_m,
     district_agency,
 )
@@ -47,12 +55,14 @@ from cloud_core.policy.rules import (
     Policy,
     ServicePolicy,
     StandingAccess,
+    service_radius,
 )
 
 __all__ = [
     "BREAK_GLASS_LIMIT",
     "DISTRICT_AGENCY_PREFIX",
     "EARTH_RADIUS_M",
+    "REPORT_ROLES",
     "SCHEMA_VERSION",
     "VIEW_ROLES",
     "Basis",
@@ -67,10 +77,14 @@ __all__ = [
     "Role",
     "ServicePolicy",
     "StandingAccess",
+    "TrailPoint",
     "decide_view",
     "distance_m",
     "district_agency",
+    "incident_centres",
+    "incident_reaches",
     "load_policy",
     "parse_policy",
+    "service_radius",
     "start_break_glass",
 ]

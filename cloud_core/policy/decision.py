@@ -108,11 +108,12 @@ def start_break_glass(
     *,
     district_ids: Iterable[str] = (),
     breakglass_id: str | None = None,
+    clamp: bool = False,
 ) -> BreakGlass:
     """Open a supervisor's break-glass window over ``camera_ids`` and/or ``district_ids``.
 
-    The window starts at ``now`` and lasts ``minutes``, capped at the policy's maximum (never
-    more than 30). Raises AccessDenied unless ``operator`` is an enabled supervisor, and
+    The window starts at ``now`` and lasts ``minutes``; more than the policy's maximum (never
+    more than 30) is refused with the maximum named, unless ``clamp`` asks for the maximum. Raises AccessDenied unless ``operator`` is an enabled supervisor, and
     ValueError without a written reason of the policy's minimum length or without a scope.
     """
     now = require_utc("now", now)
@@ -134,7 +135,7 @@ def start_break_glass(
         operator_id=operator.operator_id,
         reason=written,
         started_at=now,
-        expires_at=now + _break_glass_duration(policy, operator, minutes),
+        expires_at=now + _break_glass_duration(policy, operator, minutes, clamp),
         camera_ids=frozenset(camera_ids),
         district_ids=frozenset(district_ids),
     )
@@ -150,18 +151,19 @@ def start_break_glass(
     return window
 
 
-def _break_glass_duration(policy: Policy, operator: Operator, minutes: int) -> timedelta:
-    """``minutes`` as a window length, capped at the policy's maximum (the cap is logged)."""
+def _break_glass_duration(policy: Policy, operator: Operator, minutes: int,
+                          clamp: bool) -> timedelta:
+    """``minutes`` as a window length; beyond the maximum an error, or the maximum if ``clamp``."""
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
         raise ValueError(f"minutes must be a positive whole number, not {minutes!r}")
     duration = timedelta(minutes=minutes)
+    longest = policy.break_glass.max_duration // timedelta(minutes=1)
     if duration > policy.break_glass.max_duration:
-        log.info(
-            "break_glass.duration_capped",
-            operator=operator.operator_id,
-            asked_minutes=minutes,
-            max_minutes=policy.break_glass.max_duration // timedelta(minutes=1),
-        )
+        if not clamp:
+            raise ValueError(f"a break-glass window lasts at most {longest} minutes, asked "
+                             f"{minutes}; ask for at most {longest} (or ask to clamp)")
+        log.info("break_glass.duration_clamped", operator=operator.operator_id,
+                 asked_minutes=minutes, max_minutes=longest)
         duration = policy.break_glass.max_duration
     return duration
 
@@ -234,7 +236,41 @@ def _incident_problem(
         service = policy.services.get(incident.service)
         title = service.title if service is not None else incident.service
         return f"agency {operator.agency} is not admitted to {title} incidents"
-    distance = distance_m(incident.lat, incident.lon, camera.lat, camera.lon)
+    return _reach_problem(policy, incident, camera, now)
+
+
+def incident_centres(policy: Policy, incident: Incident,
+                     now: datetime) -> list[tuple[float, float]]:
+    """The points an incident's grant reaches around: its latest position, and for a moving one
+    the last ``follow_positions`` positions and those of the last ``follow_minutes`` minutes."""
+    service = policy.services.get(incident.service)
+    positions = service.follow_positions if service else 1
+    since = now - timedelta(minutes=service.follow_minutes if service else 0)
+    centres = [(incident.lat, incident.lon)]
+    trail = incident.trail
+    for index, point in enumerate(trail):
+        recent = index >= len(trail) - positions or (service is not None
+                                                       and service.follow_minutes > 0
+                                                       and point.at >= since)
+        if recent and (point.lat, point.lon) not in centres:
+            centres.append((point.lat, point.lon))
+    return centres
+
+
+def incident_reaches(policy: Policy, incident: Incident, camera: CameraPlace,
+                     now: datetime) -> bool:
+    """Whether ``camera`` is within the incident's radius of one of its centres at ``now``."""
+    return _reach_problem(policy, incident, camera, now) is None
+
+
+def _reach_problem(policy: Policy, incident: Incident, camera: CameraPlace,
+                   now: datetime) -> str | None:
+    if incident.area is not None:
+        if incident.area.covers(camera.district_id, camera.lat, camera.lon):
+            return None
+        return "camera is outside the incident's declared area"
+    distance = min(distance_m(lat, lon, camera.lat, camera.lon)
+                   for lat, lon in incident_centres(policy, incident, now))
     if distance > incident.radius_m:
         far, radius = _metres(distance), _metres(incident.radius_m)
         if far == radius:

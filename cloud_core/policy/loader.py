@@ -34,6 +34,7 @@ from cloud_core.policy.rules import (
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION: Final = 1
+MAX_FOLLOW_POSITIONS: Final = 100
 
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
@@ -142,6 +143,9 @@ class _Table:
         if maximum is not None and value > maximum:
             raise self.error(key, f"must be at most {maximum}, got {value}")
         return value
+
+    def optional_integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
+        return self.integer(key, minimum=minimum, maximum=maximum) if key in self._data else default
 
     def positive_number(self, key: str) -> float:
         value = self._get(key)
@@ -280,6 +284,7 @@ class _PolicyReader:
             entry.finish()
         table.finish()
         self._lend_incident_types(services, borrowers)
+        self._check_hand_offs(table, services)
         return services
 
     def _service(self, service_id: str, entry: _Table, agencies: Mapping[str, str],
@@ -313,7 +318,33 @@ class _PolicyReader:
             facilities=entry.boolean("facilities"),
             purpose=entry.text("purpose"),
             legal_basis=entry.text("legal_basis"),
+            follow_positions=entry.optional_integer("follow_positions", 1, minimum=1,
+                                                    maximum=MAX_FOLLOW_POSITIONS),
+            follow_minutes=entry.optional_integer("follow_minutes", 0, minimum=0,
+                                                  maximum=24 * 60),
+            live_cameras=entry.optional_integer("live_cameras", 9, minimum=1, maximum=16),
+            areas=entry.boolean("areas") if entry.has("areas") else False,
+            extendable=entry.boolean("extendable") if entry.has("extendable") else False,
+            hand_off_to=entry.name("hand_off_to") if entry.has("hand_off_to") else None,
+            hand_off_type=entry.name("hand_off_type") if entry.has("hand_off_type") else None,
         )
+
+    def _check_hand_offs(self, table: _Table, services: Mapping[str, ServicePolicy]) -> None:
+        """A hand-off names an existing service and a type that service serves."""
+        for service in services.values():
+            if (service.hand_off_to is None) != (service.hand_off_type is None):
+                raise table.error(service.service_id,
+                                  "give both hand_off_to and hand_off_type, or neither")
+            if service.hand_off_to is None:
+                continue
+            target = services.get(service.hand_off_to)
+            if target is None or target.service_id == service.service_id:
+                raise table.error(service.service_id,
+                                  f"hand_off_to: unknown service {service.hand_off_to!r}")
+            if service.hand_off_type not in target.incident_types:
+                raise table.error(service.service_id,
+                                  f"hand_off_type: {service.hand_off_type!r} is not served by "
+                                  f"{target.service_id!r}")
 
     def _incident_types(self, service_id: str, entry: _Table,
                         owner_of_type: dict[str, str]) -> tuple[str | None, list[str]]:

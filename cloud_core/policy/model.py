@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from cloud_core.geo_area import GeoArea
+
 EARTH_RADIUS_M: Final = 6_371_008.8
 """Mean Earth radius (IUGG), the sphere :func:`distance_m` measures on."""
 
@@ -30,9 +32,18 @@ class Role(StrEnum):
     SUPERVISOR = "supervisor"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    FEED = "feed"
+    """A system client (a carrier's wearable platform, a CAD feed), not a person: it reports
+    and moves its agency's incidents and never views video."""
+    FIELD = "field"
+    """An officer in the field: sees only the incidents the 112 room assigns them to, the
+    stills pushed to them and the cameras handed off to them."""
 
 
 VIEW_ROLES: Final = frozenset({Role.OPERATOR, Role.SUPERVISOR})
+
+REPORT_ROLES: Final = VIEW_ROLES | {Role.FEED}
+"""Who may report and move incidents: the viewing roles, and feed clients."""
 
 
 class Basis(StrEnum):
@@ -93,6 +104,20 @@ class CameraPlace:
         require_coordinates(self.lat, self.lon)
 
 
+@dataclass(frozen=True, slots=True)
+class TrailPoint:
+    """One position of a moving incident (a fleeing suspect, a wearable's wearer) and its source."""
+
+    lat: float
+    lon: float
+    at: datetime
+    source: str = "report"
+
+    def __post_init__(self) -> None:
+        require_coordinates(self.lat, self.lon)
+        object.__setattr__(self, "at", require_utc("at", self.at))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Incident:
     """An incident-scoped access window: a service, a place and radius, a time box, a purpose."""
@@ -111,9 +136,14 @@ class Incident:
     purpose: str
     occurred_at: datetime | None = None
     external_ref: str = ""
+    trail: tuple[TrailPoint, ...] = ()
+    """Positions since the report, oldest first; (``lat``, ``lon``) is the latest."""
+    area: GeoArea | None = None
+    """A declared area (polygon, whole districts) the grant covers instead of the radius."""
 
     def __post_init__(self) -> None:
         _require_text("incident_id", self.incident_id)
+        object.__setattr__(self, "trail", tuple(self.trail))
         require_coordinates(self.lat, self.lon)
         if not (math.isfinite(self.radius_m) and self.radius_m > 0):
             raise ValueError(f"radius_m must be a positive number of metres, not {self.radius_m}")

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from cloud_core.exceptions import AccessDenied
+from cloud_core.geo_area import GeoArea
 from cloud_core.policy.model import (
     DISTRICT_AGENCY_PREFIX,
     Incident,
@@ -33,6 +34,11 @@ class ServicePolicy:
 
     ``incident_types`` are all the types the service serves; when ``incident_types_from`` names
     another service they are that service's types, and this one opens only when asked by name.
+
+    A moving incident's grant covers the cameras near its latest position and near each of its
+    last ``follow_positions`` positions or those of the last ``follow_minutes`` minutes.
+    ``hand_off_to`` names the service an incident of this one may be handed off to (opening a
+    linked incident of type ``hand_off_type`` there), e.g. a wearable SOS to 112.
     """
 
     service_id: str
@@ -46,6 +52,16 @@ class ServicePolicy:
     facilities: bool
     purpose: str
     legal_basis: str
+    follow_positions: int = 1
+    follow_minutes: int = 0
+    live_cameras: int = 9
+    """How many of the nearest cameras a console opens live at once (Changwon: 5 for an SOS)."""
+    areas: bool = False
+    """Incidents may cover a declared area (a polygon, whole districts) instead of a radius."""
+    extendable: bool = False
+    """Incidents may be extended past their time box, with a written reason."""
+    hand_off_to: str | None = None
+    hand_off_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,11 +160,14 @@ class Policy:
         *,
         service: str | None = None,
         incident_id: str | None = None,
+        clamp: bool = False,
+        area: GeoArea | None = None,
     ) -> Incident:
         """Open an incident-scoped access window for ``incident_type`` at (``lat``, ``lon``).
 
-        The radius defaults to the service's and is capped at its maximum; the window lasts the
-        service's time box from ``now``; the legal basis defaults to the service's. ``service``
+        The radius defaults to the service's; one beyond the service's maximum is refused
+        (ValueError naming the maximum) unless ``clamp`` asks for the maximum instead, which is
+        logged. The window lasts the service's time box from ``now``; the legal basis defaults to the service's. ``service``
         picks a service that shares its types with another (112 emergency dispatch).
 
         Raises AccessDenied for refused incident types and ValueError for invalid input.
@@ -159,17 +178,9 @@ class Policy:
             raise ValueError(f"occurred_at {occurred_at.isoformat()} is in the future")
         require_coordinates(lat, lon)
         chosen = self.service_for(incident_type, service)
-        radius = chosen.default_radius_m if radius_m is None else float(radius_m)
-        if not (math.isfinite(radius) and radius > 0):
-            raise ValueError(f"radius_m must be a positive number of metres, not {radius_m}")
-        if radius > chosen.max_radius_m:
-            log.info(
-                "incident.radius_capped",
-                service=chosen.service_id,
-                asked_m=radius,
-                max_m=chosen.max_radius_m,
-            )
-            radius = chosen.max_radius_m
+        radius = service_radius(chosen, radius_m, clamp=clamp)
+        if area is not None and not chosen.areas:
+            raise ValueError(f"{chosen.title} incidents cover a radius, not a declared area")
         if legal_basis is not None and not legal_basis.strip():
             raise ValueError("legal_basis, when given, must not be blank")
         return Incident(
@@ -186,8 +197,28 @@ class Policy:
             purpose=chosen.purpose,
             occurred_at=occurred_at,
             external_ref=external_ref,
+            area=area,
         )
 
     def _service_list(self) -> str:
         return ", ".join(sorted(self.services))
 
+
+
+def service_radius(service: ServicePolicy, radius_m: float | None, *, clamp: bool = False) -> float:
+    """The radius an incident of ``service`` gets for a request of ``radius_m`` (None: default).
+
+    A radius beyond the service's maximum is an error naming the maximum, unless ``clamp``.
+    """
+    radius = service.default_radius_m if radius_m is None else float(radius_m)
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius_m must be a positive number of metres, not {radius_m}")
+    if radius > service.max_radius_m:
+        if not clamp:
+            raise ValueError(
+                f"radius_m {radius:g} is beyond the maximum of {service.max_radius_m:g} m for "
+                f"{service.title}; ask for at most {service.max_radius_m:g} (or ask to clamp)")
+        log.info("incident.radius_clamped", service=service.service_id, asked_m=radius,
+                 max_m=service.max_radius_m)
+        radius = service.max_radius_m
+    return radius

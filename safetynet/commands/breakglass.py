@@ -40,7 +40,9 @@ def register(subcommands: Subcommands) -> None:
     q.add_argument("--camera", action="append", default=[], metavar="CAMERA_ID")
     q.add_argument("--district", action="append", default=[], metavar="DISTRICT_ID")
     q.add_argument("--reason", required=True, help="why, in words (recorded)")
-    q.add_argument("--minutes", type=int, default=30, help="at most 30 (default 30)")
+    q.add_argument("--minutes", type=int, default=30,
+                   help="at most the policy's maximum, 30 (default 30); more is refused")
+    q.add_argument("--clamp", action="store_true", help="more than the maximum: the maximum")
     add_core_call_flags(q)
     q.set_defaults(func=cmd_breakglass_start)
     q = bg.add_parser("stop", help="close a break-glass window", description="Close a window.")
@@ -63,7 +65,8 @@ def cmd_breakglass_start(args: argparse.Namespace) -> int:
     async def body(channel: grpc.aio.Channel, metadata: Metadata) -> int:
         window = await grant_service(channel).StartBreakGlass(
             core_pb2.StartBreakGlassRequest(camera_ids=args.camera, district_ids=args.district,
-                                            reason=args.reason, minutes=args.minutes),
+                                            reason=args.reason, minutes=args.minutes,
+                                            clamp_to_max=args.clamp),
             metadata=metadata, timeout=10)
         print(f"break-glass {window.breakglass_id} open until {window.expires_at.ToJsonString()}; "
               f"view with: safetynet view CAMERA --breakglass {window.breakglass_id}")

@@ -1,19 +1,22 @@
 """``safetynet sim``: stand-ins for what a pilot does not have yet (agent configs for the pilot
-districts, synthetic cameras served as real RTSP)."""
+districts, synthetic cameras served as real RTSP, a carrier's wearable platform)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from safetynet.commands.arguments import Subcommands, host_port
+from safetynet.commands.core_connection import add_core_flag, add_token_flag
 from safetynet.commands.exceptions import EXIT_FAILED, EXIT_OK, UserError
 
 
 def register(subcommands: Subcommands) -> None:
-    """Add ``safetynet sim districts|cameras``."""
-    p = subcommands.add_parser("sim", help="simulators: pilot districts, RTSP cameras",
+    """Add ``safetynet sim districts|cameras|wearables|incidents``."""
+    p = subcommands.add_parser("sim", help="simulators: pilot districts, RTSP cameras, wearables",
                                description="Stand-ins for what a pilot does not have yet.")
     sim = p.add_subparsers(dest="sim_command", metavar="WHAT", required=True)
     _register_districts(sim)
@@ -26,6 +29,102 @@ def register(subcommands: Subcommands) -> None:
                                    "--credentials USER:PASS --fault-at-start CAMERA=FAULT.",
                        add_help=False)
     q.set_defaults(func=cmd_sim_cameras, passthrough=True)
+    _register_wearables(sim)
+    _register_incidents(sim)
+
+
+def _register_incidents(sim: Subcommands) -> None:
+    q = sim.add_parser("incidents", help="a 112/119/disaster CAD feed against a running core",
+                       description="Report incidents at a rate as a CAD system would: case "
+                                   "numbers as external refs, some reports retried (the core "
+                                   "returns the same incident), a fleeing suspect's moves for "
+                                   "112, then close each case.")
+    add_core_flag(q)
+    add_token_flag(q, "CAD system (role feed or operator)")
+    q.add_argument("--service", choices=("112", "119", "disaster"), default="112")
+    q.add_argument("--per-minute", type=float, default=6.0, help="reports a minute (6)")
+    q.add_argument("--cases", type=int, default=10, help="how many cases to play (10)")
+    q.add_argument("--retry-share", type=float, default=0.2, help="share retried (0.2)")
+    q.add_argument("--moves", type=int, default=3, help="moves per 112 case (3)")
+    q.add_argument("--seed", type=int)
+    q.set_defaults(func=cmd_sim_incidents)
+
+
+def cmd_sim_incidents(args: argparse.Namespace) -> int:
+    """Play CAD cases against the core; print what happened as JSON."""
+    import json
+    from dataclasses import asdict
+
+    from safetynet.commands.core_connection import core_address, operator_token
+    from simulators.incident_feed import IncidentFeed, IncidentFeedConfig
+
+    token = operator_token(args)
+    if not token:
+        raise UserError("a token is needed: --token-file FILE or $SAFETYNET_TOKEN")
+    try:
+        config = IncidentFeedConfig(core=core_address(args), token=token, service=args.service,
+                                    per_minute=args.per_minute, retry_share=args.retry_share,
+                                    moves=args.moves, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    stats = asyncio.run(IncidentFeed(config).run(args.cases))
+    print(json.dumps({k: v for k, v in asdict(stats).items() if k != "incidents"}, indent=2))
+    return EXIT_OK if stats.retries_new_incident == 0 else EXIT_FAILED
+
+
+def _register_wearables(sim: Subcommands) -> None:
+    q = sim.add_parser("wearables", help="a carrier's wearable feed against a running core",
+                       description="Children and dementia patients walking in the pilot "
+                                   "districts: a few SOS presses and safe-zone exits an hour, "
+                                   "positions while an alert is open, posted to the core's "
+                                   "feed endpoint with a feed client's token (role feed).")
+    q.add_argument("--console", metavar="URL", default="http://127.0.0.1:8080",
+                   help="the core's console URL (default http://127.0.0.1:8080)")
+    q.add_argument("--token-file", metavar="FILE",
+                   help="feed client token (default $SAFETYNET_TOKEN)")
+    q.add_argument("--subjects", type=int, default=20, help="wearers (default 20)")
+    q.add_argument("--sos-per-hour", type=float, default=3.0, help="SOS presses an hour (3)")
+    q.add_argument("--exits-per-hour", type=float, default=2.0, help="safe-zone exits an hour (2)")
+    q.add_argument("--position-seconds", type=float, default=10.0,
+                   help="position interval while an alert is open (10)")
+    q.add_argument("--sos-now", type=int, default=0, metavar="N", help="N SOS presses at start")
+    q.add_argument("--seconds", type=float, default=0.0, help="run this long (default: until ^C)")
+    q.add_argument("--seed", type=int, help="random seed (repeatable runs)")
+    q.set_defaults(func=cmd_sim_wearables)
+
+
+def cmd_sim_wearables(args: argparse.Namespace) -> int:
+    """Play the wearable feed until stopped (or for --seconds); print what was sent."""
+    from safetynet.commands.core_connection import operator_token
+    from safetynet.commands.run_loop import run_until_signalled
+    from simulators.wearables import WearableSimConfig, WearableSimulator
+
+    token = operator_token(args)
+    if not token:
+        raise UserError("a feed client token is needed: --token-file FILE or $SAFETYNET_TOKEN")
+    try:
+        config = WearableSimConfig(
+            core_url=args.console, token=token, subjects=args.subjects,
+            sos_per_hour=args.sos_per_hour, exits_per_hour=args.exits_per_hour,
+            position_seconds=args.position_seconds, sos_at_start=args.sos_now, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+    async def body(stop: asyncio.Event) -> int:
+        async with WearableSimulator(config) as simulator:
+            play = asyncio.create_task(simulator.run(args.seconds))
+            halt = asyncio.create_task(stop.wait())
+            await asyncio.wait({play, halt}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (play, halt):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            stats = simulator.stats
+        print(f"sent {stats.sent} events: {stats.alerts} alerts, {stats.moves} positions, "
+              f"{stats.refused} refused, {stats.retries} retried")
+        return EXIT_OK
+
+    return run_until_signalled(body)
 
 
 def _register_districts(sim: Subcommands) -> None:

@@ -133,8 +133,8 @@ BAD_FILES = [
         id="max-below-default",
     ),
     pytest.param(
-        '    "arson",\n]',
-        '    "arson",\n    "fire",\n]',
+        '    "missing-person",\n]',
+        '    "missing-person",\n    "fire",\n]',
         "services.119-emergency-dispatch.incident_types[0]: incident type 'fire' is already "
         "served by service '112-emergency-video'",
         id="duplicate-incident-type",
@@ -272,10 +272,13 @@ def test_incident_defaults_from_its_service(policy: Policy) -> None:
     assert incident.closed_at is None
 
 
-def test_incident_radius_smaller_larger_and_capped(policy: Policy) -> None:
+def test_incident_radius_beyond_the_maximum_is_refused_unless_clamped(policy: Policy) -> None:
     assert robbery(policy, radius_m=200).radius_m == 200
     assert robbery(policy, radius_m=1500).radius_m == 1500
-    assert robbery(policy, radius_m=50_000).radius_m == 2000
+    with pytest.raises(ValueError, match="beyond the maximum of 2000 m for 112 emergency video"):
+        robbery(policy, radius_m=5_000)
+    clamped = policy.open_incident("robbery", *CITY_HALL, 5_000, NOW, NOW, "112-1", clamp=True)
+    assert clamped.radius_m == 2000
     with pytest.raises(ValueError, match="radius_m must be a positive"):
         robbery(policy, radius_m=-1)
 
@@ -448,9 +451,10 @@ def test_vulnerable_person_incident_hands_off_to_112(policy: Policy) -> None:
 
 def test_break_glass_for_a_supervisor_lasts_at_most_30_minutes(policy: Policy) -> None:
     supervisor = police("supervisor")
-    window = start_break_glass(
-        policy, supervisor, ["cam-1"], "child seen taken into a van near the camera", NOW, 90
-    )
+    reason = "child seen taken into a van near the camera"
+    with pytest.raises(ValueError, match="lasts at most 30 minutes, asked 90"):
+        start_break_glass(policy, supervisor, ["cam-1"], reason, NOW, 90)
+    window = start_break_glass(policy, supervisor, ["cam-1"], reason, NOW, 90, clamp=True)
     assert window.expires_at == NOW + timedelta(minutes=30)
     camera = camera_at(*CITY_HALL)
 
@@ -876,6 +880,7 @@ def test_decide_view_agrees_with_the_reference(policy: Policy) -> None:
                 "ext",
                 service=scenario.service,
                 incident_id="INC-P",
+                clamp=True,  # the reference clamps; refusing is tested on its own
             )
         except AccessDenied:
             assert scenario.incident_type in _REF_REFUSED

@@ -4,6 +4,7 @@ core's gRPC server, an edge agent with synthetic cameras, aiortc viewers."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,9 @@ GANGNAM_STATION = (37.49795, 127.02760)   # gangnam-001
 SAMSEONG = (37.50881, 127.06316)          # gangnam-007, ~3.4 km east
 
 
+_CASES = itertools.count(1)   # one case number per report: a repeated one is a retry
+
+
 def _auth(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
@@ -40,7 +44,7 @@ async def _report(core: CoreServer, token: str, incident_type: str, at: tuple[fl
         return await core_pb2_grpc.IncidentServiceStub(channel).Report(
             core_pb2.ReportIncidentRequest(incident_type=incident_type, radius_m=radius,
                                            location=core_pb2.GeoPoint(lat=at[0], lon=at[1]),
-                                           external_ref="112-2026-0001"),
+                                           external_ref=f"112-2026-{next(_CASES):04d}"),
             metadata=_auth(token))
 
 
@@ -174,6 +178,11 @@ async def test_break_glass_is_for_supervisors_only_and_recorded_as_a_pair(
             assert plain.value.code() == grpc.StatusCode.PERMISSION_DENIED
             too_long = core_pb2.StartBreakGlassRequest(camera_ids=["gangnam-002"], minutes=45,
                                                        reason=request.reason)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.StartBreakGlass(too_long, metadata=_auth(tokens["police-sup"]))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "at most 30 minutes" in (refused.value.details() or "")
+            too_long.clamp_to_max = True
             capped = await stub.StartBreakGlass(too_long, metadata=_auth(tokens["police-sup"]))
             assert capped.expires_at.ToDatetime() - capped.started_at.ToDatetime() <= timedelta(minutes=30)
             await stub.StopBreakGlass(core_pb2.StopBreakGlassRequest(breakglass_id=capped.breakglass_id),

@@ -4,6 +4,7 @@ every record whose call had returned is there."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import sys
 from pathlib import Path
@@ -38,10 +39,10 @@ async def test_sigkilled_core_leaves_a_verifiable_chain_with_nothing_committed_l
             metadata = (("authorization", f"Bearer {token}"),)
 
             async def reporter(n: int) -> None:
-                while True:
+                for i in itertools.count():  # one case number per report: reports are idempotent
                     try:
                         report = await stub.Report(core_pb2.ReportIncidentRequest(
-                            incident_type="robbery", external_ref=f"crash-{n}",
+                            incident_type="robbery", external_ref=f"crash-{n}-{i}",
                             location=core_pb2.GeoPoint(lat=37.4979, lon=127.0276)),
                             metadata=metadata, timeout=5)
                     except grpc.aio.AioRpcError:

@@ -284,6 +284,9 @@ export class CameraTile {
       if (this.firstFrameAt === null) {
         this.firstFrameAt = performance.now();
         this.onFirstFrame?.(this, this.firstFrameAt);
+        // Golden time is recorded by the core, on its clock.
+        this.api.post(`/api/sessions/${encodeURIComponent(this.sessionId)}/first-frame`,
+          { client: 'console' }).catch(() => {});
       }
       if (['opening', 'connecting', 'stalled'].includes(this.state)) this._setState('live');
     };
@@ -437,6 +440,7 @@ export class CameraTile {
       camera_id: this.camera.camera_id, state: this.state, message: this.message,
       session_id: this.sessionId, frames_decoded: this.framesDecoded,
       first_frame_ms: this.firstFrameAt === null ? null : this.firstFrameAt - this.openedAt,
+      first_frame_epoch_ms: this.firstFrameAt === null ? null : performance.timeOrigin + this.firstFrameAt,
     };
   }
 }

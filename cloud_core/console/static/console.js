@@ -11,6 +11,9 @@ import { h } from './dom.js';
 import { agencyLabel, kstTime } from './format.js';
 import { IncidentView } from './incident-view.js';
 import { MapView } from './map-view.js';
+import { EventStream } from './event-stream.js';
+import { ProtectionInbox } from './protection-inbox.js';
+import { GoldenTimePage } from './golden-time-page.js';
 
 const TOKEN_KEY = 'safetynet.token';
 const OVERVIEW_MS = 2000;
@@ -97,6 +100,7 @@ class Console {
       this.banner(err.message);
     }
     this.timers.push(setInterval(() => this.refresh(), OVERVIEW_MS));
+    this._startEvents(token, me);
     if (!location.hash || location.hash === '#/') location.hash = me.audits ? '#/audit' : '#/map';
     this._routeFromHash();
   }
@@ -108,6 +112,10 @@ class Console {
     api.onSignedOut = null;
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
+    this.events?.close();
+    this.events = null;
+    this.inbox?.el.remove();
+    this.inbox = null;
     this.view?.destroy();
     this.view = null;
     this.route = '';
@@ -135,6 +143,20 @@ class Console {
     this.$('agents').replaceChildren(...Object.entries(this.overview.agents).map(([district, online]) =>
       h('span', { class: `agent ${online ? 'up' : 'down'}`, title: online ? 'agent online' : 'agent offline' }, district)));
     this.view?.onOverview?.(this.overview);
+  }
+
+  /** Pushed incident events: the SOS inbox (protection centres) and the open incident view. */
+  _startEvents(token, me) {
+    if (me.agency === 'vulnerable-support') {
+      this.inbox = new ProtectionInbox(this);
+      this.inbox.seed(this.overview?.incidents ?? []);
+      this.$('banner').after(this.inbox.el);   // in the flow: it never covers a view
+    }
+    this.events = new EventStream(token, (event) => {
+      this.inbox?.onIncidentEvent(event);
+      this.view?.onIncidentEvent?.(event);
+    });
+    this.events.start();
   }
 
   banner(text) {
@@ -178,6 +200,8 @@ class Console {
       this.view = new IncidentView(this, id, report);
     } else if (hash === '#/audit' && this.me.audits) {
       this.view = new AuditPage(this);
+    } else if (hash === '#/golden-time') {
+      this.view = new GoldenTimePage(this);
     } else {
       this.view = new MapView(this);
     }

@@ -5,6 +5,7 @@ import { ApiError, SignedOut } from './api.js';
 import { CameraTile } from './camera-tile.js';
 import { CityMap } from './city-map.js';
 import { h } from './dom.js';
+import { IncidentMoves } from './incident-moves.js';
 import { agencyLabel, distanceM, duration, kstDateTime, kstTime, metres, serviceBadge, typeLabel } from './format.js';
 
 export const MAX_TILES = 9;
@@ -24,6 +25,7 @@ export class IncidentView {
     });
     this.cameraList = h('ol', { class: 'camera-list' });
     this.facilities = h('section', { class: 'card facilities', hidden: true });
+    this.moves = new IncidentMoves(app, incidentId, (report) => this._moved(report));
     this.addInput = h('input', { type: 'text', name: 'camera_id', placeholder: 'camera id, e.g. gangnam-007', spellcheck: false });
     this.addError = h('p', { class: 'form-error', hidden: true });
     this.el = h('section', { class: 'incident-view' },
@@ -36,6 +38,7 @@ export class IncidentView {
             h('form', { class: 'add-camera', onsubmit: (event) => { event.preventDefault(); this.addCamera(this.addInput.value.trim()); } },
               this.addInput, h('button', { type: 'submit' }, 'Open camera')),
             this.addError),
+          this.moves.el,
           this.facilities)));
   }
 
@@ -109,7 +112,7 @@ export class IncidentView {
 
   _openTiles(report) {
     if (!report.incident.open) return;
-    const cameras = report.cameras.slice(0, MAX_TILES);
+    const cameras = report.cameras.slice(0, Math.min(MAX_TILES, report.incident.live_cameras ?? MAX_TILES));
     const tiles = cameras.map((camera, i) => this._tile(camera, i + 1));
     if (!tiles.length) {
       this.grid.append(h('p', { class: 'empty-grid' },
@@ -210,7 +213,25 @@ export class IncidentView {
     this.map.setFacilities(facilities);
     this.map.setCameras(this.app.overview?.cameras ?? cameras);
     this.map.setFocus(incident, cameras.map((c) => c.camera_id));
+    this.moves.render(incident);
     this._tick();
+  }
+
+  /** The grant followed a move: show the new ranking and open the cameras now in reach. */
+  _moved(report) {
+    this.report = report;
+    this._render();
+    const open = new Set(this.tiles.map((t) => t.camera.camera_id));
+    for (const camera of report.cameras.slice(0, MAX_TILES)) {
+      if (!open.has(camera.camera_id)) this.addCamera(camera.camera_id);
+    }
+  }
+
+  /** Pushed by the core: this incident moved (the subject walked on) or changed. */
+  onIncidentEvent(event) {
+    if (event.incident.incident_id !== this.incidentId || !this.report) return;
+    this.app.api.get(`/api/incidents/${encodeURIComponent(this.incidentId)}`)
+      .then((report) => this._moved(report), () => {});
   }
 
   _tick() {

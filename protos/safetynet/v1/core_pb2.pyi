@@ -118,7 +118,7 @@ class CloseSessionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ReportIncidentRequest(_message.Message):
-    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service")
+    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service", "clamp_to_max", "area_geojson", "area_district_ids")
     INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     RADIUS_M_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,9 @@ class ReportIncidentRequest(_message.Message):
     EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
     LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CLAMP_TO_MAX_FIELD_NUMBER: _ClassVar[int]
+    AREA_GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    AREA_DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
     incident_type: str
     location: GeoPoint
     radius_m: float
@@ -133,10 +136,13 @@ class ReportIncidentRequest(_message.Message):
     external_ref: str
     legal_basis: str
     service: str
-    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+    clamp_to_max: bool
+    area_geojson: str
+    area_district_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ..., clamp_to_max: _Optional[bool] = ..., area_geojson: _Optional[str] = ..., area_district_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Incident(_message.Message):
-    __slots__ = ("incident_id", "incident_type", "service", "location", "radius_m", "agencies", "opened_at", "expires_at", "closed_at", "legal_basis", "purpose", "external_ref", "reported_by", "close_reason", "open")
+    __slots__ = ("incident_id", "incident_type", "service", "location", "radius_m", "agencies", "opened_at", "expires_at", "closed_at", "legal_basis", "purpose", "external_ref", "reported_by", "close_reason", "open", "trail", "links", "area_geojson", "area_district_ids")
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +158,10 @@ class Incident(_message.Message):
     REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
     CLOSE_REASON_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
+    TRAIL_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    AREA_GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    AREA_DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
     incident_id: str
     incident_type: str
     service: str
@@ -167,7 +177,11 @@ class Incident(_message.Message):
     reported_by: str
     close_reason: str
     open: bool
-    def __init__(self, incident_id: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., agencies: _Optional[_Iterable[str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., legal_basis: _Optional[str] = ..., purpose: _Optional[str] = ..., external_ref: _Optional[str] = ..., reported_by: _Optional[str] = ..., close_reason: _Optional[str] = ..., open: _Optional[bool] = ...) -> None: ...
+    trail: _containers.RepeatedCompositeFieldContainer[TrailPoint]
+    links: _containers.RepeatedCompositeFieldContainer[IncidentLink]
+    area_geojson: str
+    area_district_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, incident_id: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., agencies: _Optional[_Iterable[str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., legal_basis: _Optional[str] = ..., purpose: _Optional[str] = ..., external_ref: _Optional[str] = ..., reported_by: _Optional[str] = ..., close_reason: _Optional[str] = ..., open: _Optional[bool] = ..., trail: _Optional[_Iterable[_Union[TrailPoint, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[IncidentLink, _Mapping]]] = ..., area_geojson: _Optional[str] = ..., area_district_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Facility(_message.Message):
     __slots__ = ("facility_id", "kind", "name", "location", "distance_m", "detail")
@@ -186,14 +200,16 @@ class Facility(_message.Message):
     def __init__(self, facility_id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., distance_m: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class IncidentReport(_message.Message):
-    __slots__ = ("incident", "cameras", "facilities")
+    __slots__ = ("incident", "cameras", "facilities", "existing")
     INCIDENT_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
     incident: Incident
     cameras: _containers.RepeatedCompositeFieldContainer[Camera]
     facilities: _containers.RepeatedCompositeFieldContainer[Facility]
-    def __init__(self, incident: _Optional[_Union[Incident, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., facilities: _Optional[_Iterable[_Union[Facility, _Mapping]]] = ...) -> None: ...
+    existing: bool
+    def __init__(self, incident: _Optional[_Union[Incident, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., facilities: _Optional[_Iterable[_Union[Facility, _Mapping]]] = ..., existing: _Optional[bool] = ...) -> None: ...
 
 class CloseIncidentRequest(_message.Message):
     __slots__ = ("incident_id", "reason")
@@ -222,16 +238,18 @@ class ListIncidentsResponse(_message.Message):
     def __init__(self, incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...
 
 class StartBreakGlassRequest(_message.Message):
-    __slots__ = ("camera_ids", "district_ids", "reason", "minutes")
+    __slots__ = ("camera_ids", "district_ids", "reason", "minutes", "clamp_to_max")
     CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]
     DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MINUTES_FIELD_NUMBER: _ClassVar[int]
+    CLAMP_TO_MAX_FIELD_NUMBER: _ClassVar[int]
     camera_ids: _containers.RepeatedScalarFieldContainer[str]
     district_ids: _containers.RepeatedScalarFieldContainer[str]
     reason: str
     minutes: int
-    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., district_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., minutes: _Optional[int] = ...) -> None: ...
+    clamp_to_max: bool
+    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., district_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., minutes: _Optional[int] = ..., clamp_to_max: _Optional[bool] = ...) -> None: ...
 
 class BreakGlass(_message.Message):
     __slots__ = ("breakglass_id", "operator_id", "camera_ids", "district_ids", "reason", "started_at", "expires_at", "stopped_at")
@@ -422,3 +440,177 @@ class ListEvidenceResponse(_message.Message):
     CLIPS_FIELD_NUMBER: _ClassVar[int]
     clips: _containers.RepeatedCompositeFieldContainer[EvidenceClipInfo]
     def __init__(self, clips: _Optional[_Iterable[_Union[EvidenceClipInfo, _Mapping]]] = ...) -> None: ...
+
+class TrailPoint(_message.Message):
+    __slots__ = ("location", "at", "source")
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    location: GeoPoint
+    at: _timestamp_pb2.Timestamp
+    source: str
+    def __init__(self, location: _Optional[_Union[GeoPoint, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class IncidentLink(_message.Message):
+    __slots__ = ("incident_id", "kind", "outgoing", "reason", "at", "linked_by")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OUTGOING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    LINKED_BY_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    kind: str
+    outgoing: bool
+    reason: str
+    at: _timestamp_pb2.Timestamp
+    linked_by: str
+    def __init__(self, incident_id: _Optional[str] = ..., kind: _Optional[str] = ..., outgoing: _Optional[bool] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., linked_by: _Optional[str] = ...) -> None: ...
+
+class MoveIncidentRequest(_message.Message):
+    __slots__ = ("incident_id", "location", "at", "source")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    location: GeoPoint
+    at: _timestamp_pb2.Timestamp
+    source: str
+    def __init__(self, incident_id: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class LinkIncidentsRequest(_message.Message):
+    __slots__ = ("incident_id", "other_incident_id", "reason")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OTHER_INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    other_incident_id: str
+    reason: str
+    def __init__(self, incident_id: _Optional[str] = ..., other_incident_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LinkIncidentsResponse(_message.Message):
+    __slots__ = ("incident", "other")
+    INCIDENT_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    incident: Incident
+    other: Incident
+    def __init__(self, incident: _Optional[_Union[Incident, _Mapping]] = ..., other: _Optional[_Union[Incident, _Mapping]] = ...) -> None: ...
+
+class HandOffIncidentRequest(_message.Message):
+    __slots__ = ("incident_id", "reason", "incident_type", "service")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    reason: str
+    incident_type: str
+    service: str
+    def __init__(self, incident_id: _Optional[str] = ..., reason: _Optional[str] = ..., incident_type: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class ExtendIncidentRequest(_message.Message):
+    __slots__ = ("incident_id", "minutes", "reason")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    minutes: int
+    reason: str
+    def __init__(self, incident_id: _Optional[str] = ..., minutes: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListIncidentCamerasRequest(_message.Message):
+    __slots__ = ("incident_id", "page_size", "page_token")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, incident_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListIncidentCamerasResponse(_message.Message):
+    __slots__ = ("cameras", "next_page_token", "total")
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    cameras: _containers.RepeatedCompositeFieldContainer[Camera]
+    next_page_token: str
+    total: int
+    def __init__(self, cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class AssignOfficerRequest(_message.Message):
+    __slots__ = ("incident_id", "officer_id")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    officer_id: str
+    def __init__(self, incident_id: _Optional[str] = ..., officer_id: _Optional[str] = ...) -> None: ...
+
+class PushStillRequest(_message.Message):
+    __slots__ = ("incident_id", "camera_id")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    camera_id: str
+    def __init__(self, incident_id: _Optional[str] = ..., camera_id: _Optional[str] = ...) -> None: ...
+
+class HandOffCameraRequest(_message.Message):
+    __slots__ = ("incident_id", "camera_id")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    camera_id: str
+    def __init__(self, incident_id: _Optional[str] = ..., camera_id: _Optional[str] = ...) -> None: ...
+
+class GetDispatchRequest(_message.Message):
+    __slots__ = ("incident_id",)
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    def __init__(self, incident_id: _Optional[str] = ...) -> None: ...
+
+class DispatchPush(_message.Message):
+    __slots__ = ("push_id", "kind", "camera_id", "at", "sha256", "bytes", "pushed_by")
+    PUSH_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_BY_FIELD_NUMBER: _ClassVar[int]
+    push_id: str
+    kind: str
+    camera_id: str
+    at: _timestamp_pb2.Timestamp
+    sha256: str
+    bytes: int
+    pushed_by: str
+    def __init__(self, push_id: _Optional[str] = ..., kind: _Optional[str] = ..., camera_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ..., pushed_by: _Optional[str] = ...) -> None: ...
+
+class DispatchState(_message.Message):
+    __slots__ = ("incident_id", "officer_ids", "pushes")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_IDS_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    officer_ids: _containers.RepeatedScalarFieldContainer[str]
+    pushes: _containers.RepeatedCompositeFieldContainer[DispatchPush]
+    def __init__(self, incident_id: _Optional[str] = ..., officer_ids: _Optional[_Iterable[str]] = ..., pushes: _Optional[_Iterable[_Union[DispatchPush, _Mapping]]] = ...) -> None: ...
+
+class FirstFrameRequest(_message.Message):
+    __slots__ = ("session_id", "client")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    client: str
+    def __init__(self, session_id: _Optional[str] = ..., client: _Optional[str] = ...) -> None: ...
+
+class FirstFrameResponse(_message.Message):
+    __slots__ = ("recorded", "report_to_first_frame_ms", "grant_to_first_frame_ms")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TO_FIRST_FRAME_MS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_TO_FIRST_FRAME_MS_FIELD_NUMBER: _ClassVar[int]
+    recorded: bool
+    report_to_first_frame_ms: float
+    grant_to_first_frame_ms: float
+    def __init__(self, recorded: _Optional[bool] = ..., report_to_first_frame_ms: _Optional[float] = ..., grant_to_first_frame_ms: _Optional[float] = ...) -> None: ...

@@ -161,6 +161,11 @@ class SessionServiceStub:
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.SerializeToString,
                 response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
+        self.ReportFirstFrame = channel.unary_unary(
+                '/safetynet.v1.SessionService/ReportFirstFrame',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -180,6 +185,13 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportFirstFrame(self, request, context):
+        """The client decoded its first frame: the core records the incident's golden time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +204,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CloseSession,
                     request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.FromString,
                     response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'ReportFirstFrame': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFirstFrame,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class SessionService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReportFirstFrame(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.SessionService/ReportFirstFrame',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class IncidentServiceStub:
     """Every call below needs `authorization: Bearer <operator token>` in its metadata.
@@ -289,6 +333,31 @@ class IncidentServiceStub:
                 '/safetynet.v1.IncidentService/List',
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.SerializeToString,
                 response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.FromString,
+                _registered_method=True)
+        self.Move = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Move',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.MoveIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+                _registered_method=True)
+        self.Link = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Link',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsResponse.FromString,
+                _registered_method=True)
+        self.HandOff = channel.unary_unary(
+                '/safetynet.v1.IncidentService/HandOff',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+                _registered_method=True)
+        self.Extend = channel.unary_unary(
+                '/safetynet.v1.IncidentService/Extend',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExtendIncidentRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.FromString,
+                _registered_method=True)
+        self.ListIncidentCameras = channel.unary_unary(
+                '/safetynet.v1.IncidentService/ListIncidentCameras',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasResponse.FromString,
                 _registered_method=True)
 
 
@@ -323,6 +392,41 @@ class IncidentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Move(self, request, context):
+        """A new position (operator, CAD feed, wearable feed): the grant follows it, across districts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Link(self, request, context):
+        """Links two incidents; both agencies see both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandOff(self, request, context):
+        """Opens (once) the linked incident of the service the policy hands this one off to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Extend(self, request, context):
+        """Extends an open incident past its time box with a written reason (services that allow it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIncidentCameras(self, request, context):
+        """Pages through every camera the incident reaches, nearest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IncidentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +449,31 @@ def add_IncidentServiceServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.FromString,
                     response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+            'Move': grpc.unary_unary_rpc_method_handler(
+                    servicer.Move,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.MoveIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
+            ),
+            'Link': grpc.unary_unary_rpc_method_handler(
+                    servicer.Link,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsResponse.SerializeToString,
+            ),
+            'HandOff': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandOff,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.SerializeToString,
+            ),
+            'Extend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Extend,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ExtendIncidentRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.SerializeToString,
+            ),
+            'ListIncidentCameras': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIncidentCameras,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -457,6 +586,141 @@ class IncidentService:
             '/safetynet.v1.IncidentService/List',
             protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsRequest.SerializeToString,
             protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Move(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Move',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.MoveIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Link(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Link',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.LinkIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandOff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/HandOff',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.IncidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Extend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/Extend',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ExtendIncidentRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.Incident.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIncidentCameras(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.IncidentService/ListIncidentCameras',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.ListIncidentCamerasResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1028,6 +1292,265 @@ class EvidenceService:
             '/safetynet.v1.EvidenceService/List',
             protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceRequest.SerializeToString,
             protos_dot_safetynet_dot_v1_dot_core__pb2.ListEvidenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class DispatchServiceStub:
+    """--- 112 dispatch to officers in the field --------------------------------------------------------
+
+    The 112 room assigns field officers (role "field") to an incident, pushes them stills (a JPEG
+    of a camera's latest key frame, taken at the district's agent) and hands them live cameras.
+    Only assigned officers see the pushes; unassigning them or closing the incident ends it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Assign = channel.unary_unary(
+                '/safetynet.v1.DispatchService/Assign',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+                _registered_method=True)
+        self.Unassign = channel.unary_unary(
+                '/safetynet.v1.DispatchService/Unassign',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+                _registered_method=True)
+        self.PushStill = channel.unary_unary(
+                '/safetynet.v1.DispatchService/PushStill',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PushStillRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+                _registered_method=True)
+        self.HandOffCamera = channel.unary_unary(
+                '/safetynet.v1.DispatchService/HandOffCamera',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffCameraRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/safetynet.v1.DispatchService/Get',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetDispatchRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+                _registered_method=True)
+
+
+class DispatchServiceServicer:
+    """--- 112 dispatch to officers in the field --------------------------------------------------------
+
+    The 112 room assigns field officers (role "field") to an incident, pushes them stills (a JPEG
+    of a camera's latest key frame, taken at the district's agent) and hands them live cameras.
+    Only assigned officers see the pushes; unassigning them or closing the incident ends it.
+    """
+
+    def Assign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unassign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushStill(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandOffCamera(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DispatchServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Assign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Assign,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.SerializeToString,
+            ),
+            'Unassign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unassign,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.SerializeToString,
+            ),
+            'PushStill': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushStill,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.PushStillRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.SerializeToString,
+            ),
+            'HandOffCamera': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandOffCamera,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffCameraRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetDispatchRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'safetynet.v1.DispatchService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('safetynet.v1.DispatchService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DispatchService:
+    """--- 112 dispatch to officers in the field --------------------------------------------------------
+
+    The 112 room assigns field officers (role "field") to an incident, pushes them stills (a JPEG
+    of a camera's latest key frame, taken at the district's agent) and hands them live cameras.
+    Only assigned officers see the pushes; unassigning them or closing the incident ends it.
+    """
+
+    @staticmethod
+    def Assign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/Assign',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unassign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/Unassign',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.AssignOfficerRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushStill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/PushStill',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.PushStillRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandOffCamera(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/HandOffCamera',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.HandOffCameraRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchPush.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.DispatchService/Get',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.GetDispatchRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.DispatchState.FromString,
             options,
             channel_credentials,
             insecure,

@@ -171,7 +171,7 @@ class CoreStatus(_message.Message):
     def __init__(self, online: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SignalRequest(_message.Message):
-    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold", "journal_fetch")
+    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold", "journal_fetch", "still")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class SignalRequest(_message.Message):
     EVIDENCE_FETCH_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_HOLD_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_FETCH_FIELD_NUMBER: _ClassVar[int]
+    STILL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     offer: SessionOffer
     close: SessionClose
@@ -188,7 +189,18 @@ class SignalRequest(_message.Message):
     evidence_fetch: EvidenceFetch
     evidence_hold: EvidenceHold
     journal_fetch: JournalFetch
-    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ..., journal_fetch: _Optional[_Union[JournalFetch, _Mapping]] = ...) -> None: ...
+    still: StillRequest
+    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ..., journal_fetch: _Optional[_Union[JournalFetch, _Mapping]] = ..., still: _Optional[_Union[StillRequest, _Mapping]] = ...) -> None: ...
+
+class StillRequest(_message.Message):
+    __slots__ = ("still_id", "camera_id", "grant")
+    STILL_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    still_id: str
+    camera_id: str
+    grant: bytes
+    def __init__(self, still_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., grant: _Optional[bytes] = ...) -> None: ...
 
 class SessionOffer(_message.Message):
     __slots__ = ("session_id", "camera_id", "sdp_offer", "expires_at", "grant", "ice_servers")
@@ -215,7 +227,7 @@ class SessionClose(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SignalResponse(_message.Message):
-    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence", "journal")
+    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence", "journal", "still_jpeg")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +235,7 @@ class SignalResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    STILL_JPEG_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     sdp_answer: str
@@ -230,7 +243,8 @@ class SignalResponse(_message.Message):
     error: SignalFailure
     evidence: EvidenceReply
     journal: JournalBatch
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ..., journal: _Optional[_Union[JournalBatch, _Mapping]] = ...) -> None: ...
+    still_jpeg: bytes
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ..., journal: _Optional[_Union[JournalBatch, _Mapping]] = ..., still_jpeg: _Optional[bytes] = ...) -> None: ...
 
 class SignalFailure(_message.Message):
     __slots__ = ("code", "message")
