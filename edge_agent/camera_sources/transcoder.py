@@ -43,7 +43,7 @@ class H264Transcoder:
     def started(self) -> bool:
         return self._encoder is not None
 
-    def transcode(self, packet: av.Packet) -> list[EncodedUnit]:
+    def transcode(self, packet: av.Packet[Any]) -> list[EncodedUnit]:
         units: list[EncodedUnit] = []
         for frame in self._decoder.decode(packet):
             units += self._encode(frame)
