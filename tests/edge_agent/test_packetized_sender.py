@@ -4,6 +4,7 @@ and real aiortc viewers of one camera on loopback."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -255,7 +256,7 @@ async def test_two_viewers_receive_identical_payloads_with_their_own_ssrc_and_se
     assert a[0].ssrc != b[0].ssrc
     for packets in (a, b):
         sequence = [p.sequence_number for p in packets]
-        assert all((y - x) % 65536 == 1 for x, y in zip(sequence, sequence[1:]))
+        assert all((y - x) % 65536 == 1 for x, y in itertools.pairwise(sequence))
     payloads_a = [p.payload for p in a]
     start = payloads_a.index(b[0].payload)
     overlap = min(len(a) - start, len(b))
