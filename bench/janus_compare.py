@@ -16,6 +16,7 @@ only loopback and a veth pair whose both ends stay inside it: nothing can leave 
 Needs root (``unshare -n``) and ``apt-get install janus``.
 
     python bench/janus_compare.py [--viewers 1,10,20] [--joins 10] [--seconds 10] [--gop 1]
+                                  [--sender packetized|aiortc]
 """
 
 from __future__ import annotations
@@ -280,7 +281,7 @@ async def cpu_runs(open_viewer: Any, pid: int, args: argparse.Namespace) -> list
             await asyncio.sleep(args.warmup)
             before = [frames_of(v) for v in viewers]
             cpu = await cpu_percent(pid, args.seconds)
-            fps = sorted((frames_of(v) - b) / args.seconds for v, b in zip(viewers, before))
+            fps = sorted((frames_of(v) - b) / args.seconds for v, b in zip(viewers, before, strict=True))
         runs.append({"viewers": count, "cpu_percent": round(cpu, 2),
                      "per_viewer_percent": round(cpu / count, 2),
                      "viewer_fps_p50": round(statistics.median(fps), 1),
@@ -290,7 +291,7 @@ async def cpu_runs(open_viewer: Any, pid: int, args: argparse.Namespace) -> list
 
 
 async def first_frames(open_viewer: Any, args: argparse.Namespace) -> list[float]:
-    times = []
+    times: list[float] = []
     async with open_viewer() as keeper:
         async with asyncio.timeout(20):
             await keeper.first_frame.wait()
@@ -311,7 +312,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     webrtc = WebRtcSettings(advertise=("127.0.0.1", VETH_ADDRESS))
     results: dict[str, Any] = {}
     async with MediaRig([CAMERA], gop_s=args.gop, fps=args.fps, size=args.size,
-                        bitrate_kbps=args.bitrate, transport="udp", webrtc=webrtc) as rig:
+                        bitrate_kbps=args.bitrate, transport="udp", webrtc=webrtc,
+                        agent_args=["--sender", args.sender]) as rig:
         print("agent", file=sys.stderr, flush=True)
         results["agent"] = {"cpu": await cpu_runs(lambda: rig.viewer(CAMERA), rig.agent_pid, args),
                             "ttff_ms": summary(await first_frames(lambda: rig.viewer(CAMERA), args))}
@@ -326,10 +328,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
     ratios = {
         str(a["viewers"]): round(a["per_viewer_percent"] / j["per_viewer_percent"], 2)
-        for a, j in zip(results["agent"]["cpu"], results["janus"]["cpu"]) if j["per_viewer_percent"]
+        for a, j in zip(results["agent"]["cpu"], results["janus"]["cpu"], strict=True) if j["per_viewer_percent"]
     }
     return {
         "benchmark": "janus_compare",
+        "agent_sender": args.sender,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "camera": f"rtsp simulated {args.size[0]}x{args.size[1]} {args.fps} fps {args.bitrate} kb/s "
                   f"H.264, {args.gop:g} s GOP, RTP over UDP",
         "window_seconds": args.seconds,
@@ -352,6 +356,8 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=2500, help="kb/s")
+    parser.add_argument("--sender", choices=["packetized", "aiortc"], default="packetized",
+                        help="the agent's RTP sender: ours, or aiortc's own (the before)")
     args = parser.parse_args()
     if shutil.which("janus") is None:
         print("janus_compare: Janus is not installed (apt-get install -y janus)", file=sys.stderr)

@@ -50,6 +50,9 @@ AIORTC_SENDER_STATE = ("rtp_started", "rtp_exited", "mid", "rtp_header_extension
 class PacketizedRtpSender(RTCRtpSender):
     """See the module docstring. Build with ``adopt(sender, subscription)``."""
 
+    #: Off only to measure what segmentation offload is worth (bench/media_path.py).
+    segmented_sends = True
+
     _subscription: FeedSubscription
     _stream: RtpStream | None
     _batch: UdpBatchSender | None
@@ -170,7 +173,7 @@ class PacketizedRtpSender(RTCRtpSender):
                 self._batch = None
             if isinstance(pair.protocol, StunProtocol):
                 sock = cast(socket.socket, pair.protocol.transport.get_extra_info("socket"))
-                self._batch = UdpBatchSender(sock, pair.remote_addr)
+                self._batch = UdpBatchSender(sock, pair.remote_addr, gso=self.segmented_sends)
         return self._batch
 
     # --- NACK (replaces RTCRtpSender._retransmit) -----------------------------------------
