@@ -1,7 +1,7 @@
 """A district's edge agent, run on its own for the benchmarks, with two switches the product lacks.
 
     python bench/agent_process.py --config agent.toml [--no-gop-cache] [--mode passthrough|reencode]
-                                  [--sender packetized|aiortc] [--no-gso]
+                                  [--sender packetized|aiortc] [--no-gso] [--keep-filler]
 
 ``--no-gop-cache`` turns every camera's GOP cache off (what the cache is worth: bench/gop_cache.py).
 ``--mode reencode`` replaces the passthrough track with what aiortc does by default: the camera's
@@ -9,7 +9,9 @@ H.264 decoded once per camera (MediaRelay-style, frames shared as yuv420p) and e
 sender encoding those frames with its own H.264 encoder (bench/passthrough_cpu.py).
 ``--sender aiortc`` sends passthrough tracks through aiortc's own RTP sender (one packetization,
 one RTP build and one ``sendto`` per packet and viewer) instead of ``PacketizedRtpSender``: the
-before of bench/media_path.py; ``--no-gso`` keeps ours but with one ``sendto`` per packet. Everything else is the real ``EdgeAgent``. Stops on SIGTERM/SIGINT.
+before of bench/media_path.py; ``--no-gso`` keeps ours but with one ``sendto`` per packet.
+``--keep-filler`` sends the camera's filler data too, as Janus and aiortc's own sender do (the
+simulated cameras pad with it). Everything else is the real ``EdgeAgent``. Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ async def run(args: argparse.Namespace) -> None:
     agent = EdgeAgent(config)
     for feed in agent.feeds.values():
         feed.gop_cache = not args.no_gop_cache
+        feed.keep_filler = args.keep_filler
     async with agent:
         await stop.wait()
 
@@ -124,6 +127,7 @@ def main() -> int:
     parser.add_argument("--mode", choices=["passthrough", "reencode"], default="passthrough")
     parser.add_argument("--sender", choices=["packetized", "aiortc"], default="packetized")
     parser.add_argument("--no-gso", action="store_true")
+    parser.add_argument("--keep-filler", action="store_true")
     parser.add_argument("--no-gop-cache", action="store_true")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()

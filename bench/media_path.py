@@ -6,8 +6,12 @@ process (``bench/agent_process.py``), viewers in this process (counting frames, 
 Per sender of the agent:
 
 * ``aiortc``: aiortc's own RTP sender (packetize, build and ``sendto`` each packet per viewer);
-* ``packetized-nogso``: ours, payloads shared, one ``sendto`` per packet (no segmentation);
-* ``packetized``: ours with UDP segmentation offload (a run of fragments per system call);
+* ``filler-nogso``: ours, payloads shared, one ``sendto`` per packet (no segmentation);
+* ``filler``: ours with UDP segmentation offload (a run of fragments per system call);
+* ``packetized``: ours as the product runs it: also without the camera's filler data.
+
+The simulated camera pads its 2.5 Mb/s with H.264 filler data (NAL type 12, most of each P
+frame); aiortc's sender sends it, ours drops it. The ``filler`` cases keep it: like for like.
 
 it prints agent CPU (% of one core, /proc) at each viewer count, per viewer, the pull-only cost
 (camera open, nobody watching: measured during the idle-close delay) and each viewer's frame
@@ -16,7 +20,7 @@ one's frame loss over the window (frames received against the camera's frames). 
 records the agent with py-spy during the largest viewer count and the pull-only window and
 prints the top functions by own time.
 
-    python bench/media_path.py [--senders aiortc,packetized-nogso,packetized] [--viewers 1,10,20]
+    python bench/media_path.py [--senders aiortc,filler-nogso,filler,packetized] [--viewers 1,10,20]
                                [--fanout 60] [--seconds 10] [--profile]
 """
 
@@ -45,35 +49,67 @@ from viewer.client import CameraViewer
 CAMERA = GANGNAM.cameras[0].camera_id
 SENDER_ARGS = {
     "aiortc": ["--sender", "aiortc"],
-    "packetized-nogso": ["--sender", "packetized", "--no-gso"],
+    "filler-nogso": ["--sender", "packetized", "--no-gso", "--keep-filler"],
+    "filler": ["--sender", "packetized", "--keep-filler"],
     "packetized": ["--sender", "packetized"],
 }
 
 
+PROFILE_RATE = 250  # samples per second
+_WAITS = {"poll", "ppoll", "epoll_wait", "select", "pselect", "nanosleep", "clock_nanosleep",
+          "pthread_cond_wait", "pthread_cond_timedwait", "sem_wait", "sem_timedwait", "syscall",
+          "__futex_abstimed_wait_common", "futex_wait"}
+_WAITING_CALLERS = ("Condition.wait", "Lock.acquire", "_worker (thread.py)", "acquire",
+                    "SimpleQueue.get", "Queue.get (queue.py)", "PyThread_acquire_lock_timed",
+                    "take_gil", "drop_gil")
+
+
+def _waiting(names: list[str]) -> bool:
+    leaf = names[-1].split(" (")[0]
+    if leaf in _WAITS:
+        return True
+    # An unnamed libc frame under a lock or a queue wait: a futex, i.e. idle.
+    return leaf.startswith("0x") and any(c in n for n in names[-3:] for c in _WAITING_CALLERS)
+
+
 async def profile(pid: int, seconds: float) -> dict[str, Any]:
-    """py-spy's samples of the agent over ``seconds``: top functions by own time, in percent."""
+    """Where the agent's CPU goes over ``seconds``, from py-spy with native frames.
+
+    Samples whose innermost frame is a wait (poll, epoll_wait, a futex: an idle thread, a
+    blocked read) are left out; each remaining sample is 1/PROFILE_RATE s of CPU, so counts
+    become percent of one core. ``own``: the innermost frame; ``inclusive``: anywhere on the
+    stack. An approximation (sampling, and a few waits in unnamed libc frames may remain).
+    """
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
         process = await asyncio.create_subprocess_exec(
-            py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-            "--native", "--nonblocking", "--format", "raw", "--output", out.name,
+            py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+            "--rate", str(PROFILE_RATE), "--native", "--format", "raw", "--output", out.name,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await process.wait()
         lines = Path(out.name).read_text().splitlines()
     own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in lines:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        leaf = stack.split(";")[-1]
-        name, _, where = leaf.partition(" (")
-        where = re.sub(r":\d+\)$", "", where.rsplit("/", 1)[-1])
-        own[f"{name} ({where})" if where else name] += int(count)
+        names = []
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            where = re.sub(r":\d+\)$", "", where.rsplit("/", 1)[-1])
+            names.append(f"{name} ({where})" if where else name)
+        if _waiting(names):
+            continue
+        own[names[-1]] += int(count)
+        for name in set(names):
+            inclusive[name] += int(count)
         total += int(count)
-    return {"samples": total,
-            "top_own_percent": {name: round(100 * n / total, 1) for name, n in own.most_common(15)}
-            if total else {}}
+    scale = 100 / (PROFILE_RATE * int(seconds))
+    return {"busy_percent_of_core": round(total * scale, 2),
+            "own": {name: round(n * scale, 2) for name, n in own.most_common(20)},
+            "inclusive": {name: round(n * scale, 2) for name, n in inclusive.most_common(25)}}
 
 
 async def watch(rig: MediaRig, viewers: int, args: argparse.Namespace, seconds: float,
@@ -86,10 +122,10 @@ async def watch(rig: MediaRig, viewers: int, args: argparse.Namespace, seconds: 
             await viewer.wait_frames(1, timeout=30)
         await asyncio.sleep(args.warmup)
         before = [v.report.frames for v in watching]
-        spy = asyncio.create_task(profile(rig.agent_pid, seconds)) if profile_it else None
         cpu = await cpu_percent(rig.agent_pid, seconds)
         frames = [v.report.frames - b for v, b in zip(watching, before, strict=True)]
-        profiled = await spy if spy is not None else None
+        # py-spy pauses the agent to sample it: profile after the CPU window, never during it.
+        profiled = await profile(rig.agent_pid, seconds) if profile_it else None
     expected = args.fps * seconds
     fps = sorted(f / seconds for f in frames)
     loss = sorted(max(0.0, 100 * (1 - f / expected)) for f in frames)
@@ -116,10 +152,9 @@ async def sender_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if name == "packetized" and args.fanout:
             fanout = await watch(rig, args.fanout, args, args.fanout_seconds, False)
         await asyncio.sleep(1)  # the last viewer left; the camera stays open (idle close: 30 s)
-        spy = asyncio.create_task(profile(rig.agent_pid, args.seconds)) if (
-            args.profile and name == "packetized") else None
         pull = await cpu_percent(rig.agent_pid, args.seconds)
-        pull_profile = await spy if spy is not None else None
+        pull_profile = (await profile(rig.agent_pid, args.seconds)
+                        if args.profile and name == "packetized" else None)
     result: dict[str, Any] = {"pull_only_percent": round(pull, 2),
                               "pull_load_average": [round(x, 2) for x in os.getloadavg()],
                               "runs": runs}
@@ -150,7 +185,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--senders", default="aiortc,packetized-nogso,packetized")
+    parser.add_argument("--senders", default=",".join(SENDER_ARGS))
     parser.add_argument("--viewers", default="1,10,20")
     parser.add_argument("--fanout", type=int, default=60, help="viewers for the loss check; 0: off")
     parser.add_argument("--fanout-seconds", type=float, default=20.0)

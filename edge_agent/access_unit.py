@@ -5,13 +5,17 @@ it once per camera instead (RFC 6184, packetization mode 1): small NAL units tra
 STAP-A packets, large ones are cut into FU-A fragments. Every fragment of a NAL unit has the same
 size except its last, so a viewer can hand a run of them to the kernel in one segmented send
 (``udp_batch_sender``). Viewers share the payloads and only write their own RTP headers.
+
+Access unit delimiters and filler data (NAL types 9 and 12) are not sent: a receiver needs
+neither, and a camera in constant-bit-rate mode can pad most of its stream with filler (the
+simulated cameras pad a 2.5 Mb/s stream that carries ~0.3 Mb/s of picture).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.camera_sources.h264 import NAL_AUD, nal_type, nal_units
+from edge_agent.camera_sources.h264 import NAL_AUD, nal_spans
 
 __all__ = ["MAX_PAYLOAD", "AccessUnit", "packetize"]
 
@@ -36,15 +40,20 @@ class AccessUnit:
 
     @classmethod
     def packetized(cls, data: bytes, timestamp: int, keyframe: bool,
-                   max_payload: int = MAX_PAYLOAD) -> AccessUnit:
-        return cls(data, timestamp, keyframe, packetize(data, max_payload))
+                   max_payload: int = MAX_PAYLOAD, keep_filler: bool = False) -> AccessUnit:
+        return cls(data, timestamp, keyframe, packetize(data, max_payload, keep_filler))
 
     def __bytes__(self) -> bytes:
         return self.data
 
 
-def packetize(data: bytes, max_payload: int = MAX_PAYLOAD) -> tuple[bytes, ...]:
-    """RTP payloads (single NAL, STAP-A, FU-A) for one Annex B access unit, in order."""
+def packetize(data: bytes, max_payload: int = MAX_PAYLOAD,
+              keep_filler: bool = False) -> tuple[bytes, ...]:
+    """RTP payloads (single NAL, STAP-A, FU-A) for one Annex B access unit, in order.
+
+    ``keep_filler`` sends filler data too (only to compare with servers that forward it).
+    """
+    dropped = {NAL_AUD} if keep_filler else _DROPPED
     payloads: list[bytes] = []
     pending: list[bytes] = []  # small NAL units waiting to share one STAP-A packet
     pending_size = 1
@@ -60,9 +69,10 @@ def packetize(data: bytes, max_payload: int = MAX_PAYLOAD) -> tuple[bytes, ...]:
         pending.clear()
         pending_size = 1
 
-    for unit in nal_units(data):
-        if not unit or nal_type(unit) in _DROPPED:
-            continue
+    for start, end in nal_spans(data):
+        if start >= end or data[start] & 0x1F in dropped:
+            continue  # skipped before it is copied: filler can be most of an access unit
+        unit = data[start:end]
         if len(unit) > max_payload:
             flush()
             payloads.extend(_fragments(unit, max_payload))

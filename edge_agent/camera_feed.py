@@ -178,6 +178,8 @@ class CameraFeed:
         self.last_packet_at: float | None = None  # loop time of the latest packet from the camera
         #: Off only to measure what the cache is worth (bench/gop_cache.py).
         self.gop_cache = gop_cache
+        #: On only to compare with servers that forward filler data (bench/janus_compare.py).
+        self.keep_filler = False
         self._timeline = _Timeline()
 
     @property
@@ -315,7 +317,7 @@ class CameraFeed:
         self.keyframes_in += encoded.keyframe
         self.last_packet_at = asyncio.get_running_loop().time()
         packet = AccessUnit.packetized(encoded.data, self._timeline.place(encoded),
-                                       encoded.keyframe)
+                                       encoded.keyframe, keep_filler=self.keep_filler)
         if encoded.keyframe:
             self._gop.clear()
         if encoded.keyframe or self._gop:
