@@ -71,9 +71,12 @@ def test_key_frame_packetizes_to_stap_a_then_equal_fu_a_fragments() -> None:
     assert _depacketize(payloads) == [SPS, PPS, idr]
 
 
-def test_small_units_travel_alone_or_together_and_delimiters_are_dropped() -> None:
+def test_small_units_travel_alone_or_together_and_delimiters_and_filler_are_dropped() -> None:
     delta = bytes([0x41, 1, 2, 3])
-    assert packetize(START_CODE + b"\x09\xf0" + START_CODE + delta) == (delta,)
+    filler = b"\x0c" + b"\xff" * 3000
+    assert packetize(START_CODE + b"\x09\xf0" + START_CODE + delta + START_CODE + filler) == (delta,)
+    kept = packetize(START_CODE + delta + START_CODE + filler, keep_filler=True)
+    assert _depacketize(kept) == [delta, filler]
     assert _depacketize(packetize(START_CODE + SPS + START_CODE + PPS)) == [SPS, PPS]
 
 
