@@ -2,6 +2,7 @@
 
     python bench/agent_process.py --config agent.toml [--no-gop-cache] [--mode passthrough|reencode]
                                   [--sender packetized|aiortc] [--no-gso] [--keep-filler]
+                                  [--ffmpeg-pull]
 
 ``--no-gop-cache`` turns every camera's GOP cache off (what the cache is worth: bench/gop_cache.py).
 ``--mode reencode`` replaces the passthrough track with what aiortc does by default: the camera's
@@ -11,7 +12,8 @@ sender encoding those frames with its own H.264 encoder (bench/passthrough_cpu.p
 one RTP build and one ``sendto`` per packet and viewer) instead of ``PacketizedRtpSender``: the
 before of bench/media_path.py; ``--no-gso`` keeps ours but with one ``sendto`` per packet.
 ``--keep-filler`` sends the camera's filler data too, as Janus and aiortc's own sender do (the
-simulated cameras pad with it). Everything else is the real ``EdgeAgent``. Stops on SIGTERM/SIGINT.
+simulated cameras pad with it). ``--ffmpeg-pull`` reads RTSP over TCP with FFmpeg's demuxer
+on a thread, as before ``rtsp_client.py``. Everything else is the real ``EdgeAgent``. Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 import edge_agent.viewer_session
 from edge_agent.agent import EdgeAgent
 from edge_agent.camera_feed import TIMELINE_CLOCK, CameraFeed, FeedSubscription
+from edge_agent.camera_sources.rtsp import RtspSource
 from edge_agent.config import AgentConfig
 from edge_agent.packetized_sender import PacketizedRtpSender
 from runtime.logs import configure_logging
@@ -106,6 +109,7 @@ async def run(args: argparse.Namespace) -> None:
     config = AgentConfig.from_toml(Path(args.config))
     edge_agent.viewer_session.ViewerSession.packetized_sender = args.sender == "packetized"
     PacketizedRtpSender.segmented_sends = not args.no_gso
+    RtspSource.own_client = not args.ffmpeg_pull
     if args.mode == "reencode":
         edge_agent.viewer_session.PassthroughVideoTrack = ReencodingTrack  # type: ignore[attr-defined,assignment]
     stop = asyncio.Event()
@@ -128,6 +132,7 @@ def main() -> int:
     parser.add_argument("--sender", choices=["packetized", "aiortc"], default="packetized")
     parser.add_argument("--no-gso", action="store_true")
     parser.add_argument("--keep-filler", action="store_true")
+    parser.add_argument("--ffmpeg-pull", action="store_true")
     parser.add_argument("--no-gop-cache", action="store_true")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()

@@ -8,6 +8,8 @@ Per sender of the agent:
 * ``aiortc``: aiortc's own RTP sender (packetize, build and ``sendto`` each packet per viewer);
 * ``filler-nogso``: ours, payloads shared, one ``sendto`` per packet (no segmentation);
 * ``filler``: ours with UDP segmentation offload (a run of fragments per system call);
+* ``ffmpeg-pull``: ours, without filler, but the camera read by FFmpeg on a thread (the pull
+  before ``rtsp_client.py``);
 * ``packetized``: ours as the product runs it: also without the camera's filler data.
 
 The simulated camera pads its 2.5 Mb/s with H.264 filler data (NAL type 12, most of each P
@@ -20,7 +22,8 @@ one's frame loss over the window (frames received against the camera's frames). 
 records the agent with py-spy during the largest viewer count and the pull-only window and
 prints the top functions by own time.
 
-    python bench/media_path.py [--senders aiortc,filler-nogso,filler,packetized] [--viewers 1,10,20]
+    python bench/media_path.py [--senders aiortc,filler-nogso,filler,ffmpeg-pull,packetized]
+                               [--viewers 1,10,20]
                                [--fanout 60] [--seconds 10] [--profile]
 """
 
@@ -51,6 +54,7 @@ SENDER_ARGS = {
     "aiortc": ["--sender", "aiortc"],
     "filler-nogso": ["--sender", "packetized", "--no-gso", "--keep-filler"],
     "filler": ["--sender", "packetized", "--keep-filler"],
+    "ffmpeg-pull": ["--sender", "packetized", "--ffmpeg-pull"],
     "packetized": ["--sender", "packetized"],
 }
 
