@@ -13,7 +13,9 @@ It works on aiortc's seams, not a fork: ``adopt()`` turns the sender ``addTrack`
 one of these before negotiation, and the few pieces of aiortc's private state it must share
 (the events ``stop()`` waits on, the negotiated MID and extension IDs, the counters its RTCP
 sender reports carry) are named once, in ``AIORTC_SENDER_STATE``; a test checks that the
-installed aiortc still has them.
+installed aiortc still has them. Beyond those it reads the DTLS transport's SRTP session
+(``_tx_srtp``) and aioice's nominated candidate pair, for the socket and the viewer's address.
+Packets that do not go out on a plain UDP pair (a TURN relay) take aioice's own path.
 """
 
 from __future__ import annotations

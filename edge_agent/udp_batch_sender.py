@@ -68,6 +68,9 @@ class UdpBatchSender:
                     if length < size:
                         break  # a shorter one ends the run
             if not self._send_run(datagrams, start, end, size):
+                if not self.dropped:
+                    log.warning("socket send buffer full, datagrams dropped (NACK recovers them)",
+                                address=self.address, dropped=count - start)
                 self.dropped += count - start
                 return
             start = end

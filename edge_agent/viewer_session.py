@@ -60,6 +60,8 @@ class ViewerSession:
         self._send_loss = send_loss
         self._pc: RTCPeerConnection | None = None
         self._track: PassthroughVideoTrack | None = None
+        #: The RTP sender once answered: a ``PacketizedRtpSender`` for passthrough tracks.
+        self.sender: RTCRtpSender | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
         self._state = SessionState.NEW
@@ -87,7 +89,7 @@ class ViewerSession:
         sender = pc.addTrack(self._track)
         transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
         if self.packetized_sender and isinstance(self._track, PassthroughVideoTrack):
-            self.sender: RTCRtpSender = PacketizedRtpSender.adopt(
+            self.sender = PacketizedRtpSender.adopt(
                 sender, self._track.subscription, loss=self._send_loss)
         else:
             self.sender = sender
