@@ -16,7 +16,8 @@ The simulated camera pads its 2.5 Mb/s with H.264 filler data (NAL type 12, most
 frame); aiortc's sender sends it, ours drops it. The ``filler`` cases keep it: like for like.
 
 it prints agent CPU (% of one core, /proc) at each viewer count, per viewer, the pull-only cost
-(camera open, nobody watching: measured during the idle-close delay) and each viewer's frame
+(camera open, nobody watching: measured during the idle-close delay), the same less the
+agent's idle cost (camera closed: status, probes of its other cameras) and each viewer's frame
 rate. ``--fanout 60`` then opens that many viewers on the ``packetized`` agent and reports each
 one's frame loss over the window (frames received against the camera's frames). ``--profile``
 records the agent with py-spy during the largest viewer count and the pull-only window and
@@ -149,6 +150,8 @@ async def watch(rig: MediaRig, viewers: int, args: argparse.Namespace, seconds: 
 async def sender_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     async with MediaRig([CAMERA], gop_s=1.0, fps=args.fps, bitrate_kbps=args.bitrate,
                         agent_args=SENDER_ARGS[name]) as rig:
+        # The agent's own idle work (status, probes of its other cameras, MQTT), camera closed.
+        idle = await cpu_percent(rig.agent_pid, args.seconds)
         runs = [await watch(rig, count, args, args.seconds,
                             args.profile and count == max(args.viewers) and name == "packetized")
                 for count in args.viewers]
@@ -159,7 +162,9 @@ async def sender_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         pull = await cpu_percent(rig.agent_pid, args.seconds)
         pull_profile = (await profile(rig.agent_pid, args.seconds)
                         if args.profile and name == "packetized" else None)
-    result: dict[str, Any] = {"pull_only_percent": round(pull, 2),
+    result: dict[str, Any] = {"agent_idle_percent": round(idle, 2),
+                              "pull_only_percent": round(pull, 2),
+                              "pull_above_idle_percent": round(pull - idle, 2),
                               "pull_load_average": [round(x, 2) for x in os.getloadavg()],
                               "runs": runs}
     for run in runs:
