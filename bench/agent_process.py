@@ -110,6 +110,7 @@ async def run(args: argparse.Namespace) -> None:
     edge_agent.viewer_session.ViewerSession.packetized_sender = args.sender == "packetized"
     PacketizedRtpSender.segmented_sends = not args.no_gso
     RtspSource.own_client = not args.ffmpeg_pull
+    RtspSource.keep_filler = args.keep_filler
     if args.mode == "reencode":
         edge_agent.viewer_session.PassthroughVideoTrack = ReencodingTrack  # type: ignore[attr-defined,assignment]
     stop = asyncio.Event()

@@ -159,7 +159,7 @@ async def sender_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if name == "packetized" and args.fanout:
             fanout = await watch(rig, args.fanout, args, args.fanout_seconds, False)
         await asyncio.sleep(1)  # the last viewer left; the camera stays open (idle close: 30 s)
-        pull = await cpu_percent(rig.agent_pid, args.seconds)
+        pull = await cpu_percent(rig.agent_pid, args.pull_seconds)
         pull_profile = (await profile(rig.agent_pid, args.seconds)
                         if args.profile and name == "packetized" else None)
     result: dict[str, Any] = {"agent_idle_percent": round(idle, 2),
@@ -199,6 +199,8 @@ def main() -> int:
     parser.add_argument("--fanout", type=int, default=60, help="viewers for the loss check; 0: off")
     parser.add_argument("--fanout-seconds", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
+    parser.add_argument("--pull-seconds", type=float, default=20.0,
+                        help="pull-only window (the camera closes 30 s after the last viewer)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=2500, help="kb/s")

@@ -157,6 +157,8 @@ class RtspSource(CameraSource):
 
     #: Off only to measure FFmpeg's reader against ours (bench/media_path.py --ffmpeg-pull).
     own_client = True
+    #: On only to compare with servers that forward filler data (bench/agent_process.py).
+    keep_filler = False
 
     async def packets(self) -> AsyncIterator[EncodedPacket]:
         self.opens += 1
@@ -183,7 +185,8 @@ class RtspSource(CameraSource):
     async def _interleaved(self) -> AsyncIterator[EncodedPacket]:
         client = InterleavedRtspClient(self.target, self.camera_id,
                                        open_timeout=self.open_timeout,
-                                       stall_seconds=self.stall_seconds)
+                                       stall_seconds=self.stall_seconds,
+                                       keep_filler=self.keep_filler)
         try:
             await client.open()
         except NotCarried as exc:

@@ -41,6 +41,7 @@ __all__ = ["InterleavedRtspClient", "NotCarried", "SdpVideo"]
 USER_AGENT = "SafetyNet-Agent"
 READ_BYTES = 256 * 1024
 KEEPALIVE_DEFAULT_SECONDS = 60.0
+NAL_FILLER = 12
 NAL_STAP_A = 24
 NAL_FU_A = 28
 
@@ -96,7 +97,10 @@ class InterleavedRtspClient:
     """One RTSP session; ``open()`` then iterate ``access_units()``; ``close()`` always."""
 
     def __init__(self, target: RtspTarget, camera_id: str, *, open_timeout: float,
-                 stall_seconds: float) -> None:
+                 stall_seconds: float, keep_filler: bool = False) -> None:
+        """``keep_filler``: pass filler data (NAL type 12) on; it is dropped on arrival otherwise,
+        before it is copied (a constant-bit-rate camera can pad most of each frame with it)."""
+        self.keep_filler = keep_filler
         self.target = target
         self.camera_id = camera_id
         self.open_timeout = open_timeout
@@ -219,12 +223,13 @@ class InterleavedRtspClient:
         """Annex B access units, each as soon as its marked last packet arrives."""
         assert self._reader is not None and self.video is not None
         reader, video = self._reader, self.video
+        dropped = set() if self.keep_filler else {NAL_FILLER}
         parameter_sets = ParameterSets(video.parameter_sets or None)
         time_base = Fraction(1, video.clock_rate)
         loop = asyncio.get_running_loop()
         next_keepalive = loop.time() + self._keepalive / 2
         buffer = bytearray()
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         keyframe = broken = False
         skipping = True  # until the first key frame: nothing before it decodes
         expected: int | None = None
@@ -244,7 +249,7 @@ class InterleavedRtspClient:
             if not chunk:
                 raise self._error("stalled", "the camera ended the stream")
             buffer += chunk
-            data = bytes(buffer)  # parsed in place; units are sliced out of it
+            data = buffer  # parsed in place: only the units kept are copied out
             pos, size = 0, len(data)
             had_media = False
             while size - pos >= 4:
@@ -292,7 +297,9 @@ class InterleavedRtspClient:
                     parts, keyframe, broken = [], False, True  # no marker on the last unit
                 unit_timestamp = timestamp
                 kind = data[offset] & 0x1F
-                if kind < NAL_STAP_A:
+                if kind in dropped:
+                    pass
+                elif kind < NAL_STAP_A:
                     parts += (START_CODE, data[offset:end])
                     keyframe = keyframe or kind == NAL_IDR
                 elif kind == NAL_STAP_A:
@@ -302,10 +309,11 @@ class InterleavedRtspClient:
                         inner += 2
                         if length == 0 or inner + length > end:
                             break
-                        keyframe = keyframe or data[inner] & 0x1F == NAL_IDR
-                        parts += (START_CODE, data[inner:inner + length])
+                        if data[inner] & 0x1F not in dropped:
+                            keyframe = keyframe or data[inner] & 0x1F == NAL_IDR
+                            parts += (START_CODE, data[inner:inner + length])
                         inner += length
-                elif kind == NAL_FU_A and end - offset > 2:
+                elif kind == NAL_FU_A and end - offset > 2 and data[offset + 1] & 0x1F not in dropped:
                     header = data[offset + 1]
                     if header & 0x80:
                         nal = (data[offset] & 0xE0) | (header & 0x1F)
@@ -355,7 +363,7 @@ class InterleavedRtspClient:
             await writer.wait_closed()
 
 
-def _is_bye(data: bytes, start: int, end: int) -> bool:
+def _is_bye(data: bytes | bytearray, start: int, end: int) -> bool:
     """Whether the compound RTCP packet ``data[start:end]`` holds a BYE (payload type 203)."""
     pos = start
     while pos + 4 <= end:
