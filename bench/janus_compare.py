@@ -16,6 +16,11 @@ only loopback and a veth pair whose both ends stay inside it: nothing can leave 
 Needs root (``unshare -n``) and ``apt-get install janus``.
 
     python bench/janus_compare.py [--viewers 1,10,20] [--joins 10] [--seconds 10] [--gop 1]
+                                  [--sender packetized|aiortc] [--keep-filler]
+
+The simulated camera pads its 2.5 Mb/s with H.264 filler data (NAL type 12). Janus forwards it;
+our agent drops it (a receiver has no use for it), so by default it sends far fewer bytes than
+Janus. ``--keep-filler`` makes the agent send it too: the like-for-like comparison.
 """
 
 from __future__ import annotations
@@ -311,7 +316,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     webrtc = WebRtcSettings(advertise=("127.0.0.1", VETH_ADDRESS))
     results: dict[str, Any] = {}
     async with MediaRig([CAMERA], gop_s=args.gop, fps=args.fps, size=args.size,
-                        bitrate_kbps=args.bitrate, transport="udp", webrtc=webrtc) as rig:
+                        bitrate_kbps=args.bitrate, transport="udp", webrtc=webrtc,
+                        agent_args=["--sender", args.sender,
+                                    *(["--keep-filler"] if args.keep_filler else [])]) as rig:
         print("agent", file=sys.stderr, flush=True)
         results["agent"] = {"cpu": await cpu_runs(lambda: rig.viewer(CAMERA), rig.agent_pid, args),
                             "ttff_ms": summary(await first_frames(lambda: rig.viewer(CAMERA), args))}
@@ -330,6 +337,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     return {
         "benchmark": "janus_compare",
+        "agent_sender": args.sender,
+        "agent_sends_filler": args.keep_filler or args.sender == "aiortc",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "camera": f"rtsp simulated {args.size[0]}x{args.size[1]} {args.fps} fps {args.bitrate} kb/s "
                   f"H.264, {args.gop:g} s GOP, RTP over UDP",
         "window_seconds": args.seconds,
@@ -352,6 +362,10 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=2500, help="kb/s")
+    parser.add_argument("--sender", choices=["packetized", "aiortc"], default="packetized",
+                        help="the agent's RTP sender: ours, or aiortc's own (the before)")
+    parser.add_argument("--keep-filler", action="store_true",
+                        help="the agent forwards the camera's filler data, as Janus does")
     args = parser.parse_args()
     if shutil.which("janus") is None:
         print("janus_compare: Janus is not installed (apt-get install -y janus)", file=sys.stderr)

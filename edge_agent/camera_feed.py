@@ -3,7 +3,9 @@
 A ``CameraFeed`` opens its source when the first viewer subscribes and closes it a configurable
 idle time after the last one leaves. It keeps the current GOP (parameter sets and every packet
 since the last key frame) so a viewer who joins mid-GOP starts decoding at once instead of waiting
-for the camera's next key frame. Packets are never re-encoded.
+for the camera's next key frame. Packets are never re-encoded, and each access unit is cut into
+RTP payloads here, once per camera (``access_unit``): viewers share them and write only their
+own RTP headers (``packetized_sender``).
 
 Each subscriber has a bounded queue. A viewer that cannot keep up loses packets up to the next key
 frame (never a partial GOP, which would show as smeared video) and the drop is logged.
@@ -18,11 +20,11 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Self
+from typing import Self
 
-import av
 import structlog
 
+from edge_agent.access_unit import AccessUnit
 from edge_agent.camera_sources.base import CameraSource, EncodedPacket
 from edge_agent.exceptions import SourceError
 
@@ -52,7 +54,10 @@ class _Timeline:
         self._rebase = True
 
     def place(self, encoded: EncodedPacket) -> int:
-        pts = round(encoded.pts * encoded.time_base / TIMELINE_CLOCK)
+        if encoded.time_base == TIMELINE_CLOCK:
+            pts = encoded.pts
+        else:
+            pts = round(encoded.pts * encoded.time_base / TIMELINE_CLOCK)
         if self._rebase:
             self._rebase = False
             self._offset = 0 if self._last is None else self._last + self._step - pts
@@ -82,24 +87,44 @@ HealthListener = Callable[[str, FeedHealth], Awaitable[None]]
 
 
 class FeedSubscription:
-    """A viewer's place on the feed: an ordered, bounded queue of shared ``av.Packet``s."""
+    """A viewer's place on the feed: an ordered, bounded queue of shared ``AccessUnit``s."""
 
     def __init__(self, feed: CameraFeed, maxsize: int, viewer: bool = True) -> None:
         self.feed = feed
         self.viewer = viewer  # False: an evidence recorder or pre-roll, not a person watching
-        self.queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[AccessUnit | None] = asyncio.Queue(maxsize)
         self.waiting_for_keyframe = False
+        self._ended = False
         self.dropped = 0
         self.delivered = 0
 
-    async def get(self) -> av.Packet[Any] | None:
-        """The next packet; ``None`` when the feed has closed."""
-        packet = await self.queue.get()
-        if packet is not None:
+    async def get(self) -> AccessUnit | None:
+        """The next access unit; ``None`` when the feed has closed."""
+        if self._ended:
+            return None
+        unit = await self.queue.get()
+        if unit is None:
+            self._ended = True
+        else:
             self.delivered += 1
-        return packet
+        return unit
 
-    def offer(self, packet: av.Packet[Any], keyframe: bool) -> None:
+    def take_ready(self) -> list[AccessUnit]:
+        """Every access unit already queued, without waiting (a sender sends them together).
+
+        Stops before the end-of-feed marker, which the next ``get()`` returns.
+        """
+        ready: list[AccessUnit] = []
+        while not self._ended and not self.queue.empty():
+            unit = self.queue.get_nowait()
+            if unit is None:
+                self._ended = True
+            else:
+                ready.append(unit)
+        self.delivered += len(ready)
+        return ready
+
+    def offer(self, packet: AccessUnit, keyframe: bool) -> None:
         if self.waiting_for_keyframe:
             if not keyframe:
                 self.dropped += 1
@@ -144,7 +169,7 @@ class CameraFeed:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._subscribers: list[FeedSubscription] = []
-        self._gop: list[tuple[av.Packet[Any], bool]] = []
+        self._gop: list[tuple[AccessUnit, bool]] = []
         self._pump: asyncio.Task[None] | None = None
         self._idle_timer: asyncio.Task[None] | None = None
         self._health = FeedHealth(FeedState.IDLE)
@@ -154,6 +179,8 @@ class CameraFeed:
         self.last_packet_at: float | None = None  # loop time of the latest packet from the camera
         #: Off only to measure what the cache is worth (bench/gop_cache.py).
         self.gop_cache = gop_cache
+        #: On only to compare with servers that forward filler data (bench/janus_compare.py).
+        self.keep_filler = False
         self._timeline = _Timeline()
 
     @property
@@ -263,7 +290,8 @@ class CameraFeed:
             self._timeline.new_connection()
             try:
                 # aclosing: a cancelled pump closes the camera connection now, not at GC time.
-                async with contextlib.aclosing(self.source.packets()) as packets:
+                packets_of = self.source.packets()
+                async with contextlib.aclosing(packets_of) as packets:
                     async for packet in packets:
                         if self._health.state is not FeedState.LIVE:
                             await self._set_health(FeedHealth(FeedState.LIVE))
@@ -289,9 +317,8 @@ class CameraFeed:
         self.packets_in += 1
         self.keyframes_in += encoded.keyframe
         self.last_packet_at = asyncio.get_running_loop().time()
-        packet = av.Packet(encoded.data)
-        packet.pts = packet.dts = self._timeline.place(encoded)
-        packet.time_base = TIMELINE_CLOCK
+        packet = AccessUnit.packetized(encoded.data, self._timeline.place(encoded),
+                                       encoded.keyframe, keep_filler=self.keep_filler)
         if encoded.keyframe:
             self._gop.clear()
         if encoded.keyframe or self._gop:

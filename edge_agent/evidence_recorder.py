@@ -18,22 +18,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import av
 import structlog
 
+from edge_agent.access_unit import AccessUnit
 from edge_agent.camera_feed import CameraFeed, FeedSubscription
-from edge_agent.camera_sources.h264 import NAL_IDR, nal_type, nal_units
 from runtime.evidence_manifest import file_sha256
 
 log = structlog.get_logger(__name__)
 
 CLOCK = Fraction(1, 90_000)
-if TYPE_CHECKING:
-    AvPacket = av.Packet[Any]
-else:
-    AvPacket = av.Packet
+#: What the recorder takes from the feed: one access unit (its bytes and its 90 kHz ``pts``).
+AvPacket = AccessUnit
 Packet = tuple[AvPacket, bool]
 
 
@@ -47,8 +44,8 @@ class SegmentInfo:
 
 
 def is_keyframe(packet: AvPacket) -> bool:
-    """Whether the access unit holds an IDR slice (the feed's queue carries no flag)."""
-    return any(nal_type(unit) == NAL_IDR for unit in nal_units(bytes(packet)))
+    """Whether the access unit holds an IDR slice."""
+    return packet.keyframe
 
 
 class PreRoll:

@@ -1,7 +1,9 @@
-"""An aiortc video track that hands the camera's H.264 packets to the RTP sender as they are.
+"""An aiortc video track carrying the camera's H.264 access units as they are, never decoded.
 
-aiortc packetizes an ``av.Packet`` without decoding it (``H264Encoder.pack``), so one camera pull
-serves every viewer with no encoder in the agent.
+Its sender is a ``PacketizedRtpSender``: it reads the track's feed subscription directly and
+sends the payloads the feed packetized once for every viewer, so ``recv()`` is only called when
+aiortc's own sender drives the track (it then packetizes each ``av.Packet`` itself; the
+benchmarks keep that path to measure against).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from edge_agent.camera_feed import FeedSubscription
+from edge_agent.camera_feed import TIMELINE_CLOCK, FeedSubscription
 
 
 class PassthroughVideoTrack(MediaStreamTrack):
@@ -20,20 +22,21 @@ class PassthroughVideoTrack(MediaStreamTrack):
 
     def __init__(self, subscription: FeedSubscription) -> None:
         super().__init__()
-        self._subscription = subscription
-        self.packets_sent = 0
+        self.subscription = subscription
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
-        packet = await self._subscription.get()
-        if packet is None:
+        unit = await self.subscription.get()
+        if unit is None:
             self.stop()
             raise MediaStreamError
-        self.packets_sent += 1
+        packet = av.Packet(unit.data)
+        packet.pts = packet.dts = unit.timestamp
+        packet.time_base = TIMELINE_CLOCK
         return packet
 
     def stop(self) -> None:
         if self.readyState == "live":
-            self._subscription.unsubscribe()
+            self.subscription.unsubscribe()
         super().stop()

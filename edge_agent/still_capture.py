@@ -54,10 +54,10 @@ async def _key_frame_packets(feed: CameraFeed) -> list[av.Packet[Any]]:
     try:
         async with asyncio.timeout(KEYFRAME_TIMEOUT_S):
             while len(packets) < 2:
-                packet = await subscription.get()
-                if packet is None:
+                unit = await subscription.get()
+                if unit is None:
                     break
-                packets.append(packet)
+                packets.append(av.Packet(bytes(unit)))
     except TimeoutError as exc:
         raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAMERA_OFFLINE,
                             "no key frame from the camera within 5 s") from exc

@@ -1,7 +1,8 @@
 """One viewer watching one camera: an aiortc peer connection fed by the camera's shared feed.
 
 The session answers the viewer's SDP offer with H.264 only (the camera's own stream, passed
-through), then lives until the viewer leaves, the core closes it, or its grant expires.
+through), then lives until the viewer leaves, the core closes it, or its grant expires. Its RTP
+sender is a ``PacketizedRtpSender``: the feed's payloads, packetized once for every viewer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from edge_agent.camera_feed import CameraFeed
 from edge_agent.exceptions import OfferRejected
+from edge_agent.packetized_sender import PacketizedRtpSender
 from edge_agent.passthrough_track import PassthroughVideoTrack
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.webrtc import WebRtcSettings
@@ -41,9 +43,14 @@ ClosedListener = Callable[["ViewerSession", str], Awaitable[None]]
 
 
 class ViewerSession:
+    #: Off only to measure against aiortc's own sender (bench/agent_process.py --sender aiortc).
+    packetized_sender = True
+
     def __init__(self, *, session_id: str, camera_id: str, feed: CameraFeed,
                  webrtc: WebRtcSettings, expires_at: datetime, on_closed: ClosedListener,
-                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                 send_loss: float = 0.0) -> None:
+        """``send_loss``: drop this fraction of first transmissions (tests of NACK recovery)."""
         self.session_id = session_id
         self.camera_id = camera_id
         self.expires_at = expires_at
@@ -51,8 +58,11 @@ class ViewerSession:
         self._webrtc = webrtc
         self._on_closed = on_closed
         self._connect_timeout = connect_timeout
+        self._send_loss = send_loss
         self._pc: RTCPeerConnection | None = None
         self._track: PassthroughVideoTrack | None = None
+        #: The RTP sender once answered: a ``PacketizedRtpSender`` for passthrough tracks.
+        self.sender: RTCRtpSender | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
         self._state = SessionState.NEW
@@ -79,6 +89,11 @@ class ViewerSession:
         self._track = PassthroughVideoTrack(self._feed.subscribe())
         sender = pc.addTrack(self._track)
         transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+        if self.packetized_sender and isinstance(self._track, PassthroughVideoTrack):
+            self.sender = PacketizedRtpSender.adopt(
+                sender, self._track.subscription, loss=self._send_loss)
+        else:
+            self.sender = sender
         capabilities = RTCRtpSender.getCapabilities("video")
         transceiver.setCodecPreferences(
             [c for c in capabilities.codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]

@@ -9,6 +9,7 @@ remembers the latest ones from either place and puts them in front of a key fram
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 START_CODE = b"\x00\x00\x00\x01"
@@ -21,18 +22,28 @@ NAL_PPS = 8
 NAL_AUD = 9
 
 
-def nal_units(data: bytes) -> Iterator[bytes]:
-    """The NAL units of an Annex B buffer, without their start codes."""
+def nal_spans(data: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each NAL unit of an Annex B buffer, start codes excluded; no copies."""
     start = data.find(b"\x00\x00\x01")
     while start != -1:
         start += 3
         end = data.find(b"\x00\x00\x01", start)
         if end == -1:
-            yield data[start:]
+            yield start, len(data)
             return
         # A 4-byte start code's leading zero belongs to it, not to the unit before.
-        yield data[start:end - 1] if data[end - 1] == 0 else data[start:end]
+        yield start, end - 1 if data[end - 1] == 0 else end
         start = end
+
+
+def nal_units(data: bytes) -> Iterator[bytes]:
+    """The NAL units of an Annex B buffer, without their start codes."""
+    for start, end in nal_spans(data):
+        yield data[start:end]
+
+
+#: A start code followed by an SPS or PPS header byte (any nal_ref_idc).
+_PARAMETER_SET = re.compile(b"\x00\x00\x01[\x07\x27\x47\x67\x08\x28\x48\x68]")
 
 
 def nal_type(unit: bytes) -> int:
@@ -76,6 +87,8 @@ class ParameterSets:
     def learn(self, data: bytes) -> tuple[bool, bool]:
         """Remember the SPS/PPS found in ``data``; return whether it had each."""
         has_sps = has_pps = False
+        if _PARAMETER_SET.search(data) is None:
+            return False, False  # most access units: no need to walk (and copy) their units
         for unit in nal_units(data):
             kind = nal_type(unit)
             if kind == NAL_SPS:

@@ -1,4 +1,8 @@
-"""``rtsp://`` sources: a real camera's H.264, demuxed by FFmpeg (PyAV) and passed through as is.
+"""``rtsp://`` sources: a real camera's H.264, passed through as is.
+
+H.264 over TCP (the default transport) is read on the event loop by ``InterleavedRtspClient``
+(``rtsp_client.py``): no thread, no parser holding a frame back. Everything else (RTP over UDP,
+RTSPS, cameras the inventory allows to transcode) is demuxed by FFmpeg (PyAV), as follows.
 
 Each call of ``RtspSource.packets()`` is one RTSP session, run on a thread of its own: FFmpeg's
 open (TCP connect, DESCRIBE, SETUP, PLAY, stream probing) blocks for 0.3-2 s and each read blocks
@@ -27,7 +31,7 @@ import errno
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -39,6 +43,7 @@ import structlog
 
 from edge_agent.camera_sources.base import CameraSource, EncodedPacket
 from edge_agent.camera_sources.h264 import ParameterSets
+from edge_agent.camera_sources.rtsp_client import InterleavedRtspClient, NotCarried
 from edge_agent.camera_sources.transcoder import CLOCK, H264Transcoder
 from edge_agent.config import CameraConfig, RtspSettings
 from edge_agent.exceptions import SourceError
@@ -51,6 +56,7 @@ PASSTHROUGH_CODECS = frozenset({"h264"})
 QUEUE_PACKETS = 256
 #: Probe as little as possible: the SDP already says what the stream is (RECIPES: ~1.9 s -> 0.26 s).
 PROBE_OPTIONS = {"analyzeduration": "100000", "probesize": "32768"}
+BUSY_RETRY_SECONDS = 0.5  # wait before asking again a camera that answered 5xx
 
 _USERINFO = re.compile(r"(?i)\b(rtsps?://)[^/@\s'\"]*@")
 
@@ -149,8 +155,18 @@ class RtspSource(CameraSource):
     def __repr__(self) -> str:
         return f"RtspSource({self.camera_id!r}, {self.target.url!r}, transport={self.target.transport!r})"
 
+    #: Off only to measure FFmpeg's reader against ours (bench/media_path.py --ffmpeg-pull).
+    own_client = True
+    #: On only to compare with servers that forward filler data (bench/agent_process.py).
+    keep_filler = False
+
     async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         self.opens += 1
+        if (self.own_client and self.target.transport == "tcp" and not self.target.secure
+                and not self.transcode_allowed):
+            async for packet in self._interleaved():
+                yield packet
+            return
         session = _RtspSession(self, asyncio.get_running_loop())
         session.start()
         try:
@@ -164,6 +180,28 @@ class RtspSource(CameraSource):
         finally:
             self.transcoding = False
             await session.stop()
+
+
+    async def _interleaved(self) -> AsyncIterator[EncodedPacket]:
+        client = InterleavedRtspClient(self.target, self.camera_id,
+                                       open_timeout=self.open_timeout,
+                                       stall_seconds=self.stall_seconds,
+                                       keep_filler=self.keep_filler)
+        try:
+            await client.open()
+        except NotCarried as exc:
+            self.codec = str(exc)
+            raise SourceError(self.camera_id, "codec", f"the camera sends {exc}; only H.264 "
+                              "passes through (transcode = true in the inventory allows "
+                              "re-encoding)") from exc
+        try:
+            self.codec, self.transcoding = "h264", False
+            self._log.info("camera connected", codec="h264", transcoding=False, transport="tcp",
+                           reader="interleaved", open_ms=round(client.open_seconds * 1000))
+            async for packet in client.access_units():
+                yield packet
+        finally:
+            await client.close()
 
 
 class _RtspSession:
@@ -281,8 +319,16 @@ class _RtspSession:
         read_timeout = source.stall_seconds / 2
         try:
             try:
-                container = av.open(source.target.authenticated_url, options=options,
-                                    timeout=(source.open_timeout, read_timeout))
+                try:
+                    container = av.open(source.target.authenticated_url, options=options,
+                                        timeout=(source.open_timeout, read_timeout))
+                except av.error.HTTPServerError:
+                    # 5xx is often "not now": a camera still tearing down the last session
+                    # (our own DESCRIBE, say). Ask once more before calling it refused.
+                    if self._stop.wait(BUSY_RETRY_SECONDS):
+                        return
+                    container = av.open(source.target.authenticated_url, options=options,
+                                        timeout=(source.open_timeout, read_timeout))
             except av.error.FFmpegError as exc:
                 reason, detail = classify_open_error(exc, time.monotonic() - started,
                                                      source.open_timeout)

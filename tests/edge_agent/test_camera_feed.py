@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from edge_agent.camera_feed import CameraFeed, FeedHealth, FeedState
+from edge_agent.camera_feed import CameraFeed, FeedHealth, FeedState, FeedSubscription
 from edge_agent.camera_sources.base import CameraSource, EncodedPacket
 from edge_agent.exceptions import SourceError
 
@@ -26,6 +26,13 @@ class ScriptedSource(CameraSource):
         self.closes = 0
         self._queue: asyncio.Queue[EncodedPacket | str] = asyncio.Queue()
         self._pts = 0
+        self._taken = 0
+        self._progress = asyncio.Condition()
+
+    async def fanned_out(self, count: int) -> None:
+        """Wait until the feed has handed ``count`` packets to its viewers (it then asks again)."""
+        async with asyncio.timeout(2), self._progress:
+            await self._progress.wait_for(lambda: self._taken >= count)
 
     def push(self, keyframe: bool) -> None:
         self._pts += 6000
@@ -43,15 +50,19 @@ class ScriptedSource(CameraSource):
                 if isinstance(item, str):
                     raise SourceError(self.camera_id, item, "scripted failure")
                 yield item
+                async with self._progress:
+                    self._taken += 1
+                    self._progress.notify_all()
         finally:
             self.closes += 1
 
 
-async def _drain(subscription, count: int) -> list[bool]:
+async def _drain(subscription: FeedSubscription, count: int) -> list[bool]:
     keys = []
     for _ in range(count):
         async with asyncio.timeout(2):
             packet = await subscription.get()
+        assert packet is not None
         keys.append(bytes(packet)[4] == 0x65)
     return keys
 
@@ -83,9 +94,12 @@ async def test_viewer_before_first_key_frame_skips_deltas() -> None:
 async def test_closes_source_after_idle_time_and_reopens_on_demand() -> None:
     source = ScriptedSource()
     states: list[FeedState] = []
+    idle = asyncio.Event()
 
     async def on_health(camera_id: str, health: FeedHealth) -> None:
         states.append(health.state)
+        if health.state is FeedState.IDLE:
+            idle.set()
 
     async with CameraFeed(source, idle_close_seconds=0.05, on_health=on_health) as feed:
         subscription = feed.subscribe()
@@ -93,8 +107,8 @@ async def test_closes_source_after_idle_time_and_reopens_on_demand() -> None:
         await _drain(subscription, 1)
         subscription.unsubscribe()
         async with asyncio.timeout(2):
-            while feed.streaming:
-                await asyncio.sleep(0.01)
+            await idle.wait()
+        assert not feed.streaming
         assert source.closes == 1 and feed.health.state is FeedState.IDLE
         again = feed.subscribe()
         source.push(True)
@@ -133,10 +147,8 @@ async def test_slow_viewer_skips_to_next_key_frame_without_hurting_others() -> N
             await asyncio.sleep(0)
             if not fast.queue.empty():
                 await _drain(fast, fast.queue.qsize())
-        async with asyncio.timeout(2):
-            while not slow.waiting_for_keyframe:
-                await asyncio.sleep(0.001)
-        assert slow.dropped > 0
+        await source.fanned_out(7)
+        assert slow.waiting_for_keyframe and slow.dropped > 0
         source.push(True)
         assert await _drain(slow, 1) == [True]
 
@@ -150,3 +162,21 @@ async def test_closed_feed_ends_subscriptions() -> None:
     assert await subscription.get() is None
     with pytest.raises(RuntimeError):
         feed.subscribe()
+
+
+async def test_a_sender_takes_what_is_queued_at_once_and_the_end_after_it() -> None:
+    source = ScriptedSource()
+    feed = CameraFeed(source, subscriber_queue=8)
+    subscription = feed.subscribe()
+    source.push(True)
+    source.push(False)
+    first = await _drain(subscription, 1)
+    source.push(False)
+    await source.fanned_out(3)
+    await feed.close()
+    ready = subscription.take_ready()  # both deltas, not the end-of-feed marker
+    assert first == [True] and [bytes(u)[4] for u in ready] == [0x41, 0x41]
+    assert [u.payloads for u in ready] == [(b"\x41",), (b"\x41",)]  # packetized once, by the feed
+    assert subscription.take_ready() == []
+    assert await subscription.get() is None
+    assert await subscription.get() is None
