@@ -7,9 +7,17 @@ answer becomes the camera's status (online, or offline with refused / unauthoriz
 codec) only while the camera is still idle: a pulled camera's status comes from its packets.
 
 ``CameraProber`` spreads the probes evenly: one every ``max(interval / cameras, 1 / rate)``
-seconds, at most ``concurrency`` in flight. For a district of 2,700 cameras with the defaults
-(120 s, 25/s, 16) that is 22.5 probes a second, each camera every 120 s; past 3,000 cameras the
-rate cap holds and the cycle stretches instead.
+seconds, at most ``concurrency`` answering at once. For a district of 2,700 cameras with the
+defaults (120 s, 25/s, 16) that is 22.5 probes a second, each camera every 120 s; past 3,000
+cameras the rate cap holds and the cycle stretches instead.
+
+Dead cameras must not stretch the cycle: a probe of a camera that does not answer waits its
+whole timeout (5 s), and 30 % of 2,700 cameras dead would hold 34 slots on average, twice the 16
+there are, so probes would start ever later (the cycle measured 281 s instead of 120 s). A probe
+still unanswered after ``slow_after`` seconds (1 s; a working camera answers in milliseconds)
+therefore lends its slot to the next probe and waits outside the limit, up to
+``MAX_IN_FLIGHT`` probes in all. Waiting costs a socket, not CPU: the limit keeps bounding the
+work, the schedule keeps its rate.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import errno
+import functools
 import hashlib
 import os
 import random
@@ -141,10 +151,8 @@ async def _describe_once(target: RtspTarget, timeout: float) -> str:
         return video_codec(response.body.decode("utf-8", "replace"))
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError):  # the camera hung up first: nothing left to close
             await writer.wait_closed()
-        except OSError:
-            pass  # the camera hung up first: nothing left to close
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -268,6 +276,8 @@ def _tls_context() -> ssl.SSLContext:
 
 
 ProbeFunction = Callable[..., Awaitable[ProbeResult]]
+SLOW_PROBE_SECONDS = 1.0  # a probe unanswered this long lends its slot (see module docstring)
+MAX_IN_FLIGHT = 512       # probes at once, answering or waiting on silent cameras
 ResultListener = Callable[[str, ProbeResult], Awaitable[None]]
 
 
@@ -276,7 +286,8 @@ class CameraProber:
 
     def __init__(self, cameras: Sequence[CameraConfig], settings: RtspSettings, *,
                  is_idle: Callable[[str], bool], on_result: ResultListener,
-                 probe: ProbeFunction = probe_rtsp) -> None:
+                 probe: ProbeFunction = probe_rtsp, slow_after: float = SLOW_PROBE_SECONDS,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._targets = {
             c.camera_id: (RtspTarget.parse(c.source, c.transport), c.transcode)
             for c in cameras if c.source.startswith(("rtsp://", "rtsps://"))
@@ -291,8 +302,15 @@ class CameraProber:
         self._slots = asyncio.Semaphore(settings.probe_concurrency)
         self._scheduler: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
+        self._holding: set[asyncio.Task[None]] = set()  # probes that hold a slot
+        self._slow_after = min(slow_after, settings.open_timeout_seconds / 2)
+        self._max_in_flight = max(max_in_flight, settings.probe_concurrency)
+        self._cycle_started: float | None = None
         self.probes_started = 0
         self.results_applied = 0
+        self.slots_lent = 0
+        self.cycles_completed = 0
+        self.last_cycle_seconds: float | None = None
 
     @property
     def cameras(self) -> int:
@@ -305,6 +323,10 @@ class CameraProber:
             return self._settings.probe_interval_seconds
         return max(self._settings.probe_interval_seconds / len(self._targets),
                    1.0 / self._settings.probes_per_second)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._probes)
 
     @property
     def probes_per_second(self) -> float:
@@ -352,18 +374,41 @@ class CameraProber:
             await self._slots.acquire()
             task = asyncio.create_task(self._probe_one(camera_id), name=f"probe:{camera_id}")
             self._probes.add(task)
-            task.add_done_callback(self._probe_done)
+            self._holding.add(task)
+            timer = loop.call_later(self._slow_after, self._lend_slot, task)
+            task.add_done_callback(functools.partial(self._probe_done, timer))
 
     def _pick(self) -> str:
         if self._urgent:
             return self._urgent.popleft()
+        if self._next == 0:
+            self._cycle_turned()
         camera_id = self._order[self._next]
         self._next = (self._next + 1) % len(self._order)
         return camera_id
 
-    def _probe_done(self, task: asyncio.Task[None]) -> None:
+    def _cycle_turned(self) -> None:
+        now = time.monotonic()
+        if self._cycle_started is not None:
+            self.last_cycle_seconds = now - self._cycle_started
+            self.cycles_completed += 1
+            log.debug("probe cycle", seconds=round(self.last_cycle_seconds, 1),
+                      lent=self.slots_lent, in_flight=len(self._probes))
+        self._cycle_started = now
+
+    def _lend_slot(self, task: asyncio.Task[None]) -> None:
+        """A probe waits on a silent camera: the next probe may start meanwhile."""
+        if task in self._holding and len(self._probes) < self._max_in_flight:
+            self._holding.discard(task)
+            self._slots.release()
+            self.slots_lent += 1
+
+    def _probe_done(self, timer: asyncio.TimerHandle, task: asyncio.Task[None]) -> None:
+        timer.cancel()
         self._probes.discard(task)
-        self._slots.release()
+        if task in self._holding:
+            self._holding.discard(task)
+            self._slots.release()
 
     async def _probe_one(self, camera_id: str) -> None:
         target, transcode = self._targets[camera_id]

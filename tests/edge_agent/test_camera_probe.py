@@ -157,3 +157,35 @@ async def test_probes_are_spread_bounded_and_only_change_idle_cameras() -> None:
     assert "cam-0003" not in probed and "cam-0004" not in applied
     assert all(probed[f"cam-{i:04d}"] >= 2 for i in (0, 1, 2, 5, 9))
     assert applied["cam-0001"].reason == "refused" and applied["cam-0000"].ok
+
+
+async def test_dead_cameras_do_not_stretch_the_probe_cycle() -> None:
+    """30 % of cameras never answer (each probe waits its whole timeout): the cycle holds."""
+    dead = {f"cam-{i:04d}" for i in range(0, 150, 3)} | {"cam-0001"}  # 51 of 150, about a third
+
+    async def probe(target: RtspTarget, *, timeout: float, transcode_allowed: bool) -> ProbeResult:
+        camera_id = f"cam-{int(target.host.rsplit('.', 1)[1]):04d}"
+        if camera_id in dead:
+            await asyncio.sleep(timeout)
+            return ProbeResult(False, "timeout")
+        await asyncio.sleep(0.005)
+        return ProbeResult(True)
+
+    results: collections.Counter[bool] = collections.Counter()
+
+    async def on_result(camera_id: str, result: ProbeResult) -> None:
+        results[result.ok] += 1
+
+    # 50 probes a second, 4 slots, 1 s timeout: without lending, dead cameras alone would need
+    # 50 * 0.34 * 1 = 17 slots, and the cycle would stretch to about 4.5 s.
+    settings = RtspSettings(probe_interval_seconds=3.0, probes_per_second=1000,
+                            probe_concurrency=4, open_timeout_seconds=1.0)
+    async with CameraProber(cameras(150), settings, is_idle=lambda c: True, on_result=on_result,
+                            probe=probe, slow_after=0.05) as prober:
+        async with asyncio.timeout(15):
+            while prober.cycles_completed < 2:
+                await asyncio.sleep(0.1)
+        assert prober.last_cycle_seconds is not None
+        assert prober.last_cycle_seconds < 3.0 * 1.15
+        assert prober.slots_lent > 0
+    assert results[False] >= 40 and results[True] >= 90
