@@ -9,8 +9,11 @@ disconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Any, Self, cast
 
 import aiomqtt
 import structlog
@@ -22,6 +25,7 @@ from edge_agent.camera_sources import source_for
 from edge_agent.config import AgentConfig
 from edge_agent.exceptions import GrantRejected, OfferRejected
 from edge_agent.grant_check import GrantVerifier
+from edge_agent.metrics import AgentCollector, MetricsServer
 from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.viewer_session import ViewerSession
 from protos import topics
@@ -59,6 +63,11 @@ class EdgeAgent:
         # Idle RTSP cameras are probed so the map shows which work before anyone watches.
         self.prober = CameraProber(config.cameras, config.rtsp, is_idle=self._camera_idle,
                                    on_result=self._on_probe_result)
+        self.metrics: MetricsServer | None = None
+        if config.metrics_port is not None:
+            self.metrics = MetricsServer(AgentCollector(
+                config.district_id, self.prober, self.feeds, self.status.camera_states,
+                lambda: len(self.sessions)), config.metrics_port)
 
     @property
     def link(self) -> MqttLink:
@@ -66,7 +75,7 @@ class EdgeAgent:
             raise RuntimeError("agent not started")
         return self._link
 
-    async def __aenter__(self) -> EdgeAgent:
+    async def __aenter__(self) -> Self:
         self._link = MqttLink(
             self.config.broker,
             client_id=self.config.agent_id,
@@ -79,6 +88,8 @@ class EdgeAgent:
         await self._link.__aenter__()
         self._heartbeat = asyncio.create_task(self.status.run_heartbeats(), name="heartbeat")
         self.prober.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         self._log.info("agent started", cameras=len(self.feeds), broker=self.config.broker.describe())
         return self
 
@@ -93,6 +104,8 @@ class EdgeAgent:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await self.prober.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         for session in list(self.sessions.values()):
             await session.close("agent stopping")
         for task in list(self._tasks):
@@ -101,10 +114,8 @@ class EdgeAgent:
                              return_exceptions=True)
         for feed in self.feeds.values():
             await feed.close()
-        try:
+        with contextlib.suppress(LinkDown):  # the broker holds our last will: it says offline
             await self.status.publish_offline()
-        except LinkDown:
-            pass  # the broker holds our last will: it says offline for us
         link, self._link = self._link, None
         await link.close()
         self._log.info("agent stopped")
@@ -128,8 +139,8 @@ class EdgeAgent:
             return
         self._spawn(self._handle(request), f"signal:{request.request_id}")
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -146,9 +157,10 @@ class EdgeAgent:
         except OfferRejected as exc:
             self._log.info("offer rejected", request=request.request_id, code=exc.code,
                            why=exc.message)
-            response.error.code = mqtt_pb2.SignalError.Value(f"SIGNAL_ERROR_{exc.code}")
+            response.error.code = cast(mqtt_pb2.SignalError,
+                                       mqtt_pb2.SignalError.Value(f"SIGNAL_ERROR_{exc.code}"))
             response.error.message = exc.message
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged in full, and the core gets an answer
             # Answer rather than leave the core waiting for its timeout; the bug is logged in full.
             self._log.exception("signal request failed", request=request.request_id)
             response.error.code = mqtt_pb2.SIGNAL_ERROR_INTERNAL
