@@ -15,13 +15,13 @@ path, so an idle district of thousands of cameras pays nothing for them between 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Protocol, Self
 
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_TIMEOUT = 5.0
 
 
 class ProberView(Protocol):
@@ -103,14 +104,18 @@ def _gauge(name: str, documentation: str, district: str, value: float) -> GaugeM
 
 
 class MetricsServer:
-    """``GET /metrics`` on 127.0.0.1:``port`` (0: any free port); an async context manager."""
+    """``GET /metrics`` on 127.0.0.1:``port`` (0: any free port); an async context manager.
+
+    A few lines of HTTP/1.0 on asyncio rather than a web framework: Prometheus asks for one
+    path, and the agent stays ~10 MB lighter without one.
+    """
 
     def __init__(self, collector: Collector, port: int, host: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._host = host
         self._port = port
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port: int | None = None
 
     @property
@@ -126,24 +131,32 @@ class MetricsServer:
         await self.close()
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
-        self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self._port
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("metrics serving", url=self.url)
 
     async def close(self) -> None:
         """Stop serving; idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry),
-                            headers={"Content-Type": CONTENT_TYPE})
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, path = [*head.split(b" ", 2), b"", b""][:2]
+            if method == b"GET" and path.split(b"?", 1)[0] == b"/metrics":
+                status, body, kind = b"200 OK", generate_latest(self.registry), CONTENT_TYPE
+            else:
+                status, body, kind = b"404 Not Found", b"GET /metrics\n", "text/plain"
+            writer.write(b"HTTP/1.0 " + status + b"\r\nContent-Type: " + kind.encode()
+                         + b"\r\nContent-Length: " + str(len(body)).encode()
+                         + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError):
+            pass  # a scraper that hung up or sent no request: nothing to answer
+        finally:
+            writer.close()
