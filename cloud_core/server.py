@@ -1,15 +1,19 @@
 """The core as a running service: gRPC (with health and reflection) plus its MQTT link.
 
 ``CoreServer`` is an async context manager: entering opens the registry, connects to the broker,
-starts serving; leaving stops serving (with a short grace period), disconnects, closes storage.
+starts serving; leaving stops serving (with a short grace period), disconnects, writes what status
+it still holds, closes storage. Status is written by ``StatusIngest``'s writer thread; each commit
+moves the consoles' ``CameraFeed``. ``LoopMonitor`` measures the event loop's lag all along.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
+from typing import Self
 
 import aiomqtt
 import grpc
@@ -19,10 +23,13 @@ from grpc_reflection.v1alpha import reflection
 
 from cloud_core.access import AccessService
 from cloud_core.audit import AuditLog, CheckpointSigner
+from cloud_core.camera_feed import CameraFeed
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
+from cloud_core.loop_monitor import LoopMonitor
+from cloud_core.metrics import CoreMetrics, GrpcTimer, MqttDropCounter
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
@@ -35,7 +42,7 @@ from cloud_core.servicer import (
 )
 from cloud_core.sessions import SessionBroker
 from cloud_core.signalling import SignallingRelay
-from cloud_core.status_ingest import StatusIngest
+from cloud_core.status_ingest import INGESTED_KINDS, StatusIngest
 from cloud_core.transport_security import add_listen_port
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
@@ -44,6 +51,11 @@ from runtime.mqtt_link import MqttLink
 log = structlog.get_logger(__name__)
 
 SERVICE_NAMES = tuple(service.full_name for service in core_pb2.DESCRIPTOR.services_by_name.values())
+
+# aiomqtt's incoming queue, between the socket and the ingest: sized for a city-wide reconnect
+# (68,000 retained statuses at once) although staging keeps it nearly empty; a message past it is
+# discarded by aiomqtt, logged at WARNING on the `mqtt` logger and counted in the metrics.
+MQTT_INCOMING_QUEUE = 150_000
 
 
 class CoreServer:
@@ -62,6 +74,15 @@ class CoreServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
+        self.metrics = CoreMetrics()
+        self.feed: CameraFeed | None = None
+        self.loop_monitor = LoopMonitor(self.metrics)
+        self._drop_counter = MqttDropCounter(self.metrics)
+
+    @property
+    def ingest(self) -> StatusIngest:
+        assert self._ingest is not None
+        return self._ingest
 
     @property
     def address(self) -> str:
@@ -73,10 +94,15 @@ class CoreServer:
         assert self._link is not None
         return self._link
 
-    async def __aenter__(self) -> CoreServer:
+    async def __aenter__(self) -> Self:
         self.config.database.parent.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.config.database)
-        self._ingest = StatusIngest(self.registry)
+        await self.loop_monitor.__aenter__()
+        self.metrics.watch_registry(self.registry.cameras_by_state, self.registry.count_open_sessions)
+        logging.getLogger("mqtt").addFilter(self._drop_counter)
+        self.feed = await CameraFeed(self.registry).__aenter__()
+        self._ingest = await StatusIngest(self.registry, metrics=self.metrics,
+                                          on_commit=self._committed).__aenter__()
         self.broker = SessionBroker(
             self.registry, self.relay,
             session_ttl=timedelta(seconds=self.config.session_ttl_seconds),
@@ -95,12 +121,13 @@ class CoreServer:
             registry=self.registry, operators=OperatorStore(self.registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
         self._link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                              subscriptions=topics.CORE_SUBSCRIPTIONS, on_message=self._on_message)
+                              subscriptions=topics.CORE_SUBSCRIPTIONS, on_message=self._on_message,
+                              max_queued_messages=MQTT_INCOMING_QUEUE)
         self.relay.attach(self._link)
         await self._link.__aenter__()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="grant-sweeper")
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[GrpcTimer(self.metrics)])
         access = self.access
         core_pb2_grpc.add_CameraServiceServicer_to_server(CameraServicer(access), server)
         core_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(access), server)
@@ -118,7 +145,7 @@ class CoreServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.http_listen:
-            self.console = ConsoleServer(access, self.config)
+            self.console = ConsoleServer(access, self.config, feed=self.feed, metrics=self.metrics)
             try:
                 await self.console.__aenter__()
             except BaseException:
@@ -148,12 +175,33 @@ class CoreServer:
         link, self._link = self._link, None
         if link is not None:
             await link.close()
+        await self._close_status()
         audit, self.audit = self.audit, None
         if audit is not None:
             await audit.close()
         registry, self.registry = self.registry, None
         if registry is not None:
             registry.close()
+
+    async def _close_status(self) -> None:
+        ingest, self._ingest = self._ingest, None
+        if ingest is not None:
+            try:
+                await ingest.drained(timeout=5.0)
+            except TimeoutError:
+                log.warning("status ingest did not drain before shutdown", pending=ingest.pending)
+            await ingest.close()
+        feed, self.feed = self.feed, None
+        if feed is not None:
+            await feed.close()
+        logging.getLogger("mqtt").removeFilter(self._drop_counter)
+        await self.loop_monitor.close()
+
+    async def _committed(self, version: int) -> None:
+        if self.feed is not None:
+            self.feed.notify(version)
+        async with self._changed:
+            self._changed.notify_all()
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         await self.link.wait_connected(timeout)
@@ -176,22 +224,29 @@ class CoreServer:
             await self._changed.wait_for(lambda: predicate(self.registry))  # type: ignore[arg-type]
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
+        staged = False
         try:
-            await self._handle(message)
+            staged = await self._handle(message)
         finally:
-            async with self._changed:
-                self._changed.notify_all()
+            if not staged:  # a staged status wakes waiters when it is written
+                async with self._changed:
+                    self._changed.notify_all()
 
-    async def _handle(self, message: aiomqtt.Message) -> None:
+    async def _handle(self, message: aiomqtt.Message) -> bool:
+        """Route one message; True when it was staged for the status writer."""
         payload = message.payload
+        topic_name = str(message.topic)
         if not isinstance(payload, bytes | bytearray):
-            log.warning("rejected mqtt message: payload is not bytes", topic=str(message.topic))
-            return
+            log.warning("rejected mqtt message: payload is not bytes", topic=topic_name)
+            return False
         try:
-            topic = topics.parse(str(message.topic))
+            topic = topics.parse(topic_name)
         except ValueError as exc:
             log.warning("ignored message on unexpected topic", error=str(exc))
-            return
+            return False
+        if topic.kind in INGESTED_KINDS:
+            assert self._ingest is not None
+            return self._ingest.submit(topic, topic_name, bytes(payload))
         if topic.kind == "signal_response":
             self.relay.handle_response(topic.district, bytes(payload))
         elif topic.kind == "session_events":
@@ -199,9 +254,7 @@ class CoreServer:
             event = self.broker.handle_event(topic.district, bytes(payload))
             if event is not None:
                 await self.access.session_ended(event)
-        else:
-            assert self._ingest is not None
-            self._ingest.handle(topic, bytes(payload))
+        return False
 
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:
