@@ -170,7 +170,7 @@ async def test_a_district_agent_going_away_is_said_in_words_on_its_tiles(
     try:
         await core.wait_until(lambda r: len(r.list_cameras(status="online")) == 4, 10)
         await sign_in(page, tokens["police-op"])
-        await page.wait_for_selector(".city-map .camera")
+        await page.wait_for_function("() => window.safetynet.clusters().length > 0")
         await _place_incident(page, "robbery", SEOGYO, radius=700)
         await page.click("button.report-button")
         await page.wait_for_function(

@@ -6,6 +6,7 @@
 
 import { Api, SignedOut } from './api.js';
 import { AuditPage } from './audit-page.js';
+import { CameraStore } from './camera-store.js';
 import { OfferPool } from './camera-tile.js';
 import { h } from './dom.js';
 import { agencyLabel, kstTime } from './format.js';
@@ -79,6 +80,12 @@ class Console {
     api.onSignedOut = () => this.signOut('signed out: token disabled');
     this.api = api;
     this.me = me;
+    // The city's cameras: a snapshot once, then pushed changes, kept in a worker.
+    this.cameras = new CameraStore(token, {
+      onSignedOut: () => this.signOut('signed out: token disabled'),
+      onError: (message) => this.banner(message),
+    });
+    this.cameras.on('cameras', ({ cameras }) => this.view?.onCameras?.(cameras));
     if (me.views_video) {
       this.pool = new OfferPool(4);
       this.pool.start();
@@ -113,6 +120,8 @@ class Console {
     this.route = '';
     this.pool?.close();
     this.pool = null;
+    this.cameras?.close();
+    this.cameras = null;
     this.me = null;
     sessionStorage.removeItem(TOKEN_KEY);
     this.$('view').replaceChildren();
@@ -196,5 +205,7 @@ window.safetynet = {
   metrics: app.metrics,
   tiles: () => (app.view?.tiles ?? []).map((tile) => tile.snapshot()),
   screenPoint: (lat, lon) => app.view?.screenPoint?.(lat, lon) ?? null,
+  cameras: () => ({ ready: app.cameras?.ready ?? null, counts: app.cameras?.counts ?? null }),
+  clusters: () => app.view?.map?.clusters ?? [],
 };
 app.boot();
