@@ -38,6 +38,9 @@ class SimulatedDistrict:
     district_id: str
     name: str
     cameras: tuple[CityCamera, ...]
+    # False when a real agent runs for the district too (a few real cameras): it owns the
+    # district's agent status and last will, this simulator only adds the other cameras.
+    publish_agent: bool = True
 
 
 def _now() -> Timestamp:
@@ -60,7 +63,8 @@ class _District:
         self.link = MqttLink(broker, client_id=self.agent_id, on_message=self._ignore,
                              on_connect=self.publish_all,
                              will=LastWill(topics.agent_status(district.district_id),
-                                           self._agent(mqtt_pb2.AGENT_STATE_OFFLINE)))
+                                           self._agent(mqtt_pb2.AGENT_STATE_OFFLINE))
+                             if district.publish_agent else None)
         self.started = asyncio.get_running_loop().time()
 
     async def _ignore(self, message: aiomqtt.Message) -> None:
@@ -76,8 +80,9 @@ class _District:
     async def publish_all(self) -> None:
         """After each (re)connect: the agent is online, then every camera's status."""
         district_id = self.district.district_id
-        await self.link.publish(topics.agent_status(district_id),
-                                self._agent(mqtt_pb2.AGENT_STATE_ONLINE), retain=True)
+        if self.district.publish_agent:
+            await self.link.publish(topics.agent_status(district_id),
+                                    self._agent(mqtt_pb2.AGENT_STATE_ONLINE), retain=True)
         statuses = list(self.statuses.values())
         for start in range(0, len(statuses), PUBLISH_BATCH):
             await asyncio.gather(*(self._publish_camera(s) for s in statuses[start:start + PUBLISH_BATCH]))
@@ -96,6 +101,8 @@ class _District:
         await self._publish_camera(status)
 
     async def heartbeat(self) -> None:
+        if not self.district.publish_agent:
+            return  # the district's real agent sends its heartbeats
         beat = mqtt_pb2.Heartbeat(
             district_id=self.district.district_id, agent_id=self.agent_id, sent_at=_now(),
             uptime_seconds=asyncio.get_running_loop().time() - self.started,

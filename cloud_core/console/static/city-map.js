@@ -23,8 +23,9 @@ export class CityMap {
    * onPick(lat, lon): a click on the map itself; onCamera(camera), onIncident(incident): a
    * click on one. ``compact`` draws smaller labels (the incident view's map).
    */
-  constructor({ onPick, onCamera, onIncident, compact = false, label = 'map' } = {}) {
+  constructor({ onPick, onCamera, onIncident, canZoom = () => true, compact = false, label = 'map' } = {}) {
     this.onPick = onPick;
+    this.canZoom = canZoom;     // false while a click means a place (reporting an incident)
     this.onCamera = onCamera;
     this.onIncident = onIncident;
     this.compact = compact;
@@ -374,7 +375,7 @@ export class CityMap {
   _click(event) {
     const cluster = this.store ? this._clusterAt(event) : null;
     if (cluster?.camera && this.onCamera && this.onCamera(cluster.camera, event) !== false) return;
-    if (cluster && !cluster.camera) {
+    if (cluster && !cluster.camera && this.canZoom()) {
       this._zoomAround(cluster.lat, cluster.lon, 0.33);
       return;
     }

@@ -14,6 +14,7 @@ export class MapView {
       label: 'map of the districts, their cameras and open incidents',
       onPick: (lat, lon) => this._pick(lat, lon),
       onCamera: (camera) => this._camera(camera),
+      canZoom: () => !this._armed(),
       onIncident: (id) => {
         if (this._armed()) return false;   // placing an incident: the click is a place
         app.navigate(`#/incident/${id}`);
