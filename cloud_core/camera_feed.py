@@ -124,9 +124,14 @@ class CameraFeed:
         return self._seq, self._published, reset
 
     async def catch_up(self, since: int, upto: int) -> str | None:
-        """The changes (since, upto] as one event's data; None when too many (reset instead)."""
+        """The changes (since, upto] as one event's data; None when too many (reset instead).
+
+        ``since`` may be newer than ``upto``: a snapshot is read from the registry, which runs up
+        to ``interval`` ahead of what the feed has pushed. Such a follower needs no catch-up; the
+        next push covers it (``next_events`` callers skip what it already has).
+        """
         if since >= upto:
-            return None if since > upto else ""
+            return ""
         rows = await asyncio.to_thread(self._registry.changes_between, since, upto,
                                        self._max_push_rows)
         if rows is None:

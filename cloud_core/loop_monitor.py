@@ -29,6 +29,7 @@ class LoopMonitor:
         self._task: asyncio.Task[None] | None = None
         self.worst = 0.0          # worst lag of the current window, seconds
         self.worst_ever = 0.0
+        self._worst_since_mark = 0.0
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="loop-monitor")
@@ -44,6 +45,11 @@ class LoopMonitor:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def mark(self) -> float:
+        """The worst lag since the previous ``mark()`` (seconds); starts a new span."""
+        worst, self._worst_since_mark = self._worst_since_mark, 0.0
+        return worst
+
     async def _run(self) -> None:
         window_end = time.monotonic() + self._window
         warned = False
@@ -54,6 +60,7 @@ class LoopMonitor:
             self._metrics.loop_lag.observe(lag)
             self.worst = max(self.worst, lag)
             self.worst_ever = max(self.worst_ever, lag)
+            self._worst_since_mark = max(self._worst_since_mark, lag)
             if lag > self._warn_after and not warned:
                 warned = True
                 log.warning("event loop held", lag_ms=round(lag * 1000, 1))

@@ -9,7 +9,7 @@ computed at scrape time on the registry's reader connection, off the event loop.
     safetynet_core_grpc_seconds{method}              every gRPC call's latency, histogram
     safetynet_core_statuses_ingested_total           camera statuses written to the registry
     safetynet_core_statuses_rejected_total{kind}     malformed status messages, not written
-    safetynet_core_messages_dropped_total{reason}    messages lost: mqtt_queue_full, ingest_backlog,
+    safetynet_core_messages_dropped_total{reason}    messages lost: core_queue_full, ingest_backlog,
                                                      registry_error, writer_failed
     safetynet_core_ingest_batch_seconds              one registry transaction of statuses
     safetynet_core_cameras{state}                    cameras by effective state
@@ -20,7 +20,6 @@ computed at scrape time on the registry's reader connection, off the event loop.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -90,19 +89,6 @@ class _RegistryCollector(Collector):
         yield cameras
         yield GaugeMetricFamily("safetynet_core_sessions_open", "Viewing sessions open",
                                 value=self._sessions_open())
-
-
-class MqttDropCounter(logging.Filter):
-    """Counts aiomqtt's "Message queue is full. Discarding message." (its `mqtt` logger)."""
-
-    def __init__(self, metrics: CoreMetrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING and "queue is full" in record.getMessage():
-            self._metrics.messages_dropped.labels(reason="mqtt_queue_full").inc()
-        return True
 
 
 class GrpcTimer(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

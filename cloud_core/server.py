@@ -9,13 +9,11 @@ moves the consoles' ``CameraFeed``. ``LoopMonitor`` measures the event loop's la
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-import aiomqtt
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,13 +21,14 @@ from grpc_reflection.v1alpha import reflection
 
 from cloud_core.access import AccessService
 from cloud_core.audit import AuditLog, CheckpointSigner
+from cloud_core.broker_link import BrokerLink
 from cloud_core.camera_feed import CameraFeed
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
 from cloud_core.loop_monitor import LoopMonitor
-from cloud_core.metrics import CoreMetrics, GrpcTimer, MqttDropCounter
+from cloud_core.metrics import CoreMetrics, GrpcTimer
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
@@ -46,16 +45,20 @@ from cloud_core.status_ingest import INGESTED_KINDS, StatusIngest
 from cloud_core.transport_security import add_listen_port
 from protos import topics
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
-from runtime.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAMES = tuple(service.full_name for service in core_pb2.DESCRIPTOR.services_by_name.values())
 
-# aiomqtt's incoming queue, between the socket and the ingest: sized for a city-wide reconnect
-# (68,000 retained statuses at once) although staging keeps it nearly empty; a message past it is
-# discarded by aiomqtt, logged at WARNING on the `mqtt` logger and counted in the metrics.
-MQTT_INCOMING_QUEUE = 150_000
+
+# Statuses at QoS 0 towards the core, the rest at QoS 1. With a clean session QoS 1 would redeliver
+# nothing across a reconnect (retained statuses are replayed on subscribing anyway) and TCP
+# already delivers in order on a live connection; what QoS 1 adds there is a PUBACK per status,
+# the core's largest cost in a 68,000-status burst, and Mosquitto's in-flight window pacing it.
+# Mosquitto queues QoS 0 for an online client up to max_queued_messages like QoS 1
+# (safetynet/broker.py, provisioning/broker_config.py size it for the city).
+SUBSCRIPTIONS = tuple((t, 0 if t.endswith(("/status", "/heartbeat")) else 1)
+                      for t in topics.CORE_SUBSCRIPTIONS)
 
 
 class CoreServer:
@@ -65,7 +68,7 @@ class CoreServer:
         self.relay = SignallingRelay()
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._link: MqttLink | None = None
+        self._link: BrokerLink | None = None
         self._health = health.aio.HealthServicer()
         self._ingest: StatusIngest | None = None
         self.broker: SessionBroker | None = None
@@ -77,7 +80,6 @@ class CoreServer:
         self.metrics = CoreMetrics()
         self.feed: CameraFeed | None = None
         self.loop_monitor = LoopMonitor(self.metrics)
-        self._drop_counter = MqttDropCounter(self.metrics)
 
     @property
     def ingest(self) -> StatusIngest:
@@ -90,7 +92,7 @@ class CoreServer:
         return f"{host}:{self.port}"
 
     @property
-    def link(self) -> MqttLink:
+    def link(self) -> BrokerLink:
         assert self._link is not None
         return self._link
 
@@ -99,7 +101,6 @@ class CoreServer:
         self.registry = Registry(self.config.database)
         await self.loop_monitor.__aenter__()
         self.metrics.watch_registry(self.registry.cameras_by_state, self.registry.count_open_sessions)
-        logging.getLogger("mqtt").addFilter(self._drop_counter)
         self.feed = await CameraFeed(self.registry).__aenter__()
         self._ingest = await StatusIngest(self.registry, metrics=self.metrics,
                                           on_commit=self._committed).__aenter__()
@@ -120,9 +121,10 @@ class CoreServer:
         self.access = AccessService(
             registry=self.registry, operators=OperatorStore(self.registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
-        self._link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                              subscriptions=topics.CORE_SUBSCRIPTIONS, on_message=self._on_message,
-                              max_queued_messages=MQTT_INCOMING_QUEUE)
+        self._link = BrokerLink(self.config.broker, client_id=self.config.client_id,
+                                subscriptions=SUBSCRIPTIONS,
+                                on_thread=self._on_mqtt_thread, on_loop=self._on_loop_message,
+                                on_dropped=self._dropped)
         self.relay.attach(self._link)
         await self._link.__aenter__()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="grant-sweeper")
@@ -194,7 +196,6 @@ class CoreServer:
         feed, self.feed = self.feed, None
         if feed is not None:
             await feed.close()
-        logging.getLogger("mqtt").removeFilter(self._drop_counter)
         await self.loop_monitor.close()
 
     async def _committed(self, version: int) -> None:
@@ -223,38 +224,37 @@ class CoreServer:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: predicate(self.registry))  # type: ignore[arg-type]
 
-    async def _on_message(self, message: aiomqtt.Message) -> None:
-        staged = False
-        try:
-            staged = await self._handle(message)
-        finally:
-            if not staged:  # a staged status wakes waiters when it is written
-                async with self._changed:
-                    self._changed.notify_all()
-
-    async def _handle(self, message: aiomqtt.Message) -> bool:
-        """Route one message; True when it was staged for the status writer."""
-        payload = message.payload
-        topic_name = str(message.topic)
-        if not isinstance(payload, bytes | bytearray):
-            log.warning("rejected mqtt message: payload is not bytes", topic=topic_name)
-            return False
+    def _on_mqtt_thread(self, topic_name: str, payload: bytes) -> bool:
+        """On the MQTT thread: stage a status (True); anything else is for the loop (False)."""
         try:
             topic = topics.parse(topic_name)
         except ValueError as exc:
             log.warning("ignored message on unexpected topic", error=str(exc))
+            return True
+        if topic.kind not in INGESTED_KINDS:
             return False
-        if topic.kind in INGESTED_KINDS:
-            assert self._ingest is not None
-            return self._ingest.submit(topic, topic_name, bytes(payload))
-        if topic.kind == "signal_response":
-            self.relay.handle_response(topic.district, bytes(payload))
-        elif topic.kind == "session_events":
-            assert self.broker is not None and self.access is not None
-            event = self.broker.handle_event(topic.district, bytes(payload))
-            if event is not None:
-                await self.access.session_ended(event)
-        return False
+        ingest = self._ingest
+        if ingest is not None:
+            ingest.submit(topic, topic_name, payload)
+        return True
+
+    def _dropped(self, topic_name: str) -> None:
+        self.metrics.messages_dropped.labels(reason="core_queue_full").inc()
+
+    async def _on_loop_message(self, topic_name: str, payload: bytes) -> None:
+        """Signalling and session events, in arrival order, on the loop."""
+        try:
+            topic = topics.parse(topic_name)
+            if topic.kind == "signal_response":
+                self.relay.handle_response(topic.district, payload)
+            elif topic.kind == "session_events":
+                assert self.broker is not None and self.access is not None
+                event = self.broker.handle_event(topic.district, payload)
+                if event is not None:
+                    await self.access.session_ended(event)
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
 
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -18,9 +19,15 @@ from cloud_core.exceptions import AgentUnavailable
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.exceptions import LinkDown
-from runtime.mqtt_link import MqttLink
 
 log = structlog.get_logger(__name__)
+
+
+class Publisher(Protocol):
+    """What the relay needs of the core's MQTT connection; raises LinkDown when it is down."""
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                      retain: bool = False) -> None: ...
 
 
 @dataclass
@@ -31,10 +38,10 @@ class _Pending:
 
 class SignallingRelay:
     def __init__(self) -> None:
-        self._link: MqttLink | None = None
+        self._link: Publisher | None = None
         self._pending: dict[str, _Pending] = {}
 
-    def attach(self, link: MqttLink) -> None:
+    def attach(self, link: Publisher) -> None:
         self._link = link
 
     @property

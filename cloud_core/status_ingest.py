@@ -1,7 +1,8 @@
 """Keeps the registry current from what agents publish: agent status, camera status, heartbeats.
 
-The event loop only *stages* a message (``submit``: O(1), never blocks, never waits on storage);
-one writer thread decodes, checks and writes what is staged, one transaction per slice of at most
+The MQTT reader only *stages* a message (``submit``: O(1), thread-safe, never waits on storage;
+the core calls it on its MQTT network thread, so statuses never run on the event loop); one
+writer thread decodes, checks and writes what is staged, one transaction per slice of at most
 ``slice_rows`` cameras, so a 2,720-camera heartbeat or a 68,000-status reconnect burst costs the
 loop nothing but the staging.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,7 +88,12 @@ class StatusIngest:
         self._max_heartbeat_cameras = max_heartbeat_cameras
         self._max_pending = max_pending
         self._slice_rows = slice_rows
-        self._pending: dict[str, tuple[topics.ParsedTopic, bytes]] = {}
+        # topic name -> payload: str and bytes only, which the garbage collector does not track,
+        # so 68,000 staged statuses add nothing to a full collection's pause.
+        self._pending: dict[str, bytes] = {}
+        self._lock = threading.Lock()    # submit() runs on the MQTT thread, _run() on the loop
+        self._waking = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._submitted = 0
         self._committed = 0
         self._wake = asyncio.Event()
@@ -99,6 +106,7 @@ class StatusIngest:
         self.ingested = 0
 
     async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-writer")
         self._writer_db = self._registry.writer()
         self._task = asyncio.create_task(self._run(), name="status-ingest-writer")
@@ -117,9 +125,11 @@ class StatusIngest:
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True)
-        if self._pending:
-            log.warning("status ingest closed with statuses not written", pending=len(self._pending))
-            self._pending.clear()
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._loop = None
+        if pending:
+            log.warning("status ingest closed with statuses not written", pending=len(pending))
         writer, self._writer_db = self._writer_db, None
         if writer is not None:
             writer.close()
@@ -128,18 +138,31 @@ class StatusIngest:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def received(self) -> int:
+        """Status messages staged so far (a newer one for the same topic replaces one staged)."""
+        return self._submitted
+
     def submit(self, topic: topics.ParsedTopic, topic_name: str, payload: bytes) -> bool:
-        """Stage one status message for the writer (on the loop, O(1)); False when dropped."""
-        if topic_name not in self._pending and len(self._pending) >= self._max_pending:
-            self.dropped += 1
+        """Stage one status message for the writer (any thread, O(1)); False when dropped."""
+        with self._lock:
+            full = topic_name not in self._pending and len(self._pending) >= self._max_pending
+            if full:
+                self.dropped += 1
+            else:
+                self._pending.pop(topic_name, None)
+                self._pending[topic_name] = payload
+                self._submitted += 1
+            wake = not full and not self._waking
+            self._waking = self._waking or wake
+            loop = self._loop
+        if full:
             self._metrics.messages_dropped.labels(reason="ingest_backlog").inc()
             log.warning("status dropped: ingest backlog full", topic=topic_name,
-                        pending=len(self._pending), dropped=self.dropped)
+                        pending=self._max_pending, dropped=self.dropped)
             return False
-        self._pending.pop(topic_name, None)
-        self._pending[topic_name] = (topic, payload)
-        self._submitted += 1
-        self._wake.set()
+        if wake and loop is not None:
+            loop.call_soon_threadsafe(self._wake.set)  # once per batch, not per message
         return True
 
     async def drained(self, timeout: float = 30.0) -> None:
@@ -154,12 +177,14 @@ class StatusIngest:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            staged, self._pending = self._pending, {}
-            generation = self._submitted
+            with self._lock:
+                staged, self._pending = self._pending, {}
+                generation = self._submitted
+                self._waking = False
             version: int | None = None
             try:
                 version = await loop.run_in_executor(self._executor, self._write,
-                                                     list(staged.values()))
+                                                     list(staged.items()))
             except Exception:
                 # The writer must keep going: this batch is lost, logged and counted.
                 self.dropped += len(staged)
@@ -173,13 +198,14 @@ class StatusIngest:
 
     # --- the writer thread ------------------------------------------------------------------
 
-    def _write(self, staged: list[tuple[topics.ParsedTopic, bytes]]) -> int | None:
+    def _write(self, staged: list[tuple[str, bytes]]) -> int | None:
         """Decode, check and write ``staged`` in slices; return the registry version after."""
         assert self._writer_db is not None
         seen_at = datetime.now(UTC)
         version: int | None = None
         current = _Slice()
-        for topic, payload in staged:
+        for topic_name, payload in staged:
+            topic = topics.parse(topic_name)  # parsed once already by whoever submitted it
             try:
                 self._decode_into(current, topic, payload, seen_at)
             except MalformedStatus as exc:

@@ -12,14 +12,19 @@ import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import structlog
 
+from provisioning.broker_config import CITY_QUEUE_LIMITS
 from runtime.exceptions import BrokerError
 
 log = structlog.get_logger(__name__)
 
 READY_MARKER = b" running"
+
+# The city's queue limits (why: provisioning/broker_config.py): the tests' and the demo's broker
+# must not drop a city-wide burst either.
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,11 +78,11 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
             "log_type information",
-            "max_queued_messages 10000",
+            *CITY_QUEUE_LIMITS,
             "",
         ])
 
-    async def __aenter__(self) -> MosquittoBroker:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -277,6 +277,8 @@ class ConsoleApi:
                 if event.kind == "reset":
                     await stream.send(event.data, event="reset")
                     return
+                if event.kind == "cameras" and event.version <= since:
+                    continue  # its snapshot is newer than this push: it has these changes
                 await stream.send(event.data, id=str(event.version), event=event.kind)
 
     # --- incidents ------------------------------------------------------------------------

@@ -36,9 +36,10 @@ def test_near_ranks_by_distance_and_cuts_at_radius(tmp_path: Path) -> None:
     _pilot(registry)
     found = registry.list_cameras(near=(37.49795, 127.02760, 2000))
     assert found[0].camera_id == "gangnam-001" and found[0].distance_m is not None
-    distances = [c.distance_m for c in found]
+    distances = [c.distance_m for c in found if c.distance_m is not None]
+    assert len(distances) == len(found)
     assert distances == sorted(distances)
-    assert all(d <= 2000 for d in distances)  # type: ignore[operator]
+    assert all(d <= 2000 for d in distances)
     assert {c.district_id for c in found} == {"gangnam"}
     assert len(registry.list_cameras(near=(37.49795, 127.02760, 2000), limit=3)) == 3
 
@@ -58,7 +59,7 @@ def test_filters_by_district_and_effective_status(tmp_path: Path) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(lat=st.floats(37.45, 37.60), lon=st.floats(126.85, 127.12), radius=st.floats(50, 8000))
-def test_rtree_query_matches_a_full_scan(tmp_path_factory, lat: float, lon: float, radius: float) -> None:  # type: ignore[no-untyped-def]
+def test_rtree_query_matches_a_full_scan(tmp_path_factory, lat: float, lon: float, radius: float) -> None:
     registry = _shared_registry(tmp_path_factory)
     expected = sorted(
         (distance_m(lat, lon, c.lat, c.lon), c.camera_id)
@@ -71,7 +72,7 @@ def test_rtree_query_matches_a_full_scan(tmp_path_factory, lat: float, lon: floa
 _REGISTRY: dict[str, Registry] = {}
 
 
-def _shared_registry(tmp_path_factory) -> Registry:  # type: ignore[no-untyped-def]
+def _shared_registry(tmp_path_factory) -> Registry:
     if "r" not in _REGISTRY:
         registry = Registry(tmp_path_factory.mktemp("rtree") / "r.sqlite3")
         _pilot(registry)
@@ -91,3 +92,19 @@ def test_moving_a_camera_moves_it_in_the_spatial_index(tmp_path: Path) -> None:
 def test_distance_is_plausible() -> None:
     # Gangnam Station to Sinsa Station is about 2.1 km.
     assert 1900 < distance_m(37.49795, 127.02760, 37.51638, 127.02012) < 2300
+
+
+@settings(max_examples=40, deadline=None)
+@given(lat=st.floats(37.45, 37.60), lon=st.floats(126.85, 127.12), radius=st.floats(50, 8000),
+       limit=st.integers(1, 30))
+def test_a_limited_near_query_is_the_nearest_of_a_full_scan(tmp_path_factory, lat: float, lon: float,
+                                                            radius: float, limit: int) -> None:
+    # The query widens its circle from 250 m until it holds `limit` cameras: never a farther one.
+    registry = _shared_registry(tmp_path_factory)
+    expected = sorted(
+        (distance_m(lat, lon, c.lat, c.lon), c.camera_id)
+        for c in registry.list_cameras() if distance_m(lat, lon, c.lat, c.lon) <= radius
+    )[:limit]
+    found = [(c.distance_m, c.camera_id)
+             for c in registry.list_cameras(near=(lat, lon, radius), limit=limit)]
+    assert found == expected

@@ -88,7 +88,7 @@ async def test_every_agent_reconnecting_at_once_loses_no_status(city_core, broke
         await core.wait_until(lambda r, n=round_: city_current(core, n), 20)
     assert core.ingest.dropped == 0 and core.ingest.rejected == 0
     metrics = core.metrics.render().decode()
-    assert 'safetynet_core_messages_dropped_total{reason="mqtt_queue_full"}' not in metrics
+    assert "safetynet_core_messages_dropped_total{" not in metrics
     assert "safetynet_core_statuses_ingested_total" in metrics
 
 
