@@ -48,6 +48,10 @@ export class CityMap {
     this.clusters = [];
     this.el = h('div', { class: 'map-frame' + (compact ? ' compact' : '') }, this.svg, this.canvas, this.scaleBar);
     this.el.addEventListener('wheel', (event) => this._wheel(event), { passive: false });
+    this.el.addEventListener('pointerdown', (event) => this._dragStart(event));
+    this.el.addEventListener('pointermove', (event) => this._dragMove(event));
+    this.el.addEventListener('pointerup', () => { this._drag = null; });
+    this.el.addEventListener('pointercancel', () => { this._drag = null; });
     this.svg.addEventListener('click', (event) => this._click(event));
     this._resize = new ResizeObserver(() => this.render());
     this._resize.observe(this.el);
@@ -208,6 +212,14 @@ export class CityMap {
       }
     }
     this.drawnAt = performance.now();
+    this.framesDrawn = (this.framesDrawn ?? 0) + 1;
+    if (!this.interactiveMarked && this.clusters.length) {
+      this.interactiveMarked = true;
+      // Interactive: the first frame of clusters is on the canvas and the main thread is free
+      // again to paint it and take input (the next animation frame runs).
+      performance.mark('safetynet:map-drawn');
+      requestAnimationFrame(() => performance.mark('safetynet:map-interactive'));
+    }
   }
 
   _clusterAt(event) {
@@ -239,6 +251,26 @@ export class CityMap {
     const [lat, lon] = this._unproject(this.view.x + (event.clientX - rect.left) * this.view.mpp,
       this.view.y + (event.clientY - rect.top) * this.view.mpp);
     this._zoomAround(lat, lon, event.deltaY > 0 ? 1.25 : 0.8);
+  }
+
+  // A drag pans (only a zoomable map: not while a click means a place). Renders are coalesced
+  // to one per animation frame; a drag is never also a click.
+  _dragStart(event) {
+    this._dragged = false;
+    if (event.button !== 0 || !this.view || !this.store || !this.canZoom()) return;
+    this._drag = { x: event.clientX, y: event.clientY, bounds: { ...this.bounds }, mpp: this.view.mpp, id: event.pointerId };
+  }
+
+  _dragMove(event) {
+    const drag = this._drag;
+    if (!drag) return;
+    const dx = event.clientX - drag.x;
+    const dy = event.clientY - drag.y;
+    if (!this._dragged && Math.hypot(dx, dy) < 4) return;
+    if (!this._dragged) this.el.setPointerCapture?.(drag.id);
+    this._dragged = true;
+    this.bounds = { ...drag.bounds, x: drag.bounds.x - dx * drag.mpp, y: drag.bounds.y - dy * drag.mpp };
+    this._frame ??= requestAnimationFrame(() => { this._frame = null; this.render(); });
   }
 
   _px(n) {
@@ -373,6 +405,7 @@ export class CityMap {
   // --- input --------------------------------------------------------------------------------
 
   _click(event) {
+    if (this._dragged) return;
     const cluster = this.store ? this._clusterAt(event) : null;
     if (cluster?.camera && this.onCamera && this.onCamera(cluster.camera, event) !== false) return;
     if (cluster && !cluster.camera && this.canZoom()) {
