@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -34,6 +35,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -51,8 +53,8 @@ from simulators.city import CityCamera, district_cameras, districts
 
 SPAWN = multiprocessing.get_context("spawn")
 CONSOLES = 30
-STEPS = ("reconnect_burst_s", "sustained_ingest_per_s", "near_3km_p99_ms", "page_all_s",
-         "consoles")
+STEPS = ("reconnect_burst_s", "sustained_ingest_per_s", "core_restart_burst_s", "near_3km_p99_ms",
+         "page_all_s", "consoles")
 HEARTBEAT_PERIOD = 5.0   # every district's heartbeat once per 5 s: 6x an agent's 30 s
 
 
@@ -326,6 +328,35 @@ async def _sustained(core: CoreServer, port: int, total: int, runs: int,
                   publishers_per_s=[r["publishers_per_s"] for r in results])
 
 
+async def _core_restart(core: CoreServer, port: int, total: int, runs: int,
+                        publishers: int) -> dict[str, Any]:
+    """A fresh core subscribing to a broker that retains the city: the broker replays 68,000
+    statuses as fast as it can send, so this is the core's own ingest rate, not the bench's."""
+    times, lost = [], []
+    for k in range(runs):
+        round_ = 20 + k
+        await _publish_rounds(core, port, total, [round_], publishers)
+        config = replace(core.config, database=core.config.database.with_name(f"restart-{k}.sqlite3"),
+                         audit_database_file=core.config.database.with_name(f"restart-{k}-audit.sqlite3"),
+                         client_id=f"bench-restarted-core-{k}", http_listen="")
+        started = time.perf_counter()
+        async with CoreServer(config) as fresh:
+
+            def current(_: object, f: CoreServer = fresh) -> bool:
+                return f.ingest.ingested >= total and f.ingest.pending == 0
+
+            try:
+                await fresh.wait_until(current, 30)
+                await fresh.ingest.drained(30)
+            except TimeoutError:
+                pass
+            times.append(time.perf_counter() - started)
+        expected = await asyncio.to_thread(_expected, total, round_)
+        lost.append(await asyncio.to_thread(_mismatches, config.database, expected))
+    return _stats(times, "s", "<= 5 (p50)", statuses_per_s=[round(total / t) for t in times],
+                  lost=lost)
+
+
 def _near_samples(database: Path, count: int) -> list[float]:
     registry = Registry(database)  # a connection of this thread's own
     try:
@@ -426,6 +457,7 @@ async def _run(total: int, runs: int, publishers: int, only: Sequence[str]) -> d
                             http_listen="127.0.0.1:0")
         async with CoreServer(config) as core:
             await core.wait_connected()
+            gc.freeze()  # as run_core does; the bench's own city tables are frozen with it
             assert core.access is not None
             _, token = core.access.operators.add("bench", agency="police-112", role="operator",
                                                  policy=core.access.policy)
@@ -433,6 +465,7 @@ async def _run(total: int, runs: int, publishers: int, only: Sequence[str]) -> d
             steps: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
                 "reconnect_burst_s": lambda: _bursts(core, port, total, runs, publishers),
                 "sustained_ingest_per_s": lambda: _sustained(core, port, total, runs, publishers),
+                "core_restart_burst_s": lambda: _core_restart(core, port, total, runs, publishers),
                 "near_3km_p99_ms": lambda: _near(core, runs),
                 "page_all_s": lambda: _paging(core, token, total, runs),
                 "consoles": lambda: _consoles_steps(core, token, port, total, runs),

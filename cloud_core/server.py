@@ -9,6 +9,7 @@ moves the consoles' ``CameraFeed``. ``LoopMonitor`` measures the event loop's la
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
@@ -123,7 +124,7 @@ class CoreServer:
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
         self._link = BrokerLink(self.config.broker, client_id=self.config.client_id,
                                 subscriptions=SUBSCRIPTIONS,
-                                on_thread=self._on_mqtt_thread, on_loop=self._on_loop_message,
+                                on_status=self._on_status, on_message=self._on_message,
                                 on_dropped=self._dropped)
         self.relay.attach(self._link)
         await self._link.__aenter__()
@@ -224,8 +225,8 @@ class CoreServer:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: predicate(self.registry))  # type: ignore[arg-type]
 
-    def _on_mqtt_thread(self, topic_name: str, payload: bytes) -> bool:
-        """On the MQTT thread: stage a status (True); anything else is for the loop (False)."""
+    def _on_status(self, topic_name: str, payload: bytes) -> bool:
+        """As a message is read: stage a status (True); anything else goes on (False)."""
         try:
             topic = topics.parse(topic_name)
         except ValueError as exc:
@@ -241,8 +242,8 @@ class CoreServer:
     def _dropped(self, topic_name: str) -> None:
         self.metrics.messages_dropped.labels(reason="core_queue_full").inc()
 
-    async def _on_loop_message(self, topic_name: str, payload: bytes) -> None:
-        """Signalling and session events, in arrival order, on the loop."""
+    async def _on_message(self, topic_name: str, payload: bytes) -> None:
+        """Signalling and session events, in arrival order."""
         try:
             topic = topics.parse(topic_name)
             if topic.kind == "signal_response":
@@ -259,4 +260,7 @@ class CoreServer:
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:
     async with CoreServer(config):
+        # What exists now lives as long as the process: out of the collector's way, so a full
+        # collection during a burst walks only what the burst made (it took ~270 ms otherwise).
+        gc.freeze()
         await stop.wait()

@@ -1,8 +1,8 @@
 """Keeps the registry current from what agents publish: agent status, camera status, heartbeats.
 
 The MQTT reader only *stages* a message (``submit``: O(1), thread-safe, never waits on storage;
-the core calls it on its MQTT network thread, so statuses never run on the event loop); one
-writer thread decodes, checks and writes what is staged, one transaction per slice of at most
+the core calls it as each MQTT message is read, ``cloud_core.broker_link``); one writer thread
+decodes, checks and writes what is staged, one transaction per slice of at most
 ``slice_rows`` cameras, so a 2,720-camera heartbeat or a 68,000-status reconnect burst costs the
 loop nothing but the staging.
 
@@ -91,7 +91,7 @@ class StatusIngest:
         # topic name -> payload: str and bytes only, which the garbage collector does not track,
         # so 68,000 staged statuses add nothing to a full collection's pause.
         self._pending: dict[str, bytes] = {}
-        self._lock = threading.Lock()    # submit() runs on the MQTT thread, _run() on the loop
+        self._lock = threading.Lock()    # submit() may be called from any thread
         self._waking = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._submitted = 0
