@@ -55,7 +55,8 @@ SPAWN = multiprocessing.get_context("spawn")
 CONSOLES = 30
 STEPS = ("reconnect_burst_s", "sustained_ingest_per_s", "core_restart_burst_s", "near_3km_p99_ms",
          "page_all_s", "consoles")
-HEARTBEAT_PERIOD = 5.0   # every district's heartbeat once per 5 s: 6x an agent's 30 s
+HEARTBEAT_PERIOD = 5.0
+LAST_ROUND = [0]         # the round last published: heartbeats repeat it, as an agent's do   # every district's heartbeat once per 5 s: 6x an agent's 30 s
 
 
 @cache
@@ -131,12 +132,14 @@ def _publisher(port: int, district_ids: Sequence[str], total: int, rounds: Seque
         c.disconnect()
 
 
-def _heartbeater(port: int, total: int, period: float, ready: Any, stop: Any, out: Any) -> None:
-    """Child: every district's heartbeat (all its cameras) once per ``period``, evenly spread."""
+def _heartbeater(port: int, total: int, round_: int, period: float, ready: Any, stop: Any,
+                 out: Any) -> None:
+    """Child: every district's heartbeat (all its cameras, as last published) once per
+    ``period``, evenly spread."""
     city = _city(total)
     client = _connect(port, "bench-heartbeats")
     beats = [(topics.heartbeat(d), mqtt_pb2.Heartbeat(district_id=d, cameras=[
-        _status(c, _online(i, 0)) for i, c in enumerate(cams)]).SerializeToString())
+        _status(c, _online(i, round_)) for i, c in enumerate(cams)]).SerializeToString())
         for d, cams in city.items()]
     ready.set()
     sent, gap, due = 0, period / len(beats), time.monotonic()
@@ -300,6 +303,7 @@ async def _publish_rounds(core: CoreServer, port: int, total: int, rounds: Seque
     finally:
         for child in children:
             child.kill()
+    LAST_ROUND[0] = rounds[-1]
     expected = await asyncio.to_thread(_expected, total, rounds[-1])
     wrong = await asyncio.to_thread(_mismatches, core.config.database, expected)
     publisher_s = max(s["acked_s"] for s in sent)
@@ -409,7 +413,8 @@ async def _consoles_steps(core: CoreServer, token: str, port: int, total: int,
         result["idle_cpu_per_console_pct"] = _stats(
             idle, "% of a core", "<= 0.5", baseline_pct=round(baseline * 100, 2),
             consoles=CONSOLES, window_s=15)
-        heartbeats = await _Child(_heartbeater, port, total, HEARTBEAT_PERIOD, events=2).start()
+        heartbeats = await _Child(_heartbeater, port, total, LAST_ROUND[0], HEARTBEAT_PERIOD,
+                                   events=2).start()
         await heartbeats.wait(0)
         core.loop_monitor.mark()
         p99s = []
