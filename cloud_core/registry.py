@@ -1,16 +1,24 @@
 """The registry of districts, agents and cameras, in SQLite (WAL) through sqlite-utils.
 
-Fed by MQTT status from the agents. "Cameras near a point" uses an R*Tree over camera positions
-for a bounding-box prefilter, then exact great-circle distances to rank and cut to the radius.
+Fed by MQTT status from the agents, in batches (``apply``: one transaction per batch). "Cameras
+near a point" uses an R*Tree over camera positions for a bounding-box prefilter, then exact
+great-circle distances to rank, cut to the radius and to the limit.
+
+Change log: every camera row carries the ``version`` of the batch that last changed what a console
+shows of it (district, name, position, effective state); ``registry_meta.camera_version`` is the
+newest. ``changes_between(a, b)`` is then "every camera whose shown state changed after a", the
+source of the console's pushed changes. Heavy reads for other threads (``snapshot_rows``,
+``changes_between``) go through a reader connection of their own.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -23,6 +31,11 @@ from runtime.private_files import make_private
 
 log = structlog.get_logger(__name__)
 
+NEAR_FIRST_REACH_M = 250.0   # a limited near query searches this far first, then twice as far...
+
+# The console's camera fields, in this order, in snapshots and in pushed changes.
+CONSOLE_FIELDS = ("camera_id", "district_id", "name", "lat", "lon", "state")
+ConsoleRow = tuple[str, str, str, float, float, str]
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,26 @@ class CameraUpdate:
 
 
 @dataclass(frozen=True)
+class AgentUpdate:
+    district_id: str
+    name: str
+    agent_id: str
+    online: bool
+    software_version: str
+    seen_at: datetime
+
+
+@dataclass(frozen=True)
+class StatusBatch:
+    """What one registry transaction writes: agent states, camera statuses, heartbeat districts."""
+
+    agents: Sequence[AgentUpdate] = ()
+    cameras: Sequence[CameraUpdate] = ()
+    heartbeats: Sequence[str] = ()   # districts whose heartbeat arrived (their last_seen moves)
+    seen_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class DistrictRecord:
     district_id: str
     name: str
@@ -101,9 +134,12 @@ CREATE TABLE IF NOT EXISTS cameras (
     reason TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     viewers INTEGER NOT NULL DEFAULT 0,
-    last_seen TEXT
+    last_seen TEXT,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cameras_district ON cameras(district_id);
+CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('camera_version', 0);
 CREATE VIRTUAL TABLE IF NOT EXISTS cameras_rtree USING rtree(id, min_lat, max_lat, min_lon, max_lon);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -123,6 +159,36 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions(closed_at);
 """
+# Added after the pilot: registries created before the change log get the column on open.
+_MIGRATION = """
+ALTER TABLE cameras ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+"""
+_VERSION_INDEX = "CREATE INDEX IF NOT EXISTS cameras_version ON cameras(version)"
+
+_UPSERT_CAMERA = """
+INSERT INTO cameras (camera_id, district_id, name, lat, lon, kind, status, reason, detail, viewers,
+                     last_seen, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(camera_id) DO UPDATE SET
+  version = CASE WHEN cameras.district_id IS NOT excluded.district_id
+                   OR cameras.name IS NOT excluded.name OR cameras.lat IS NOT excluded.lat
+                   OR cameras.lon IS NOT excluded.lon OR cameras.status IS NOT excluded.status
+                 THEN excluded.version ELSE cameras.version END,
+  district_id=excluded.district_id, name=excluded.name, lat=excluded.lat, lon=excluded.lon,
+  kind=excluded.kind, status=excluded.status, reason=excluded.reason, detail=excluded.detail,
+  viewers=excluded.viewers, last_seen=excluded.last_seen
+WHERE cameras.district_id = excluded.district_id
+"""
+_UPSERT_AGENT = """
+INSERT INTO districts (district_id, name, agent_id, agent_online, software_version, last_seen)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT(district_id) DO UPDATE SET name=excluded.name, agent_id=excluded.agent_id,
+  agent_online=excluded.agent_online, software_version=excluded.software_version,
+  last_seen=excluded.last_seen
+"""
+_EFFECTIVE_STATE = ("CASE WHEN c.status = 'online' AND COALESCE(d.agent_online, 0) = 1 "
+                    "THEN 'online' ELSE 'offline' END")
+_CONSOLE_COLUMNS = f"c.camera_id, c.district_id, c.name, c.lat, c.lon, {_EFFECTIVE_STATE}"
 
 _CAMERA_COLUMNS = (
     "c.camera_id, c.district_id, c.name, c.lat, c.lon, c.kind, c.status, c.reason, c.detail, "
@@ -156,67 +222,86 @@ class Registry:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self.db.executescript(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(cameras)").fetchall()}
+            if "version" not in columns:
+                self.db.executescript(_MIGRATION)
+            self.db.execute(_VERSION_INDEX)
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"cannot open registry {path}: {exc}") from exc
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         self.db.close()
+
+    def writer(self) -> Registry:
+        """Another connection to the same file, for a writer thread (WAL: readers go on)."""
+        return Registry(self.path)
 
     # --- writes -----------------------------------------------------------------------------
 
+    def apply(self, batch: StatusBatch) -> int:
+        """Write one batch in one transaction; return the registry's camera version after it."""
+        seen = iso(batch.seen_at or datetime.now(UTC))
+        conn = self.db.conn
+        with self._transaction():
+            version = int(conn.execute(
+                "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0]) + 1
+            for agent in batch.agents:
+                self._apply_agent(agent, version)
+            districts = {u.district_id for u in batch.cameras}
+            conn.executemany("INSERT OR IGNORE INTO districts (district_id, name) VALUES (?, ?)",
+                             [(d, d) for d in sorted(districts)])
+            before = conn.total_changes
+            conn.executemany(_UPSERT_CAMERA, [
+                (u.camera_id, u.district_id, u.name, u.lat, u.lon, u.kind, u.status, u.reason,
+                 u.detail, u.viewers, iso(u.seen_at) if u.seen_at else seen, version)
+                for u in batch.cameras])
+            if (ignored := len(batch.cameras) - (conn.total_changes - before)) > 0:
+                # Another district's camera: a district may only speak for its own.
+                log.warning("camera statuses for another district's cameras ignored",
+                            ignored=ignored)
+            conn.executemany("UPDATE districts SET last_seen=? WHERE district_id=?",
+                             [(seen, d) for d in batch.heartbeats])
+            changed = conn.execute("SELECT EXISTS(SELECT 1 FROM cameras WHERE version=?)",
+                                   [version]).fetchone()[0]
+            if not changed:
+                return version - 1
+            conn.execute(
+                "INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon) "
+                "SELECT rowid, lat, lat, lon, lon FROM cameras WHERE version=?", [version])
+            conn.execute("UPDATE registry_meta SET value=? WHERE key='camera_version'", [version])
+        return version
+
+    def _apply_agent(self, agent: AgentUpdate, version: int) -> None:
+        conn = self.db.conn
+        row = conn.execute("SELECT agent_online FROM districts WHERE district_id=?",
+                           [agent.district_id]).fetchone()
+        conn.execute(_UPSERT_AGENT, [agent.district_id, agent.name or agent.district_id,
+                                     agent.agent_id, int(agent.online), agent.software_version,
+                                     iso(agent.seen_at)])
+        if row is None or bool(row[0]) != agent.online:
+            # Every camera's effective state follows its agent: they all changed.
+            conn.execute("UPDATE cameras SET version=? WHERE district_id=?",
+                         [version, agent.district_id])
+
     def set_agent(self, district_id: str, name: str, agent_id: str, online: bool,
                   software_version: str, seen_at: datetime) -> None:
-        with self._transaction():
-            self.db.execute(
-                """INSERT INTO districts (district_id, name, agent_id, agent_online, software_version, last_seen)
-                   VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(district_id) DO UPDATE SET name=excluded.name, agent_id=excluded.agent_id,
-                     agent_online=excluded.agent_online, software_version=excluded.software_version,
-                     last_seen=excluded.last_seen""",
-                [district_id, name or district_id, agent_id, int(online), software_version, iso(seen_at)],
-            )
+        self.apply(StatusBatch(agents=[AgentUpdate(district_id, name, agent_id, online,
+                                                   software_version, seen_at)]))
 
     def upsert_cameras(self, updates: Iterable[CameraUpdate]) -> int:
         """Write a batch of camera statuses in one transaction; return how many."""
-        count = 0
-        with self._transaction():
-            for u in updates:
-                self.db.execute(
-                    "INSERT OR IGNORE INTO districts (district_id, name) VALUES (?, ?)",
-                    [u.district_id, u.district_id],
-                )
-                row = self.db.execute(
-                    """INSERT INTO cameras (camera_id, district_id, name, lat, lon, kind, status, reason,
-                                            detail, viewers, last_seen)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT(camera_id) DO UPDATE SET district_id=excluded.district_id,
-                         name=excluded.name, lat=excluded.lat, lon=excluded.lon, kind=excluded.kind,
-                         status=excluded.status, reason=excluded.reason, detail=excluded.detail,
-                         viewers=excluded.viewers, last_seen=excluded.last_seen
-                       WHERE cameras.district_id = excluded.district_id
-                       RETURNING rowid""",
-                    [u.camera_id, u.district_id, u.name, u.lat, u.lon, u.kind, u.status, u.reason,
-                     u.detail, u.viewers, iso(u.seen_at)],
-                ).fetchone()
-                if row is None:
-                    # Another district's camera: a district may only speak for its own.
-                    log.warning("camera status for another district's camera ignored",
-                                camera=u.camera_id, district=u.district_id)
-                    continue
-                self.db.execute(
-                    "INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [row[0], u.lat, u.lat, u.lon, u.lon],
-                )
-                count += 1
-        return count
+        batch = list(updates)
+        self.apply(StatusBatch(cameras=batch))
+        return len(batch)
 
     def touch_cameras(self, district_id: str, seen_at: datetime) -> None:
-        with self._transaction():
-            self.db.execute("UPDATE cameras SET last_seen=? WHERE district_id=?",
-                            [iso(seen_at), district_id])
-            self.db.execute("UPDATE districts SET last_seen=? WHERE district_id=?",
-                            [iso(seen_at), district_id])
+        self.apply(StatusBatch(heartbeats=[district_id], seen_at=seen_at))
 
     def record_session(self, session_id: str, camera_id: str, district_id: str,
                        opened_at: datetime, expires_at: datetime, *, operator_id: str = "",
@@ -265,7 +350,7 @@ class Registry:
             f"SELECT {_CAMERA_COLUMNS} FROM cameras c LEFT JOIN districts d USING (district_id) "
             "WHERE c.camera_id=?", [camera_id],
         ).fetchone()
-        return _camera(row, self.broker_reachable) if row else None
+        return _camera(row, broker_reachable=self.broker_reachable) if row else None
 
     def district(self, district_id: str) -> DistrictRecord | None:
         row = self.db.execute(
@@ -289,48 +374,164 @@ class Registry:
 
     def list_cameras(self, *, district_id: str = "", status: str = "",
                      near: tuple[float, float, float] | None = None,
-                     limit: int = 0) -> list[CameraRecord]:
-        """Filter by district and effective status; ``near`` = (lat, lon, radius_m) ranks by distance."""
-        where: list[str] = []
-        params: list[str | float] = []
-        if district_id:
-            where.append("c.district_id = ?")
-            params.append(district_id)
-        if status == "online":
-            where.append("c.status = 'online' AND COALESCE(d.agent_online, 0) = 1")
-        elif status == "offline":
-            where.append("(c.status != 'online' OR COALESCE(d.agent_online, 0) = 0)")
-        join = ""
+                     limit: int = 0, after: str = "") -> list[CameraRecord]:
+        """Filter by district and effective status, ordered by id (``after``: ids past it only).
+
+        ``near`` = (lat, lon, radius_m) ranks by distance instead: the R*Tree gives the candidates
+        in the bounding box, exact distances cut them to the circle, and only the ``limit``
+        nearest (0: all) are read in full.
+        """
+        where, params = _filters(district_id, status)
         if near is not None:
-            lat, lon, radius = near
-            dlat = math.degrees(radius / EARTH_RADIUS_M)
-            dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
-            join = "JOIN cameras_rtree r ON r.id = c.rowid"
-            where.append("r.max_lat >= ? AND r.min_lat <= ? AND r.max_lon >= ? AND r.min_lon <= ?")
-            params += [lat - dlat, lat + dlat, lon - dlon, lon + dlon]
-        sql = (f"SELECT {_CAMERA_COLUMNS} FROM cameras c {join} "
+            return self._near(near, where, params, limit)
+        if after:
+            where.append("c.camera_id > ?")
+            params.append(after)
+        sql = (f"SELECT {_CAMERA_COLUMNS} FROM cameras c "
                "LEFT JOIN districts d ON d.district_id = c.district_id")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        if near is None:
-            sql += " ORDER BY c.camera_id"
-            if limit:
-                sql += f" LIMIT {int(limit)}"
-        cameras = [_camera(row, self.broker_reachable)
-                   for row in self.db.execute(sql, params).fetchall()]
-        if near is None:
-            return cameras
+        sql += " ORDER BY c.camera_id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_camera(row, broker_reachable=self.broker_reachable)
+                for row in self.db.execute(sql, params).fetchall()]
+
+    def _near(self, near: tuple[float, float, float], where: list[str], params: list[object],
+              limit: int) -> list[CameraRecord]:
+        """With a ``limit``, search a small circle first and widen it (x2) until it holds
+        ``limit`` cameras or is the whole radius: cameras outside a circle are all farther than
+        those inside, so the nearest ``limit`` inside it are the nearest overall. Fifty cameras
+        in a 3 km city-centre circle (~3,000 cameras) then cost two small box queries."""
         lat, lon, radius = near
-        ranked = []
-        for camera in cameras:
-            d = distance_m(lat, lon, camera.lat, camera.lon)
-            if d <= radius:
-                ranked.append(CameraRecord(**{**camera.__dict__, "distance_m": d}))
-        ranked.sort(key=lambda c: (c.distance_m, c.camera_id))
-        return ranked[:limit] if limit else ranked
+        reach = min(radius, NEAR_FIRST_REACH_M) if limit else radius
+        while True:
+            ranked = self._ranked_within(lat, lon, reach, where, params)
+            if not limit or len(ranked) >= limit or reach >= radius:
+                break
+            reach = min(radius, reach * 2)
+        if limit:
+            ranked = ranked[:limit]
+        if not ranked:
+            return []
+        marks = ",".join("?" * len(ranked))
+        rows = {row[-1]: row for row in self.db.execute(
+            f"SELECT {_CAMERA_COLUMNS}, c.rowid FROM cameras c LEFT JOIN districts d "
+            f"ON d.district_id = c.district_id WHERE c.rowid IN ({marks})",
+            [rowid for _, _, rowid in ranked]).fetchall()}
+        return [_camera(rows[rowid], distance, self.broker_reachable)
+                for distance, _, rowid in ranked if rowid in rows]
+
+    def _ranked_within(self, lat: float, lon: float, radius: float, where: list[str],
+                       params: list[object]) -> list[tuple[float, str, int]]:
+        """(distance, camera id, rowid) of the cameras within ``radius``, nearest first: the
+        R*Tree gives the bounding box, exact great-circle distances cut it to the circle."""
+        dlat = math.degrees(radius / EARTH_RADIUS_M)
+        dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
+        box = ("c.rowid IN (SELECT id FROM cameras_rtree WHERE max_lat >= ? AND min_lat <= ? "
+               "AND max_lon >= ? AND min_lon <= ?)")
+        sql = ("SELECT c.rowid, c.lat, c.lon, c.camera_id FROM cameras c "
+               "LEFT JOIN districts d ON d.district_id = c.district_id WHERE "
+               + " AND ".join([box, *where]))
+        candidates = self.db.execute(
+            sql, [lat - dlat, lat + dlat, lon - dlon, lon + dlon, *params]).fetchall()
+        return sorted(
+            (d, camera_id, rowid) for rowid, clat, clon, camera_id in candidates
+            if (d := distance_m(lat, lon, clat, clon)) <= radius)
+
+    # --- the console's change log -------------------------------------------------------------
+
+    def camera_version(self) -> int:
+        row = self.db.execute(
+            "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()
+        return int(row[0])
+
+    def agents(self) -> dict[str, bool]:
+        return {d.district_id: d.agent_online for d in self.districts()}
+
+    def snapshot_rows(self) -> tuple[int, list[ConsoleRow]]:
+        """Every camera as the console shows it, with the version it is current at (one read)."""
+        with self._reading() as conn:
+            version = int(conn.execute(
+                "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0])
+            rows = conn.execute(
+                f"SELECT {_CONSOLE_COLUMNS} FROM cameras c LEFT JOIN districts d "
+                "ON d.district_id = c.district_id ORDER BY c.rowid").fetchall()
+        return version, rows
+
+    def changes_between(self, after: int, upto: int, limit: int) -> list[ConsoleRow] | None:
+        """Cameras whose shown state changed in versions (after, upto]; None: more than limit."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_CONSOLE_COLUMNS} FROM cameras c LEFT JOIN districts d "
+                "ON d.district_id = c.district_id WHERE c.version > ? AND c.version <= ? "
+                "ORDER BY c.version LIMIT ?", [after, upto, limit + 1]).fetchall()
+        return None if len(rows) > limit else rows
+
+    def cameras_by_state(self) -> dict[str, int]:
+        """Cameras per effective state (reader connection: for other threads)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_EFFECTIVE_STATE} AS state, COUNT(*) FROM cameras c LEFT JOIN districts d "
+                "ON d.district_id = c.district_id GROUP BY state").fetchall()
+        return {str(state): int(count) for state, count in rows}
+
+    def count_open_sessions(self) -> int:
+        with self._reading() as conn:
+            return int(conn.execute(
+                "SELECT COUNT(*) FROM sessions WHERE closed_at IS NULL").fetchone()[0])
+
+    def _reading(self) -> _Reading:
+        return _Reading(self)
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
+            self._reader.execute("PRAGMA busy_timeout=5000")
+        return self._reader
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db.conn)
+
+
+class _Reading:
+    """One consistent read on the reader connection, one thread at a time."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._registry._reader_lock.acquire()
+        try:
+            conn = self._registry._reader_connection()
+            conn.execute("BEGIN")
+        except BaseException:
+            self._registry._reader_lock.release()
+            raise
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        try:
+            reader = self._registry._reader
+            if reader is not None:
+                reader.execute("COMMIT")
+        finally:
+            self._registry._reader_lock.release()
+
+
+def _filters(district_id: str, status: str) -> tuple[list[str], list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    if district_id:
+        where.append("c.district_id = ?")
+        params.append(district_id)
+    if status == "online":
+        where.append("c.status = 'online' AND COALESCE(d.agent_online, 0) = 1")
+    elif status == "offline":
+        where.append("(c.status != 'online' OR COALESCE(d.agent_online, 0) = 0)")
+    return where, params
 
 
 class _Transaction:
@@ -359,10 +560,11 @@ class _Transaction:
             raise RegistryError(f"registry write failed: {exc}") from exc
 
 
-def _camera(row: tuple[object, ...], broker_reachable: bool = True) -> CameraRecord:
+def _camera(row: tuple[object, ...], distance: float | None = None,
+            broker_reachable: bool = True) -> CameraRecord:
     return CameraRecord(
         camera_id=str(row[0]), district_id=str(row[1]), name=str(row[2]), lat=float(row[3]),  # type: ignore[arg-type]
         lon=float(row[4]), kind=str(row[5]), status=str(row[6]), reason=str(row[7]),  # type: ignore[arg-type]
         detail=str(row[8]), viewers=int(row[9]), last_seen=_parse(row[10]),  # type: ignore[arg-type, call-overload]
-        agent_online=bool(row[11]), broker_reachable=broker_reachable,
+        agent_online=bool(row[11]), distance_m=distance, broker_reachable=broker_reachable,
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
@@ -24,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from cloud_core.access import AccessService
 from cloud_core.audit import AuditLog, AuditLogConfig, CheckpointSigner
 from cloud_core.audit.witness import CheckpointWitnesses
+from cloud_core.camera_feed import CameraFeed
 from cloud_core.config import CoreConfig
 from cloud_core.console import ConsoleServer
 from cloud_core.dispatch_servicer import DispatchServicer
@@ -33,6 +36,8 @@ from cloud_core.exceptions import AuditError
 from cloud_core.grants import GrantSigner, load_or_create_signing_key, write_public_key
 from cloud_core.incidents import IncidentStore
 from cloud_core.journal_intake import JournalIntake
+from cloud_core.loop_monitor import LoopMonitor
+from cloud_core.metrics import CoreMetrics, GrpcTimer
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
@@ -45,7 +50,7 @@ from cloud_core.servicer import (
 )
 from cloud_core.sessions import SessionBroker
 from cloud_core.signalling import MqttSignalling
-from cloud_core.status_ingest import StatusIngest
+from cloud_core.status_ingest import INGESTED_KINDS, StatusIngest
 from cloud_core.storage.base import describe, is_postgres
 from cloud_core.storage.leader import Leadership, open_leadership
 from cloud_core.transport_security import add_listen_port
@@ -58,6 +63,14 @@ from runtime.mqtt_link import LastWill, MqttLink
 log = structlog.get_logger(__name__)
 
 SERVICE_NAMES = tuple(service.full_name for service in core_pb2.DESCRIPTOR.services_by_name.values())
+
+# Statuses at QoS 0 towards the core, the rest as the contract says. With a clean session QoS 1
+# would redeliver nothing across a reconnect (retained statuses are replayed on subscribing) and
+# TCP already delivers in order; what QoS 1 adds is a PUBACK per status, the core's largest cost
+# in a 68,000-status burst, and Mosquitto's in-flight window pacing it. Mosquitto queues QoS 0
+# for an online client up to max_queued_messages like QoS 1 (broker_config.CITY_QUEUE_LIMITS).
+SUBSCRIPTIONS = tuple(dataclasses.replace(r, qos=0) if r.kind in INGESTED_KINDS else r
+                      for r in topics.CORE_ROUTES)
 
 
 class CoreServer:
@@ -79,6 +92,14 @@ class CoreServer:
         self.console: ConsoleServer | None = None  # browser console + WHEP, when http_listen
         self.evidence: EvidenceCustody | None = None
         self.journal: JournalIntake | None = None  # agents' local journals (docs/local-mode.md)
+        self.metrics = CoreMetrics()
+        self.feed: CameraFeed | None = None  # camera changes pushed to consoles
+        self.loop_monitor = LoopMonitor(self.metrics)
+
+    @property
+    def ingest(self) -> StatusIngest:
+        assert self._ingest is not None
+        return self._ingest
 
     @property
     def address(self) -> str:
@@ -98,7 +119,8 @@ class CoreServer:
             await self._connect(stack, access)
             await self._serve_grpc(stack, access)
             if self.config.http_listen:
-                self.console = await stack.enter_async_context(ConsoleServer(access, self.config))
+                self.console = await stack.enter_async_context(
+                    ConsoleServer(access, self.config, feed=self.feed, metrics=self.metrics))
             self._stack = stack.pop_all()
         log.info("core serving", address=self.address, broker=self.config.broker.describe(),
                  database=str(self.config.database),
@@ -120,7 +142,11 @@ class CoreServer:
         self.config.database.parent.mkdir(parents=True, exist_ok=True)
         self.registry = registry = Registry(self.config.database)
         stack.callback(registry.close)
-        self._ingest = StatusIngest(registry)
+        await stack.enter_async_context(self.loop_monitor)
+        self.metrics.watch_registry(registry.cameras_by_state, registry.count_open_sessions)
+        self.feed = await stack.enter_async_context(CameraFeed(registry))
+        self._ingest = await stack.enter_async_context(
+            StatusIngest(registry, metrics=self.metrics, on_commit=self._committed))
         self.broker = SessionBroker(
             registry, self.relay,
             session_ttl=timedelta(seconds=self.config.session_ttl_seconds),
@@ -156,7 +182,7 @@ class CoreServer:
         """The MQTT link (status in, signalling both ways) and the grant sweeper."""
         assert self.witnesses is not None and self.audit is not None
         link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                        subscriptions=topics.CORE_ROUTES, on_message=self._on_message,
+                        subscriptions=SUBSCRIPTIONS, on_message=self._on_message,
                         on_connect=self._link_up,
                         will=LastWill(topics.core_status_route(), _core_status(online=False)))
         self._link = await stack.enter_async_context(link)
@@ -185,7 +211,7 @@ class CoreServer:
         self.witnesses.attach(None)
 
     async def _serve_grpc(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[GrpcTimer(self.metrics)])
         core_pb2_grpc.add_CameraServiceServicer_to_server(CameraServicer(access), server)
         core_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(access), server)
         core_pb2_grpc.add_IncidentServiceServicer_to_server(IncidentServicer(access), server)
@@ -277,22 +303,25 @@ class CoreServer:
             await self._changed.wait_for(lambda: predicate(self.registry))  # type: ignore[arg-type]
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
+        staged = False
         try:
-            await self._handle(message)
+            staged = await self._handle(message)
         finally:
-            async with self._changed:
-                self._changed.notify_all()
+            if not staged:  # a staged status wakes waiters once its batch is written
+                async with self._changed:
+                    self._changed.notify_all()
 
-    async def _handle(self, message: aiomqtt.Message) -> None:
+    async def _handle(self, message: aiomqtt.Message) -> bool:
+        """Act on one message; True when it was a status staged for the ingest's writer."""
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             log.warning("rejected mqtt message: payload is not bytes", topic=str(message.topic))
-            return
+            return False
         try:
             topic = topics.parse(str(message.topic))
         except ValueError as exc:
             log.warning("ignored message on unexpected topic", error=str(exc))
-            return
+            return False
         if topic.kind == topics.Kind.SIGNAL_RESPONSE:
             self.relay.handle_response(topic.district, bytes(payload))
         elif topic.kind == topics.Kind.SESSION_EVENTS:
@@ -304,11 +333,22 @@ class CoreServer:
             assert self.evidence is not None
             await self.evidence.on_event(topic.district, bytes(payload))
         else:
-            assert self._ingest is not None and self.access is not None
-            self._ingest.handle(topic, bytes(payload))
-            if topic.kind == topics.Kind.AGENT_STATUS:
-                await self.access.agent_status_changed(topic.district)
+            assert self._ingest is not None
+            # Staged for the writer thread; _committed follows up once it is in the registry.
+            self._ingest.submit(topic, str(message.topic), bytes(payload))
             self._nudge_journal(topic, bytes(payload))
+            return True
+        return False
+
+    async def _committed(self, version: int) -> None:
+        """A status batch is in the registry: push it to consoles, end a gone agent's sessions."""
+        if self.feed is not None:
+            self.feed.notify(version)
+        if self.access is not None and self.registry is not None:
+            for district_id in {str(r["district_id"]) for r in self.registry.open_sessions()}:
+                await self.access.agent_status_changed(district_id)
+        async with self._changed:
+            self._changed.notify_all()
 
     def _nudge_journal(self, topic: topics.ParsedTopic, payload: bytes) -> None:
         """An agent that is back, or whose journal is ahead of the chain, gets its journal pulled."""
@@ -334,4 +374,7 @@ def _core_status(*, online: bool) -> bytes:
 
 async def run_core(config: CoreConfig, stop: asyncio.Event) -> None:
     async with CoreServer(config):
+        # What exists now lives as long as the process: out of the collector's way, so a full
+        # collection during a status burst walks only what the burst made.
+        gc.freeze()
         await stop.wait()

@@ -33,6 +33,7 @@ from cloud_core.exceptions import (
 )
 from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import StoredIncident
+from cloud_core.page_token import MAX_PAGE_SIZE, PageTokens, page_size
 from cloud_core.policy import BreakGlass
 from cloud_core.registry import CameraRecord
 from cloud_core.signalling_errors import refusal_for
@@ -79,6 +80,22 @@ def camera_message(camera: CameraRecord) -> core_pb2.Camera:
     if camera.last_seen:
         message.last_seen.FromDatetime(camera.last_seen)
     return message
+
+
+def _near(request: core_pb2.ListCamerasRequest) -> tuple[float, float, float]:
+    point, radius = request.near.point, request.near.radius_m
+    if not (abs(point.lat) <= 90 and abs(point.lon) <= 180):
+        raise InvalidRequest(f"near.point ({point.lat}, {point.lon}) is not a place on Earth")
+    if not 0 < radius <= 50_000:
+        raise InvalidRequest(f"near.radius_m must be in (0, 50000], got {radius:g}")
+    if not 0 <= request.limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be between 0 and {MAX_PAGE_SIZE}, got {request.limit}")
+    return point.lat, point.lon, radius
+
+
+def _cameras_response(cameras: list[CameraRecord], next_token: str) -> core_pb2.ListCamerasResponse:
+    return core_pb2.ListCamerasResponse(cameras=[camera_message(c) for c in cameras],
+                                        next_page_token=next_token)
 
 
 def incident_message(stored: StoredIncident,
@@ -184,25 +201,35 @@ class _Authenticated:
 
 
 class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):  # type: ignore[misc]
+    """ListCameras pages (AIP-158, signed tokens); a near query is ranked and cut, never paged."""
+
+    def __init__(self, access: AccessService, page_tokens: PageTokens | None = None) -> None:
+        super().__init__(access)
+        self._tokens = page_tokens or PageTokens()
+
     async def ListCameras(self, request: core_pb2.ListCamerasRequest,
                           context: Context) -> core_pb2.ListCamerasResponse:
         async with translated_errors(context):
             caller = self.caller(context)
-            near = None
-            if request.HasField("near"):
-                point, radius = request.near.point, request.near.radius_m
-                if not (abs(point.lat) <= 90 and abs(point.lon) <= 180):
-                    raise InvalidRequest(f"near.point ({point.lat}, {point.lon}) is not a place on Earth")
-                if not 0 < radius <= 50_000:
-                    raise InvalidRequest(f"near.radius_m must be in (0, 50000], got {radius:g}")
-                near = (point.lat, point.lon, radius)
-            if request.limit < 0:
-                raise InvalidRequest("limit must not be negative")
+            size = page_size(request.page_size)
             status = {mqtt_pb2.CAMERA_STATE_ONLINE: "online",
                       mqtt_pb2.CAMERA_STATE_OFFLINE: "offline"}.get(request.status, "")
-            cameras = self._access.list_cameras(caller, district_id=request.district_id,
-                                                status=status, near=near, limit=request.limit)
-        return core_pb2.ListCamerasResponse(cameras=[camera_message(c) for c in cameras])
+            if request.HasField("near"):
+                near = _near(request)
+                cameras = self._access.list_cameras(caller, district_id=request.district_id,
+                                                    status=status, near=near,
+                                                    limit=request.limit or size)
+                return await asyncio.to_thread(_cameras_response, cameras, "")
+            query = f"{request.district_id}|{status}"
+            after = self._tokens.read(request.page_token, query) if request.page_token else ""
+            cameras = self._access.registry.list_cameras(
+                district_id=request.district_id, status=status, after=after, limit=size + 1)
+            next_token = ""
+            if len(cameras) > size:
+                cameras = cameras[:size]
+                next_token = self._tokens.issue(cameras[-1].camera_id, query)
+        # Thousands of messages: built off the loop (the loop keeps serving meanwhile).
+        return await asyncio.to_thread(_cameras_response, cameras, next_token)
 
     async def GetCamera(self, request: core_pb2.GetCameraRequest,
                         context: Context) -> core_pb2.Camera:

@@ -29,6 +29,7 @@ from edge_agent.grant_check import GrantVerifier
 from edge_agent.local_access import CoreReachability, LocalAccess, LocalView, load_local_operators
 from edge_agent.local_console import LocalConsole
 from edge_agent.local_journal import LocalJournal
+from edge_agent.metrics import AgentCollector, MetricsServer
 from edge_agent.status_reporter import StatusReporter, now_timestamp
 from edge_agent.still_capture import take_still
 from edge_agent.viewer_session import ViewerSession
@@ -82,6 +83,11 @@ class EdgeAgent:
         # Idle RTSP cameras are probed so the map shows which work before anyone watches.
         self.prober = CameraProber(config.cameras, config.rtsp, is_idle=self._camera_idle,
                                    on_result=self._on_probe_result)
+        self.metrics: MetricsServer | None = None
+        if config.metrics_port is not None:
+            self.metrics = MetricsServer(AgentCollector(
+                config.district_id, self.prober, self.feeds, self.status.camera_states,
+                lambda: len(self.sessions)), config.metrics_port)
 
     @property
     def link(self) -> MqttLink:
@@ -127,6 +133,9 @@ class EdgeAgent:
             self.evidence.start()
         if self.config.local is not None:
             await self._start_local(stack)
+        if self.metrics is not None:
+            await self.metrics.start()
+            stack.push_async_callback(self.metrics.close)
         stack.push_async_callback(self._close_sessions, "agent stopping")
 
     async def _start_local(self, stack: contextlib.AsyncExitStack) -> None:

@@ -27,6 +27,9 @@
     probes_per_second = 25        # … but never faster than this for the whole district
     probe_concurrency = 16        # probes in flight at once
 
+    [metrics]                     # optional: Prometheus /metrics on 127.0.0.1 (off without it)
+    port = 9464                   # 0 picks a free port
+
     [core]                        # optional; only `safetynet agent check` uses it
     address = "core.city.example:50051"
     ca_file = "tls/ca.crt"        # the city CA: the core's gRPC is checked over TLS when set
@@ -122,6 +125,7 @@ class AgentConfig:
     audit_witness_file: Path | None = None  # where the audit checkpoints seen are kept
     evidence: EvidenceSettings | None = None  # [evidence]: docs/evidence.md
     local: LocalSettings | None = None        # [local]: docs/local-mode.md
+    metrics_port: int | None = None  # Prometheus /metrics on loopback; None: not served
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
@@ -143,7 +147,8 @@ class AgentConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
         unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
-                               "cameras_file", "core", "audit", "evidence", "local"}
+                               "cameras_file", "core", "audit", "evidence", "local",
+                               "metrics"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -191,7 +196,19 @@ class AgentConfig:
                       if "evidence" in data else None),
             local=(LocalSettings.from_mapping(_table(data, "local"), base)
                    if "local" in data else None),
+            metrics_port=_metrics_port(_table(data, "metrics", required=False)),
         )
+
+
+def _metrics_port(table: dict[str, Any]) -> int | None:
+    if set(table) - {"port"}:
+        raise ValueError(f"metrics: unknown key(s) {', '.join(sorted(set(table) - {'port'}))}")
+    if "port" not in table:
+        return None
+    port = table["port"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"metrics.port must be a port number 0-65535, got {port!r}")
+    return port
 
 
 def _table(data: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
@@ -201,7 +218,7 @@ def _table(data: dict[str, Any], key: str, *, required: bool = True) -> dict[str
             raise ValueError(f"missing [{key}] section")
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"[{key}] must be a table")
+        raise TypeError(f"[{key}] must be a table")
     return value
 
 
@@ -216,7 +233,7 @@ def _positive(table: dict[str, Any], key: str, default: float, *, allow_zero: bo
               section: str = "agent") -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{section}.{key} must be a number, got {value!r}")
+        raise TypeError(f"{section}.{key} must be a number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{section}.{key} must be positive, got {value!r}")
     return float(value)
@@ -225,7 +242,7 @@ def _positive(table: dict[str, Any], key: str, default: float, *, allow_zero: bo
 def _camera(entry: Any, index: int) -> CameraConfig:
     where = f"cameras[{index}]"
     if not isinstance(entry, dict):
-        raise ValueError(f"{where} must be a table")
+        raise TypeError(f"{where} must be a table")
     unknown = set(entry) - {"id", "name", "lat", "lon", "source", "transport", "transcode"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -247,7 +264,7 @@ def _camera(entry: Any, index: int) -> CameraConfig:
         raise ValueError(f"{where} ({camera_id}): transport must be \"tcp\" or \"udp\", got {transport!r}")
     transcode = entry.get("transcode", False)
     if not isinstance(transcode, bool):
-        raise ValueError(f"{where} ({camera_id}): transcode must be true or false, got {transcode!r}")
+        raise TypeError(f"{where} ({camera_id}): transcode must be true or false, got {transcode!r}")
     if not is_rtsp and ("transport" in entry or transcode):
         raise ValueError(f"{where} ({camera_id}): transport and transcode apply to rtsp:// sources only")
     return CameraConfig(camera_id, str(entry.get("name", camera_id)), float(lat), float(lon),  # type: ignore[arg-type]

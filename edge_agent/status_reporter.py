@@ -83,6 +83,11 @@ class StatusReporter:
     def camera_status(self, camera_id: str) -> mqtt_pb2.CameraStatus:
         return self._cameras[camera_id]
 
+    def camera_states(self) -> list[str]:
+        """Every camera's last published state: ``online`` or ``offline``."""
+        online = mqtt_pb2.CAMERA_STATE_ONLINE
+        return ["online" if s.state == online else "offline" for s in self._cameras.values()]
+
     async def publish_online(self) -> None:
         """After each (re)connect: the agent is online and here is every camera's status."""
         await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),

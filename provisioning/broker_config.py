@@ -48,6 +48,14 @@ from provisioning.certificate_authority import (
 from provisioning.city import BrokerFiles, City, DistrictRecord
 
 CONFIG_NAME = "safetynet.conf"
+
+# Sized for the core's one connection, which receives every district's statuses (see
+# mosquitto_config_text). A wider in-flight window lets the broker stream to it (QoS 1 topics)
+# instead of waiting for every 20 acknowledgements.
+CITY_QUEUE_LIMITS = (
+    "max_inflight_messages 1000",
+    "max_queued_messages 300000",
+)
 ACL_NAME = "acl"
 CRL_NAME = "crl.pem"
 
@@ -135,6 +143,14 @@ def mosquitto_config_text(city_name: str, *, install_dir: Path, port: int, bind:
         "require_certificate true",
         "use_identity_as_username true",
         "use_username_as_clientid true",
+        "",
+        "# The core receives every district's statuses on its one connection. Past",
+        "# max_inflight_messages + max_queued_messages waiting for a client (defaults 20 + 1000,",
+        "# QoS 0 counted too) Mosquitto DROPS what follows, logging only 'Outgoing messages are",
+        "# being dropped' at notice. A city-wide reconnect is 68,000 retained statuses at once, and",
+        "# the core re-subscribing is sent every retained one again: room for a few such bursts",
+        "# (~120 bytes each, ~40 MB at worst; agents receive only their signalling).",
+        *CITY_QUEUE_LIMITS,
         "",
     ])
 

@@ -44,8 +44,18 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # Third-party chatter below warning is noise for operators.
-    # ("mqtt" is aiomqtt's logger: it warns on every publish past ten in flight, which is
-    # normal under load and drowns everything else.)
-    for noisy in ("aioice", "aiortc", "libav", "grpc"):
+    for noisy in ("aioice", "aiortc", "libav", "grpc", "mqtt"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("mqtt").setLevel(max(numeric, logging.ERROR))
+    # "mqtt" is aiomqtt's logger. Its warnings matter ("Message queue is full. Discarding
+    # message." is a lost message), except one: it warns on every publish past ten in flight,
+    # which is normal under load and would drown everything else.
+    mqtt_logger = logging.getLogger("mqtt")
+    if not any(isinstance(f, _PendingPublishChatter) for f in mqtt_logger.filters):
+        mqtt_logger.addFilter(_PendingPublishChatter())
+
+
+class _PendingPublishChatter(logging.Filter):
+    """Drops aiomqtt's "There are N pending publish calls." and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("There are %d pending publish calls")

@@ -16,11 +16,15 @@ from typing import Self
 
 import structlog
 
+from provisioning.broker_config import CITY_QUEUE_LIMITS
 from runtime.exceptions import BrokerError
 
 log = structlog.get_logger(__name__)
 
 READY_MARKER = b" running"
+
+# The city's queue limits (why: provisioning/broker_config.py): the tests' and the demo's broker
+# must not drop a city-wide burst either.
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -74,7 +78,7 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
             "log_type information",
-            "max_queued_messages 10000",
+            *CITY_QUEUE_LIMITS,
             "",
         ])
 

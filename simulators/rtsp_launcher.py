@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import csv
 import dataclasses
 import enum
 import os
@@ -36,6 +37,7 @@ from typing import Self
 
 import structlog
 
+from simulators.city import CityCamera, city_cameras
 from simulators.pilot_districts import PILOT_DISTRICTS
 
 logger = structlog.get_logger(__name__)
@@ -375,6 +377,8 @@ class SimCamerasConfig:
     credentials: tuple[str, str] | None = None
     faults_at_start: tuple[tuple[str, Fault], ...] = ()
     codec: str = "h264"
+    places: tuple[CityCamera, ...] = ()   # district and position of the cameras that have one
+    inventory: Path | None = None
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None) -> SimCamerasConfig:
@@ -384,7 +388,9 @@ class SimCamerasConfig:
         )
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--cameras", metavar="ID[,ID...]", help="camera ids to serve")
-        which.add_argument("--count", type=int, help="serve cam-01..cam-NN")
+        which.add_argument("--count", type=int,
+                           help="serve N cameras spread over the city's 25 districts in "
+                                "proportion to their CCTV (ids <district>-0001 …)")
         which.add_argument("--district", choices=[d.district_id for d in PILOT_DISTRICTS],
                            help="serve one pilot district's cameras")
         parser.add_argument("--gop", type=float, default=1.0, metavar="SECONDS")
@@ -395,6 +401,9 @@ class SimCamerasConfig:
                             help="what the cameras send (h265 and mjpeg need transcode = true)")
         parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
         parser.add_argument("--credentials", metavar="USER:PASS", help="require RTSP auth")
+        parser.add_argument("--inventory", metavar="FILE",
+                            help="also write the cameras as an inventory CSV (id, name, district "
+                                 "position, stream URL) for an agent's cameras_file")
         parser.add_argument(
             "--fault-at-start", action="append", default=[], metavar="CAMERA=FAULT",
             help="e.g. cam-01=refuse (repeatable)",
@@ -405,9 +414,12 @@ class SimCamerasConfig:
         elif args.count is not None:
             if args.count < 1:
                 parser.error("--count must be at least 1")
-            camera_ids = tuple(f"cam-{i:02d}" for i in range(1, args.count + 1))
+            places = {c.camera_id: c for c in city_cameras(args.count)}
+            camera_ids = tuple(places)
         else:
             camera_ids = pilot_camera_ids(args.district)
+        if args.count is None:
+            places = {c.camera_id: c for c in _pilot_places() if c.camera_id in camera_ids}
         size = re.fullmatch(r"(\d+)x(\d+)", args.size)
         if size is None:
             parser.error(f"--size {args.size!r} is not WIDTHxHEIGHT")
@@ -427,6 +439,8 @@ class SimCamerasConfig:
             camera_ids=camera_ids, gop_s=args.gop, fps=args.fps,
             size=(int(size[1]), int(size[2])), bitrate_kbps=args.bitrate, port=args.port,
             credentials=credentials, faults_at_start=tuple(faults), codec=args.codec,
+            places=tuple(places.values()),
+            inventory=Path(args.inventory) if args.inventory else None,
         )
 
 
@@ -437,9 +451,31 @@ async def serve(config: SimCamerasConfig) -> None:
         bitrate_kbps=config.bitrate_kbps, port=config.port, credentials=config.credentials,
         faults_at_start=dict(config.faults_at_start), codec=config.codec,
     ) as server:
+        places = {c.camera_id: c for c in config.places}
+        if config.inventory is not None:
+            write_inventory(config.inventory, server.urls, places)
         for camera_id, url in server.urls.items():
-            print(camera_id, url, flush=True)
+            place = places.get(camera_id)
+            where = f"  # {place.district_id} {place.lat:.6f},{place.lon:.6f}" if place else ""
+            print(camera_id, url + where, flush=True)
         await asyncio.Event().wait()
+
+
+def _pilot_places() -> list[CityCamera]:
+    return [CityCamera(c.camera_id, d.district_id, c.name, c.lat, c.lon)
+            for d in PILOT_DISTRICTS for c in d.cameras]
+
+
+def write_inventory(path: Path, urls: Mapping[str, str], places: Mapping[str, CityCamera]) -> Path:
+    """An inventory CSV (``runtime.camera_inventory`` format) of the placed cameras served."""
+    rows = [(places[cid], url) for cid, url in urls.items() if cid in places]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["id", "name", "lat", "lon", "stream_url", "type", "address", "notes"])
+        for place, url in rows:
+            out.writerow([place.camera_id, place.name, place.lat, place.lon, url, "fixed", "",
+                          f"district {place.district_id}"])
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
     GET  /api/me                      who is signed in, what they may report
     GET  /api/districts               districts, their agents and outlines (drawn once)
-    GET  /api/overview                cameras, open incidents, agents (polled by the map)
+    GET  /api/overview                open incidents, agents, camera version (polled; small)
+    GET  /api/cameras                 every camera at a version (gzip when accepted), fetched once
+    GET  /api/cameras/events?since=V  Server-Sent Events: camera changes after V, agent changes
     GET  /api/incidents[?closed=1]    incidents visible to the caller
     POST /api/incidents               report one: {incident_type, lat, lon, radius_m?, …} → 201
     GET  /api/incidents/{id}          an incident with its ranked cameras (and facilities, 119)
@@ -20,7 +22,8 @@
     GET  /api/audit/verify            chain and checkpoint verification (auditors)
     GET  /api/audit/export?since=&until=&format=csv|json   a recorded export (auditors)
 
-Every call re-authenticates its bearer token, so a disabled operator is out at the next call.
+Every call re-authenticates its bearer token, so a disabled operator is out at the next call
+(the event stream checks it when it opens; docs/city-scale.md describes snapshot and stream).
 Sessions are opened and closed through WHEP (``cloud_core.console.whep``), the console included.
 """
 
@@ -33,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
 
 from cloud_core import audit as audit_log
 from cloud_core.access import (
@@ -43,10 +47,12 @@ from cloud_core.access import (
     IncidentReport,
     SessionState,
 )
+from cloud_core.camera_feed import CameraFeed, FeedLost
 from cloud_core.console.bearer import authenticate
 from cloud_core.console.district_outlines import DistrictOutline
 from cloud_core.exceptions import AccessDenied, InvalidRequest
 from cloud_core.incidents import Facility, StoredIncident
+from cloud_core.metrics import CoreMetrics
 from cloud_core.policy import Role, ServicePolicy
 from cloud_core.registry import CameraRecord
 from cloud_core.timestamps import iso
@@ -189,16 +195,33 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _since(request: web.Request) -> int:
+    """The version a follower has: ``Last-Event-ID`` (a reconnecting EventSource) over ``since``."""
+    text = request.headers.get("Last-Event-ID", "").strip() or request.query.get("since", "0")
+    try:
+        since = int(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"since must be a camera version (a whole number), got {text!r}") from exc
+    if since < 0:
+        raise InvalidRequest(f"since must not be negative, got {since}")
+    return since
+
+
 class ConsoleApi:
-    def __init__(self, access: AccessService, outlines: tuple[DistrictOutline, ...] = ()) -> None:
+    def __init__(self, access: AccessService, outlines: tuple[DistrictOutline, ...] = (), *,
+                 feed: CameraFeed | None = None, metrics: CoreMetrics | None = None) -> None:
         self._access = access
         self._outlines = {o.district_id: o for o in outlines}
+        self._feed = feed or CameraFeed(access.registry)
+        self._metrics = metrics or CoreMetrics()
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/api/me", self.me),
             web.get("/api/districts", self.districts),
             web.get("/api/overview", self.overview),
+            web.get("/api/cameras", self.cameras),
+            web.get("/api/cameras/events", self.camera_events),
             web.get("/api/incidents", self.incidents),
             web.post("/api/incidents", self.report_incident),
             web.get("/api/incidents/{incident_id}", self.incident),
@@ -263,17 +286,72 @@ class ConsoleApi:
         return web.json_response({"districts": result})
 
     async def overview(self, request: web.Request) -> web.Response:
+        """The small things a console polls; cameras come from the snapshot and the stream."""
         caller = self._caller(request)
         now = self._now()
-        in_use = self._in_use()
-        cameras = self._access.list_cameras(caller)
         return web.json_response({
             "now": iso(now),
             "agents": {d.district_id: d.agent_online for d in self._access.registry.districts()},
-            "cameras": [camera_json(c, in_use) for c in cameras],
+            "camera_version": self._feed.version,
             "incidents": [incident_json(s, self._access, now)
                           for s in self._access.list_incidents(caller)],
         })
+
+    # --- cameras: a snapshot once, then pushed changes --------------------------------------
+
+    async def cameras(self, request: web.Request) -> web.Response:
+        self._caller(request)
+        snapshot = await self._feed.snapshot()
+        headers = {"Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=snapshot.gzipped, content_type="application/json",
+                                headers=headers)
+        return web.Response(body=snapshot.body, content_type="application/json", headers=headers)
+
+    async def camera_events(self, request: web.Request) -> web.StreamResponse:
+        self._caller(request)
+        since = _since(request)
+        async with sse_response(request, ping_interval=15) as stream:
+            self._feed.followers += 1
+            self._metrics.console_streams.inc()
+            follow = asyncio.create_task(self._follow(stream, since), name="console-stream")
+            closed = asyncio.create_task(stream.wait(), name="console-stream-ping")
+            try:
+                await asyncio.wait([follow, closed], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (follow, closed):
+                    task.cancel()
+                await asyncio.gather(follow, closed, return_exceptions=True)
+                self._feed.followers -= 1
+                self._metrics.console_streams.dec()
+        return stream
+
+    async def _follow(self, stream: EventSourceResponse, since: int) -> None:
+        feed = self._feed
+        seq, upto, reset = feed.start(since)
+        data = None if reset else await feed.catch_up(since, upto)
+        if data is None:
+            await stream.send(json.dumps({"version": feed.version}), event="reset")
+            return
+        if data:
+            await stream.send(data, id=str(upto), event="cameras")
+        await stream.send(json.dumps({"agents": feed.agents}), id=str(max(since, upto)),
+                          event="agents")
+        while True:
+            try:
+                events = await feed.next_events(seq)
+            except FeedLost:
+                await stream.send(json.dumps({"version": feed.version}), event="reset")
+                return
+            for event in events:
+                seq = event.seq
+                if event.kind == "reset":
+                    await stream.send(event.data, event="reset")
+                    return
+                if event.kind == "cameras" and event.version <= since:
+                    continue  # its snapshot is newer than this push: it has these changes
+                await stream.send(event.data, id=str(event.version), event=event.kind)
 
     # --- incidents ------------------------------------------------------------------------
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
 
 from cloud_core.access import AccessService
+from cloud_core.camera_feed import CameraFeed
 from cloud_core.console.api import ConsoleApi
 from cloud_core.console.dispatch_api import DispatchApi
 from cloud_core.console.district_outlines import DistrictOutline
@@ -14,6 +16,7 @@ from cloud_core.console.event_stream import EventStream
 from cloud_core.console.feeds import FeedEndpoints
 from cloud_core.console.http_errors import Handler, translate_errors
 from cloud_core.console.whep import WhepEndpoint
+from cloud_core.metrics import CONTENT_TYPE, CoreMetrics
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; a report is a few hundred bytes
@@ -54,12 +57,29 @@ async def _officer_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "officer.html")
 
 
-def console_app(access: AccessService, *,
-                outlines: tuple[DistrictOutline, ...] = ()) -> web.Application:
-    """The console and WHEP over ``access``; ``outlines`` are drawn on the map."""
+def metrics_route(metrics: CoreMetrics) -> web.RouteDef:
+    """``GET /metrics``: Prometheus text; counts only, no personal data, so no sign-in."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    return web.get("/metrics", handler)
+
+
+def console_app(access: AccessService, *, outlines: tuple[DistrictOutline, ...] = (),
+                feed: CameraFeed | None = None,
+                metrics: CoreMetrics | None = None) -> web.Application:
+    """The console and WHEP over ``access``; ``outlines`` are drawn on the map.
+
+    ``feed`` pushes camera changes to consoles (the core's, fed by its status ingest; without
+    one, a feed over the registry that only serves snapshots); ``metrics`` adds ``/metrics``.
+    """
     app = web.Application(middlewares=[security_headers, translate_errors],
                           client_max_size=MAX_BODY_BYTES)
-    app.add_routes(ConsoleApi(access, outlines).routes())
+    app.add_routes(ConsoleApi(access, outlines, feed=feed, metrics=metrics).routes())
+    if metrics is not None:
+        app.add_routes([metrics_route(metrics)])
     app.add_routes(WhepEndpoint(access).routes())
     app.add_routes(FeedEndpoints(access).routes())
     app.add_routes(EventStream(access).routes())

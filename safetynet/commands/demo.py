@@ -25,6 +25,8 @@ def register(subcommands: Subcommands) -> None:
                         "agents pull them; synthetic: the agents draw the scenes themselves")
     p.add_argument("--source", default="sim:?size=640x360&fps=15&gop=1",
                    help="with --cameras synthetic: the scene every camera draws")
+    p.add_argument("--city", action="store_true",
+                   help="the whole city: 25 districts, 68,000 cameras (most status only)")
     p.add_argument("--agent-log-level", default="warning",
                    choices=LOG_LEVELS, help="agents' log verbosity")
     add_log_level(p)
@@ -37,6 +39,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from safetynet.demo import DemoOptions, run_demo
 
     configure_logging(args.log_level)
+    if args.city:  # the whole city: 25 districts, 68,000 cameras (safetynet/city_demo.py)
+        from safetynet.city_demo import CityDemoOptions, run_city_demo
+
+        city = CityDemoOptions(state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
+                               core_port=args.port, console_port=args.console_port)
+        return run_until_signalled(lambda stop: run_city_demo(city, stop))
     options = DemoOptions(state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
                           cameras=args.cameras,
                           core_port=args.port, console_port=args.console_port,

@@ -92,3 +92,19 @@ def test_moving_a_camera_moves_it_in_the_spatial_index(tmp_path: Path) -> None:
 def test_distance_is_plausible() -> None:
     # Gangnam Station to Sinsa Station is about 2.1 km.
     assert 1900 < distance_m(37.49795, 127.02760, 37.51638, 127.02012) < 2300
+
+
+@settings(max_examples=40, deadline=None)
+@given(lat=st.floats(37.45, 37.60), lon=st.floats(126.85, 127.12), radius=st.floats(50, 8000),
+       limit=st.integers(1, 30))
+def test_a_limited_near_query_is_the_nearest_of_a_full_scan(tmp_path_factory, lat: float, lon: float,
+                                                            radius: float, limit: int) -> None:
+    # The query widens its circle from 250 m until it holds `limit` cameras: never a farther one.
+    registry = _shared_registry(tmp_path_factory)
+    expected = sorted(
+        (distance_m(lat, lon, c.lat, c.lon), c.camera_id)
+        for c in registry.list_cameras() if distance_m(lat, lon, c.lat, c.lon) <= radius
+    )[:limit]
+    found = [(c.distance_m, c.camera_id)
+             for c in registry.list_cameras(near=(lat, lon, radius), limit=limit)]
+    assert found == expected

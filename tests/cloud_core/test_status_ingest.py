@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,20 @@ def _camera(camera_id: str = "gangnam-001", district: str = "gangnam", lat: floa
         camera_id=camera_id, district_id=district, name="Gangnam Station", lat=lat, lon=lon))
 
 
+def _submit(ingest: StatusIngest, topic: str, payload: bytes) -> None:
+    ingest.submit(topics.parse(topic), topic, payload)
+
+
 @pytest.fixture
-def ingest(tmp_path: Path) -> tuple[StatusIngest, Registry]:
+async def ingest(tmp_path: Path) -> AsyncIterator[tuple[StatusIngest, Registry]]:
     registry = Registry(tmp_path / "r.sqlite3")
-    ingest = StatusIngest(registry)
-    ingest.handle(topics.parse(topics.agent_status("gangnam")), mqtt_pb2.AgentStatus(
-        district_id="gangnam", agent_id="a", state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString())
-    ingest.handle(topics.parse(topics.camera_status("gangnam", "gangnam-001")), _camera().SerializeToString())
-    return ingest, registry
+    async with StatusIngest(registry, max_heartbeat_cameras=10_000) as ingest:
+        _submit(ingest, topics.agent_status("gangnam"), mqtt_pb2.AgentStatus(
+            district_id="gangnam", agent_id="a", state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString())
+        _submit(ingest, topics.camera_status("gangnam", "gangnam-001"), _camera().SerializeToString())
+        await ingest.drained()
+        yield ingest, registry
+    registry.close()
 
 
 @pytest.mark.parametrize(("topic", "payload", "problem"), [
@@ -39,12 +46,21 @@ def ingest(tmp_path: Path) -> tuple[StatusIngest, Registry]:
     (topics.heartbeat("gangnam"), mqtt_pb2.Heartbeat(district_id="gangnam", cameras=[
         _camera("gangnam-001", lat=10.0), _camera("gangnam-002", lat=float("nan"))]).SerializeToString(),
      "impossible coordinates"),
+    # A heartbeat far beyond any district, and one carrying another district's camera.
+    (topics.heartbeat("gangnam"), mqtt_pb2.Heartbeat(district_id="gangnam", cameras=[
+        _camera(f"gangnam-{i:06d}") for i in range(100_000)]).SerializeToString(),
+     "100000 cameras, more than the 10000"),
+    (topics.heartbeat("gangnam"), mqtt_pb2.Heartbeat(district_id="gangnam", cameras=[
+        _camera("gangnam-002"), _camera("mapo-001", district="mapo")]).SerializeToString(),
+     "'mapo-001' claims district 'mapo'"),
 ])
-def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload: bytes, problem: str) -> None:
+async def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload: bytes, problem: str) -> None:
     handler, registry = ingest
     before = registry.camera("gangnam-001")
+    version = registry.camera_version()
     with capture_logs() as logs:
-        handler.handle(topics.parse(topic), payload)
+        _submit(handler, topic, payload)
+        await handler.drained()
     rejected = [e for e in logs if e["event"] == "rejected status message"]
     assert rejected and problem in rejected[0]["problem"]
     after = registry.camera("gangnam-001")
@@ -52,6 +68,21 @@ def test_bad_payload_is_rejected_and_nothing_changes(ingest, topic: str, payload
     assert (after.lat, after.lon, after.status, after.district_id) == (before.lat, before.lon, before.status, before.district_id)
     assert registry.camera("gangnam-002") is None  # a heartbeat is all-or-nothing
     assert registry.district("gangnam").agent_online
+    assert registry.camera_version() == version and handler.rejected == 1
+
+
+async def test_a_burst_is_written_in_batches_with_the_newest_status_winning(ingest) -> None:
+    handler, registry = ingest
+    for round_ in range(3):  # three statuses per camera: only the newest may remain
+        for i in range(1, 3001):
+            state = mqtt_pb2.CAMERA_STATE_OFFLINE if round_ == 2 and i % 2 else mqtt_pb2.CAMERA_STATE_ONLINE
+            _submit(handler, topics.camera_status("gangnam", f"gangnam-{i:04d}"),
+                    _camera(f"gangnam-{i:04d}", state=state).SerializeToString())
+    await handler.drained()
+    assert handler.dropped == 0 and handler.rejected == 0
+    cameras = registry.list_cameras(district_id="gangnam")
+    assert len(cameras) == 3001  # and the fixture's gangnam-001
+    assert sum(c.status == "offline" for c in cameras) == 1500
 
 
 def test_topic_parser_rejects_foreign_topics() -> None:

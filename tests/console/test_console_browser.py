@@ -44,7 +44,7 @@ async def test_112_robbery_reported_on_the_map_opens_live_tiles_that_end_when_it
         browser: Browser) -> None:
     page = await console_page(browser, core)
     await sign_in(page, tokens["police-op"])
-    await page.wait_for_selector(".city-map .camera")
+    await page.wait_for_function("() => window.safetynet.clusters().length > 0")
     await _place_incident(page, "robbery", SEOGYO, radius=700)
     await page.screenshot(path=artifact("console-map.png"))
     await page.click("button.report-button")
@@ -93,7 +93,7 @@ async def test_119_fire_lists_facilities_and_says_why_a_camera_outside_the_radiu
         browser: Browser) -> None:
     page = await console_page(browser, core)
     await sign_in(page, tokens["fire-op"])
-    await page.wait_for_selector(".city-map .camera")
+    await page.wait_for_function("() => window.safetynet.clusters().length > 0")
     await _place_incident(page, "fire", GANGNAM_STATION, radius=300)
     await page.click("button.report-button")
     await page.wait_for_selector(".incident-view .tile[data-camera='gangnam-001']")
@@ -170,7 +170,7 @@ async def test_a_district_agent_going_away_is_said_in_words_on_its_tiles(
     try:
         await core.wait_until(lambda r: len(r.list_cameras(status="online")) == 4, 10)
         await sign_in(page, tokens["police-op"])
-        await page.wait_for_selector(".city-map .camera")
+        await page.wait_for_function("() => window.safetynet.clusters().length > 0")
         await _place_incident(page, "robbery", SEOGYO, radius=700)
         await page.click("button.report-button")
         await page.wait_for_function(

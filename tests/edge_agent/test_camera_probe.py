@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 import pytest
 from structlog.testing import capture_logs
 
 from edge_agent.camera_probe import (
     CameraProber,
+    ProbeFailed,
     ProbeResult,
     digest_authorization,
+    parse_response,
     probe_rtsp,
     video_codec,
 )
@@ -86,6 +89,21 @@ async def test_a_camera_whose_codec_cannot_pass_through_is_offline_unless_transc
 # --- the schedule ---------------------------------------------------------------------------
 
 
+class Progress:
+    """Ticked by the fake probes as each starts: a test waits on it for a condition, never naps."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def tick(self) -> None:
+        self._event.set()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            self._event.clear()
+            await self._event.wait()
+
+
 def cameras(count: int) -> list[CameraConfig]:
     return [CameraConfig(f"cam-{i:04d}", f"Camera {i}", 37.5, 127.0,
                          f"rtsp://{USER}:{PASSWORD}@10.0.{i // 250}.{i % 250}/stream")
@@ -117,6 +135,7 @@ async def test_probes_are_spread_bounded_and_only_change_idle_cameras() -> None:
     applied: dict[str, ProbeResult] = {}
     watched = {"cam-0003"}            # pulled by a viewer: never probed
     becomes_watched = {"cam-0004"}    # a viewer arrives while the probe is under way
+    progress = Progress()
 
     async def slow_probe(target: RtspTarget, *, timeout: float,
                          transcode_allowed: bool) -> ProbeResult:
@@ -127,6 +146,7 @@ async def test_probes_are_spread_bounded_and_only_change_idle_cameras() -> None:
         most_in_flight = max(most_in_flight, in_flight)
         probed[camera_id] += 1
         starts.append(camera_id)
+        progress.tick()
         if camera_id in becomes_watched:
             watched.add(camera_id)
         await asyncio.sleep(0.05)
@@ -142,18 +162,91 @@ async def test_probes_are_spread_bounded_and_only_change_idle_cameras() -> None:
         assert prober.spacing_seconds == pytest.approx(0.02)
         # Let every idle camera come round at least twice (a bounded wait on that, not a nap).
         async with asyncio.timeout(10):
-            while not all(probed[f"cam-{i:04d}"] >= 2 for i in (0, 1, 2, 5, 9)):
-                await asyncio.sleep(0.01)
+            await progress.until(lambda: all(probed[f"cam-{i:04d}"] >= 2 for i in (0, 1, 2, 5, 9)))
         # Just probed, so its next turn in the cycle is ten slots away.
         urgent = next(c for c in reversed(starts) if c not in watched)
         prober.probe_soon(urgent)
         asked_at = len(starts)
         async with asyncio.timeout(2):
-            while len(starts) < asked_at + 2:
-                await asyncio.sleep(0.01)
+            await progress.until(lambda: len(starts) >= asked_at + 2)
         # Next free slot (the scheduler may hold one camera already picked), not its turn.
         assert urgent in starts[asked_at:asked_at + 2]
     assert most_in_flight <= 3
     assert "cam-0003" not in probed and "cam-0004" not in applied
     assert all(probed[f"cam-{i:04d}"] >= 2 for i in (0, 1, 2, 5, 9))
     assert applied["cam-0001"].reason == "refused" and applied["cam-0000"].ok
+
+
+async def test_dead_cameras_do_not_stretch_the_probe_cycle() -> None:
+    """30 % of cameras never answer (each probe waits its whole timeout): the cycle holds."""
+    dead = {f"cam-{i:04d}" for i in range(0, 150, 3)} | {"cam-0001"}  # 51 of 150, about a third
+
+    progress = Progress()
+
+    async def probe(target: RtspTarget, *, timeout: float, transcode_allowed: bool) -> ProbeResult:
+        progress.tick()
+        camera_id = f"cam-{int(target.host.rsplit('.', 1)[1]):04d}"
+        if camera_id in dead:
+            await asyncio.sleep(timeout)
+            return ProbeResult(False, "timeout")
+        await asyncio.sleep(0.005)
+        return ProbeResult(True)
+
+    results: collections.Counter[bool] = collections.Counter()
+
+    async def on_result(camera_id: str, result: ProbeResult) -> None:
+        results[result.ok] += 1
+
+    # 50 probes a second, 4 slots, 1 s timeout: without lending, dead cameras alone would need
+    # 50 * 0.34 * 1 = 17 slots, and the cycle would stretch to about 4.5 s.
+    settings = RtspSettings(probe_interval_seconds=3.0, probes_per_second=1000,
+                            probe_concurrency=4, open_timeout_seconds=1.0)
+    async with CameraProber(cameras(150), settings, is_idle=lambda c: True, on_result=on_result,
+                            probe=probe, slow_after=0.05) as prober:
+        async with asyncio.timeout(15):
+            await progress.until(lambda: prober.cycles_completed >= 2)
+        assert prober.last_cycle_seconds is not None
+        assert prober.last_cycle_seconds < 3.0 * 1.15
+        assert prober.slots_lent > 0
+    assert results[False] >= 40 and results[True] >= 90
+
+
+def test_an_answer_is_parsed_only_once_all_of_it_has_arrived() -> None:
+    sdp = b"v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    answer = (b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Type: application/sdp\r\n"
+              b"Content-Length: " + str(len(sdp)).encode() + b"\r\n\r\n" + sdp)
+    assert parse_response(answer[:20]) is None
+    assert parse_response(answer[:-5]) is None
+    parsed = parse_response(answer + b"RTSP/1.0 ")
+    assert parsed is not None
+    response, used = parsed
+    assert (response.status, response.phrase, response.body, used) == (200, "OK", sdp, len(answer))
+    assert response.header("content-type") == ["application/sdp"]
+    with pytest.raises(ProbeFailed, match="not RTSP"):
+        parse_response(b"HTTP/1.1 200 OK\r\n\r\n")
+    with pytest.raises(ProbeFailed, match="too long"):
+        parse_response(b"RTSP/1.0 200 OK\r\n" + b"X: y\r\n" * 4000)
+
+
+async def test_probes_due_together_start_together_at_the_cycle_rate() -> None:
+    """Batched starts: far fewer wake-ups than probes, and the rate still that of the cycle."""
+    starts: list[float] = []
+    progress = Progress()
+
+    async def probe(target: RtspTarget, *, timeout: float, transcode_allowed: bool) -> ProbeResult:
+        starts.append(asyncio.get_running_loop().time())
+        progress.tick()
+        return ProbeResult(True)
+
+    async def ignore(camera_id: str, result: ProbeResult) -> None:
+        return None
+
+    # 100 cameras every 2 s: 50 probes a second, batches of 0.04 s (2 s / 50): two per batch.
+    settings = RtspSettings(probe_interval_seconds=2.0, probes_per_second=1000)
+    async with CameraProber(cameras(100), settings, is_idle=lambda c: True, on_result=ignore,
+                            probe=probe) as prober:
+        async with asyncio.timeout(10):
+            await progress.until(lambda: prober.cycles_completed >= 2)
+        assert prober.last_cycle_seconds == pytest.approx(2.0, rel=0.15)
+    wakes = len({round(t, 3) for t in starts})
+    assert wakes < len(starts) * 0.75

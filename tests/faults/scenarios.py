@@ -259,8 +259,11 @@ async def agent_kill_cycles(folder: Path, cycles: int, *, keep_going: bool = Fal
                             killed = time.monotonic()
                             agent.send_signal(signal.SIGKILL)
                             await agent.wait()
+                            # Offline, and its sessions ended (the core closes them right after
+                            # the ingest has written the agent's last will).
                             await core.wait_until(
-                                lambda r: not r.district(GANGNAM.district_id).agent_online,
+                                lambda r: not r.district(GANGNAM.district_id).agent_online
+                                and all((r.session(s) or {}).get("close_reason") for s in sessions),
                                 AGENT_OFFLINE_S)
                             figures.time("district_offline", time.monotonic() - killed)
                             reasons = {s: (registry.session(s) or {}).get("close_reason")

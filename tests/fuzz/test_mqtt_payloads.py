@@ -155,6 +155,7 @@ def check_core_input(rig: Rig, kind: Kind, topic: str, payload: bytes) -> None:
     assert ingest is not None
     rejected, before = ingest.rejected, fuzzed_rows(rig)
     rig.run(rig.core._handle(message(topic, payload)))
+    rig.run(ingest.drained(timeout=10))  # statuses are written by the ingest's writer thread
     after = fuzzed_rows(rig)
     if ingest.rejected > rejected:
         assert after == before, "a rejected status changed the registry"

@@ -16,7 +16,9 @@ def test_sim_cameras_serve_the_pilot_districts_unless_told_otherwise() -> None:
     every = [c.camera_id for d in PILOT_DISTRICTS for c in d.cameras]
     assert list(SimCamerasConfig.from_args([]).camera_ids) == every
     assert SimCamerasConfig.from_args(["--district", "mapo"]).camera_ids == pilot_camera_ids("mapo")
-    assert SimCamerasConfig.from_args(["--count", "2"]).camera_ids == ("cam-01", "cam-02")
+    two = SimCamerasConfig.from_args(["--count", "2"])
+    assert two.camera_ids == ("gwanak-0001", "gangnam-0001")  # the two largest shares
+    assert [p.district_id for p in two.places] == ["gwanak", "gangnam"]
     assert SimCamerasConfig.from_args(["--codec", "h265", "--gop", "4"]).codec == "h265"
 
 

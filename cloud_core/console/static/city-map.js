@@ -3,11 +3,19 @@
 //
 // Coordinates are projected to metres around a fixed origin (equirectangular: fine at city
 // scale), so an incident's radius in metres is a circle's radius as it is.
+//
+// At city scale (68,000 cameras) the cameras are not SVG: ``setClusterSource(store)`` draws the
+// clusters a CameraStore's worker computes for the view on a canvas above the districts, and
+// the wheel zooms (a click on a cluster zooms into it). ``setCameras`` stays for short lists
+// (an incident's ranked cameras).
 
 import { h, s } from './dom.js';
 import { metres, serviceBadge, typeLabel } from './format.js';
 
 const M_PER_DEG_LAT = 110574;
+const EARTH_M = 40075016;
+const CLUSTER_EXTENT = 512;     // supercluster's tile extent: its zoom is log2 of world / extent
+const COLOURS = { online: '#2e9e5b', offline: '#d2453b' };
 const SCALE_STEPS = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000];
 
 export class CityMap {
@@ -15,8 +23,9 @@ export class CityMap {
    * onPick(lat, lon): a click on the map itself; onCamera(camera), onIncident(incident): a
    * click on one. ``compact`` draws smaller labels (the incident view's map).
    */
-  constructor({ onPick, onCamera, onIncident, compact = false, label = 'map' } = {}) {
+  constructor({ onPick, onCamera, onIncident, canZoom = () => true, compact = false, label = 'map' } = {}) {
     this.onPick = onPick;
+    this.canZoom = canZoom;     // false while a click means a place (reporting an incident)
     this.onCamera = onCamera;
     this.onIncident = onIncident;
     this.compact = compact;
@@ -35,7 +44,14 @@ export class CityMap {
       this.svg.append(this.layers[name]);
     }
     this.scaleBar = h('div', { class: 'scale-bar' }, h('span', { class: 'scale-line' }), h('span', { class: 'scale-text' }));
-    this.el = h('div', { class: 'map-frame' + (compact ? ' compact' : '') }, this.svg, this.scaleBar);
+    this.canvas = h('canvas', { class: 'cluster-canvas', hidden: true });
+    this.clusters = [];
+    this.el = h('div', { class: 'map-frame' + (compact ? ' compact' : '') }, this.svg, this.canvas, this.scaleBar);
+    this.el.addEventListener('wheel', (event) => this._wheel(event), { passive: false });
+    this.el.addEventListener('pointerdown', (event) => this._dragStart(event));
+    this.el.addEventListener('pointermove', (event) => this._dragMove(event));
+    this.el.addEventListener('pointerup', () => { this._drag = null; });
+    this.el.addEventListener('pointercancel', () => { this._drag = null; });
     this.svg.addEventListener('click', (event) => this._click(event));
     this._resize = new ResizeObserver(() => this.render());
     this._resize.observe(this.el);
@@ -43,6 +59,15 @@ export class CityMap {
 
   destroy() {
     this._resize.disconnect();
+    this._offClusters?.();
+  }
+
+  /** Draw a CameraStore's clusters for the current view (the city-scale camera layer). */
+  setClusterSource(store) {
+    this.store = store;
+    this.canvas.hidden = false;
+    this._offClusters = store.on('clusters', ({ items }) => { this.clusters = items; this._drawClusters(); });
+    this._askClusters();
   }
 
   // --- projection ---------------------------------------------------------------------------
@@ -128,6 +153,124 @@ export class CityMap {
     this._cameras();
     this._pick();
     this._scale(mpp);
+    this._askClusters();
+  }
+
+  // --- clusters (canvas) ----------------------------------------------------------------------
+
+  _askClusters() {
+    if (!this.store || !this.view) return;
+    const { x, y, w, h: ht, mpp } = this.view;
+    const [north, west] = this._unproject(x, y);
+    const [south, east] = this._unproject(x + w, y + ht);
+    const zoom = Math.log2((EARTH_M * Math.cos((this.origin[0] * Math.PI) / 180)) / (CLUSTER_EXTENT * mpp));
+    this.store.view([west, south, east, north], Math.max(0, Math.min(17, Math.floor(zoom))));
+  }
+
+  _drawClusters() {
+    if (!this.view) return;
+    const width = this.el.clientWidth || 800;
+    const height = this.el.clientHeight || 600;
+    const ratio = window.devicePixelRatio || 1;
+    if (this.canvas.width !== width * ratio || this.canvas.height !== height * ratio) {
+      this.canvas.width = width * ratio;
+      this.canvas.height = height * ratio;
+    }
+    const ctx = this.canvas.getContext('2d');
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    ctx.font = '600 11px system-ui, sans-serif';
+    const { x: vx, y: vy, mpp } = this.view;
+    for (const item of this.clusters) {
+      const [mx, my] = this._project(item.lat, item.lon);
+      const px = (mx - vx) / mpp;
+      const py = (my - vy) / mpp;
+      item.px = px;
+      item.py = py;
+      item.r = item.count === 1 ? 4.5 : Math.min(26, 9 + 3.2 * Math.log2(item.count));
+      const offlineShare = item.offline / item.count;
+      ctx.beginPath();
+      ctx.arc(px, py, item.r, 0, 2 * Math.PI);
+      ctx.fillStyle = item.count === 1 ? (item.online ? COLOURS.online : COLOURS.offline) : 'rgba(46,158,91,0.85)';
+      ctx.fill();
+      if (item.count > 1 && offlineShare > 0) {
+        ctx.beginPath();
+        ctx.moveTo(px, py);
+        ctx.arc(px, py, item.r, -Math.PI / 2, -Math.PI / 2 + 2 * Math.PI * offlineShare);
+        ctx.closePath();
+        ctx.fillStyle = COLOURS.offline;
+        ctx.fill();
+      }
+      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = '#fff';
+      ctx.stroke();
+      if (item.count > 1) {
+        ctx.fillStyle = '#fff';
+        ctx.fillText(item.count >= 1000 ? `${(item.count / 1000).toFixed(1)}k` : String(item.count), px, py);
+      }
+    }
+    this.drawnAt = performance.now();
+    this.framesDrawn = (this.framesDrawn ?? 0) + 1;
+    if (!this.interactiveMarked && this.clusters.length) {
+      this.interactiveMarked = true;
+      // Interactive: the first frame of clusters is on the canvas and the main thread is free
+      // again to paint it and take input (the next animation frame runs).
+      performance.mark('safetynet:map-drawn');
+      requestAnimationFrame(() => performance.mark('safetynet:map-interactive'));
+    }
+  }
+
+  _clusterAt(event) {
+    const rect = this.canvas.getBoundingClientRect();
+    const x = event.clientX - rect.left;
+    const y = event.clientY - rect.top;
+    let best = null;
+    for (const item of this.clusters) {
+      const d = Math.hypot(item.px - x, item.py - y);
+      if (d <= Math.max(item.r, 6) && (!best || d < best.d)) best = { item, d };
+    }
+    return best?.item ?? null;
+  }
+
+  _zoomAround(lat, lon, factor) {
+    if (!this.bounds || !this.origin) return;
+    const [cx, cy] = this._project(lat, lon);
+    const b = this.bounds;
+    const w = Math.max(200, b.w * factor);
+    const ht = Math.max(200, b.h * factor);
+    this.bounds = { x: cx - (cx - b.x) * (w / b.w), y: cy - (cy - b.y) * (ht / b.h), w, h: ht };
+    this.render();
+  }
+
+  _wheel(event) {
+    if (!this.origin || !this.view) return;
+    event.preventDefault();
+    const rect = this.el.getBoundingClientRect();
+    const [lat, lon] = this._unproject(this.view.x + (event.clientX - rect.left) * this.view.mpp,
+      this.view.y + (event.clientY - rect.top) * this.view.mpp);
+    this._zoomAround(lat, lon, event.deltaY > 0 ? 1.25 : 0.8);
+  }
+
+  // A drag pans (only a zoomable map: not while a click means a place). Renders are coalesced
+  // to one per animation frame; a drag is never also a click.
+  _dragStart(event) {
+    this._dragged = false;
+    if (event.button !== 0 || !this.view || !this.store || !this.canZoom()) return;
+    this._drag = { x: event.clientX, y: event.clientY, bounds: { ...this.bounds }, mpp: this.view.mpp, id: event.pointerId };
+  }
+
+  _dragMove(event) {
+    const drag = this._drag;
+    if (!drag) return;
+    const dx = event.clientX - drag.x;
+    const dy = event.clientY - drag.y;
+    if (!this._dragged && Math.hypot(dx, dy) < 4) return;
+    if (!this._dragged) this.el.setPointerCapture?.(drag.id);
+    this._dragged = true;
+    this.bounds = { ...drag.bounds, x: drag.bounds.x - dx * drag.mpp, y: drag.bounds.y - dy * drag.mpp };
+    this._frame ??= requestAnimationFrame(() => { this._frame = null; this.render(); });
   }
 
   _px(n) {
@@ -262,6 +405,13 @@ export class CityMap {
   // --- input --------------------------------------------------------------------------------
 
   _click(event) {
+    if (this._dragged) return;
+    const cluster = this.store ? this._clusterAt(event) : null;
+    if (cluster?.camera && this.onCamera && this.onCamera(cluster.camera, event) !== false) return;
+    if (cluster && !cluster.camera && this.canZoom()) {
+      this._zoomAround(cluster.lat, cluster.lon, 0.33);
+      return;
+    }
     const cameraEl = event.target.closest('[data-camera]');
     if (cameraEl && this.onCamera) {
       const camera = this.cameras.find((c) => c.camera_id === cameraEl.dataset.camera);

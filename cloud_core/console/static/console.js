@@ -6,6 +6,7 @@
 
 import { Api, SignedOut } from './api.js';
 import { AuditPage } from './audit-page.js';
+import { CameraStore } from './camera-store.js';
 import { OfferPool } from './camera-tile.js';
 import { h } from './dom.js';
 import { agencyLabel, kstTime } from './format.js';
@@ -69,11 +70,21 @@ class Console {
 
   async signIn(token) {
     if (!token) return;
+    performance.clearMarks('safetynet:map-drawn');
+    performance.clearMarks('safetynet:map-interactive');
+    performance.mark('safetynet:signin');
     const api = new Api(token, null);
+    // The city's cameras: a snapshot once, then pushed changes, kept in a worker. Started with
+    // the sign-in itself: the snapshot is the longest fetch, and a refused token stops it.
+    const cameras = new CameraStore(token, {
+      onSignedOut: () => this.signOut('signed out: token disabled'),
+      onError: (message) => this.banner(message),
+    });
     let me;
     try {
       me = await api.get('/api/me');
     } catch (err) {
+      cameras.close();
       sessionStorage.removeItem(TOKEN_KEY);
       this._showSignIn(err instanceof SignedOut ? `token not accepted: ${err.message}` : err.message);
       return;
@@ -82,6 +93,8 @@ class Console {
     api.onSignedOut = () => this.signOut('signed out: token disabled');
     this.api = api;
     this.me = me;
+    this.cameras = cameras;
+    this.cameras.on('cameras', ({ cameras }) => this.view?.onCameras?.(cameras));
     if (me.views_video) {
       this.pool = new OfferPool(4);
       this.pool.start();
@@ -121,6 +134,8 @@ class Console {
     this.route = '';
     this.pool?.close();
     this.pool = null;
+    this.cameras?.close();
+    this.cameras = null;
     this.me = null;
     sessionStorage.removeItem(TOKEN_KEY);
     this.$('view').replaceChildren();
@@ -220,5 +235,8 @@ window.safetynet = {
   metrics: app.metrics,
   tiles: () => (app.view?.tiles ?? []).map((tile) => tile.snapshot()),
   screenPoint: (lat, lon) => app.view?.screenPoint?.(lat, lon) ?? null,
+  cameras: () => ({ ready: app.cameras?.ready ?? null, counts: app.cameras?.counts ?? null }),
+  clusters: () => app.view?.map?.clusters ?? [],
+  clusterFrames: () => app.view?.map?.framesDrawn ?? 0,
 };
 app.boot();

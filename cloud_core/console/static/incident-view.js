@@ -136,7 +136,7 @@ export class IncidentView {
     }
     const incident = this.report.incident;
     const ranked = this.report.cameras.find((c) => c.camera_id === cameraId);
-    const known = ranked ?? this.app.overview?.cameras.find((c) => c.camera_id === cameraId);
+    const known = ranked;
     const camera = known
       ? { ...known, distance_m: known.distance_m ?? distanceM(incident.lat, incident.lon, known.lat, known.lon) }
       : { camera_id: cameraId, name: cameraId, distance_m: null };
@@ -211,7 +211,7 @@ export class IncidentView {
     this.map.setDistricts(this.app.districts);
     this.map.setIncidents([incident]);
     this.map.setFacilities(facilities);
-    this.map.setCameras(this.app.overview?.cameras ?? cameras);
+    this.map.setCameras(cameras);   // the ranked cameras: the city's others are not this view's
     this.map.setFocus(incident, cameras.map((c) => c.camera_id));
     this.moves.render(incident);
     this._tick();
@@ -270,13 +270,21 @@ export class IncidentView {
     }
   }
 
+  /** Pushed changes of watched cameras (the console's CameraStore). */
+  onCameras(changed) {
+    if (!this.report) return;
+    const byId = new Map(changed.map((c) => [c.camera_id, c]));
+    this.report.cameras = this.report.cameras.map((c) => (byId.has(c.camera_id) ? { ...c, status: byId.get(c.camera_id).status } : c));
+    this.map.setCameras(this.report.cameras);
+    for (const tile of this.tiles) {
+      const camera = byId.get(tile.camera.camera_id);
+      if (camera) tile.cameraStatus({ ...tile.camera, ...camera });
+    }
+  }
+
   onOverview(overview) {
     if (!this.report) return;
-    this.map.setCameras(overview.cameras);
-    for (const tile of this.tiles) {
-      const camera = overview.cameras.find((c) => c.camera_id === tile.camera.camera_id);
-      if (camera) tile.cameraStatus(camera);
-    }
+    this.app.cameras?.watch(this.report.cameras.map((c) => c.camera_id));
     const incident = this.report.incident;
     const listed = overview.incidents.find((i) => i.incident_id === incident.incident_id);
     if (incident.open && !listed) {

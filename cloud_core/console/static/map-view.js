@@ -14,6 +14,7 @@ export class MapView {
       label: 'map of the districts, their cameras and open incidents',
       onPick: (lat, lon) => this._pick(lat, lon),
       onCamera: (camera) => this._camera(camera),
+      canZoom: () => !this._armed(),
       onIncident: (id) => {
         if (this._armed()) return false;   // placing an incident: the click is a place
         app.navigate(`#/incident/${id}`);
@@ -42,12 +43,20 @@ export class MapView {
     const app = this.app;
     this.map.setDistricts(app.districts);
     const points = app.districts.flatMap((d) => d.outline.flat());
-    this.map.fit(points.length ? points : (app.overview?.cameras ?? []).map((c) => [c.lat, c.lon]), 1400);
+    this.map.fit(points.length ? points : [[37.5665, 126.978]], points.length ? 1400 : 15000);
+    if (app.cameras) {
+      this.map.setClusterSource(app.cameras);
+      this._off = [
+        app.cameras.on('counts', (counts) => this._counts(counts)),
+      ];
+      if (app.cameras.counts) this._counts(app.cameras.counts);
+    }
     if (app.overview) this.onOverview(app.overview);
     this.hint.hidden = !this.form;
   }
 
   destroy() {
+    for (const off of this._off ?? []) off();
     for (const tile of this.tiles) tile.close({ quiet: true });
     this.map.destroy();
   }
@@ -160,13 +169,14 @@ export class MapView {
     const status = camera.status !== 'online'
       ? `offline${camera.reason ? ` (${camera.reason.replaceAll('_', ' ')})` : ''}`
       : camera.in_use ? 'online · in use by an incident' : 'online';
+    const viewers = camera.viewers ?? this.tiles.filter((t) => t.camera.camera_id === camera.camera_id).length;
     this.cameraCard.replaceChildren(
       h('h2', {}, camera.name),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Camera'), h('dd', { class: 'mono' }, camera.camera_id),
         h('dt', {}, 'District'), h('dd', {}, camera.district_id),
         h('dt', {}, 'Status'), h('dd', { class: `status-${camera.status}` }, status),
-        h('dt', {}, 'Viewers'), h('dd', {}, camera.viewers),
+        h('dt', {}, 'Viewers'), h('dd', {}, viewers),
         h('dt', {}, 'Position'), h('dd', { class: 'mono' }, `${camera.lat.toFixed(5)}, ${camera.lon.toFixed(5)}`)),
       this.app.me.views_video
         ? h('button', { type: 'button', onclick: () => this._watch(camera) }, 'Watch (standing access)')
@@ -186,6 +196,7 @@ export class MapView {
       },
     });
     this.tiles.push(tile);
+    this.app.cameras?.watch(this.tiles.map((t) => t.camera.camera_id));
     this.watching.append(tile.el);
     this.watchCard.hidden = false;
     tile.open();
@@ -195,7 +206,6 @@ export class MapView {
 
   onOverview(overview) {
     this.map.setAgents(overview.agents);
-    this.map.setCameras(overview.cameras);
     this.map.setIncidents(overview.incidents);
     const incidents = overview.incidents.filter((i) => i.open);
     this.incidentCount.textContent = incidents.length;
@@ -212,24 +222,23 @@ export class MapView {
       h('span', { class: 'incident-item-meta' },
         `${kstTime(incident.opened_at)} · ${metres(incident.radius_m)} · ${incident.reported_by}`));
     }) : [h('li', { class: 'empty' }, 'No open incident.')]));
-    const cameras = overview.cameras;
-    const count = (predicate) => cameras.filter(predicate).length;
-    const byDistrict = {};
-    for (const camera of cameras) {
-      const d = (byDistrict[camera.district_id] ??= { online: 0, total: 0 });
-      d.total += 1;
-      if (camera.status === 'online') d.online += 1;
-    }
+  }
+
+  /** Cameras by state, city-wide and per district (from the CameraStore's worker). */
+  _counts({ online, offline, districts }) {
     this.counts.replaceChildren(
       h('div', { class: 'count-row' },
-        h('span', { class: 'count-cell online' }, h('b', {}, count((c) => c.status === 'online' && !c.in_use)), 'online'),
-        h('span', { class: 'count-cell in-use' }, h('b', {}, count((c) => c.in_use)), 'in use'),
-        h('span', { class: 'count-cell offline' }, h('b', {}, count((c) => c.status !== 'online')), 'offline')),
-      h('ul', { class: 'district-counts' }, Object.entries(byDistrict).map(([id, d]) => h('li', {},
+        h('span', { class: 'count-cell online' }, h('b', {}, online), 'online'),
+        h('span', { class: 'count-cell offline' }, h('b', {}, offline), 'offline')),
+      h('ul', { class: 'district-counts' }, Object.entries(districts).map(([id, d]) => h('li', { dataset: { district: id } },
         h('span', {}, id), h('span', { class: 'mono' }, `${d.online}/${d.total} online`)))));
+  }
+
+  /** Pushed changes of the cameras this view watches. */
+  onCameras(changed) {
     for (const tile of this.tiles) {
-      const camera = cameras.find((c) => c.camera_id === tile.camera.camera_id);
-      if (camera) tile.cameraStatus(camera);
+      const camera = changed.find((c) => c.camera_id === tile.camera.camera_id);
+      if (camera) tile.cameraStatus({ ...tile.camera, ...camera });
     }
   }
 

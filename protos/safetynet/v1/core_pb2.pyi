@@ -28,16 +28,20 @@ class Near(_message.Message):
     def __init__(self, point: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ...) -> None: ...
 
 class ListCamerasRequest(_message.Message):
-    __slots__ = ("district_id", "status", "near", "limit")
+    __slots__ = ("district_id", "status", "near", "limit", "page_size", "page_token")
     DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     NEAR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     district_id: str
     status: _mqtt_pb2.CameraState
     near: Near
     limit: int
-    def __init__(self, district_id: _Optional[str] = ..., status: _Optional[_Union[_mqtt_pb2.CameraState, str]] = ..., near: _Optional[_Union[Near, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, district_id: _Optional[str] = ..., status: _Optional[_Union[_mqtt_pb2.CameraState, str]] = ..., near: _Optional[_Union[Near, _Mapping]] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Camera(_message.Message):
     __slots__ = ("camera_id", "district_id", "name", "location", "status", "reason", "detail", "last_seen", "distance_m", "viewers", "agent_online")
@@ -66,10 +70,12 @@ class Camera(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ..., district_id: _Optional[str] = ..., name: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., status: _Optional[_Union[_mqtt_pb2.CameraState, str]] = ..., reason: _Optional[_Union[_mqtt_pb2.OfflineReason, str]] = ..., detail: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., distance_m: _Optional[float] = ..., viewers: _Optional[int] = ..., agent_online: _Optional[bool] = ...) -> None: ...
 
 class ListCamerasResponse(_message.Message):
-    __slots__ = ("cameras",)
+    __slots__ = ("cameras", "next_page_token")
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     cameras: _containers.RepeatedCompositeFieldContainer[Camera]
-    def __init__(self, cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetCameraRequest(_message.Message):
     __slots__ = ("camera_id",)

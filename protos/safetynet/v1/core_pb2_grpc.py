@@ -51,7 +51,8 @@ class CameraServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListCameras(self, request, context):
-        """Cameras of the registry, filtered; ranked by distance when `near` is given.
+        """Cameras of the registry, filtered, in pages ordered by id (AIP-158); ranked by distance,
+        not paged, when `near` is given. See ListCamerasRequest for the page sizes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,216 @@
+"""The core at city scale (all 25 districts, fewer cameras each), with a real Mosquitto.
+
+Agents are stood in for by plain MQTT clients publishing what an agent publishes (agent status,
+retained camera statuses, heartbeats), all at once, as after a city-wide reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+import aiohttp
+import aiomqtt
+import grpc
+import pytest
+
+from cloud_core.config import CoreConfig
+from cloud_core.page_token import MAX_PAGE_SIZE
+from cloud_core.server import CoreServer
+from protos import topics
+from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
+from runtime.mqtt_link import BrokerSettings
+from simulators.city import CityCamera, district_cameras, districts
+
+CITY = districts(total=25 * 200)
+CAMERAS = {d.district_id: district_cameras(d) for d in CITY}
+ALL_IDS = sorted(c.camera_id for cams in CAMERAS.values() for c in cams)
+
+
+def _status(camera: CityCamera, online: bool) -> bytes:
+    return mqtt_pb2.CameraStatus(
+        state=mqtt_pb2.CAMERA_STATE_ONLINE if online else mqtt_pb2.CAMERA_STATE_OFFLINE,
+        camera=mqtt_pb2.CameraDescriptor(camera_id=camera.camera_id, district_id=camera.district_id,
+                                         name=camera.name, lat=camera.lat, lon=camera.lon),
+    ).SerializeToString()
+
+
+def expected_online(camera_id: str, round_: int) -> bool:
+    return (hash(camera_id) + round_) % 3 != 0
+
+
+async def publish_district(settings: BrokerSettings, district: str, round_: int) -> None:
+    """What an agent publishes on (re)connecting: online, every camera (retained), a heartbeat."""
+    async with aiomqtt.Client(settings.host, settings.port, identifier=f"{district}-agent",
+                              max_inflight_messages=200) as client:
+        await client.publish(topics.agent_status(district), mqtt_pb2.AgentStatus(
+            district_id=district, agent_id=f"{district}-agent",
+            state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString(), qos=1, retain=True)
+        cameras = CAMERAS[district]
+        await asyncio.gather(*(
+            client.publish(topics.camera_status(district, c.camera_id),
+                           _status(c, expected_online(c.camera_id, round_)), qos=1, retain=True)
+            for c in cameras))
+        beat = mqtt_pb2.Heartbeat(district_id=district, cameras=[
+            mqtt_pb2.CameraStatus.FromString(_status(c, expected_online(c.camera_id, round_)))
+            for c in cameras])
+        await client.publish(topics.heartbeat(district), beat.SerializeToString(), qos=0)
+
+
+async def reconnect_city(settings: BrokerSettings, round_: int) -> None:
+    await asyncio.gather(*(publish_district(settings, d.district_id, round_) for d in CITY))
+
+
+def city_current(core: CoreServer, round_: int) -> bool:
+    """Every camera of the city is in the registry with its newest status (one cheap query)."""
+    assert core.registry is not None
+    rows = core.registry.db.execute("SELECT camera_id, status FROM cameras").fetchall()
+    return len(rows) == len(ALL_IDS) and all(
+        (status == "online") == expected_online(camera_id, round_) for camera_id, status in rows)
+
+
+@pytest.fixture
+async def city_core(core_config: CoreConfig) -> AsyncIterator[tuple[CoreServer, str]]:
+    async with CoreServer(replace(core_config, http_listen="127.0.0.1:0")) as server:
+        await server.wait_connected()
+        assert server.access is not None
+        _, token = server.access.operators.add("city-op", agency="police-112", role="operator",
+                                               policy=server.access.policy)
+        yield server, token
+
+
+async def test_every_agent_reconnecting_at_once_loses_no_status(city_core, broker_settings) -> None:
+    core, _ = city_core
+    for round_ in (1, 2):  # first connection, then all 25 reconnect with changed statuses
+        await reconnect_city(broker_settings, round_)
+        await core.wait_until(lambda r, n=round_: city_current(core, n), 20)
+    assert core.ingest.dropped == 0 and core.ingest.rejected == 0
+    metrics = core.metrics.render().decode()
+    assert "safetynet_core_messages_dropped_total{" not in metrics
+    assert "safetynet_core_statuses_ingested_total" in metrics
+
+
+async def _list(stub: core_pb2_grpc.CameraServiceStub, token: str,
+                **fields: object) -> core_pb2.ListCamerasResponse:
+    return await stub.ListCameras(core_pb2.ListCamerasRequest(**fields),  # type: ignore[arg-type]
+                                  metadata=[("authorization", f"Bearer {token}")])
+
+
+async def test_list_cameras_pages_through_the_city_with_a_default_client(city_core, broker_settings) -> None:
+    core, token = city_core
+    await reconnect_city(broker_settings, 1)
+    await core.wait_until(lambda r: city_current(core, 1), 20)
+    async with grpc.aio.insecure_channel(core.address) as channel:
+        stub = core_pb2_grpc.CameraServiceStub(channel)
+        seen: list[str] = []
+        page = await _list(stub, token)
+        pages = 1
+        while True:
+            assert len(page.cameras) <= 1000
+            seen += [c.camera_id for c in page.cameras]
+            if not page.next_page_token:
+                break
+            page = await _list(stub, token, page_token=page.next_page_token)
+            pages += 1
+        assert seen == ALL_IDS and pages == 5
+        near = await _list(stub, token, near=core_pb2.Near(
+            point=core_pb2.GeoPoint(lat=37.5665, lon=126.9780), radius_m=3000), limit=7)
+        distances = [c.distance_m for c in near.cameras]
+        assert len(near.cameras) == 7 and distances == sorted(distances)
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"page_size": 10**6}, f"between 1 and {MAX_PAGE_SIZE}"),
+    ({"page_size": -1}, f"between 1 and {MAX_PAGE_SIZE}"),
+    ({"page_token": "bm90IG91cnM.AAAAAAAAAAAAAAAAAAAAAA"}, "not issued by this core or was altered"),
+    ({"page_token": "%%%"}, "altered"),
+])
+async def test_bad_page_requests_are_invalid_arguments(city_core, fields, problem) -> None:
+    core, token = city_core
+    async with grpc.aio.insecure_channel(core.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await _list(core_pb2_grpc.CameraServiceStub(channel), token, **fields)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert problem in (error.value.details() or "")
+
+
+async def test_a_page_token_is_bound_to_its_query(city_core, broker_settings) -> None:
+    core, token = city_core
+    await reconnect_city(broker_settings, 1)
+    await core.wait_until(lambda r: city_current(core, 1), 20)
+    async with grpc.aio.insecure_channel(core.address) as channel:
+        stub = core_pb2_grpc.CameraServiceStub(channel)
+        first = await _list(stub, token, page_size=10)
+        tampered = first.next_page_token[:-2] + ("AA" if first.next_page_token[-2:] != "AA" else "BB")
+        for fields in ({"page_token": first.next_page_token, "district_id": CITY[0].district_id},
+                       {"page_token": tampered}):
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await _list(stub, token, page_size=10, **fields)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        zero = await _list(stub, token, page_size=0)
+        assert len(zero.cameras) == 1000  # 0 is the default (AIP-158)
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
+    event: dict[str, str] = {}
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if "data" in event:
+                yield event
+            event = {}
+            continue
+        key, _, value = line.partition(":")
+        event[key] = value.removeprefix(" ")
+
+
+async def _next_camera_event(response: aiohttp.ClientResponse,
+                             kinds: Sequence[str] = ("cameras",)) -> dict[str, str]:
+    async for event in _events(response):
+        if event.get("event") in kinds:
+            return event
+    raise AssertionError("stream ended")
+
+
+async def test_a_console_gets_a_snapshot_then_changes_pushed(city_core, broker_settings) -> None:
+    core, token = city_core
+    assert core.console is not None
+    await reconnect_city(broker_settings, 1)
+    await core.wait_until(lambda r: city_current(core, 1), 20)
+    auth = {"Authorization": f"Bearer {token}"}
+    url = core.console.url.rstrip("/")
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.get(f"{url}/api/cameras") as response:  # aiohttp sends Accept-Encoding: gzip
+            assert response.headers.get("Content-Encoding") == "gzip"
+            snapshot = await response.json()
+        assert snapshot["fields"] == ["camera_id", "district_id", "name", "lat", "lon", "state"]
+        assert len(snapshot["cameras"]) == len(ALL_IDS)
+        async with http.get(f"{url}/api/overview") as response:
+            assert "cameras" not in await response.json()
+        camera = CAMERAS[CITY[3].district_id][5]
+        online = not expected_online(camera.camera_id, 1)
+        async with http.get(f"{url}/api/cameras/events",
+                            params={"since": str(snapshot["version"])}) as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            agents = await _next_camera_event(stream, ("agents",))
+            assert json.loads(agents["data"])["agents"][CITY[3].district_id] is True
+            async with aiomqtt.Client(broker_settings.host, broker_settings.port) as client:
+                await client.publish(topics.camera_status(camera.district_id, camera.camera_id),
+                                     _status(camera, online), qos=1, retain=True)
+            async with asyncio.timeout(2):
+                event = await _next_camera_event(stream)
+            data = json.loads(event["data"])
+            assert int(event["id"]) == data["version"] > snapshot["version"]
+            assert [camera.camera_id, camera.district_id, camera.name, camera.lat, camera.lon,
+                    "online" if online else "offline"] in data["changes"]
+        # A follower from the future (another core's version) is told to refetch.
+        async with http.get(f"{url}/api/cameras/events",
+                            headers={"Last-Event-ID": str(data["version"] + 10**6)}) as stream:
+            async with asyncio.timeout(2):
+                assert (await _next_camera_event(stream, ("reset",)))["event"] == "reset"
+        async with http.get(f"{url}/api/cameras/events", headers={"Authorization": "Bearer nope"}) as denied:
+            assert denied.status == 401
+        async with http.get(f"{url}/metrics") as response:
+            assert 'safetynet_core_cameras{state="online"}' in await response.text()
