@@ -262,7 +262,7 @@ async def agent_kill_cycles(folder: Path, cycles: int, *, keep_going: bool = Fal
                             # Offline, and its sessions ended (the core closes them right after
                             # the ingest has written the agent's last will).
                             await core.wait_until(
-                                lambda r: not r.district(GANGNAM.district_id).agent_online
+                                lambda r, sessions=sessions: not r.district(GANGNAM.district_id).agent_online
                                 and all((r.session(s) or {}).get("close_reason") for s in sessions),
                                 AGENT_OFFLINE_S)
                             figures.time("district_offline", time.monotonic() - killed)
