@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import time
@@ -149,6 +150,12 @@ async def report_incident(channel: grpc.aio.Channel, token: str, ref: str) -> st
     return str(report.incident.incident_id)
 
 
+def _offline_and_closed(registry: Registry, sessions: set[str]) -> bool:
+    district = registry.district(GANGNAM.district_id)
+    return (district is not None and not district.agent_online
+            and all((registry.session(s) or {}).get("close_reason") for s in sessions))
+
+
 def audited_incidents(audit_db: Path | str) -> set[str]:
     return {r.entry.incident_id or "" for r in audit_log.search(audit_db, action="incident.report",
                                                           limit=audit_log.MAX_SEARCH_LIMIT)}
@@ -261,10 +268,9 @@ async def agent_kill_cycles(folder: Path, cycles: int, *, keep_going: bool = Fal
                             await agent.wait()
                             # Offline, and its sessions ended (the core closes them right after
                             # the ingest has written the agent's last will).
-                            await core.wait_until(
-                                lambda r, sessions=sessions: not r.district(GANGNAM.district_id).agent_online
-                                and all((r.session(s) or {}).get("close_reason") for s in sessions),
-                                AGENT_OFFLINE_S)
+                            await core.wait_until(functools.partial(_offline_and_closed,
+                                                                    sessions=sessions),
+                                                  AGENT_OFFLINE_S)
                             figures.time("district_offline", time.monotonic() - killed)
                             reasons = {s: (registry.session(s) or {}).get("close_reason")
                                        for s in sessions}
