@@ -132,8 +132,8 @@ async def test_core_mints_turn_for_both_ends_of_a_session(
         token = core.access.operators.add("gangnam-op", agency="district:gangnam",
                                           role="operator", policy=core.access.policy)[1]
         async with EdgeAgent(agent_config(GANGNAM, cameras=1)):
-            await core.wait_until(lambda r: r.district("gangnam") is not None
-                                  and r.district("gangnam").agent_online, 10)
+            await core.wait_until(lambda r: (r.camera("gangnam-001") or None) is not None
+                                  and r.camera("gangnam-001").effective_status == "online", 10)
             async with CameraViewer(core.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
                                     token=token) as viewer:
                 await viewer.wait_frames(3, timeout=10)
