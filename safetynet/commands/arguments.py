@@ -4,7 +4,6 @@ HOST:PORT addresses and times into values (a bad one is a ``UserError`` naming t
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from datetime import UTC, datetime
 from typing import TypeAlias
 
@@ -28,16 +27,6 @@ def host_port(value: str, what: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UserError(f"{what} must be HOST:PORT, got {value!r}")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an IP, IPv6 maybe in brackets) is this machine's loopback."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def moment(value: str, flag: str) -> datetime:

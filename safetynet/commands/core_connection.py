@@ -12,7 +12,8 @@ from typing import Any
 
 import grpc
 
-from safetynet.commands.arguments import host_port, is_loopback
+from runtime.loopback import is_loopback
+from safetynet.commands.arguments import host_port
 from safetynet.commands.exceptions import EXIT_FAILED, UserError
 
 DEFAULT_CORE = "127.0.0.1:50051"

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safetynet.commands.arguments import Subcommands, is_loopback
+from runtime.loopback import is_loopback
+from safetynet.commands.arguments import Subcommands
 from safetynet.commands.core_connection import (
     add_ca_flag,
     add_core_flag,
