@@ -173,9 +173,13 @@ class PacketizedRtpSender(RTCRtpSender):
             if self._batch is not None:
                 self._batch.close()
                 self._batch = None
-            if isinstance(pair.protocol, StunProtocol):
-                sock = cast(socket.socket, pair.protocol.transport.get_extra_info("socket"))
-                self._batch = UdpBatchSender(sock, pair.remote_addr, gso=self.segmented_sends)
+            # A relayed pair (TURN) has a StunProtocol over a TurnTransport, with no socket of
+            # its own: its datagrams must go through aioice, which wraps them for the relay.
+            sock = (pair.protocol.transport.get_extra_info("socket")
+                    if isinstance(pair.protocol, StunProtocol) else None)
+            if sock is not None:
+                self._batch = UdpBatchSender(cast(socket.socket, sock), pair.remote_addr,
+                                             gso=self.segmented_sends)
         return self._batch
 
     # --- NACK (replaces RTCRtpSender._retransmit) -----------------------------------------
