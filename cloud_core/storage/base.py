@@ -156,3 +156,22 @@ def time_bounds(since: datetime | None, until: datetime | None) -> tuple[str | N
     start = check_time("since", since)
     end = check_time("until", until)
     return (None if start is None else iso(start), None if end is None else iso(end))
+
+
+def filter_clauses(where: RecordFilter, placeholder: str,
+                   camera_clause: str) -> tuple[list[str], list[Any]]:
+    """SQL conditions and parameters for ``where``; each backend gives its placeholder (``?`` or
+    ``%s``) and how it tests that a record names a camera (``camera_clause``, one placeholder)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (("at", ">=", where.since), ("at", "<", where.until),
+                              ("operator_id", "=", where.operator_id),
+                              ("incident_id", "=", where.incident_id),
+                              ("action", "=", where.action), ("seq", "<", where.before_seq)):
+        if value is not None:
+            clauses.append(f"{column} {op} {placeholder}")
+            params.append(value)
+    if where.camera_id is not None:
+        clauses.append(camera_clause)
+        params.append(where.camera_id)
+    return clauses, params

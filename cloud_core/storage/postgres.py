@@ -20,7 +20,7 @@ from cloud_core.audit.checkpoints import Checkpoint, CheckpointSigner, raw_publi
 from cloud_core.audit.records import GENESIS_HASH, AuditEntry, AuditRecord, record_payload
 from cloud_core.audit.schema import LOG_FORMAT, RECORD_COLUMNS, payload_from_row, record_row
 from cloud_core.exceptions import AuditError, DatabaseUnavailable, StorageError
-from cloud_core.storage.base import RecordFilter, Row
+from cloud_core.storage.base import RecordFilter, Row, filter_clauses
 from cloud_core.storage.dsn import CONNECT_TIMEOUT_S, connect, connection_kwargs, redact
 from cloud_core.storage.migrations import check_not_newer, migrate
 
@@ -264,19 +264,7 @@ class PostgresAuditReader:
 
 
 def _clauses(where: RecordFilter) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (("at", ">=", where.since), ("at", "<", where.until),
-                              ("operator_id", "=", where.operator_id),
-                              ("incident_id", "=", where.incident_id),
-                              ("action", "=", where.action), ("seq", "<", where.before_seq)):
-        if value is not None:
-            clauses.append(f"{column} {op} %s")
-            params.append(value)
-    if where.camera_id is not None:
-        clauses.append("camera_ids::jsonb ? %s")
-        params.append(where.camera_id)
-    return clauses, params
+    return filter_clauses(where, "%s", "camera_ids::jsonb ? %s")
 
 
 @contextlib.contextmanager

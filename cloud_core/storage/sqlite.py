@@ -14,7 +14,7 @@ from typing import Any
 
 from cloud_core.audit.schema import RECORD_COLUMNS, TRIGGERS
 from cloud_core.audit.store import open_readonly
-from cloud_core.storage.base import RecordFilter, Row
+from cloud_core.storage.base import RecordFilter, Row, filter_clauses
 
 
 class SqliteAuditReader:
@@ -50,19 +50,7 @@ class SqliteAuditReader:
 
 
 def _clauses(where: RecordFilter) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (("at", ">=", where.since), ("at", "<", where.until),
-                              ("operator_id", "=", where.operator_id),
-                              ("incident_id", "=", where.incident_id),
-                              ("action", "=", where.action), ("seq", "<", where.before_seq)):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    if where.camera_id is not None:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(audit_records.camera_ids) WHERE value = ?)")
-        params.append(where.camera_id)
-    return clauses, params
+    return filter_clauses(where, "?", "EXISTS (SELECT 1 FROM json_each(audit_records.camera_ids) WHERE value = ?)")
 
 
 @contextlib.contextmanager
