@@ -190,6 +190,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._address: BrokerAddress | None = None
         self._attempt: aiomqtt.Client | None = None  # the latest client, connected or not
+        self._inbox: asyncio.Queue[aiomqtt.Message] | None = None  # the attempt's incoming queue
         self._settled = asyncio.Event()  # no attempt is inside aiomqtt's connect
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
@@ -265,7 +266,16 @@ class MqttLink:
         if self._will is not None:
             route = self._will.route
             will = aiomqtt.Will(route.topic, self._will.payload, qos=route.qos, retain=route.retain)
-        return aiomqtt.Client(
+        made: list[asyncio.Queue[aiomqtt.Message]] = []
+
+        class Inbox(asyncio.Queue[aiomqtt.Message]):
+            """aiomqtt's incoming queue (its ``queue_type``), kept where ``_read`` can drain it."""
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                made.append(self)
+
+        client = aiomqtt.Client(
             address.host,
             address.port,
             identifier=self._client_id,
@@ -276,10 +286,13 @@ class MqttLink:
             clean_session=True,
             tls_context=self._settings.tls_context(),
             max_queued_incoming_messages=self._max_queued,
+            queue_type=Inbox,
             # Bounds the CONNACK and every SUBACK: a node that accepts TCP and says nothing
             # costs one timeout, then the next node is tried (paho bounds TCP+TLS at 5 s).
             timeout=self._settings.connect_timeout,
         )
+        self._inbox = made[0]
+        return client
 
     async def _run(self) -> None:
         addresses = self._settings.addresses
@@ -315,17 +328,41 @@ class MqttLink:
             if self._closing:
                 return True
             self._client, self._address = client, address
-            await self._subscribe(client)
-            self.connections += 1
-            self.connected.set()
-            self._log.info("mqtt connected", node=str(address), connections=self.connections)
-            if self._on_connect is not None:
-                await self._on_connect()
-            async for message in client.messages:
-                if self._closing:
-                    break
-                await self._dispatch(message)
+            # Read from the first byte on: the broker sends every retained message a
+            # subscription matches right behind its SUBACK (68,000 statuses on a city core), and
+            # a reader that waited for the subscriptions and on_connect's publish acknowledgement
+            # first would let aiomqtt's bounded queue overflow and drop them.
+            reader = asyncio.create_task(self._read(client), name=f"mqtt-read:{self._client_id}")
+            try:
+                await self._subscribe(client)
+                self.connections += 1
+                self.connected.set()
+                self._log.info("mqtt connected", node=str(address), connections=self.connections)
+                if self._on_connect is not None:
+                    await self._on_connect()
+                await reader
+            finally:
+                if not reader.done():
+                    reader.cancel()
+                    await asyncio.wait([reader])
         return self._closing
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+        async for message in client.messages:
+            await self._dispatch(message)
+            # aiomqtt's iterator costs a task and a wait (three loop turns) per message, and its
+            # reader adds one message per loop turn: what is already queued is taken at once,
+            # or a burst outruns the iterator and overflows the queue.
+            while not self._closing:
+                try:
+                    queued = inbox.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                await self._dispatch(queued)
+            if self._closing:
+                break
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """Subscribe to every route; a refused one (SUBACK 0x80) fails this connection.
@@ -333,11 +370,17 @@ class MqttLink:
         A clustered broker refuses a QoS 1 subscription it cannot back with a replicated
         consumer yet (NATS, right after a node loss): better to try again than to run deaf.
         """
-        for subscription in self._subscriptions:
-            topic, qos = ((subscription.topic, subscription.qos) if isinstance(subscription, Route)
-                          else (subscription, 1))
-            granted = await client.subscribe(topic, qos=min(qos, self._settings.max_subscribe_qos))
-            if any(_refused(code) for code in granted):
+        if not self._subscriptions:
+            return
+        filters = [((s.topic, s.qos) if isinstance(s, Route) else (s, 1)) for s in self._subscriptions]
+        # One SUBSCRIBE for all: its single SUBACK comes before any retained message, not after
+        # the first filter's whole retained backlog.
+        granted = await client.subscribe(
+            [(topic, min(qos, self._settings.max_subscribe_qos)) for topic, qos in filters])
+        if len(granted) != len(filters):
+            raise aiomqtt.MqttError(f"the broker granted {len(granted)} of {len(filters)} subscriptions")
+        for (topic, _), code in zip(filters, granted, strict=True):
+            if _refused(code):
                 raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
 
     async def _dispatch(self, message: aiomqtt.Message) -> None:
