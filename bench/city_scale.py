@@ -6,12 +6,18 @@ The core runs on this process's event loop and nothing else heavy does: every cl
 publishers, SSE consoles, gRPC callers) is a child process, the near queries a thread, so the
 figures are the core's and the loop lag reported is the core's own.
 
-- reconnect burst: every district's retained statuses (QoS 1) published at once by
-  ``--publishers`` child processes (raw paho, one client per district, unlimited in flight);
+- reconnect burst: what every district's agent publishes on (re)connecting, all at once from
+  ``--publishers`` child processes (raw paho, one client per district, unlimited in flight): its
+  retained online status and its retained snapshot (the heartbeat: every camera's status);
   seconds until the registry holds every camera's newest status (target <= 5 s p50). Counted,
   not assumed: each camera's stored status is compared with what was published last.
-- sustained ingest: three rounds of every camera back to back; statuses/s until the registry is
-  current (target >= 20,000/s), statuses lost (target 0). The publishers' own rate is reported.
+  ``reconnect_per_camera_s`` is the same burst the way agents published it before snapshots:
+  one retained message per camera, 68,000 MQTT messages.
+- sustained ingest: three rounds of every camera's own status message (a change each) back to
+  back; statuses/s until the registry is current (target >= 20,000/s), statuses lost (target 0).
+  The publishers' own rate is reported.
+- core restart: a fresh core subscribing to a broker that retains the city (snapshots and each
+  camera's latest change); seconds until its registry is current.
 - gRPC health-check p99 while 30 SSE consoles follow and the city heartbeats (<= 50 ms).
 - core CPU per connected idle console (<= 0.5 % of a core).
 - near query 3 km p99 (<= 10 ms), in a thread on a registry connection of its own.
@@ -53,8 +59,8 @@ from simulators.city import CityCamera, district_cameras, districts
 
 SPAWN = multiprocessing.get_context("spawn")
 CONSOLES = 30
-STEPS = ("reconnect_burst_s", "sustained_ingest_per_s", "core_restart_burst_s", "near_3km_p99_ms",
-         "page_all_s", "consoles")
+STEPS = ("reconnect_burst_s", "reconnect_per_camera_s", "sustained_ingest_per_s",
+         "core_restart_burst_s", "near_3km_p99_ms", "page_all_s", "consoles")
 HEARTBEAT_PERIOD = 5.0
 LAST_ROUND = [0]         # the round last published: heartbeats repeat it, as an agent's do   # every district's heartbeat once per 5 s: 6x an agent's 30 s
 
@@ -68,11 +74,21 @@ def _online(index: int, round_: int) -> bool:
     return (index + round_) % 4 != 0
 
 
-def _status(camera: CityCamera, online: bool) -> mqtt_pb2.CameraStatus:
+def _status(camera: CityCamera, online: bool, changed_at: Any = None) -> mqtt_pb2.CameraStatus:
+    """``changed_at``: a Timestamp, as an agent stamps every change (None: unstamped)."""
     return mqtt_pb2.CameraStatus(
         state=mqtt_pb2.CAMERA_STATE_ONLINE if online else mqtt_pb2.CAMERA_STATE_OFFLINE,
         camera=mqtt_pb2.CameraDescriptor(camera_id=camera.camera_id, district_id=camera.district_id,
-                                         name=camera.name, lat=camera.lat, lon=camera.lon))
+                                         name=camera.name, lat=camera.lat, lon=camera.lon),
+        changed_at=changed_at)
+
+
+def _stamp() -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
 
 
 def _expected(total: int, round_: int) -> dict[str, str]:
@@ -101,18 +117,25 @@ def _connect(port: int, client_id: str) -> Any:
 
 
 def _publisher(port: int, district_ids: Sequence[str], total: int, rounds: Sequence[int],
-               ready: Any, go: Any, out: Any) -> None:
-    """Child: each district's agent status and every camera status per round (QoS 1, retained)."""
+               snapshot: bool, ready: Any, go: Any, out: Any) -> None:
+    """Child: each district's agent status, then per round either its snapshot (one heartbeat
+    with every camera, as an agent sends on reconnecting) or every camera's own status message
+    (QoS 1, retained, stamped)."""
     city = _city(total)
     clients = {d: _connect(port, f"bench-{d}") for d in district_ids}
     work = [(clients[d], topics.agent_status(d), mqtt_pb2.AgentStatus(
         district_id=d, agent_id=d, state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString())
         for d in district_ids]
     for round_ in rounds:
+        stamp = _stamp()
         for d in district_ids:
-            work += [(clients[d], topics.camera_status(d, c.camera_id),
-                      _status(c, _online(i, round_)).SerializeToString())
-                     for i, c in enumerate(city[d])]
+            statuses = [_status(c, _online(i, round_), stamp) for i, c in enumerate(city[d])]
+            if snapshot:
+                work.append((clients[d], topics.heartbeat(d), mqtt_pb2.Heartbeat(
+                    district_id=d, agent_id=d, sent_at=stamp, cameras=statuses).SerializeToString()))
+            else:
+                work += [(clients[d], topics.camera_status(d, s.camera.camera_id),
+                          s.SerializeToString()) for s in statuses]
     ready.set()
     go.wait()
     started = time.perf_counter()
@@ -273,17 +296,17 @@ def _mismatches(database: Path, expected: dict[str, str]) -> int:
 
 
 async def _publish_rounds(core: CoreServer, port: int, total: int, rounds: Sequence[int],
-                          publishers: int) -> dict[str, Any]:
+                          publishers: int, *, snapshot: bool = False) -> dict[str, Any]:
     """Publish ``rounds`` from child processes; time until the registry holds the last round."""
     names = list(_city(total))
-    children = [_Child(_publisher, port, names[k::publishers], total, rounds, events=2)
+    children = [_Child(_publisher, port, names[k::publishers], total, rounds, snapshot, events=2)
                 for k in range(publishers)]
     try:
         for child in children:
             await child.start()
         for child in children:
             await child.wait(0)
-        messages = len(names) + total * len(rounds)
+        messages = len(names) + (len(names) if snapshot else total) * len(rounds)
         before = core.ingest.received
         started = time.perf_counter()
         for child in children:
@@ -312,9 +335,11 @@ async def _publish_rounds(core: CoreServer, port: int, total: int, rounds: Seque
             "publishers_per_s": round(sum(s["messages"] for s in sent) / publisher_s)}
 
 
-async def _bursts(core: CoreServer, port: int, total: int, runs: int,
-                  publishers: int) -> dict[str, Any]:
-    results = [await _publish_rounds(core, port, total, [r], publishers) for r in range(1, runs + 1)]
+async def _bursts(core: CoreServer, port: int, total: int, runs: int, publishers: int, *,
+                  snapshot: bool = True) -> dict[str, Any]:
+    first = 1 if snapshot else 100
+    results = [await _publish_rounds(core, port, total, [r], publishers, snapshot=snapshot)
+               for r in range(first, first + runs)]
     return _stats([r["seconds"] for r in results], "s", "<= 5 (p50)",
                   lost=[r["wrong_or_missing"] for r in results],
                   publishers_per_s=[r["publishers_per_s"] for r in results],
@@ -339,7 +364,7 @@ async def _core_restart(core: CoreServer, port: int, total: int, runs: int,
     times, lost = [], []
     for k in range(runs):
         round_ = 20 + k
-        await _publish_rounds(core, port, total, [round_], publishers)
+        await _publish_rounds(core, port, total, [round_], publishers, snapshot=True)
         config = replace(core.config, database=core.config.database.with_name(f"restart-{k}.sqlite3"),
                          audit_database_file=core.config.database.with_name(f"restart-{k}-audit.sqlite3"),
                          client_id=f"bench-restarted-core-{k}", http_listen="")
@@ -469,6 +494,8 @@ async def _run(total: int, runs: int, publishers: int, only: Sequence[str]) -> d
             port = broker.port
             steps: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
                 "reconnect_burst_s": lambda: _bursts(core, port, total, runs, publishers),
+                "reconnect_per_camera_s": lambda: _bursts(core, port, total, runs, publishers,
+                                                          snapshot=False),
                 "sustained_ingest_per_s": lambda: _sustained(core, port, total, runs, publishers),
                 "core_restart_burst_s": lambda: _core_restart(core, port, total, runs, publishers),
                 "near_3km_p99_ms": lambda: _near(core, runs),
@@ -477,7 +504,7 @@ async def _run(total: int, runs: int, publishers: int, only: Sequence[str]) -> d
             }
             # Every step needs the city in the registry: the first burst puts it there.
             if "reconnect_burst_s" not in only:
-                await _publish_rounds(core, port, total, [0], publishers)
+                await _publish_rounds(core, port, total, [0], publishers, snapshot=True)
             for name, step in steps.items():
                 if name in only:
                     await _step(result, name, core, step)

@@ -81,6 +81,8 @@ class CameraUpdate:
     detail: str
     viewers: int
     seen_at: datetime
+    #: When the agent saw this state begin (its ``changed_at``); None when it did not say.
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,13 @@ ON CONFLICT(camera_id) DO UPDATE SET
   viewers=excluded.viewers, last_seen=excluded.last_seen
 WHERE cameras.district_id = excluded.district_id
 """
+#: The spatial index, for the cameras of ``version`` that are new or moved (most changes are
+#: a status, not a position). The R-tree keeps 32-bit floats: "moved" is more than ~1 m.
+_PLACE_CHANGED = """
+INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon)
+SELECT c.rowid, c.lat, c.lat, c.lon, c.lon FROM cameras c LEFT JOIN cameras_rtree r ON r.id = c.rowid
+WHERE c.version = ? AND (r.id IS NULL OR abs(r.min_lat - c.lat) > 1e-5 OR abs(r.min_lon - c.lon) > 1e-5)
+"""
 _UPSERT_AGENT = """
 INSERT INTO districts (district_id, name, agent_id, agent_online, software_version, last_seen)
 VALUES (?, ?, ?, ?, ?, ?)
@@ -192,7 +201,10 @@ _CONSOLE_COLUMNS = f"c.camera_id, c.district_id, c.name, c.lat, c.lon, {_EFFECTI
 
 _CAMERA_COLUMNS = (
     "c.camera_id, c.district_id, c.name, c.lat, c.lon, c.kind, c.status, c.reason, c.detail, "
-    "c.viewers, c.last_seen, COALESCE(d.agent_online, 0)"
+    # A camera was last seen when its own status or its district's snapshot last came: the
+    # ingest skips a snapshot's unchanged cameras, and the district's last_seen stands for them.
+    "c.viewers, MAX(COALESCE(c.last_seen, ''), COALESCE(d.last_seen, '')), "
+    "COALESCE(d.agent_online, 0)"
 )
 
 
@@ -271,9 +283,7 @@ class Registry:
                                    [version]).fetchone()[0]
             if not changed:
                 return version - 1
-            conn.execute(
-                "INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon) "
-                "SELECT rowid, lat, lat, lon, lon FROM cameras WHERE version=?", [version])
+            conn.execute(_PLACE_CHANGED, [version])
             conn.execute("UPDATE registry_meta SET value=? WHERE key='camera_version'", [version])
         return version
 

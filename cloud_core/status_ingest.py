@@ -11,6 +11,11 @@ per topic too), in arrival order of that newest one, so memory is bounded by the
 (cameras and districts), not by the number of messages, and the loop never has to wait. Beyond
 ``max_pending`` distinct topics a message is dropped: logged at WARNING and counted.
 
+Statuses are state, and a district may send the same camera's state twice by different paths
+(its retained snapshot, the heartbeat, and the camera's own retained topic): the newest
+``changed_at`` wins, whatever the arrival order, so a core reading retained messages after a
+restart never lets an older camera status undo its district's newer snapshot.
+
 Every payload is checked before anything is written: a malformed or inconsistent message (wrong
 protobuf, a camera status on another district's topic, impossible coordinates, a heartbeat with
 more cameras than a district can have) is logged with what is wrong and dropped, and the registry
@@ -26,7 +31,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -56,6 +61,9 @@ MAX_HEARTBEAT_CAMERAS = 10_000   # the largest district has about 6,000
 MAX_CAMERA_STATUS_BYTES = 4_096  # one status is ~100 bytes
 MAX_PENDING = 250_000            # distinct topics staged and not yet written (68,000 cameras + 25)
 SLICE_ROWS = 2_000               # cameras per transaction: a slice holds the write lock ~20 ms
+#: A ``changed_at`` further ahead of the core's clock than this orders nothing (a wrong clock
+#: must not freeze a camera's state until it comes true); the status is applied as it arrives.
+CLOCK_SKEW = timedelta(minutes=5)
 
 INGESTED_KINDS = frozenset({"agent_status", "camera_status", "heartbeat"})
 CommitHandler = Callable[[int], Awaitable[None]]
@@ -70,6 +78,8 @@ class _Slice:
     agents: list[AgentUpdate] = field(default_factory=list)
     cameras: list[CameraUpdate] = field(default_factory=list)
     heartbeats: list[str] = field(default_factory=list)
+    #: What each written camera's status was, as sent: kept once the slice is committed.
+    sent: list[tuple[tuple[str, str], bytes]] = field(default_factory=list)
 
     def batch(self, seen_at: datetime) -> StatusBatch:
         return StatusBatch(self.agents, self.cameras, self.heartbeats, seen_at)
@@ -105,9 +115,16 @@ class StatusIngest:
         self._executor: ThreadPoolExecutor | None = None
         self._writer_db: Registry | None = None
         self._task: asyncio.Task[None] | None = None
+        # (district, camera) -> the newest changed_at written, and the status as last written
+        # (serialized): the writer thread's alone. A district's snapshot repeats 2,720 cameras
+        # of which a few changed; the rest are skipped without decoding or writing.
+        self._newest: dict[tuple[str, str], datetime] = {}
+        self._written: dict[tuple[str, str], bytes] = {}
+        self.unchanged = 0
         self.rejected = 0
         self.dropped = 0
         self.ingested = 0
+        self.superseded = 0  # camera statuses older than one already written, skipped
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -236,6 +253,7 @@ class StatusIngest:
                 return None
         self.ingested += len(part.cameras)
         self._metrics.statuses_ingested.inc(len(part.cameras))
+        self._written.update(part.sent)
         return version
 
     def _reject(self, topic: topics.ParsedTopic, payload: bytes, exc: MalformedStatus) -> None:
@@ -253,13 +271,41 @@ class StatusIngest:
                 raise MalformedStatus(f"camera status of {len(payload)} bytes is larger than "
                                       f"{MAX_CAMERA_STATUS_BYTES}")
             status = _decode(mqtt_pb2.CameraStatus, payload)
-            part.cameras.append(camera_update(topic.district, status, topic.camera, seen_at))
+            key = (topic.district, status.camera.camera_id)
+            if self._written.get(key) == payload:
+                self.unchanged += 1
+                return
+            update = self._newer([camera_update(topic.district, status, topic.camera, seen_at)])
+            part.cameras.extend(update)
+            part.sent.extend((key, payload) for _ in update)
         elif topic.kind == "heartbeat":
-            part.cameras.extend(self._heartbeat(topic, payload, seen_at))
+            updates, sent = self._heartbeat(topic, payload, seen_at)
+            kept = self._newer(updates)
+            part.cameras.extend(kept)
+            if len(kept) == len(updates):
+                part.sent.extend(sent)
+            else:
+                ids = {u.camera_id for u in kept}
+                part.sent.extend(s for s in sent if s[0][1] in ids)
             part.heartbeats.append(topic.district)
 
-    def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes,
-                   seen_at: datetime) -> list[CameraUpdate]:
+    def _newer(self, updates: list[CameraUpdate]) -> list[CameraUpdate]:
+        """Drop what is older than a state already written for the same camera (writer thread)."""
+        newest, kept = self._newest, []
+        for update in updates:
+            if update.changed_at is not None:
+                key = (update.district_id, update.camera_id)
+                prior = newest.get(key)
+                if prior is not None and update.changed_at < prior:
+                    self.superseded += 1
+                    continue
+                newest[key] = update.changed_at
+            kept.append(update)
+        return kept
+
+    def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes, seen_at: datetime,
+                   ) -> tuple[list[CameraUpdate], list[tuple[tuple[str, str], bytes]]]:
+        """The snapshot's cameras that differ from what was written, checked; all or nothing."""
         limit = self._max_heartbeat_cameras
         if len(payload) > limit * MAX_CAMERA_STATUS_BYTES:
             raise MalformedStatus(f"heartbeat of {len(payload)} bytes cannot be {limit} cameras")
@@ -270,10 +316,20 @@ class StatusIngest:
         if len(beat.cameras) > limit:
             raise MalformedStatus(f"heartbeat carries {len(beat.cameras)} cameras, more than the "
                                   f"{limit} a district may have")
-        updates = [camera_update(topic.district, status, None, seen_at) for status in beat.cameras]
-        if len({u.camera_id for u in updates}) != len(updates):
+        if len({status.camera.camera_id for status in beat.cameras}) != len(beat.cameras):
             raise MalformedStatus("heartbeat lists a camera more than once")
-        return updates
+        updates: list[CameraUpdate] = []
+        sent: list[tuple[tuple[str, str], bytes]] = []
+        written = self._written
+        for status in beat.cameras:
+            key = (topic.district, status.camera.camera_id)
+            raw = status.SerializeToString()
+            if written.get(key) == raw:
+                continue  # written before, checked then: nothing to do
+            updates.append(camera_update(topic.district, status, None, seen_at))
+            sent.append((key, raw))
+        self.unchanged += len(beat.cameras) - len(updates)
+        return updates, sent
 
 
 def _agent_status(topic: topics.ParsedTopic, payload: bytes, seen_at: datetime) -> AgentUpdate:
@@ -316,11 +372,19 @@ def camera_update(district: str, status: mqtt_pb2.CameraStatus, topic_camera: st
         state = "offline"
     else:
         raise MalformedStatus(f"camera {camera.camera_id!r} status has no valid state")
+    changed_at: datetime | None = None
+    if status.HasField("changed_at"):
+        try:
+            changed_at = status.changed_at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            changed_at = None  # outside what a timestamp can be: orders nothing
+        if changed_at is not None and changed_at > seen_at + CLOCK_SKEW:
+            changed_at = None
     return CameraUpdate(
         camera_id=camera.camera_id, district_id=district, name=camera.name or camera.camera_id,
         lat=camera.lat, lon=camera.lon, kind=camera.kind, status=state,
         reason=_REASON_NAMES.get(status.reason, ""), detail=status.detail[:500],
-        viewers=max(0, status.viewers), seen_at=seen_at,
+        viewers=max(0, status.viewers), seen_at=seen_at, changed_at=changed_at,
     )
 
 

@@ -1,14 +1,17 @@
 """Tells the city what this district's agent and cameras are doing, over MQTT.
 
-Camera statuses are retained and published when they change; all of them again after every
-reconnect (the broker may have restarted and lost them); and a batched heartbeat goes out
-periodically. The agent's own status is retained too, with the broker holding ``offline`` as
-the connection's last will.
+A camera's status is published when it changes (not retained). The heartbeat is the district's
+snapshot: every camera's status in one retained message, sent at once after every (re)connect
+(the broker may have restarted and lost what it held), within ``SNAPSHOT_DELAY`` of any change,
+and periodically. A core that (re)subscribes reads each district's snapshot, so the city's
+68,000 statuses reach it as 25 messages, not 68,000 (docs/mqtt.md). The agent's own status is retained too, with the broker
+holding ``offline`` as the connection's last will.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,6 +41,11 @@ _REASONS = {
 }
 
 
+#: After a camera changes, the retained snapshot follows within this many seconds (changes in
+#: between go in the same one): a core that restarts finds no snapshot staler than this.
+SNAPSHOT_DELAY = 5.0
+
+
 def now_timestamp() -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(datetime.now(UTC))
@@ -54,6 +62,7 @@ class StatusReporter:
         self._started = time.monotonic()
         self.sessions = 0
         self.journal_seq: Callable[[], int] = lambda: 0  # the local journal's head, if any
+        self._changed = asyncio.Event()  # a camera changed since the last snapshot
 
     def attach(self, link: MqttLink) -> None:
         self._link = link
@@ -89,11 +98,10 @@ class StatusReporter:
         return ["online" if s.state == online else "offline" for s in self._cameras.values()]
 
     async def publish_online(self) -> None:
-        """After each (re)connect: the agent is online and here is every camera's status."""
+        """After each (re)connect: the agent is online, and its snapshot of every camera."""
         await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),
                             self.agent_status(mqtt_pb2.AGENT_STATE_ONLINE))
-        for status in self._cameras.values():
-            await self._publish_camera(status)
+        await self.publish_heartbeat()
 
     async def publish_offline(self) -> None:
         """On a clean stop: say ``offline`` ourselves (the last will only fires on a lost link)."""
@@ -148,6 +156,7 @@ class StatusReporter:
             return
         new.changed_at.CopyFrom(now_timestamp())
         self._cameras[status.camera.camera_id] = new
+        self._changed.set()
         await self._publish_camera(new)
 
     async def publish_heartbeat(self) -> None:
@@ -159,9 +168,14 @@ class StatusReporter:
         )
         await self._publish(topics.route(Kind.HEARTBEAT, self._config.district_id), beat)
 
-    async def run_heartbeats(self) -> None:
+    async def run_heartbeats(self, snapshot_delay: float = SNAPSHOT_DELAY) -> None:
+        """The snapshot every ``heartbeat_seconds``, and ``snapshot_delay`` after a change."""
         while True:
-            await asyncio.sleep(self._config.heartbeat_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.heartbeat_seconds):
+                    await self._changed.wait()
+                    await asyncio.sleep(snapshot_delay)  # what changes meanwhile goes along
+            self._changed.clear()
             await self.publish_heartbeat()
 
     async def _publish_camera(self, status: mqtt_pb2.CameraStatus) -> None:

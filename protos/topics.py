@@ -63,8 +63,8 @@ class Delivery:
 #: QoS 1 an acknowledgement per message, not delivery across a reconnect.
 DELIVERY: dict[Kind, Delivery] = {
     Kind.AGENT_STATUS: Delivery(qos=1, retain=True),
-    Kind.CAMERA_STATUS: Delivery(qos=1, retain=True),
-    Kind.HEARTBEAT: Delivery(qos=0, retain=False),
+    Kind.CAMERA_STATUS: Delivery(qos=1, retain=False),  # a change; the snapshot is retained
+    Kind.HEARTBEAT: Delivery(qos=1, retain=True),
     Kind.SIGNAL_REQUEST: Delivery(qos=0, retain=False),
     Kind.SIGNAL_RESPONSE: Delivery(qos=0, retain=False),
     Kind.SESSION_EVENTS: Delivery(qos=1, retain=False),
@@ -153,10 +153,12 @@ def evidence_events(district: str) -> str:
 
 
 #: Subscriptions of the core: every district's agent -> core messages at once.
+#: Heartbeats before camera statuses: a core that (re)subscribes gets each district's retained
+#: snapshot first, so its registry is whole after 25 messages, not after 68,000.
 CORE_ROUTES = (
     route(Kind.AGENT_STATUS, ANY),
-    route(Kind.CAMERA_STATUS, ANY, ANY),
     route(Kind.HEARTBEAT, ANY),
+    route(Kind.CAMERA_STATUS, ANY, ANY),
     route(Kind.SIGNAL_RESPONSE, ANY),
     route(Kind.SESSION_EVENTS, ANY),
     route(Kind.EVIDENCE_EVENTS, ANY),

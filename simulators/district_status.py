@@ -2,7 +2,7 @@
 
 At city scale a demo on two cores cannot run 25 real agents with 68,000 cameras. What the core
 and the consoles see of a district is its MQTT status: the agent's retained ``online`` (with a
-last will ``offline``), every camera's retained status and periodic batched heartbeats. This
+last will ``offline``), its retained snapshot (the heartbeat) and every change. This
 simulator publishes exactly that for any number of districts from one process, one MQTT
 connection per district (each needs its own last will), so the registry, the map and incident
 search run at full city scale while only a few real agents serve real video.
@@ -78,19 +78,28 @@ class _District:
             camera_count=len(self.statuses)).SerializeToString()
 
     async def publish_all(self) -> None:
-        """After each (re)connect: the agent is online, then every camera's status."""
+        """After each (re)connect, as an agent does: online, then the district's snapshot.
+
+        A district that shares its topics with a real agent (``publish_agent`` False) has no
+        snapshot of its own (the heartbeat is the agent's): its cameras go one by one, retained.
+        """
         district_id = self.district.district_id
+        statuses = list(self.statuses.values())
         if self.district.publish_agent:
             await self.link.publish(topics.agent_status(district_id),
                                     self._agent(mqtt_pb2.AGENT_STATE_ONLINE), retain=True)
-        statuses = list(self.statuses.values())
+            await self.heartbeat()
+            log.info("district snapshot published", district=district_id, cameras=len(statuses))
+            return
         for start in range(0, len(statuses), PUBLISH_BATCH):
             await asyncio.gather(*(self._publish_camera(s) for s in statuses[start:start + PUBLISH_BATCH]))
         log.info("district statuses published", district=district_id, cameras=len(statuses))
 
     async def _publish_camera(self, status: mqtt_pb2.CameraStatus) -> None:
+        # Sharing a district with a real agent, whose snapshot does not know these cameras, the
+        # simulator keeps each one's status retained so a restarted core still finds it.
         await self.link.publish(topics.camera_status(self.district.district_id, status.camera.camera_id),
-                                status.SerializeToString(), retain=True)
+                                status.SerializeToString(), retain=not self.district.publish_agent)
 
     async def set_state(self, camera_id: str, online: bool) -> None:
         status = self.statuses[camera_id]
@@ -99,6 +108,7 @@ class _District:
                          else mqtt_pb2.OFFLINE_REASON_TIMEOUT)
         status.changed_at.CopyFrom(_now())
         await self._publish_camera(status)
+        await self.heartbeat()  # the retained snapshot follows the change
 
     async def heartbeat(self) -> None:
         if not self.district.publish_agent:
@@ -107,8 +117,8 @@ class _District:
             district_id=self.district.district_id, agent_id=self.agent_id, sent_at=_now(),
             uptime_seconds=asyncio.get_running_loop().time() - self.started,
             cameras=list(self.statuses.values()), sessions=0)
-        await self.link.publish(topics.heartbeat(self.district.district_id),
-                                beat.SerializeToString(), qos=0)
+        await self.link.send(topics.route(topics.Kind.HEARTBEAT, self.district.district_id),
+                             beat.SerializeToString())
 
 
 class StatusOnlyDistricts:
