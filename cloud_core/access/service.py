@@ -33,7 +33,7 @@ from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import BreakGlass, Policy, Role
 from cloud_core.registry import CameraRecord, Registry
-from cloud_core.session_capacity import SessionCaps, capacity_refusal
+from cloud_core.session_capacity import capacity_refusal
 from cloud_core.sessions import OpenedSession, SessionBroker
 from cloud_core.sign_in_throttle import SignInThrottle, source_key
 from cloud_core.status_ingest import AGENT_OFFLINE
@@ -62,7 +62,6 @@ class AccessService:
         self.sessions = sessions
         self._clock = clock
         self.sign_in = SignInThrottle()
-        self.session_caps = SessionCaps()
         self.events = IncidentEvents()
         self.golden_time = GoldenTimeStore(registry.db)
         self._recorder = AuditRecorder(audit)
@@ -258,7 +257,8 @@ class AccessService:
             refusal = capacity_refusal(
                 self.registry.open_sessions(), operator_id=caller.operator.operator_id,
                 agency=caller.operator.agency, district_id=camera.district_id,
-                standing=not incident_id and not breakglass_id, caps=self.session_caps)
+                standing=not incident_id and not breakglass_id,
+                caps=self.policy.session_caps)
             if refusal is not None:
                 await self._recorder.refuse(caller, AuditAction.ACCESS_DENY, refusal,
                                             incident_id=incident_id or None)
@@ -288,6 +288,7 @@ class AccessService:
 
     def session_state(self, caller: Caller, session_id: str) -> SessionState:
         """Whether the caller's session is still active, and if not why it ended."""
+        check_text("session_id", session_id, limits.ID)
         return self._session_desk.state(caller, session_id)
 
     async def revoke_session(self, caller: Caller, session_id: str, reason: str) -> None:
