@@ -70,6 +70,7 @@ class SessionDesk:
         self._recorder = recorder
         self._sweeper = sweeper
         self._clock = clock
+        self.preempted_total = 0
 
     async def open(self, caller: Caller, camera_id: str, sdp_offer: str, *,
                    incident_id: str = "", breakglass_id: str = "") -> OpenedSession:
@@ -147,6 +148,7 @@ class SessionDesk:
                         if decision.breakglass_id else {})}))
         log.info("standing session preempted", district=camera.district_id,
                  session=session_id, preempted=victim_id)
+        self.preempted_total += 1
         await self._sweeper.revoke(victim, reason)
         return True
 

@@ -87,6 +87,47 @@ async def test_5_failed_sign_ins_are_throttled_and_recorded(
     assert len(records) == 1 and records[0].entry.details["failures"] >= 40
 
 
+async def test_5_failed_sign_ins_naming_an_operator_are_throttled_from_any_address(
+        core: CoreServer, tokens: dict[str, str]) -> None:
+    """A guesser spread over 40 addresses, each failing once in police-op's name (the token
+    names its operator), is slowed down as one; the 112 room's own address is not locked out."""
+    from cloud_core.exceptions import SignInThrottled, Unauthenticated
+
+    access = core.access
+    assert access is not None
+    real = tokens["police-op"]
+    assert real.startswith("snt_police-op.")
+    async with grpc.aio.insecure_channel(core.address) as channel:   # the room signs in
+        await core_pb2_grpc.IncidentServiceStub(channel).List(
+            core_pb2.ListIncidentsRequest(), metadata=_auth(real))
+    outcomes: list[str] = []
+    for n in range(40):  # what the servicer does with each caller's peer address
+        try:
+            access.authenticate(f"snt_police-op.guess{n}", f"ipv4:198.51.100.{n}:40000")
+        except Unauthenticated:
+            outcomes.append("unauthenticated")
+        except SignInThrottled as exc:
+            assert exc.per == "operator" and "naming this operator" in exc.reason
+            outcomes.append("throttled")
+    assert outcomes[:10] == ["unauthenticated"] * 10 and outcomes.count("throttled") == 30
+    with pytest.raises(SignInThrottled):   # even the right token, from an unknown address
+        access.authenticate(real, "ipv4:203.0.113.7:40000")
+    async with grpc.aio.insecure_channel(core.address) as channel:   # the room: at once
+        await core_pb2_grpc.IncidentServiceStub(channel).List(
+            core_pb2.ListIncidentsRequest(), metadata=_auth(real))
+    assert access.sign_in.failures == {"source": 10, "operator": 10}
+    async with aiohttp.ClientSession(_console(core)) as http, http.get("/metrics") as response:
+        metrics = await response.text()
+    assert 'safetynet_core_sign_in_failures_total{key="operator"} 10.0' in metrics
+    assert 'safetynet_core_sign_in_throttled_total{key="operator"} 31.0' in metrics
+    await access.sweep()
+    assert core.audit is not None
+    records = [r.entry for r in await core.audit.search(action="auth.fail")]
+    by_operator = [e for e in records if e.details["key"] == "operator"]
+    assert [(e.operator_id, e.details["failures"]) for e in by_operator] == [("police-op", 41)]
+    assert len(records) <= 41   # one per key and minute, never one per attempt
+
+
 async def test_6_bad_input_gets_a_structured_error(
         core: CoreServer, tokens: dict[str, str]) -> None:
     police = _auth(tokens["police-op"])
