@@ -101,14 +101,16 @@ async def finding_2(core: CoreServer, broker: BrokerSettings, tokens: dict[str, 
             await police.wait_frames(1, timeout=10)
             figures["police_open_session_ms"] = round(police.report.open_session_ms or 0, 1)
             figures["police_first_frame_ms"] = round(police.report.time_to_first_frame_ms or 0, 1)
-            ended = [v for v in viewers if v.ended.is_set()]
             for viewer in viewers:  # the preempted one learns why within a few seconds
                 if viewer.report.session_id not in agent.sessions:
                     async with asyncio.timeout(5):
                         await viewer.ended.wait()
-            ended = [v for v in viewers if v.ended.is_set()]
-            figures["standing_preempted"] = len(ended)
-            figures["preempted_reason"] = ended[0].report.ended_reason if ended else None
+            reasons = [v.report.ended_reason for v in viewers if v.ended.is_set()]
+            preempted = [r for r in reasons if r.startswith("preempted by")]
+            figures["standing_preempted"] = len(preempted)
+            figures["preempted_reason"] = preempted[0] if preempted else None
+            figures["standing_ended_otherwise"] = dict(Counter(
+                r for r in reasons if not r.startswith("preempted by")))
         except ViewError as exc:
             figures["police_refused"] = f"{exc.code}: {exc.message}"
         finally:

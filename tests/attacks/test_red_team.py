@@ -252,6 +252,11 @@ async def test_2_a_full_agent_gives_a_standing_slot_to_a_police_incident_within_
             assert youngest.report.ended_reason.startswith(f"preempted by incident {incident_id}")
             assert police.report.session_id in youngest.report.ended_reason
             assert not any(v.ended.is_set() for v in standing[:-1])
+            async with aiohttp.ClientSession(_console(core)) as http, http.get(  # a tile's poll
+                    f"/api/sessions/{youngest.report.session_id}",
+                    headers={"Authorization": f"Bearer {tokens['gangnam-op']}"}) as response:
+                state = await response.json()
+            assert (state["active"], state["reason"]) == (False, youngest.report.ended_reason)
             assert set(agent.sessions) == {*(v.report.session_id for v in standing[:-1]),
                                            police.report.session_id}
         finally:
