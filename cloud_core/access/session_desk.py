@@ -122,7 +122,8 @@ class SessionDesk:
         """End a standing-access session on the camera's full agent for emergency session
         ``session_id``, on the record first; False when there is none to end."""
         victim = preemption_victim(self._registry.open_sessions(),
-                                   district_id=camera.district_id, skip=preempted)
+                                   district_id=camera.district_id,
+                                   skip={*preempted, *self._sweeper.revoking})
         if victim is None:
             log.warning("agent full, no standing session to preempt", district=camera.district_id,
                         session=session_id)
