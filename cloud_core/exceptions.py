@@ -10,7 +10,7 @@
     ├── PolicyError              the policy file is invalid (path, problem)
     ├── AccessDenied             a decision said no (reason)
     ├── Unauthenticated          no valid operator token (reason)
-    ├── SignInThrottled          too many failed sign-ins from a source (reason, retry_after)
+    ├── SignInThrottled          too many failed sign-ins from a source or for an operator (reason, retry_after, per)
     ├── IncidentNotFound         no such incident, or not visible to the caller (incident_id)
     ├── InvalidRequest           a malformed request (problem)
     ├── GrantError               a grant could not be signed or loaded
@@ -132,11 +132,14 @@ class Unauthenticated(CoreError):
 
 
 class SignInThrottled(CoreError):
-    """Too many failed sign-ins from this source: gRPC RESOURCE_EXHAUSTED, HTTP 429."""
+    """Too many failed sign-ins from this source, or naming this operator from any address:
+    gRPC RESOURCE_EXHAUSTED, HTTP 429."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, *, per: str = "address") -> None:
         self.retry_after = retry_after
-        self.reason = (f"too many failed sign-ins from this address; try again in "
+        self.per = per
+        whose = "from this address" if per == "address" else "naming this operator"
+        self.reason = (f"too many failed sign-ins {whose}; try again in "
                        f"{max(1, round(retry_after))} s")
         super().__init__(self.reason)
 

@@ -16,17 +16,21 @@ computed at scrape time on the registry's reader connection, off the event loop.
     safetynet_core_event_loop_lag_seconds            how late the loop runs a timer, histogram
     safetynet_core_event_loop_lag_max_seconds        the worst lag in the last window
     safetynet_core_console_streams                   console change streams (SSE) connected
+    safetynet_core_sign_in_failures_total{key}       wrong tokens, counted per source address and
+                                                     per operator the token names (the alert count)
+    safetynet_core_sign_in_throttled_total{key}      attempts refused while that key had to wait
+    safetynet_core_sessions_preempted_total          standing sessions ended for an emergency's slot
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -61,6 +65,11 @@ class CoreMetrics:
         self.console_streams = Gauge(
             "safetynet_core_console_streams", "Console change streams connected", registry=r)
 
+    def watch_access(self, access: AccessCounts) -> None:
+        """Scrape-time counters of failed and throttled sign-ins (by key kind) and of
+        preempted sessions."""
+        self.registry.register(_AccessCollector(access))
+
     def watch_registry(self, cameras_by_state: Callable[[], dict[str, int]],
                        sessions_open: Callable[[], int]) -> None:
         """Scrape-time gauges read from the registry (called in the scraping thread)."""
@@ -89,6 +98,39 @@ class _RegistryCollector(Collector):
         yield cameras
         yield GaugeMetricFamily("safetynet_core_sessions_open", "Viewing sessions open",
                                 value=self._sessions_open())
+
+
+class AccessCounts(Protocol):
+    """What ``AccessService`` counts for alerts."""
+
+    @property
+    def sign_in_failures(self) -> Mapping[str, int]: ...
+    @property
+    def sign_in_throttled(self) -> Mapping[str, int]: ...
+    @property
+    def sessions_preempted(self) -> int: ...
+
+
+class _AccessCollector(Collector):
+    def __init__(self, access: AccessCounts) -> None:
+        self._access = access
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        for name, help_text, counts in (
+                ("safetynet_core_sign_in_failures", "Failed sign-ins",
+                 self._access.sign_in_failures),
+                ("safetynet_core_sign_in_throttled", "Sign-ins refused while throttled",
+                 self._access.sign_in_throttled)):
+            family = CounterMetricFamily(name, help_text, labels=["key"])
+            for key in ("source", "operator"):
+                family.add_metric([key], counts.get(key, 0))
+            yield family
+        yield CounterMetricFamily("safetynet_core_sessions_preempted",
+                                  "Standing sessions preempted by emergencies",
+                                  value=self._access.sessions_preempted)
 
 
 class GrpcTimer(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

@@ -3,6 +3,12 @@
 A token is random (256 bits), shown once when the operator is created and stored only as its
 SHA-256 hash: a stolen database holds no usable token. Authentication looks the hash up, so
 every call sees a disabled operator at once.
+
+A token names the operator it claims to be, ``snt_<operator id>.<secret>``, so that failed
+sign-ins against one operator are counted and throttled whatever address they come from
+(``cloud_core.sign_in_throttle``); the name is a claim, never a credential: only the whole
+token's hash is looked up, and a token whose row names another operator is refused. Tokens of
+the older form ``snt_<secret>`` still work (they are only throttled per address).
 """
 
 from __future__ import annotations
@@ -20,6 +26,19 @@ from cloud_core.policy import Operator, Policy, Role
 from protos.topics import check_id
 
 TOKEN_PREFIX = "snt_"
+
+
+def claimed_operator(token: str) -> str | None:
+    """The operator id a token names (``snt_<id>.<secret>``), or None (older form, garbage)."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    operator_id, dot, secret = token[len(TOKEN_PREFIX):].rpartition(".")
+    if not dot or not secret:
+        return None
+    try:
+        return check_id(operator_id, "operator")
+    except ValueError:
+        return None
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operators (
@@ -59,7 +78,7 @@ class OperatorStore:
             known = ", ".join(sorted(policy.agencies)) + ", district:<district id>"
             raise ValueError(f"unknown agency {agency!r}; agencies are: {known}")
         operator = Operator(operator_id, name or operator_id, agency, Role(role))
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = f"{TOKEN_PREFIX}{operator.operator_id}.{secrets.token_urlsafe(32)}"
         try:
             self._db.execute(
                 "INSERT INTO operators (operator_id, name, agency, role, enabled, token_hash, created_at) "
@@ -113,6 +132,9 @@ class OperatorStore:
                 "SELECT operator_id, name, agency, role, enabled FROM operators WHERE token_hash=?",
                 [token_hash(token)]).fetchone()
             operator = _operator(row) if row is not None and row[4] else None
+            claimed = claimed_operator(token)
+            if operator is not None and claimed not in (None, operator.operator_id):
+                operator = None  # a token naming someone else is not this operator's
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[token] = (now + AUTH_CACHE_SECONDS, operator)

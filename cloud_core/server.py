@@ -174,6 +174,7 @@ class CoreServer:
         self.access = AccessService(
             registry=registry, operators=OperatorStore(registry.db), incidents=incidents,
             policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
+        self.metrics.watch_access(self.access)
         self.evidence = EvidenceCustody(self.access, self.relay, registry.db,
                                         timeout=self.config.answer_timeout_seconds)
         return self.access

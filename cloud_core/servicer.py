@@ -273,6 +273,15 @@ class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):  # 
             await self._access.close_session(self.caller(context), request.session_id)
         return core_pb2.CloseSessionResponse()
 
+    async def GetSession(self, request: core_pb2.GetSessionRequest,
+                         context: Context) -> core_pb2.SessionStatus:
+        async with translated_errors(context):
+            state = self._access.session_state(self.caller(context), request.session_id)
+        status = core_pb2.SessionStatus(session_id=state.session_id, camera_id=state.camera_id,
+                                        active=state.active, reason=state.reason)
+        status.expires_at.FromDatetime(state.expires_at)
+        return status
+
 
 class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  # type: ignore[misc]
     async def Report(self, request: core_pb2.ReportIncidentRequest,

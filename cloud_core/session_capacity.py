@@ -1,26 +1,28 @@
-"""Fair shares of the agents' viewer slots: per-operator and per-agency caps on open sessions.
+"""Fair shares of the agents' viewer slots, and emergency priority when an agent is full.
 
-An agent serves at most 256 viewers (``edge_agent.agent.MAX_SESSIONS``). Without caps one
-district operator could hold every slot with standing-access sessions and keep the police out.
-So the core refuses a new session when the operator already holds ``per_operator`` open
-sessions, or when standing-access sessions of the operator's agency already hold
-``standing_per_agency`` slots on that district's agent. Incident and break-glass sessions are
-not held to the agency cap: emergencies come first. The refusal is a recorded denial like any
-other (``AccessService.open_session``).
+An agent serves at most ``max_sessions`` viewers (its config, 256 by default). Without caps one
+district operator could hold every slot with standing-access sessions and keep the police out
+(issue 12, finding 2). So the core refuses a new session when the operator already holds
+``per_operator`` open sessions, or when standing-access sessions of the operator's agency
+already hold ``standing_per_agency`` slots on that district's agent; both caps come from the
+policy file's ``[session_caps]`` (``cloud_core.policy.SessionCaps``). Incident and break-glass
+sessions are not held to the agency cap: emergencies come first. The refusal is a recorded
+denial like any other (``AccessService.open_session``).
+
+When the agent itself is full (it refuses the offer with ``SIGNAL_ERROR_CAPACITY``), an
+incident or break-glass session preempts a standing-access one: :func:`preemption_victim`
+picks the youngest standing-access session on that district's agent, the session desk ends it
+with :func:`preemption_reason` (the reason its viewer sees) and offers again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
 
-from cloud_core.policy import Basis
+from cloud_core.policy import Basis, SessionCaps
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionCaps:
-    per_operator: int = 16
-    standing_per_agency: int = 64
+PREEMPTING_BASES = frozenset({Basis.INCIDENT, Basis.BREAK_GLASS})
+"""Sessions on these bases take a full agent's slot from a standing-access session."""
 
 
 def capacity_refusal(open_sessions: Iterable[Mapping[str, object]], *, operator_id: str,
@@ -42,3 +44,23 @@ def capacity_refusal(open_sessions: Iterable[Mapping[str, object]], *, operator_
                 f"district {district_id}; at most {caps.standing_per_agency}, so that incident "
                 "sessions always find room")
     return None
+
+
+def preemption_victim(open_sessions: Iterable[Mapping[str, object]], *, district_id: str,
+                      skip: Collection[str] = ()) -> dict[str, object] | None:
+    """The standing-access session a full agent of ``district_id`` gives up for an emergency:
+    the youngest (the least watched so far; a control centre's long-standing wall stays), or
+    None when the agent's slots hold no standing-access session (then the emergency waits)."""
+    standing = [dict(row) for row in open_sessions
+                if row["district_id"] == district_id and row["basis"] == Basis.DISTRICT_OWN.value
+                and row["session_id"] not in skip]
+    if not standing:
+        return None
+    return max(standing, key=lambda row: (str(row["opened_at"]), str(row["session_id"])))
+
+
+def preemption_reason(*, incident_id: str, breakglass_id: str, session_id: str) -> str:
+    """What the preempted session's viewer is told (tile, CLI viewer, audit record)."""
+    cause = f"incident {incident_id}" if incident_id else f"break-glass {breakglass_id}"
+    return (f"preempted by {cause}: the district agent was full and emergency session "
+            f"{session_id} needed a viewer slot")

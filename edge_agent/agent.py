@@ -45,8 +45,6 @@ from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
 
-MAX_SESSIONS = 256
-
 
 class EdgeAgent:
     def __init__(self, config: AgentConfig) -> None:
@@ -277,11 +275,17 @@ class EdgeAgent:
 
     async def open_local_session(self, view: LocalView, sdp_offer: str) -> str:
         """Serve a view ``LocalAccess`` allowed (local mode): same feed and session as the core's."""
-        if len(self.sessions) >= MAX_SESSIONS:
-            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAPACITY,
-                                f"the agent already serves {MAX_SESSIONS} sessions")
+        self._check_capacity()
         return await self._start_session(view.session_id, view.camera_id, sdp_offer,
                                          view.expires_at)
+
+    def _check_capacity(self) -> None:
+        """OfferRejected(CAPACITY) while every viewer slot is taken; the core then frees one for
+        an emergency by closing a standing-access session (``cloud_core.session_capacity``)."""
+        if len(self.sessions) >= self.config.max_sessions:
+            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAPACITY,
+                                f"the agent already serves {self.config.max_sessions} sessions "
+                                "(all its viewer slots)")
 
     async def _close_local_session(self, session_id: str, reason: str) -> None:
         session = self.sessions.get(session_id)
@@ -297,8 +301,7 @@ class EdgeAgent:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_BAD_OFFER, "the offer has no session id")
         if offer.session_id in self.sessions:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_BAD_OFFER, f"session {offer.session_id!r} is already open")
-        if len(self.sessions) >= MAX_SESSIONS:
-            raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAPACITY, f"the agent already serves {MAX_SESSIONS} sessions")
+        self._check_capacity()
         if self.grants is None:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
                                 "this agent has no core public key configured "

@@ -9,6 +9,7 @@
     heartbeat_seconds = 30
     idle_close_seconds = 10       # keep a camera open this long after its last viewer leaves
     session_max_seconds = 259200  # hard cap on any session (72 h), whatever its grant says
+    max_sessions = 256            # viewer slots; when full an incident preempts a standing view
 
     [broker]
     host = "127.0.0.1"
@@ -59,6 +60,11 @@ from edge_agent.local_settings import LocalSettings
 from protos.topics import check_id
 from runtime.mqtt_link import BrokerSettings
 from runtime.webrtc import WebRtcSettings
+
+DEFAULT_MAX_SESSIONS = 256
+"""Viewer slots of one agent (``[agent] max_sessions``); when all are taken an incident session
+preempts a standing-access one (the core decides which: ``cloud_core.session_capacity``)."""
+MAX_MAX_SESSIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class AgentConfig:
     heartbeat_seconds: float = 30.0
     idle_close_seconds: float = 10.0
     session_max_seconds: float = 259200.0
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     grant_public_key: Path | None = None
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     core_address: str | None = None
@@ -188,6 +195,7 @@ class AgentConfig:
             heartbeat_seconds=_positive(agent, "heartbeat_seconds", 30.0),
             idle_close_seconds=_positive(agent, "idle_close_seconds", 10.0, allow_zero=True),
             session_max_seconds=_positive(agent, "session_max_seconds", 259200.0),
+            max_sessions=_max_sessions(agent),
             grant_public_key=(base / public_key).resolve() if public_key else None,
             rtsp=RtspSettings.from_mapping(_table(data, "rtsp", required=False)),
             core_address=_str(core, "core.address") if "address" in core else None,
@@ -226,6 +234,15 @@ def _str(table: dict[str, Any], dotted: str) -> str:
     value = table.get(dotted.rsplit(".", 1)[-1])
     if not isinstance(value, str) or not value:
         raise ValueError(f"{dotted} must be a non-empty string")
+    return value
+
+
+def _max_sessions(agent: dict[str, Any]) -> int:
+    value = agent.get("max_sessions", DEFAULT_MAX_SESSIONS)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"agent.max_sessions must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_MAX_SESSIONS:
+        raise ValueError(f"agent.max_sessions must be 1..{MAX_MAX_SESSIONS}, got {value!r}")
     return value
 
 

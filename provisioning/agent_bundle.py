@@ -36,12 +36,15 @@ from typing import Any
 
 from provisioning.atomic_write import write_private, write_public
 from provisioning.exceptions import BundleError
+from provisioning.service_units import (
+    AGENT_UNIT,
+    DEFAULT_USER,
+    agent_unit_text,
+)
 
 FORMAT = 1
 MANIFEST = "MANIFEST.json"
-UNIT_NAME = "safetynet-agent.service"
-DEFAULT_EXECUTABLE = "/opt/safetynet/.venv/bin/safetynet"
-DEFAULT_USER = "safetynet"
+UNIT_NAME = AGENT_UNIT
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 
 #: Every file of a bundle and its mode; nothing else is read from a bundle or installed.
@@ -120,31 +123,9 @@ def agent_config_text(district_id: str, district_name: str, *, city_name: str, b
 
 def systemd_unit_text(district_id: str, *, config: Path, state_dir: Path, executable: str,
                       user: str = DEFAULT_USER) -> str:
-    return "\n".join([
-        "[Unit]",
-        f"Description=Safety Net edge agent (district {district_id})",
-        "Documentation=https://github.com/safetynet/safetynet/blob/main/docs/district-install.md",
-        "Wants=network-online.target",
-        "After=network-online.target",
-        "",
-        "[Service]",
-        "Type=simple",
-        f"User={user}",
-        f"Group={user}",
-        f"ExecStart={executable} agent --config {config}",
-        f"WorkingDirectory={state_dir}",
-        "Restart=always",
-        "RestartSec=5",
-        "NoNewPrivileges=true",
-        "ProtectSystem=strict",
-        "ProtectHome=true",
-        "PrivateTmp=true",
-        f"ReadWritePaths={state_dir}",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ])
+    """The agent's unit (``provisioning.service_units``: restarts on failure)."""
+    return agent_unit_text(district_id, config=config, state_dir=state_dir,
+                           executable=executable, user=user)
 
 
 def install_text(district_id: str) -> str:

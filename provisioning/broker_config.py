@@ -8,6 +8,8 @@
     acl              default deny; the core reads every district's reports and writes any
                      district's signalling; each agent only its own district, in its direction
     crl.pem          revoked agent certificates (`provision district revoke`)
+    safetynet-broker.service  the systemd unit: Mosquitto with safetynet.conf, restarts on
+                     failure, reload = SIGHUP (provisioning/service_units.py)
     ca.crt, server.crt, server.key (0600)
 
 ACL design: an agent's identity is ``agent:<district>`` (certificate CN), which does not map
@@ -46,6 +48,7 @@ from provisioning.certificate_authority import (
     server_names,
 )
 from provisioning.city import BrokerFiles, City, DistrictRecord
+from provisioning.service_units import BROKER_UNIT, broker_unit_text
 
 CONFIG_NAME = "safetynet.conf"
 
@@ -130,7 +133,8 @@ def mosquitto_config_text(city_name: str, *, install_dir: Path, port: int, bind:
         "# `safetynet provision broker`. TLS only: there is no plain listener. Every client needs",
         "# a certificate from the city CA; its subject CN is its user name and client id.",
         "# After `safetynet provision district add|revoke` rewrites acl and crl.pem, reload:",
-        "#   systemctl reload mosquitto     (sends SIGHUP: re-reads the ACL and the CRL)",
+        "#   systemctl reload safetynet-broker   (the unit written beside this file; it sends",
+        "#   SIGHUP: Mosquitto re-reads the ACL and the CRL; restarts on failure)",
         "allow_anonymous false",
         f"acl_file {where / ACL_NAME}",
         "",
@@ -191,6 +195,8 @@ def write_broker_files(city: City, out_dir: Path, *, port: int = 8883, bind: str
     config = out_dir / CONFIG_NAME
     write_public(config, mosquitto_config_text(settings.name, install_dir=install, port=port,
                                                bind=bind))
+    write_public(out_dir / BROKER_UNIT,
+                 broker_unit_text(settings.name, config=install / CONFIG_NAME))
     files = BrokerFiles(out_dir=str(out_dir), install_dir=str(install), port=port, bind=bind)
     city.save_settings(replace(settings, broker_files=files))
     districts = refresh_access_files(city)

@@ -10,6 +10,8 @@ it on an offline or well-guarded machine and back it up.
       ca/ca.key                 0600
       ca/crl.pem, ca/revoked.json
       core/core.toml            a core config using the files below
+      core/safetynet-core.service  its systemd unit (restarts on failure; for the core folder
+                                in /var/lib/safetynet/core: provisioning/service_units.py)
       core/tls/ca.crt, server.crt, server.key (0600)            gRPC over TLS
       core/tls/mqtt-client.crt, mqtt-client.key (0600)          the core's MQTT identity
       core/grant-signing.key (0600), core/grant-signing.pub     Ed25519, signs session grants
@@ -41,6 +43,7 @@ from provisioning.certificate_authority import (
     private_key_pem,
 )
 from provisioning.exceptions import CityError, DistrictError
+from provisioning.service_units import CORE_UNIT, core_unit_text
 from runtime.camera_inventory import read_inventory
 from runtime.exceptions import KeyFileError
 from runtime.signing_keys import load_or_create_signing_key, write_public_key
@@ -268,6 +271,7 @@ def init_city(root: Path, *, city_name: str, server_names: Sequence[str] = (),
 
     write_public(city.core_dir / "core.toml", core_config_text(
         city_name, listen=f"0.0.0.0:{core_port}", broker_host=broker_host, broker_port=broker_port))
+    write_public(city.core_dir / CORE_UNIT, core_unit_text(city_name))
     city.save_settings(CitySettings(
         name=city_name, broker_host=broker_host, broker_port=broker_port,
         core_address=f"{core_host}:{core_port}", created_at=now.isoformat(timespec="seconds")))

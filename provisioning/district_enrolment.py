@@ -14,7 +14,6 @@ from typing import Any
 from cryptography import x509
 
 from provisioning.agent_bundle import (
-    DEFAULT_EXECUTABLE,
     UNIT_NAME,
     BuiltBundle,
     agent_config_text,
@@ -35,6 +34,7 @@ from provisioning.certificate_authority import (
 from provisioning.city import City, DistrictRecord, check_district_id
 from provisioning.exceptions import DistrictError, InventoryRejected
 from provisioning.local_operators import LOCAL_OPERATORS
+from provisioning.service_units import DEFAULT_EXECUTABLE
 from runtime.camera_inventory import Progress, inventory_csv, read_inventory
 
 RENEW_BEFORE = timedelta(days=30)

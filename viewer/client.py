@@ -1,12 +1,15 @@
 """Watch one camera: offer H.264 receive-only, let the core relay it, decode what arrives.
 
 Reports what an operator would care about: how long from asking (the OpenSession call) to the
-first decoded frame, how many frames, what resolution.
+first decoded frame, how many frames, what resolution, and, when the session ends under it (an
+incident preempted it, its grant ended), why: the viewer asks the core (``GetSession``) as soon
+as its media stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +52,7 @@ class ViewReport:
     seconds: float = 0.0
     snapshot: str | None = None
     expires_at: str = ""
+    ended_reason: str = ""        # why the session ended under the viewer ("preempted by …")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +101,8 @@ class CameraViewer:
         self._frames_wanted: asyncio.Event = asyncio.Event()
         self._target_frames = 0
         self._closed = False
+        self.ended = asyncio.Event()
+        """Set when the session ended under the viewer; ``report.ended_reason`` says why."""
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -148,6 +154,8 @@ class CameraViewer:
             try:
                 frame = await track.recv()
             except MediaStreamError:
+                if not self._closed:
+                    await self._learn_why_it_ended()
                 return
             assert isinstance(frame, av.VideoFrame)
             self.report.frames += 1
@@ -159,6 +167,29 @@ class CameraViewer:
             self.last_image = frame
             if self._target_frames and self.report.frames >= self._target_frames:
                 self._frames_wanted.set()
+
+    async def _learn_why_it_ended(self) -> None:
+        """The agent stopped the media: ask the core why (it records the end just after the
+        agent's close, so a few quick asks), then set ``ended``."""
+        reason = "the media stopped"
+        if self._channel is not None and self.report.session_id:
+            stub = core_pb2_grpc.SessionServiceStub(self._channel)
+            request = core_pb2.GetSessionRequest(session_id=self.report.session_id)
+            for pause in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+                try:
+                    status = await stub.GetSession(request, metadata=call_metadata(self._token),
+                                                   timeout=5)
+                except grpc.aio.AioRpcError as exc:
+                    log.info("session end not learnt", session=self.report.session_id,
+                             code=exc.code().name, details=exc.details())
+                    break
+                if not status.active:
+                    reason = status.reason or "ended"
+                    break
+                await asyncio.sleep(pause)  # a remote record, not a local event: ask again
+        self.report.ended_reason = reason
+        log.info("session ended", session=self.report.session_id, reason=reason)
+        self.ended.set()
 
     async def _report_first_frame(self) -> None:
         """Tell the core (golden time: report → grant → first frame, recorded there)."""
@@ -230,7 +261,9 @@ async def watch(core_address: str, camera_id: str, *, seconds: float, webrtc: We
                 await viewer.first_frame.wait()
         except TimeoutError as exc:
             raise ViewError("NO_VIDEO", f"no frame decoded within {first_frame_timeout:g} s") from exc
-        await asyncio.sleep(max(0.0, seconds))  # watching for a while is the point here
+        with contextlib.suppress(TimeoutError):  # watching for a while is the point here
+            async with asyncio.timeout(max(0.0, seconds)):
+                await viewer.ended.wait()
         if snapshot is not None:
             viewer.save_snapshot(snapshot)
         viewer.report.seconds = round(time.perf_counter() - started, 3)

@@ -60,6 +60,11 @@ class GrantSweeper:
         await asyncio.gather(*(self.revoke(record, reason) for record, reason in ending))
         return [str(record["session_id"]) for record, _ in ending]
 
+    @property
+    def revoking(self) -> frozenset[str]:
+        """Sessions being ended right now (a second emergency must not pick the same one)."""
+        return frozenset(self._revoking)
+
     async def revoke(self, record: dict[str, object], reason: str,
                      by: Operator | None = None) -> None:
         """Record the revocation, close the session at its agent, mark it ended."""

@@ -8,7 +8,7 @@ it is; it decides nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from cloud_core import field_limits as limits
@@ -30,10 +30,10 @@ from cloud_core.grants import GrantSigner
 from cloud_core.incident_events import IncidentEvents
 from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import IncidentStore, StoredIncident
-from cloud_core.operators import OperatorStore
+from cloud_core.operators import OperatorStore, claimed_operator
 from cloud_core.policy import BreakGlass, Policy, Role
 from cloud_core.registry import CameraRecord, Registry
-from cloud_core.session_capacity import SessionCaps, capacity_refusal
+from cloud_core.session_capacity import capacity_refusal
 from cloud_core.sessions import OpenedSession, SessionBroker
 from cloud_core.sign_in_throttle import SignInThrottle, source_key
 from cloud_core.status_ingest import AGENT_OFFLINE
@@ -62,7 +62,6 @@ class AccessService:
         self.sessions = sessions
         self._clock = clock
         self.sign_in = SignInThrottle()
-        self.session_caps = SessionCaps()
         self.events = IncidentEvents()
         self.golden_time = GoldenTimeStore(registry.db)
         self._recorder = AuditRecorder(audit)
@@ -87,20 +86,39 @@ class AccessService:
                                                 recorder=self._recorder, sweeper=self._sweeper,
                                                 clock=clock)
 
+    # --- alert counts (``cloud_core.metrics``) -------------------------------------------------
+
+    @property
+    def sign_in_failures(self) -> Mapping[str, int]:
+        """Wrong tokens, counted per source address and per operator the token names."""
+        return self.sign_in.failures
+
+    @property
+    def sign_in_throttled(self) -> Mapping[str, int]:
+        """Sign-ins refused while their source or operator had to wait."""
+        return self.sign_in.throttled
+
+    @property
+    def sessions_preempted(self) -> int:
+        """Standing-access sessions ended to give an emergency session a full agent's slot."""
+        return self._session_desk.preempted_total
+
     # --- identity and cameras -----------------------------------------------------------------
 
     def authenticate(self, token: str, source_address: str = "") -> Caller:
         """The caller holding ``token``; raises Unauthenticated, or SignInThrottled while the
-        source must wait after failed sign-ins (``cloud_core.sign_in_throttle``)."""
+        source, or the operator the token names, must wait after failed sign-ins
+        (``cloud_core.sign_in_throttle``)."""
         source = source_key(source_address)
-        self.sign_in.check(source)
+        claimed = claimed_operator(token)
+        self.sign_in.check(source, claimed)
         try:
             operator = self.operators.authenticate(token)
         except Unauthenticated:
             if token:
-                self.sign_in.failed(source)
+                self.sign_in.failed(source, claimed)
             raise
-        self.sign_in.succeeded(source)
+        self.sign_in.succeeded(source, operator.operator_id)
         return Caller(operator, source_address)
 
     def list_cameras(self, caller: Caller, *, district_id: str = "", status: str = "",
@@ -258,7 +276,8 @@ class AccessService:
             refusal = capacity_refusal(
                 self.registry.open_sessions(), operator_id=caller.operator.operator_id,
                 agency=caller.operator.agency, district_id=camera.district_id,
-                standing=not incident_id and not breakglass_id, caps=self.session_caps)
+                standing=not incident_id and not breakglass_id,
+                caps=self.policy.session_caps)
             if refusal is not None:
                 await self._recorder.refuse(caller, AuditAction.ACCESS_DENY, refusal,
                                             incident_id=incident_id or None)
@@ -288,6 +307,7 @@ class AccessService:
 
     def session_state(self, caller: Caller, session_id: str) -> SessionState:
         """Whether the caller's session is still active, and if not why it ended."""
+        check_text("session_id", session_id, limits.ID)
         return self._session_desk.state(caller, session_id)
 
     async def revoke_session(self, caller: Caller, session_id: str, reason: str) -> None:

@@ -2,6 +2,11 @@
 
 The order of ``open`` is the design's fail-closed order: the decision is written to the audit log
 before a grant is signed or anything is relayed to an agent.
+
+Emergency priority: when the camera's agent refuses an incident or break-glass session because
+its viewer slots are all taken, the desk records a ``session.preempt`` naming both sessions,
+ends the youngest standing-access session on that agent (its viewer is told "preempted by
+incident …") and offers again, a few times at most (``cloud_core.session_capacity``).
 """
 
 from __future__ import annotations
@@ -10,19 +15,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import structlog
+
 from cloud_core.access import denials
 from cloud_core.access.caller import Caller
 from cloud_core.access.grant_sweeper import GrantSweeper
 from cloud_core.access.recorder import AuditRecorder
 from cloud_core.audit import AuditAction, AuditEntry, AuditOutcome
-from cloud_core.exceptions import AccessDenied, CameraNotFound, InvalidRequest, SessionNotFound
+from cloud_core.exceptions import (
+    AccessDenied,
+    CameraNotFound,
+    InvalidRequest,
+    SessionNotFound,
+    SessionRejected,
+)
 from cloud_core.grants import GrantSigner
 from cloud_core.incidents import IncidentStore
 from cloud_core.policy import CameraPlace, Decision, Incident, Policy, Role, decide_view
 from cloud_core.registry import CameraRecord, Registry
+from cloud_core.session_capacity import PREEMPTING_BASES, preemption_reason, preemption_victim
 from cloud_core.sessions import InvalidOffer, OpenedSession, SessionBroker, check_offer
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.grant import GrantClaimsData
+
+log = structlog.get_logger(__name__)
+
+MAX_PREEMPTIONS = 3
+"""Standing sessions one emergency offer may end before it gives up (another standing
+session may take a freed slot between the close and the new offer)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ class SessionDesk:
         self._recorder = recorder
         self._sweeper = sweeper
         self._clock = clock
+        self.preempted_total = 0
 
     async def open(self, caller: Caller, camera_id: str, sdp_offer: str, *,
                    incident_id: str = "", breakglass_id: str = "") -> OpenedSession:
@@ -73,19 +94,64 @@ class SessionDesk:
             operator_id=operator.operator_id, agency=operator.agency,
             incident_id=decision.incident_id or "", purpose=decision.purpose,
             not_before=now, expires_at=decision.expires_at))
-        try:
-            opened = await self._sessions.open(
-                camera.camera_id, sdp_offer, expires_at=decision.expires_at, grant=grant,
-                session_id=session_id,
-                record={"operator_id": operator.operator_id, "agency": operator.agency,
-                        "incident_id": decision.incident_id or "",
-                        "breakglass_id": decision.breakglass_id or "",
-                        "basis": decision.basis.value})
-        except CameraNotFound as exc:  # vanished between decision and relay
-            raise AccessDenied(public_reason) from exc
+        record = {"operator_id": operator.operator_id, "agency": operator.agency,
+                  "incident_id": decision.incident_id or "",
+                  "breakglass_id": decision.breakglass_id or "", "basis": decision.basis.value}
+        preempted: list[str] = []
+        while True:
+            try:
+                opened = await self._sessions.open(
+                    camera.camera_id, sdp_offer, expires_at=decision.expires_at, grant=grant,
+                    session_id=session_id, record=record)
+                break
+            except CameraNotFound as exc:  # vanished between decision and relay
+                raise AccessDenied(public_reason) from exc
+            except SessionRejected as exc:
+                if (exc.code != mqtt_pb2.SIGNAL_ERROR_CAPACITY
+                        or decision.basis not in PREEMPTING_BASES
+                        or len(preempted) >= MAX_PREEMPTIONS
+                        or not await self._preempt(caller, camera, decision, session_id,
+                                                   preempted)):
+                    raise
         await self._recorder.record(
             _opened_entry(caller, camera, decision, now, session_id, opened))
         return opened
+
+    async def _preempt(self, caller: Caller, camera: CameraRecord, decision: Decision,
+                       session_id: str, preempted: list[str]) -> bool:
+        """End a standing-access session on the camera's full agent for emergency session
+        ``session_id``, on the record first; False when there is none to end."""
+        victim = preemption_victim(self._registry.open_sessions(),
+                                   district_id=camera.district_id,
+                                   skip={*preempted, *self._sweeper.revoking})
+        if victim is None:
+            log.warning("agent full, no standing session to preempt", district=camera.district_id,
+                        session=session_id)
+            return False
+        victim_id = str(victim["session_id"])
+        preempted.append(victim_id)
+        reason = preemption_reason(incident_id=decision.incident_id or "",
+                                   breakglass_id=decision.breakglass_id or "",
+                                   session_id=session_id)
+        operator = caller.operator
+        await self._recorder.record(AuditEntry(
+            action=AuditAction.SESSION_PREEMPT, operator_id=operator.operator_id,
+            agency=operator.agency, source_address=caller.source_address or None,
+            camera_ids=tuple(dict.fromkeys((camera.camera_id, str(victim["camera_id"])))),
+            incident_id=decision.incident_id, purpose=decision.purpose,
+            legal_basis=decision.legal_basis, reason=reason,
+            details={"session_id": session_id, "preempted_session_id": victim_id,
+                     "preempted_operator": str(victim["operator_id"]),
+                     "preempted_agency": str(victim["agency"]),
+                     "preempted_camera_id": str(victim["camera_id"]),
+                     "district_id": camera.district_id, "basis": decision.basis.value,
+                     **({"breakglass_id": decision.breakglass_id}
+                        if decision.breakglass_id else {})}))
+        log.info("standing session preempted", district=camera.district_id,
+                 session=session_id, preempted=victim_id)
+        self.preempted_total += 1
+        await self._sweeper.revoke(victim, reason)
+        return True
 
     async def close(self, caller: Caller, session_id: str) -> None:
         """The viewer ends its own session (or a supervisor one of the agency's)."""

@@ -20,7 +20,8 @@ every :class:`Decision`; this package does not.
 The package, one job a module:
 
 * ``model`` — the nouns: ``Operator``, ``Role``, ``CameraPlace``, ``Incident``, ``BreakGlass``;
-* ``rules`` — what the file sets: ``Policy``, ``ServicePolicy``, standing access, break-glass rules;
+* ``rules`` — what the file sets: ``Policy``, ``ServicePolicy``, standing access, break-glass rules,
+  session caps;
 * ``decision`` — ``decide_view``, ``start_break_glass`` and their ``Decision``;
 * ``loader`` — ``load_policy``/``parse_policy``: TOML in, a validated ``Policy`` out.
 """
@@ -54,6 +55,7 @@ from cloud_core.policy.rules import (
     EvidenceRules,
     Policy,
     ServicePolicy,
+    SessionCaps,
     StandingAccess,
     service_radius,
 )
@@ -76,6 +78,7 @@ __all__ = [
     "Policy",
     "Role",
     "ServicePolicy",
+    "SessionCaps",
     "StandingAccess",
     "TrailPoint",
     "decide_view",

@@ -28,6 +28,7 @@ from cloud_core.policy.rules import (
     EvidenceRules,
     Policy,
     ServicePolicy,
+    SessionCaps,
     StandingAccess,
 )
 
@@ -35,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION: Final = 1
 MAX_FOLLOW_POSITIONS: Final = 100
+MAX_SESSION_CAP: Final = 10_000
+"""No cap above this: an agent serves a few hundred viewers (edge_agent ``max_sessions``)."""
 
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
@@ -209,6 +212,8 @@ class _PolicyReader:
         services = self._services(top.table("services"), agencies)
         refused = self._refused(top.table("refused_incident_types"), services)
         evidence = self._evidence(top.table("evidence")) if top.has("evidence") else EvidenceRules()
+        caps = (self._session_caps(top.table("session_caps")) if top.has("session_caps")
+                else SessionCaps())
         top.finish()
         return Policy(
             source=self._source,
@@ -218,7 +223,19 @@ class _PolicyReader:
             standing=standing,
             break_glass=break_glass,
             evidence=evidence,
+            session_caps=caps,
         )
+
+    def _session_caps(self, table: _Table) -> SessionCaps:
+        defaults = SessionCaps()
+        caps = SessionCaps(
+            per_operator=table.optional_integer("per_operator", defaults.per_operator,
+                                                minimum=1, maximum=MAX_SESSION_CAP),
+            standing_per_agency=table.optional_integer(
+                "standing_per_agency", defaults.standing_per_agency, minimum=1,
+                maximum=MAX_SESSION_CAP))
+        table.finish()
+        return caps
 
     def _evidence(self, table: _Table) -> EvidenceRules:
         roles = frozenset(Role(r) for r in table.names("roles")) if table.has("roles") else None

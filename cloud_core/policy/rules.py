@@ -93,6 +93,20 @@ class EvidenceRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SessionCaps:
+    """``[session_caps]``: fair shares of the agents' viewer slots (``cloud_core.session_capacity``).
+
+    ``per_operator``: open sessions one operator may hold at once, on any basis.
+    ``standing_per_agency``: standing-access sessions one agency (a district's own control
+    centre) may hold on its district's agent. Incident and break-glass sessions are not held to
+    the agency cap, and when an agent is full they preempt a standing-access session.
+    """
+
+    per_operator: int = 16
+    standing_per_agency: int = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """The validated policy file. Build it with :func:`load_policy` or :meth:`Policy.default`."""
 
@@ -103,6 +117,7 @@ class Policy:
     standing: StandingAccess
     break_glass: BreakGlassRules
     evidence: EvidenceRules = field(default_factory=lambda: EvidenceRules())
+    session_caps: SessionCaps = field(default_factory=lambda: SessionCaps())
 
     @classmethod
     def default(cls) -> Policy:

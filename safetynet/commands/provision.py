@@ -55,8 +55,8 @@ def _list_files(root: Path) -> None:
 
 def _broker_note(updated: bool) -> None:
     if updated:
-        print("broker ACL and CRL rewritten: reload mosquitto (systemctl reload mosquitto) "
-              "for them to take effect")
+        print("broker ACL and CRL rewritten: reload mosquitto (systemctl reload "
+              "safetynet-broker) for them to take effect")
     else:
         print("no broker files yet: run safetynet provision broker --out DIR")
 
@@ -255,6 +255,8 @@ def cmd_provision_broker(args: argparse.Namespace) -> int:
     _list_files(written.out_dir)
     print(f"broker certificate names: {', '.join(written.names)}")
     print(f"use: mosquitto -c {written.config}   (or copy it into /etc/mosquitto/conf.d/)")
+    print("or as a service that restarts on failure: copy safetynet-broker.service to "
+          "/etc/systemd/system/, then systemctl enable --now safetynet-broker")
     settings = city.settings()
     if args.port != settings.broker_port:
         print(f"note: agents are configured for port {settings.broker_port} "

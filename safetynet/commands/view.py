@@ -91,6 +91,8 @@ def cmd_view(args: argparse.Namespace) -> int:
                   f"{report.time_to_first_frame_ms:.0f} ms, {report.frames} frames of "
                   f"{report.width}x{report.height} in {report.seconds:.1f} s"
                   + (f", snapshot {report.snapshot}" if report.snapshot else ""))
+            if report.ended_reason:
+                print(f"session ended: {report.ended_reason}")
         return EXIT_OK
 
     return run_until_signalled(body)

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from cloud_core.access import AccessService, Caller
 from cloud_core.audit import GENESIS_HASH, AuditAction, AuditEntry, AuditLog, AuditRecord
-from cloud_core.exceptions import AccessDenied, AuditError, InvalidRequest
+from cloud_core.exceptions import AccessDenied, AuditError, InvalidRequest, SessionRejected
 from cloud_core.grants import GrantSigner
 from cloud_core.incidents import IncidentStore
 from cloud_core.operators import OperatorStore
@@ -58,10 +58,14 @@ class MemoryAuditLog(AuditLog):
 
 
 class ScriptedAgents(SignallingTransport):
-    """Every district's agent, in-process: answers each offer, confirms each close, keeps both."""
+    """Every district's agent, in-process: answers each offer, confirms each close, keeps both.
+    With ``slots`` set, an agent already holding that many sessions refuses with CAPACITY, as
+    a real full agent does."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, mqtt_pb2.SignalRequest]] = []
+        self.slots: int | None = None
+        self.open: dict[str, set[str]] = {}
 
     @property
     def pending(self) -> int:
@@ -70,9 +74,18 @@ class ScriptedAgents(SignallingTransport):
     async def request(self, district_id: str, request: mqtt_pb2.SignalRequest,
                       timeout: float) -> mqtt_pb2.SignalResponse:
         self.requests.append((district_id, request))
+        held = self.open.setdefault(district_id, set())
         if request.WhichOneof("body") == "offer":
+            if self.slots is not None and len(held) >= self.slots:
+                refused = mqtt_pb2.SignalResponse(request_id=request.request_id,
+                                                  session_id=request.offer.session_id)
+                refused.error.code = mqtt_pb2.SIGNAL_ERROR_CAPACITY
+                refused.error.message = f"the agent already serves {self.slots} sessions"
+                return refused
+            held.add(request.offer.session_id)
             return mqtt_pb2.SignalResponse(request_id=request.request_id,
                                            session_id=request.offer.session_id, sdp_answer=ANSWER)
+        held.discard(request.close.session_id)
         return mqtt_pb2.SignalResponse(request_id=request.request_id,
                                        session_id=request.close.session_id, closed=True)
 
@@ -281,3 +294,52 @@ async def test_break_glass_is_a_recorded_pair_and_stopping_it_ends_its_sessions(
                                             window.breakglass_id)
     assert again.value.problem == (f"break-glass {window.breakglass_id} does not exist or "
                                         f"is not yours")
+
+
+# Emergency priority ------------------------------------------------------------------------------
+
+
+async def test_a_break_glass_session_preempts_the_youngest_standing_session_of_a_full_agent(
+        world: World):
+    world.agents.slots = 2
+    centre = world.caller("lee", "district:gangnam")
+    older = await world.access.open_session(centre, "gangnam-001", OFFER)
+    younger = await world.access.open_session(centre, "gangnam-007", OFFER)
+    supervisor = world.caller("choi", "police-112", role="supervisor")
+    window = await world.access.start_break_glass(
+        supervisor, camera_ids=["gangnam-001"], district_ids=[],
+        reason="child missing near the station exit 4", minutes=10)
+
+    with capture_logs() as logs:
+        opened = await world.access.open_session(supervisor, "gangnam-001", OFFER,
+                                                 breakglass_id=window.breakglass_id)
+
+    assert _phases(logs, opened.session_id) == ["offering", "rejected", "offering", "open"]
+    assert world.agents.open["gangnam"] == {older.session_id, opened.session_id}
+    state = world.access.session_state(centre, younger.session_id)
+    assert not state.active
+    assert state.reason.startswith(f"preempted by break-glass {window.breakglass_id}")
+    assert world.access.session_state(centre, older.session_id).active
+    assert world.audit.actions()[-5:] == ["breakglass.start", "access.grant", "session.preempt",
+                                          "grant.revoke", "session.open"]
+    preempt = world.audit.entries[-3]
+    assert preempt.details["preempted_session_id"] == younger.session_id
+    assert preempt.details["session_id"] == opened.session_id
+    assert preempt.camera_ids == ("gangnam-001", "gangnam-007")
+    assert world.access.sessions_preempted == 1
+
+
+async def test_an_incident_never_preempts_another_incident_nor_a_standing_view_anything(
+        world: World):
+    world.agents.slots = 1
+    police = world.caller("kim", "police-112")
+    incident_id = await _robbery(world, police)
+    first = await world.access.open_session(police, "gangnam-001", OFFER, incident_id=incident_id)
+    centre = world.caller("lee", "district:gangnam")
+    for caller, incident in ((police, incident_id), (centre, "")):
+        with pytest.raises(SessionRejected) as refused:
+            await world.access.open_session(caller, "gangnam-001", OFFER, incident_id=incident)
+        assert refused.value.code == mqtt_pb2.SIGNAL_ERROR_CAPACITY
+    assert world.access.session_state(police, first.session_id).active
+    assert "session.preempt" not in world.audit.actions()
+    assert world.agents.kinds() == ["offer", "offer", "offer"]

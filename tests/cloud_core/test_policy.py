@@ -25,6 +25,7 @@ from cloud_core.policy import (
     Operator,
     Policy,
     Role,
+    SessionCaps,
     decide_view,
     distance_m,
     load_policy,
@@ -242,6 +243,35 @@ def test_bad_policy_file_names_file_key_and_problem(
     assert caught.value.path == str(bad)
     assert problem in caught.value.problem
     assert str(bad) in str(caught.value)
+
+
+@pytest.mark.parametrize(("new", "problem"), [
+    ("per_operator = 0", "session_caps.per_operator: must be at least 1, got 0"),
+    ("per_operator = 10001", "session_caps.per_operator: must be at most 10000, got 10001"),
+    ('per_operator = "16"', "session_caps.per_operator: must be an integer, not a string"),
+    ("per_operater = 16", "session_caps.per_operater: is not a known key"),
+])
+def test_bad_session_caps_name_the_field(tmp_path: Path, new: str, problem: str) -> None:
+    text = SHIPPED_POLICY.read_text(encoding="utf-8")
+    bad = tmp_path / "policy.toml"
+    bad.write_text(text.replace("per_operator = 16", new, 1), encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(bad)
+    assert problem in caught.value.problem
+
+
+def test_session_caps_come_from_the_policy_file_with_defaults(tmp_path: Path) -> None:
+    text = SHIPPED_POLICY.read_text(encoding="utf-8")
+    assert load_policy(SHIPPED_POLICY).session_caps == SessionCaps(per_operator=16,
+                                                                   standing_per_agency=64)
+    tight = tmp_path / "tight.toml"
+    tight.write_text(text.replace("per_operator = 16", "per_operator = 2", 1), encoding="utf-8")
+    assert load_policy(tight).session_caps == SessionCaps(per_operator=2, standing_per_agency=64)
+    bare = tmp_path / "bare.toml"
+    bare.write_text(text.replace("[session_caps]\nper_operator = 16\nstanding_per_agency = 64\n",
+                                 "", 1), encoding="utf-8")
+    assert "\n[session_caps]\n" not in bare.read_text(encoding="utf-8")
+    assert load_policy(bare).session_caps == SessionCaps()
 
 
 def test_missing_policy_file(tmp_path: Path) -> None:

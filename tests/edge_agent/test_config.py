@@ -35,12 +35,22 @@ def test_pilot_config_loads(tmp_path: Path) -> None:
     (lambda t: t.replace('advertise = ["127.0.0.1"]', 'advertise = ["not-an-ip"]'), "is not an IP address"),
     (lambda t: t + "\n[[cameras]\n", "not valid TOML"),
     (lambda t: t.replace("heartbeat_seconds = 30", "heartbeat_seconds = -1"), "must be positive"),
+    (lambda t: t.replace("heartbeat_seconds = 30", "max_sessions = 0"),
+     "agent.max_sessions must be 1..4096, got 0"),
+    (lambda t: t.replace("heartbeat_seconds = 30", "max_sessions = 2.5"),
+     "agent.max_sessions must be an integer, got 2.5"),
 ])
 def test_bad_config_names_the_problem(tmp_path: Path, change, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, change(GOOD))
     assert problem in str(caught.value)
     assert str(tmp_path / "agent.toml") in str(caught.value)
+
+
+def test_viewer_slots_come_from_the_config(tmp_path: Path) -> None:
+    assert _load(tmp_path, GOOD).max_sessions == 256
+    small = GOOD.replace("heartbeat_seconds = 30", "heartbeat_seconds = 30\nmax_sessions = 3")
+    assert _load(tmp_path, small).max_sessions == 3
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -162,6 +162,11 @@ class SessionServiceStub:
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.SerializeToString,
                 response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/safetynet.v1.SessionService/GetSession',
+                request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.SessionStatus.FromString,
+                _registered_method=True)
         self.ReportFirstFrame = channel.unary_unary(
                 '/safetynet.v1.SessionService/ReportFirstFrame',
                 request_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.FirstFrameRequest.SerializeToString,
@@ -186,6 +191,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSession(self, request, context):
+        """Whether the caller's session is still active and, once it ended, why ("preempted by
+        incident …", "incident closed", "expired"): a viewer whose media stopped asks this.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReportFirstFrame(self, request, context):
         """The client decoded its first frame: the core records the incident's golden time.
         """
@@ -205,6 +218,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CloseSession,
                     request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.FromString,
                     response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=protos_dot_safetynet_dot_v1_dot_core__pb2.GetSessionRequest.FromString,
+                    response_serializer=protos_dot_safetynet_dot_v1_dot_core__pb2.SessionStatus.SerializeToString,
             ),
             'ReportFirstFrame': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportFirstFrame,
@@ -266,6 +284,33 @@ class SessionService:
             '/safetynet.v1.SessionService/CloseSession',
             protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionRequest.SerializeToString,
             protos_dot_safetynet_dot_v1_dot_core__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/safetynet.v1.SessionService/GetSession',
+            protos_dot_safetynet_dot_v1_dot_core__pb2.GetSessionRequest.SerializeToString,
+            protos_dot_safetynet_dot_v1_dot_core__pb2.SessionStatus.FromString,
             options,
             channel_credentials,
             insecure,
