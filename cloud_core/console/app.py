@@ -23,7 +23,7 @@ MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; a report is a few hundr
 
 # Everything the console loads comes from the core itself: no CDN, no tiles, no web fonts.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
