@@ -39,7 +39,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     if path.startswith("/whep/"):
         # Bearer tokens, no cookies: any origin's player may call, the token decides.
         headers.setdefault("Access-Control-Allow-Origin", "*")
-        headers.setdefault("Access-Control-Expose-Headers", "Location")
+        headers.setdefault("Access-Control-Expose-Headers", "Location, Link")
     if path.startswith(("/api/", "/whep/")):
         headers.setdefault("Cache-Control", "no-store")
     else:
