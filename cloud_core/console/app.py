@@ -13,9 +13,11 @@ from cloud_core.console.api import ConsoleApi
 from cloud_core.console.dispatch_api import DispatchApi
 from cloud_core.console.district_outlines import DistrictOutline
 from cloud_core.console.event_stream import EventStream
+from cloud_core.console.evidence_api import EvidenceApi
 from cloud_core.console.feeds import FeedEndpoints
 from cloud_core.console.http_errors import Handler, translate_errors
 from cloud_core.console.whep import WhepEndpoint
+from cloud_core.evidence import EvidenceCustody
 from cloud_core.metrics import CONTENT_TYPE, CoreMetrics
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -68,12 +70,13 @@ def metrics_route(metrics: CoreMetrics) -> web.RouteDef:
 
 
 def console_app(access: AccessService, *, outlines: tuple[DistrictOutline, ...] = (),
-                feed: CameraFeed | None = None,
-                metrics: CoreMetrics | None = None) -> web.Application:
+                feed: CameraFeed | None = None, metrics: CoreMetrics | None = None,
+                evidence: EvidenceCustody | None = None) -> web.Application:
     """The console and WHEP over ``access``; ``outlines`` are drawn on the map.
 
     ``feed`` pushes camera changes to consoles (the core's, fed by its status ingest; without
-    one, a feed over the registry that only serves snapshots); ``metrics`` adds ``/metrics``.
+    one, a feed over the registry that only serves snapshots); ``metrics`` adds ``/metrics``;
+    ``evidence`` (the core's clip custody) adds the tiles' "preserve" button's API.
     """
     app = web.Application(middlewares=[security_headers, translate_errors],
                           client_max_size=MAX_BODY_BYTES)
@@ -84,6 +87,8 @@ def console_app(access: AccessService, *, outlines: tuple[DistrictOutline, ...] 
     app.add_routes(FeedEndpoints(access).routes())
     app.add_routes(EventStream(access).routes())
     app.add_routes(DispatchApi(access).routes())
+    if evidence is not None:
+        app.add_routes(EvidenceApi(access, evidence).routes())
     app.router.add_get("/officer", _officer_page)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
