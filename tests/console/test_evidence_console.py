@@ -78,8 +78,8 @@ async def test_a_live_tile_preserves_a_clip_and_shows_its_id_or_the_refusal_in_w
             # Longer than this agent keeps: its reason, in words; no clip is added.
             words, kind = await _preserve(page, 300)
             assert kind == "refused", words
-            assert words == ("refused: the agent refused: a clip lasts at most 20 s at this "
-                             "agent, asked 300 s"), words
+            assert words == ("the agent refused: a clip lasts at most 20 s at this agent, "
+                             "asked 300 s"), words
             assert [c.clip_id for c in custody.clips(incident_id)] == [clip_id]
 
             # Closed: the grant ends, and with it the button.

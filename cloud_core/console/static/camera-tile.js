@@ -175,8 +175,9 @@ export class CameraTile {
           this.say(await run(this), 'done');
         } catch (err) {
           if (err instanceof SignedOut) return;
-          this.say(err instanceof ApiError && err.status === 403
-            ? `permission denied: ${err.message}` : `refused: ${err.message}`, 'refused');
+          const why = err.message.startsWith('the agent refused') ? err.message : `refused: ${err.message}`;
+          this.say(err instanceof ApiError && err.status === 403 ? `permission denied: ${err.message}` : why,
+            'refused');
         } finally {
           button.disabled = this.state !== 'live';
         }

@@ -69,6 +69,7 @@ export class IncidentView {
     this.report = report;
     this._prepareTools(report.incident);
     this._openTiles(report);        // first: the golden time starts with the first tile
+    this.dispatch?.start();
     this._render();
     this.map.fitCircle(report.incident.lat, report.incident.lon, report.incident.radius_m);
     this.timers.push(setInterval(() => this._tick(), 1000));
@@ -136,7 +137,6 @@ export class IncidentView {
         this._layout();
       });
       this.dispatchSlot.replaceChildren(this.dispatch.el);
-      this.dispatch.start();
     }
   }
 
