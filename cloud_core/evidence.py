@@ -211,7 +211,18 @@ class EvidenceCustody:
             clip_id=clip_id, camera_id=camera.camera_id, incident_id=incident_id,
             operator_id=operator.operator_id, agency=operator.agency, max_seconds=max_seconds,
             retention_days=retention, grant=grant)
-        reply = await self._ask(camera.district_id, mqtt_pb2.SignalRequest(evidence_start=start))
+        try:
+            reply = await self._ask(camera.district_id,
+                                    mqtt_pb2.SignalRequest(evidence_start=start))
+        except EvidenceRejected as exc:
+            # The request is on the record; so is the agent's refusal, so no clip looks started.
+            await self._record(AuditEntry(
+                action=AuditAction.EVIDENCE_PRESERVE, operator_id=operator.operator_id,
+                agency=operator.agency, source_address=caller.source_address or None,
+                camera_ids=(camera.camera_id,), incident_id=incident_id,
+                outcome=AuditOutcome.DENIED, reason=f"the agent refused: {exc.message}",
+                details={"clip_id": clip_id, "district_id": camera.district_id}))
+            raise
         self._db["evidence_clips"].insert({  # type: ignore[union-attr]
             "clip_id": clip_id, "camera_id": camera.camera_id, "district_id": camera.district_id,
             "incident_id": incident_id, "operator_id": operator.operator_id,

@@ -120,7 +120,8 @@ class CoreServer:
             await self._serve_grpc(stack, access)
             if self.config.http_listen:
                 self.console = await stack.enter_async_context(
-                    ConsoleServer(access, self.config, feed=self.feed, metrics=self.metrics))
+                    ConsoleServer(access, self.config, feed=self.feed, metrics=self.metrics,
+                                  evidence=self.evidence))
             self._stack = stack.pop_all()
         log.info("core serving", address=self.address, broker=self.config.broker.describe(),
                  database=str(self.config.database),

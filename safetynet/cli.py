@@ -19,6 +19,7 @@ from safetynet.commands import (
     cameras,
     core,
     demo,
+    dispatch,
     evidence,
     incident,
     operator,
@@ -32,7 +33,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UserError", "build_parser", 
 
 #: In the order ``safetynet --help`` lists them.
 COMMAND_GROUPS = (core, agent, sim, demo, view, cameras, provision, operator, incident,
-                  breakglass, audit, evidence)
+                  dispatch, breakglass, audit, evidence)
 
 
 def build_parser() -> argparse.ArgumentParser:

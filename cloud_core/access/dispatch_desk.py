@@ -27,7 +27,14 @@ from cloud_core.exceptions import AccessDenied, IncidentNotFound, InvalidRequest
 from cloud_core.grants import GrantSigner
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
-from cloud_core.policy import VIEW_ROLES, CameraPlace, Policy, Role, incident_reaches
+from cloud_core.policy import (
+    VIEW_ROLES,
+    CameraPlace,
+    Operator,
+    Policy,
+    Role,
+    incident_reaches,
+)
 from cloud_core.registry import CameraRecord, Registry
 from cloud_core.sessions import SessionBroker
 from protos.safetynet.v1 import mqtt_pb2
@@ -136,6 +143,14 @@ class DispatchDesk:
         if stored is None or not self._desk.visible(caller, stored):
             raise IncidentNotFound(incident_id)
         return self._store.officers(incident_id), self._store.pushes(incident_id)
+
+    def field_officers(self, caller: Caller) -> list[tuple[Operator, list[str]]]:
+        """The room's own agency's enabled field officers, each with the incidents they are on."""
+        if caller.operator.role not in VIEW_ROLES:
+            raise AccessDenied(f"role {caller.operator.role} does not dispatch officers")
+        return [(o, self._store.incidents_of(o.operator_id))
+                for o in self._operators.list_all()
+                if o.role is Role.FIELD and o.enabled and o.agency == caller.operator.agency]
 
     def still(self, caller: Caller, push_id: str) -> bytes:
         """A pushed still's JPEG for a caller who may see its incident."""

@@ -31,7 +31,7 @@ from cloud_core.incident_events import IncidentEvents
 from cloud_core.incident_trail import IncidentLink
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore, claimed_operator
-from cloud_core.policy import BreakGlass, Policy, Role
+from cloud_core.policy import BreakGlass, Operator, Policy, Role
 from cloud_core.registry import CameraRecord, Registry
 from cloud_core.session_capacity import capacity_refusal
 from cloud_core.sessions import OpenedSession, SessionBroker
@@ -258,6 +258,10 @@ class AccessService:
                        incident_id: str) -> tuple[list[str], list[DispatchPush]]:
         """Officers and pushes of an incident, for its room and its assigned officers."""
         return self._dispatch_desk.state(caller, incident_id)
+
+    def field_officers(self, caller: Caller) -> list[tuple[Operator, list[str]]]:
+        """The caller's agency's field officers the room may dispatch, with their incidents."""
+        return self._dispatch_desk.field_officers(caller)
 
     def dispatch_still(self, caller: Caller, push_id: str) -> bytes:
         """A pushed still's JPEG."""

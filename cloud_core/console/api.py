@@ -114,7 +114,7 @@ def service_json(service: ServicePolicy) -> dict[str, Any]:
     return {"service": service.service_id, "title": service.title,
             "incident_types": sorted(service.incident_types),
             "default_radius_m": service.default_radius_m, "max_radius_m": service.max_radius_m,
-            "facilities": service.facilities}
+            "facilities": service.facilities, "named": service.incident_types_from is not None}
 
 
 def _number(body: dict[str, Any], key: str, *, required: bool = True) -> float | None:
@@ -262,13 +262,18 @@ class ConsoleApi:
         operator = self._caller(request).operator
         services = []
         if operator.role in VIEW_ROLES:
+            # A service that borrows its types (112 emergency dispatch) opens when named: the
+            # form offers it as its own group and sends its id.
             services = [service_json(s) for s in self._access.policy.services.values()
-                        if operator.agency in s.agencies and s.incident_types_from is None]
+                        if operator.agency in s.agencies]
+        views = operator.role in VIEW_ROLES
         return web.json_response({
             "operator_id": operator.operator_id, "name": operator.name, "agency": operator.agency,
             "agency_title": self._access.policy.agencies.get(operator.agency, operator.agency),
-            "role": operator.role.value, "views_video": operator.role in VIEW_ROLES,
+            "role": operator.role.value, "views_video": views,
             "audits": operator.role == Role.AUDITOR, "reports": services,
+            "dispatches": views,
+            "preserves_evidence": views and operator.role in self._access.policy.evidence.roles,
         })
 
     async def districts(self, request: web.Request) -> web.Response:

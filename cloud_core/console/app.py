@@ -13,9 +13,11 @@ from cloud_core.console.api import ConsoleApi
 from cloud_core.console.dispatch_api import DispatchApi
 from cloud_core.console.district_outlines import DistrictOutline
 from cloud_core.console.event_stream import EventStream
+from cloud_core.console.evidence_api import EvidenceApi
 from cloud_core.console.feeds import FeedEndpoints
 from cloud_core.console.http_errors import Handler, translate_errors
 from cloud_core.console.whep import WhepEndpoint
+from cloud_core.evidence import EvidenceCustody
 from cloud_core.metrics import CONTENT_TYPE, CoreMetrics
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -23,7 +25,7 @@ MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; a report is a few hundr
 
 # Everything the console loads comes from the core itself: no CDN, no tiles, no web fonts.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
@@ -39,7 +41,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     if path.startswith("/whep/"):
         # Bearer tokens, no cookies: any origin's player may call, the token decides.
         headers.setdefault("Access-Control-Allow-Origin", "*")
-        headers.setdefault("Access-Control-Expose-Headers", "Location")
+        headers.setdefault("Access-Control-Expose-Headers", "Location, Link")
     if path.startswith(("/api/", "/whep/")):
         headers.setdefault("Cache-Control", "no-store")
     else:
@@ -68,12 +70,13 @@ def metrics_route(metrics: CoreMetrics) -> web.RouteDef:
 
 
 def console_app(access: AccessService, *, outlines: tuple[DistrictOutline, ...] = (),
-                feed: CameraFeed | None = None,
-                metrics: CoreMetrics | None = None) -> web.Application:
+                feed: CameraFeed | None = None, metrics: CoreMetrics | None = None,
+                evidence: EvidenceCustody | None = None) -> web.Application:
     """The console and WHEP over ``access``; ``outlines`` are drawn on the map.
 
     ``feed`` pushes camera changes to consoles (the core's, fed by its status ingest; without
-    one, a feed over the registry that only serves snapshots); ``metrics`` adds ``/metrics``.
+    one, a feed over the registry that only serves snapshots); ``metrics`` adds ``/metrics``;
+    ``evidence`` (the core's clip custody) adds the tiles' "preserve" button's API.
     """
     app = web.Application(middlewares=[security_headers, translate_errors],
                           client_max_size=MAX_BODY_BYTES)
@@ -84,6 +87,8 @@ def console_app(access: AccessService, *, outlines: tuple[DistrictOutline, ...] 
     app.add_routes(FeedEndpoints(access).routes())
     app.add_routes(EventStream(access).routes())
     app.add_routes(DispatchApi(access).routes())
+    if evidence is not None:
+        app.add_routes(EvidenceApi(access, evidence).routes())
     app.router.add_get("/officer", _officer_page)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)

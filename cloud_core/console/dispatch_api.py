@@ -6,6 +6,7 @@
     POST /api/incidents/{id}/dispatch/camera     {camera_id}      hand a live camera off
     GET  /api/incidents/{id}/dispatch            officers and pushes (room, assigned officers)
     GET  /api/dispatch/mine                      an officer's incidents with their pushes
+    GET  /api/dispatch/officers                  the room's agency's field officers (to assign)
     GET  /api/dispatch/stills/{push_id}          the still's JPEG
     GET  /officer                                the phone-sized page officers use
 
@@ -65,6 +66,7 @@ class DispatchApi:
             web.post(f"{prefix}/camera", self.camera),
             web.get(prefix, self.state),
             web.get("/api/dispatch/mine", self.mine),
+            web.get("/api/dispatch/officers", self.officers),
             web.get("/api/dispatch/stills/{push_id}", self.still_jpeg),
         ]
 
@@ -109,6 +111,12 @@ class DispatchApi:
             result.append({"incident": incident_json(report.incident, self._access, now),
                            "dispatch": dispatch_json(self._access, caller, incident_id)})
         return web.json_response({"incidents": result})
+
+    async def officers(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        return web.json_response({"officers": [
+            {"officer_id": o.operator_id, "name": o.name, "incidents": incidents}
+            for o, incidents in self._access.field_officers(caller)]})
 
     async def still_jpeg(self, request: web.Request) -> web.Response:
         jpeg = self._access.dispatch_still(self._caller(request), request.match_info["push_id"])

@@ -20,6 +20,7 @@ from cloud_core.camera_feed import CameraFeed
 from cloud_core.config import CoreConfig
 from cloud_core.console.app import console_app
 from cloud_core.console.district_outlines import DistrictOutline, load_district_outlines
+from cloud_core.evidence import EvidenceCustody
 from cloud_core.exceptions import ConfigError
 from cloud_core.metrics import CoreMetrics
 from runtime.loopback import is_loopback
@@ -40,7 +41,8 @@ def _ssl_context(config: CoreConfig) -> ssl.SSLContext | None:
 
 class ConsoleServer:
     def __init__(self, access: AccessService, config: CoreConfig, *,
-                 feed: CameraFeed | None = None, metrics: CoreMetrics | None = None) -> None:
+                 feed: CameraFeed | None = None, metrics: CoreMetrics | None = None,
+                 evidence: EvidenceCustody | None = None) -> None:
         host, _, port = config.http_listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError("http_listen", f"must be HOST:PORT, got {config.http_listen!r}")
@@ -52,6 +54,7 @@ class ConsoleServer:
         self._runner: web.AppRunner | None = None
         self._feed = feed
         self._metrics = metrics
+        self._evidence = evidence
 
     @property
     def url(self) -> str:
@@ -69,7 +72,8 @@ class ConsoleServer:
             log.warning("console listening WITHOUT TLS on a non-loopback address: set "
                         "tls_cert_file and tls_key_file", listen=self._config.http_listen)
         runner = web.AppRunner(console_app(self._access, outlines=outlines, feed=self._feed,
-                                           metrics=self._metrics), access_log=None,
+                                           metrics=self._metrics, evidence=self._evidence),
+                               access_log=None,
                                shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner

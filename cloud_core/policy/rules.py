@@ -149,11 +149,7 @@ class Policy:
                 f"{self.refused_incident_types[incident_type]}"
             )
         if service is not None:
-            chosen = self.services.get(service)
-            if chosen is None:
-                raise ValueError(
-                    f"unknown service {service!r}; services are: {self._service_list()}"
-                )
+            chosen = self.service_named(service)
             if incident_type not in chosen.incident_types:
                 raise ValueError(f"incident type {incident_type!r} is not served by {chosen.title}")
             return chosen
@@ -215,9 +211,33 @@ class Policy:
             area=area,
         )
 
+    def service_named(self, name: str) -> ServicePolicy:
+        """The service ``name`` names: its id, or an abbreviation of it that keeps some of its
+        words in order (``112-dispatch`` for ``112-emergency-dispatch``) and fits one service.
+
+        Raises ValueError naming the services for an unknown or ambiguous name.
+        """
+        exact = self.services.get(name)
+        if exact is not None:
+            return exact
+        words = name.lower().split("-")
+        fits = [s for s in self.services.values() if _keeps_in_order(words, s.service_id.split("-"))]
+        if len(fits) == 1:
+            return fits[0]
+        if fits:
+            raise ValueError(f"service {name!r} could be any of "
+                             f"{', '.join(sorted(s.service_id for s in fits))}; name one")
+        raise ValueError(f"unknown service {name!r}; services are: {self._service_list()}")
+
     def _service_list(self) -> str:
         return ", ".join(sorted(self.services))
 
+
+
+def _keeps_in_order(words: list[str], of: list[str]) -> bool:
+    """Whether ``words`` are some of ``of``, in the same order (and at least one)."""
+    rest = iter(of)
+    return bool(words) and all(w and any(w == o for o in rest) for w in words)
 
 
 def service_radius(service: ServicePolicy, radius_m: float | None, *, clamp: bool = False) -> float:

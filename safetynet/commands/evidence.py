@@ -21,7 +21,9 @@ from safetynet.commands.exceptions import EXIT_FAILED, EXIT_OK, UserError
 
 def evidence_service(channel: grpc.aio.Channel) -> Any:
     """An ``EvidenceService`` stub on ``channel`` (untyped generated code, handed out as Any)."""
-    return evidence_service(channel)
+    from protos.safetynet.v1 import core_pb2_grpc
+
+    return core_pb2_grpc.EvidenceServiceStub(channel)
 
 
 def _clip_row(clip: Any) -> dict[str, Any]:

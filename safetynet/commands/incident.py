@@ -55,8 +55,9 @@ def _register_report(inc: Subcommands) -> None:
     q.add_argument("--ref", help="the 112/119 case number (reporting it again returns the same "
                                  "incident)")
     q.add_argument("--legal-basis", help="legal basis (default: the service's)")
-    q.add_argument("--service", help="service, when the type serves several "
-                                     "(e.g. 112-emergency-dispatch)")
+    q.add_argument("--service", help="service, when the type serves several: its id or a "
+                                     "short name that fits one (e.g. 112-dispatch for "
+                                     "112-emergency-dispatch)")
     q.add_argument("--occurred-at", metavar="TIME", help="when it happened (default now)")
     add_core_call_flags(q)
     q.set_defaults(func=cmd_incident_report)

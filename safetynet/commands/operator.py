@@ -48,7 +48,10 @@ def _register_add(ops: Subcommands) -> None:
     q.add_argument("--agency", required=True,
                    help="police-112, fire-119, disaster-room, vulnerable-support or district:<id>")
     q.add_argument("--role", default="operator",
-                   choices=["operator", "supervisor", "auditor", "admin"])
+                   choices=["operator", "supervisor", "field", "auditor", "admin", "feed"],
+                   help="operator/supervisor: a room that views video; field: an officer the "
+                        "112 room dispatches (the /officer page); feed: a system client (a "
+                        "carrier's wearable platform, a CAD feed)")
     q.add_argument("--token-out", metavar="FILE", help="write the token to FILE (0600) instead")
     q.add_argument("--policy", metavar="FILE", help="policy file (default: the shipped policy)")
     add_db_flag(q)

@@ -341,6 +341,29 @@ def test_112_dispatch_is_opened_by_name_with_the_same_types(policy: Policy) -> N
         )
 
 
+@pytest.mark.parametrize(("name", "service"), [
+    ("112-dispatch", "112-emergency-dispatch"), ("112-video", "112-emergency-video"),
+    ("119-dispatch", "119-emergency-dispatch"), ("disaster", "disaster-response"),
+    ("vulnerable-support", "vulnerable-person-support"),
+    ("112-emergency-dispatch", "112-emergency-dispatch")])
+def test_a_service_may_be_named_short_when_one_service_fits(
+    policy: Policy, name: str, service: str
+) -> None:
+    assert policy.service_named(name).service_id == service
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("112", "could be any of 112-emergency-dispatch, 112-emergency-video"),
+    ("dispatch", "could be any of 112-emergency-dispatch, 119-emergency-dispatch"),
+    ("dispatch-112", "unknown service 'dispatch-112'"),   # the words keep their order
+    ("112--dispatch", "unknown service"), ("", "unknown service"), ("emergency-x", "unknown")])
+def test_a_short_service_name_that_fits_none_or_several_is_refused_naming_them(
+    policy: Policy, name: str, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        policy.open_incident("robbery", *CITY_HALL, None, NOW, NOW, "112-9", service=name)
+
+
 @pytest.mark.parametrize("incident_type", ["noise-complaint", "parking-violation"])
 def test_non_violent_incident_types_are_refused_with_a_reason(
     policy: Policy, incident_type: str

@@ -136,3 +136,76 @@ async def test_the_console_speaks_https_with_the_cores_tls_certificate(
             with pytest.raises(aiohttp.ClientError):
                 async with http.get(url.replace("https://", "http://")) as response:
                     await response.read()
+
+
+async def test_dispatch_and_evidence_calls_refuse_bad_input_in_words_and_change_nothing(
+        core: CoreServer, tokens: dict[str, str]) -> None:
+    assert core.access is not None and core.evidence is not None
+    access = core.access
+    access.operators.add("officer-park", agency="police-112", role="field", policy=access.policy)
+    _, field_token = access.operators.add("officer-kim", agency="police-112", role="field",
+                                          policy=access.policy)
+    access.operators.add("fire-crew", agency="fire-119", role="field", policy=access.policy)
+    police, fire = _auth(tokens["police-op"]), _auth(tokens["fire-op"])
+    async with aiohttp.ClientSession(console_url(core)) as http:
+        async with http.get("/api/me", headers=police) as response:
+            me = await response.json()
+        assert (me["dispatches"], me["preserves_evidence"]) == (True, True)
+        assert "112-emergency-dispatch" in {s["service"] for s in me["reports"] if s["named"]}
+        async with http.get("/api/me", headers=_auth(tokens["auditor"])) as response:
+            me = await response.json()
+        assert (me["dispatches"], me["preserves_evidence"], me["reports"]) == (False, False, [])
+
+        async with http.get("/api/dispatch/officers", headers=police) as response:
+            officers = (await response.json())["officers"]
+        assert [o["officer_id"] for o in officers] == ["officer-kim", "officer-park"]
+        for who in (_auth(field_token), _auth(tokens["auditor"])):
+            async with http.get("/api/dispatch/officers", headers=who) as response:
+                assert response.status == 403
+                assert "does not dispatch" in (await response.json())["message"]
+
+        async with http.post("/api/incidents", json={
+                "incident_type": "robbery", "lat": 37.49795, "lon": 127.02760,
+                "service": "112-dispatch"}, headers=police) as response:
+            assert response.status == 201, await response.text()
+            incident_id = (await response.json())["incident"]["incident_id"]
+        evidence = f"/api/incidents/{incident_id}/evidence"
+        for body, status, words in (
+                ("{", 400, "not JSON"), ([], 400, "must be a JSON object"),
+                ({}, 400, "camera_id is required"), ({"camera_id": ""}, 400, "camera_id is required"),
+                ({"camera_id": "gangnam-001", "max_seconds": "60"}, 400, "must be a number"),
+                ({"camera_id": "gangnam-001", "max_seconds": True}, 400, "must be a number"),
+                ({"camera_id": "gangnam-001", "max_seconds": 10 ** 400}, 400, "max_seconds must be"),
+                ({"camera_id": "gangnam-001", "max_seconds": -1}, 400, "max_seconds must be"),
+                ({"camera_id": "gangnam-001", "max_seconds": 601}, 400, "at most 600 s"),
+                ({"camera_id": "mapo-001"}, 403, "outside incident")):
+            kwargs = {"data": body, "headers": {**police, "Content-Type": "application/json"}} \
+                if isinstance(body, str) else {"json": body, "headers": police}
+            async with http.post(evidence, **kwargs) as response:  # type: ignore[arg-type]
+                assert response.status == status, (body, await response.text())
+                assert words in (await response.json())["message"], body
+        async with http.post(evidence, json={"camera_id": "gangnam-001"},
+                             headers=fire) as response:
+            assert response.status == 403
+        async with http.get(evidence, headers=fire) as response:
+            assert response.status == 404
+        async with http.get(evidence, headers=police) as response:
+            assert (await response.json())["clips"] == []
+        assert core.evidence.clips(incident_id) == []
+
+        dispatch = f"/api/incidents/{incident_id}/dispatch"
+        for path, sent, status, words in (
+                ("assign", {"officer_id": "fire-crew"}, 400, "is not admitted"),
+                ("assign", {"officer_id": "nobody"}, 400, "not an enabled field officer"),
+                ("assign", {"officer_id": 7}, 400, "officer_id is required"),
+                ("still", {"camera_id": "mapo-001"}, 403, "not within incident"),
+                ("camera", {}, 400, "camera_id is required"),
+                ("unassign", {"officer_id": "officer-park"}, 400, "is not assigned")):
+            async with http.post(f"{dispatch}/{path}", json=sent, headers=police) as response:
+                assert response.status == status, (path, await response.text())
+                assert words in (await response.json())["message"], (path, sent)
+        async with http.post("/api/incidents/INC-nope/dispatch/assign",
+                             json={"officer_id": "officer-park"}, headers=police) as response:
+            assert response.status == 404
+        assert access.incidents.dispatch.officers(incident_id) == []
+        assert access.incidents.dispatch.pushes(incident_id) == []

@@ -140,3 +140,72 @@ async def test_whep_refuses_with_the_right_status_and_says_why(
     # Every refusal of a view is on the record, like OpenSession's.
     denials = audit_log.search(core.config.audit_database, action="access.deny")
     assert {r.entry.operator_id for r in denials} == {"police-op", "auditor"}
+
+
+async def test_a_whep_players_first_frame_lands_in_golden_time_and_no_one_else_may_report_it(
+        core: CoreServer, tokens: dict[str, str], agent_config: AgentConfigFactory) -> None:
+    assert core.access is not None
+    golden = core.access.golden_time
+    police = core.access.authenticate(tokens["police-op"])
+    report = await core.access.report_incident(police, incident_type="robbery",
+                                               lat=GANGNAM_STATION[0], lon=GANGNAM_STATION[1])
+    incident_id = report.incident.incident.incident_id
+    async with EdgeAgent(agent_config(GANGNAM, cameras=1)), aiohttp.ClientSession(
+            console_url(core)) as http:
+        await core.wait_until(lambda r: len(r.list_cameras(status="online")) == 1, 10)
+        pc, track = await _offer()
+        try:
+            async with http.post(f"/whep/cameras/gangnam-001?incident={incident_id}",
+                                 data=pc.localDescription.sdp,
+                                 headers=_headers(tokens["police-op"])) as response:
+                assert response.status == 201, await response.text()
+                location = response.headers["Location"]
+                link = response.headers["Link"]
+                answer = await response.text()
+            first_frame = f"{location}/first-frame"
+            assert link == f'<{first_frame}>; rel="urn:safetynet:first-frame"'
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            async with asyncio.timeout(10):
+                await (await track).recv()
+            session_id = location.rsplit("/", 1)[1]
+
+            # Someone else's session: not theirs to report, whoever they are; nothing recorded.
+            for forger in ("police-sup", "fire-op"):
+                async with http.post(first_frame, json={"client": "whep"},
+                                     headers={"Authorization": f"Bearer {tokens[forger]}"}
+                                     ) as response:
+                    assert response.status == 404, forger
+                    assert (await response.json())["error"] == "not_found"
+            async with http.post(first_frame) as response:
+                assert response.status == 401
+            for body, problem in ((b"{", "must be empty or JSON"),
+                                  (b'{"client": 7}', "client must be a string"),
+                                  (b'{"client": "vlc"}', "client must be one of")):
+                async with http.post(first_frame, data=body, headers=_headers(
+                        tokens["police-op"], "application/json")) as response:
+                    assert response.status == 400 and problem in (await response.json())["message"]
+            assert golden.rows() == []
+
+            # The player's own report (a bare POST, as a WHEP player that follows the Link).
+            async with http.post(first_frame, headers={
+                    "Authorization": f"Bearer {tokens['police-op']}"}) as response:
+                assert response.status == 200
+                recorded = await response.json()
+            assert recorded["recorded"] is True and recorded["grant_to_first_frame_ms"] >= 0
+            [row] = golden.rows()
+            assert (row.session_id, row.incident_id, row.camera_id, row.client, row.service) == (
+                session_id, incident_id, "gangnam-001", "whep", "112-emergency-video")
+            assert row.reported_at <= row.granted_at <= row.first_frame_at
+            assert recorded["report_to_first_frame_ms"] == row.report_to_frame_ms
+            # Once per session: a second report changes nothing.
+            async with http.post(first_frame, json={"client": "whep"}, headers={
+                    "Authorization": f"Bearer {tokens['police-op']}"}) as response:
+                assert (await response.json())["recorded"] is False
+            assert golden.rows() == [row]
+            async with http.options(first_frame, headers={
+                    "Origin": "http://player.example",
+                    "Access-Control-Request-Method": "POST"}) as response:
+                assert response.status == 204
+        finally:
+            await pc.close()
+    assert golden.daily()[0]["cameras"] == 1

@@ -181,5 +181,8 @@ async def test_clip_requests_outside_the_grant_unknown_too_long_or_over_budget_a
             assert list(agent.evidence.store.clips) == [first.clips[0].clip_id]
     records = [r.to_dict() for r in audit_log.search(core.audit.db_path, limit=100)]
     denied = [r for r in records if r["action"] == "evidence.preserve" and r["outcome"] == "denied"]
-    assert len(denied) == 4
+    # The core's four refusals, and the agent's (its disk budget), each with its reason.
+    assert len(denied) == 5
+    [agent_said] = [r for r in denied if r["reason"].startswith("the agent refused")]
+    assert "disk budget" in agent_said["reason"]
     assert json.dumps(records)  # the record is plain data

@@ -108,9 +108,11 @@ export class OfferPool {
 export class CameraTile {
   /**
    * camera: {camera_id, name, distance_m, status, reason}; incidentId: the justification sent
-   * with the offer; onFirstFrame(tile, at): the first decoded frame was shown (performance.now()).
+   * with the offer; onFirstFrame(tile, at): the first decoded frame was shown (performance.now());
+   * client: who reports that first frame to the core ('console', 'officer').
    */
-  constructor({ api, pool, camera, rank = null, incidentId = '', onFirstFrame, onRemoved, note = '' }) {
+  constructor({ api, pool, camera, rank = null, incidentId = '', onFirstFrame, onRemoved, note = '',
+    client = 'console' }) {
     this.api = api;
     this.pool = pool;
     this.camera = camera;
@@ -118,6 +120,9 @@ export class CameraTile {
     this.incidentId = incidentId;
     this.onFirstFrame = onFirstFrame;
     this.onRemoved = onRemoved;
+    this.client = client;
+    this.firstFrameReport = null;   // the core's answer to the first-frame report (for tests)
+    this.actions = [];
     this.state = 'idle';
     this.message = '';
     this.sessionId = '';
@@ -139,6 +144,8 @@ export class CameraTile {
     this.liveEl = h('span', { class: 'tile-live' }, 'LIVE');
     this.statsEl = h('span', { class: 'tile-stats' });
     this.grantEl = h('span', { class: 'tile-grant', title: 'time left on the grant' }, '—');
+    this.toolsEl = h('div', { class: 'tile-tools', hidden: true });
+    this.noteEl = h('p', { class: 'tile-note', role: 'status', hidden: true });
     this.el = h('article', { class: 'tile', dataset: { camera: camera.camera_id, state: 'idle' } },
       h('div', { class: 'tile-video' },
         this.video,
@@ -151,7 +158,41 @@ export class CameraTile {
         h('span', { class: 'tile-distance', title: 'distance from the incident' }, metres(camera.distance_m)),
         this.grantEl,
         h('button', { class: 'tile-close', type: 'button', title: 'Close this camera', 'aria-label': 'close',
-          onclick: () => (this.active ? this.close() : this.remove()) }, '✕')));
+          onclick: () => (this.active ? this.close() : this.remove()) }, '✕')),
+      this.toolsEl, this.noteEl);
+  }
+
+  /**
+   * A button in the tile's tool row, usable while the tile is live: ``run(tile)`` returns the
+   * words to show under the tile (or throws; the error's message is shown as a refusal).
+   */
+  addAction({ label, cls, title, run }) {
+    const button = h('button', { type: 'button', class: `tile-action ${cls}`, title, disabled: true,
+      onclick: async () => {
+        button.disabled = true;
+        this.say(`${label}…`, 'busy');
+        try {
+          this.say(await run(this), 'done');
+        } catch (err) {
+          if (err instanceof SignedOut) return;
+          const why = err.message.startsWith('the agent refused') ? err.message : `refused: ${err.message}`;
+          this.say(err instanceof ApiError && err.status === 403 ? `permission denied: ${err.message}` : why,
+            'refused');
+        } finally {
+          button.disabled = this.state !== 'live';
+        }
+      } }, label);
+    this.actions.push(button);
+    this.toolsEl.append(button);
+    this.toolsEl.hidden = false;
+    return button;
+  }
+
+  /** Words under the tile: what an action did, or why it was refused. */
+  say(text, kind = 'done') {
+    this.noteEl.textContent = text;
+    this.noteEl.dataset.kind = kind;
+    this.noteEl.hidden = !text;
   }
 
   _setState(state, message = '') {
@@ -161,6 +202,7 @@ export class CameraTile {
     this.state = state;
     this.message = message;
     this.el.dataset.state = state;
+    for (const button of this.actions) button.disabled = state !== 'live';
     this.messageEl.textContent = message;
     this.retryEl.hidden = !['denied', 'offline', 'unreachable', 'error', 'closed'].includes(state);
     this.retryEl.textContent = state === 'closed' ? 'Reopen' : 'Retry';
@@ -284,9 +326,10 @@ export class CameraTile {
       if (this.firstFrameAt === null) {
         this.firstFrameAt = performance.now();
         this.onFirstFrame?.(this, this.firstFrameAt);
-        // Golden time is recorded by the core, on its clock.
-        this.api.post(`/api/sessions/${encodeURIComponent(this.sessionId)}/first-frame`,
-          { client: 'console' }).catch(() => {});
+        // Golden time is recorded by the core, on its clock: reported on the WHEP session.
+        this.api.post(`${this.location}/first-frame`, { client: this.client }).then(
+          (answer) => { this.firstFrameReport = answer; },
+          (err) => { this.firstFrameReport = { error: err.message }; });
       }
       if (['opening', 'connecting', 'stalled'].includes(this.state)) this._setState('live');
     };
@@ -441,6 +484,7 @@ export class CameraTile {
       session_id: this.sessionId, frames_decoded: this.framesDecoded,
       first_frame_ms: this.firstFrameAt === null ? null : this.firstFrameAt - this.openedAt,
       first_frame_epoch_ms: this.firstFrameAt === null ? null : performance.timeOrigin + this.firstFrameAt,
+      first_frame_report: this.firstFrameReport, note: this.noteEl.hidden ? '' : this.noteEl.textContent,
     };
   }
 }

@@ -4,11 +4,13 @@
 import { ApiError, SignedOut } from './api.js';
 import { CameraTile } from './camera-tile.js';
 import { CityMap } from './city-map.js';
+import { DispatchPanel } from './dispatch-panel.js';
 import { h } from './dom.js';
 import { IncidentMoves } from './incident-moves.js';
 import { agencyLabel, distanceM, duration, kstDateTime, kstTime, metres, serviceBadge, typeLabel } from './format.js';
 
 export const MAX_TILES = 9;
+const CLIP_SECONDS = [10, 30, 60, 300, 600];
 
 export class IncidentView {
   constructor(app, incidentId, report = null) {
@@ -28,6 +30,13 @@ export class IncidentView {
     this.moves = new IncidentMoves(app, incidentId, (report) => this._moved(report));
     this.addInput = h('input', { type: 'text', name: 'camera_id', placeholder: 'camera id, e.g. gangnam-007', spellcheck: false });
     this.addError = h('p', { class: 'form-error', hidden: true });
+    this.dispatch = null;           // the 112 room's dispatch card, once the incident is known
+    this.clipSeconds = h('select', { name: 'clip_seconds', 'aria-label': 'evidence clip length' },
+      CLIP_SECONDS.map((s) => h('option', { value: s, selected: s === 60 }, s < 60 ? `${s} s` : `${s / 60} min`)));
+    this.evidenceCard = h('section', { class: 'card evidence-card', hidden: true },
+      h('h2', {}, 'Evidence'),
+      h('label', {}, 'Clip length ', this.clipSeconds),
+      h('p', { class: 'muted small' }, '"Preserve" on a live tile records the camera\'s own video at its district\'s agent, hashed and on the audit record.'));
     this.el = h('section', { class: 'incident-view' },
       this.head,
       h('div', { class: 'incident-body' },
@@ -38,6 +47,8 @@ export class IncidentView {
             h('form', { class: 'add-camera', onsubmit: (event) => { event.preventDefault(); this.addCamera(this.addInput.value.trim()); } },
               this.addInput, h('button', { type: 'submit' }, 'Open camera')),
             this.addError),
+          this.dispatchSlot = h('div', { class: 'dispatch-slot' }),
+          this.evidenceCard,
           this.moves.el,
           this.facilities)));
   }
@@ -56,7 +67,9 @@ export class IncidentView {
     }
     if (this.destroyed) return;
     this.report = report;
+    this._prepareTools(report.incident);
     this._openTiles(report);        // first: the golden time starts with the first tile
+    this.dispatch?.start();
     this._render();
     this.map.fitCircle(report.incident.lat, report.incident.lon, report.incident.radius_m);
     this.timers.push(setInterval(() => this._tick(), 1000));
@@ -71,7 +84,7 @@ export class IncidentView {
     const height = this.gridPane?.clientHeight - 24;
     if (!n || !(width > 0) || !(height > 0)) return;
     const gap = 10;
-    const bar = 46;
+    const bar = 46 + (this.tiles.some((t) => t.actions.length) ? 40 : 0);
     let best = { cols: 1, w: 0 };
     for (let cols = 1; cols <= n; cols += 1) {
       const rows = Math.ceil(n / cols);
@@ -105,9 +118,50 @@ export class IncidentView {
       },
     });
     this.tiles.push(tile);
+    this._equip(tile);
     this.grid.append(tile.el);
     this._layout();
     return tile;
+  }
+
+  // --- what an operator can do from a tile: dispatch (the 112 room), evidence ----------------
+
+  _prepareTools(incident) {
+    const me = this.app.me;
+    const admitted = incident.open && me.views_video && incident.agencies.includes(me.agency);
+    this.mayPreserve = admitted && me.preserves_evidence;
+    this.evidenceCard.hidden = !this.mayPreserve;
+    if (admitted && me.dispatches && !this.dispatch) {
+      this.dispatch = new DispatchPanel(this.app, this.incidentId, () => {
+        for (const tile of this.tiles) this._equipDispatch(tile);
+        this._layout();
+      });
+      this.dispatchSlot.replaceChildren(this.dispatch.el);
+    }
+  }
+
+  _equip(tile) {
+    if (this.mayPreserve) {
+      tile.addAction({ label: 'Preserve', cls: 'preserve', title: 'preserve an evidence clip of this camera',
+        run: (t) => this._preserve(t) });
+    }
+    if (this.dispatch?.active) this._equipDispatch(tile);
+  }
+
+  _equipDispatch(tile) {
+    if (tile.actions.some((b) => b.classList.contains('push-still'))) return;
+    tile.addAction({ label: 'Still → officers', cls: 'push-still', title: 'push a still of this camera to the dispatched officers',
+      run: (t) => this.dispatch.pushStill(t.camera.camera_id) });
+    tile.addAction({ label: 'Hand off', cls: 'hand-off', title: 'let the dispatched officers open this camera live',
+      run: (t) => this.dispatch.handOff(t.camera.camera_id) });
+  }
+
+  async _preserve(tile) {
+    const seconds = Number(this.clipSeconds.value);
+    const answer = await this.app.api.post(`/api/incidents/${encodeURIComponent(this.incidentId)}/evidence`,
+      { camera_id: tile.camera.camera_id, max_seconds: seconds });
+    tile.el.dataset.clip = answer.clip.clip_id;
+    return `clip ${answer.clip.clip_id} ${answer.clip.state} (up to ${seconds} s), kept at the district`;
   }
 
   _openTiles(report) {
@@ -229,7 +283,11 @@ export class IncidentView {
 
   /** Pushed by the core: this incident moved (the subject walked on) or changed. */
   onIncidentEvent(event) {
-    if (event.incident.incident_id !== this.incidentId || !this.report) return;
+    if (event.incident?.incident_id !== this.incidentId || !this.report) return;
+    if (event.kind === 'dispatch') {
+      if (event.dispatch) this.dispatch?.render(event.dispatch);
+      return;
+    }
     this.app.api.get(`/api/incidents/${encodeURIComponent(this.incidentId)}`)
       .then((report) => this._moved(report), () => {});
   }

@@ -83,7 +83,8 @@ export class MapView {
     }
     this.typeSelect = h('select', { name: 'incident_type', required: true, onchange: () => this._formChanged() },
       h('option', { value: '' }, '— choose the incident type —'),
-      services.map((service) => h('optgroup', { label: service.title },
+      // A named service (112 emergency dispatch) serves another's types: its own group, its id sent.
+      services.map((service) => h('optgroup', { label: service.title, dataset: { service: service.service } },
         service.incident_types.map((type) => h('option', {
           value: type, dataset: { radius: service.default_radius_m, max: service.max_radius_m, service: service.service },
         }, typeLabel(type))))));
@@ -148,6 +149,8 @@ export class MapView {
     };
     if (this.radiusInput.value) body.radius_m = parseFloat(this.radiusInput.value);
     if (this.refInput.value.trim()) body.external_ref = this.refInput.value.trim();
+    const service = this.typeSelect.selectedOptions[0]?.dataset.service;
+    if (service) body.service = service;
     try {
       const report = await app.api.post('/api/incidents', body);
       app.metrics.reportAnsweredAt = performance.now();

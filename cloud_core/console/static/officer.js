@@ -120,10 +120,12 @@ class OfficerPage {
     if (push.kind === 'still') {
       const img = h('img', { alt: `still of ${push.camera_id}`, class: 'still' });
       item.append(img);
+      // Shown when decoded (a still the page cannot show must not count as shown).
+      img.addEventListener('load', () => { img.dataset.loadedAt = String(Date.now()); }, { once: true });
+      img.addEventListener('error', () => { img.alt = 'still unavailable'; img.dataset.failed = 'decode'; }, { once: true });
       this.api.fetch('GET', push.url).then((r) => r.blob()).then((blob) => {
         img.src = URL.createObjectURL(blob);
-        img.dataset.loadedAt = String(Date.now());
-      }, () => { img.alt = 'still unavailable'; });
+      }, () => { img.alt = 'still unavailable'; img.dataset.failed = 'fetch'; });
     } else {
       item.append(h('button', { type: 'button', class: 'primary watch', onclick: () => this.watch(card, push.camera_id) },
         `Watch ${push.camera_id}`));
@@ -136,7 +138,7 @@ class OfficerPage {
     if (card.tiles.some((t) => t.camera.camera_id === cameraId)) return;
     const tile = new CameraTile({
       api: this.api, pool: this.pool, camera: { camera_id: cameraId, name: cameraId, distance_m: null },
-      incidentId: card.incident.incident_id,
+      incidentId: card.incident.incident_id, client: 'officer',
       onRemoved: (removed) => { card.tiles = card.tiles.filter((t) => t !== removed); },
     });
     card.tiles.push(tile);
