@@ -229,7 +229,7 @@ async def test_the_relay_refuses_a_grant_outside_its_incident(
             now = datetime.now(UTC)
 
             def offer(incident_id: str, session_id: str) -> mqtt_pb2.SignalRequest:
-                grant = core.access.signer.sign(GrantClaimsData(  # type: ignore[union-attr]
+                grant = core.access.signer.sign(GrantClaimsData(
                     session_id=session_id, camera_id=CAMERA.camera_id,
                     district_id=GANGNAM.district_id, operator_id="police-op", agency="police-112",
                     incident_id=incident_id, purpose="test", not_before=now,
