@@ -116,7 +116,7 @@ class EdgeAgent:
             client_id=self.config.agent_id,
             subscriptions=subscriptions,
             on_message=self._on_message,
-            on_connect=self.status.publish_online,
+            on_connect=self._link_up,
             will=self.status.last_will(),
         )
         self.status.attach(link)
@@ -173,6 +173,12 @@ class EdgeAgent:
     async def _close_sessions(self, reason: str) -> None:
         for session in list(self.sessions.values()):
             await session.close(reason)
+
+    async def _link_up(self) -> None:
+        """After each (re)connect: say online; evidence events that waited for the link go out."""
+        await self.status.publish_online()
+        if self.evidence is not None:
+            self.evidence.link_up()
 
     async def _say_offline(self) -> None:
         with contextlib.suppress(LinkDown):  # then the broker's last will says offline for us

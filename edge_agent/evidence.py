@@ -10,6 +10,7 @@ them when their retention ends, and reports seals and purges on the district's e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -48,7 +49,8 @@ def clip_message(store: EvidenceStore, record: ClipRecord) -> mqtt_pb2.EvidenceC
                   for s in record.segments],
         manifest_sha256=record.manifest_sha256, manifest_bytes=record.manifest_bytes,
         agent_key_id=store.key_id, agent_public_key=store.public_key,
-        incident_id=record.incident_id, operator_id=record.operator_id)
+        incident_id=record.incident_id, operator_id=record.operator_id,
+        truncated_by_crash=record.truncated_by_crash)
 
 
 class EvidenceDesk:
@@ -58,6 +60,8 @@ class EvidenceDesk:
         key = load_or_create_signing_key(settings.key_file)
         write_public_key(settings.key_file.with_suffix(".pub"), key)
         self.store = EvidenceStore(settings, district_id=district_id, agent_id=agent_id, key=key)
+        # A clip the last run was recording when it died is sealed now; the sweep reports it.
+        self.store.recover_after_crash(clock())
         self.settings = settings
         self.recorders: dict[str, ClipRecorder] = {}
         self._feeds = feeds
@@ -67,6 +71,7 @@ class EvidenceDesk:
         self._pre_rolls: dict[str, PreRoll] = {}
         self._sealing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # the link is (back) up: report what waits, now
         self._district = district_id
 
     def start(self) -> None:
@@ -214,10 +219,18 @@ class EvidenceDesk:
             if record.unreported and record.clip_id not in self.recorders:
                 await self.report(record)
 
+    def link_up(self) -> None:
+        """The broker link is (back) up: seals and purges not yet reported go out at once
+        (a clip sealed at start, after a crash, waits for the link)."""
+        self._wake.set()
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
                 await self.sweep()
             except OSError:
                 log.exception("evidence sweep failed; retried next time")
-            await asyncio.sleep(self.settings.purge_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.purge_interval_seconds):
+                    await self._wake.wait()
+            self._wake.clear()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import av
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -28,7 +29,7 @@ from edge_agent.evidence_recorder import SegmentInfo
 from edge_agent.evidence_settings import GIB, EvidenceSettings
 from edge_agent.exceptions import EvidenceRefused
 from protos.topics import check_id
-from runtime.evidence_manifest import MANIFEST_FILE, raw_public_key, sign_manifest
+from runtime.evidence_manifest import MANIFEST_FILE, file_sha256, raw_public_key, sign_manifest
 from runtime.grant import key_id_for
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,7 @@ class ClipRecord:
     manifest_sha256: str = ""
     manifest_bytes: int = 0
     unreported: list[str] = field(default_factory=list)  # events the core has not had yet
+    truncated_by_crash: bool = False  # sealed at restart: the agent died while recording
 
     def retained_until(self) -> datetime:
         ends = [datetime.fromisoformat(self.expires_at)]
@@ -124,8 +126,42 @@ class EvidenceStore:
             os.fsync(file.fileno())
         os.replace(temporary, folder / STATE_FILE)
 
+    def recover_after_crash(self, now: datetime) -> list[ClipRecord]:
+        """Seal every clip a crash left ``recording``: with the segments that made it to disk.
+
+        A segment is on disk when its MP4 is complete (the muxer writes the index at close), so
+        PyAV opens it; the one being written when the agent died has no index and cannot be
+        played. It is kept beside the clip as ``<segment>.partial``, hashed and named in the
+        manifest (nothing on disk goes unaccounted), but is not one of the clip's segments.
+        """
+        recovered = []
+        for record in self.clips.values():
+            if record.state != "recording":
+                continue
+            folder = self.folder(record.clip_id)
+            segments: list[SegmentInfo] = []
+            partial: list[dict[str, Any]] = []
+            for path in sorted(folder.glob("segment-*.mp4")):
+                info = _complete_segment(path)
+                if info is not None:
+                    segments.append(info)
+                    continue
+                kept = path.with_name(path.name + ".partial")
+                os.replace(path, kept)
+                os.chmod(kept, 0o600)
+                partial.append({"file": kept.name, "sha256": file_sha256(kept),
+                                "bytes": kept.stat().st_size})
+            record.truncated_by_crash = True
+            self.seal(record, segments, "truncated: the agent stopped while recording (crash); "
+                      f"sealed at its restart with {len(segments)} complete segment(s)", now,
+                      partial=partial)
+            log.warning("evidence clip sealed after a crash", clip=record.clip_id,
+                        segments=len(segments), partial=len(partial))
+            recovered.append(record)
+        return recovered
+
     def seal(self, record: ClipRecord, segments: list[SegmentInfo], reason: str,
-             now: datetime) -> ClipRecord:
+             now: datetime, *, partial: list[dict[str, Any]] | None = None) -> ClipRecord:
         """Sign the manifest over the recorded segments; the clip is then immutable."""
         for segment in segments:
             os.chmod(self.folder(record.clip_id) / segment.file, 0o600)
@@ -138,6 +174,9 @@ class EvidenceStore:
                 "agency": record.agency, "started_at": record.started_at,
                 "ended_at": record.ended_at, "end_reason": reason, "codec": "h264",
                 "container": "mp4", "reencoded": False, "segments": record.segments}
+        if record.truncated_by_crash:
+            body["truncated_by_crash"] = True
+            body["partial_segments"] = partial or []
         data = sign_manifest(body, self.key)
         path = self.folder(record.clip_id) / MANIFEST_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -191,6 +230,19 @@ class EvidenceStore:
         with (self.folder(clip_id) / name).open("rb") as file:
             file.seek(offset)
             return file.read(length)
+
+
+def _complete_segment(path: Path) -> SegmentInfo | None:
+    """The segment's figures if its MP4 is complete and plays; None if it was cut off."""
+    try:
+        with av.open(str(path)) as container:
+            frames = sum(1 for packet in container.demux(container.streams.video[0])
+                         if packet.size)
+    except (av.FFmpegError, IndexError, OSError):
+        return None
+    if frames == 0:
+        return None
+    return SegmentInfo(path.name, file_sha256(path), path.stat().st_size, 0, frames)
 
 
 def utcnow() -> datetime:

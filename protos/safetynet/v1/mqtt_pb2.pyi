@@ -377,7 +377,7 @@ class EvidenceSegment(_message.Message):
     def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class EvidenceClip(_message.Message):
-    __slots__ = ("clip_id", "camera_id", "state", "started_at", "ended_at", "segments", "manifest_sha256", "manifest_bytes", "agent_key_id", "agent_public_key", "end_reason", "incident_id", "operator_id", "expires_at")
+    __slots__ = ("clip_id", "camera_id", "state", "started_at", "ended_at", "segments", "manifest_sha256", "manifest_bytes", "agent_key_id", "agent_public_key", "end_reason", "incident_id", "operator_id", "expires_at", "truncated_by_crash")
     CLIP_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +392,7 @@ class EvidenceClip(_message.Message):
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_BY_CRASH_FIELD_NUMBER: _ClassVar[int]
     clip_id: str
     camera_id: str
     state: str
@@ -406,7 +407,8 @@ class EvidenceClip(_message.Message):
     incident_id: str
     operator_id: str
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[EvidenceSegment, _Mapping]]] = ..., manifest_sha256: _Optional[str] = ..., manifest_bytes: _Optional[int] = ..., agent_key_id: _Optional[str] = ..., agent_public_key: _Optional[bytes] = ..., end_reason: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    truncated_by_crash: bool
+    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[EvidenceSegment, _Mapping]]] = ..., manifest_sha256: _Optional[str] = ..., manifest_bytes: _Optional[int] = ..., agent_key_id: _Optional[str] = ..., agent_public_key: _Optional[bytes] = ..., end_reason: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., truncated_by_crash: _Optional[bool] = ...) -> None: ...
 
 class EvidenceReply(_message.Message):
     __slots__ = ("clip", "data", "error")
