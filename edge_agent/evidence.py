@@ -118,29 +118,35 @@ class EvidenceDesk:
             record = self.store.hold(hold.clip_id, hold.hold_until.ToDatetime(tzinfo=UTC))
             return mqtt_pb2.EvidenceReply(clip=clip_message(self.store, record))
         except EvidenceRefused as exc:
-            log.info("evidence request refused", request=request.request_id, code=exc.code,
-                     why=exc.message)
+            log.info("evidence request refused", request=request.request_id,
+                     code=mqtt_pb2.EvidenceError.Name(exc.code), why=exc.message)
             return mqtt_pb2.EvidenceReply(error=mqtt_pb2.EvidenceFailure(
-                code=mqtt_pb2.EvidenceError.Value(f"EVIDENCE_ERROR_{exc.code}"),  # type: ignore[arg-type]
+                code=exc.code,
                 message=exc.message))
 
     def _check_grant(self, grant: bytes, camera_id: str, grant_id: str) -> None:
         if self._grants is None:
-            raise EvidenceRefused("GRANT_REJECTED", "this agent has no core public key configured")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED,
+                "this agent has no core public key configured")
         try:
             self._grants.check(grant, camera_id, grant_id)
         except GrantRejected as exc:
-            raise EvidenceRefused("GRANT_REJECTED", exc.reason) from exc
+            raise EvidenceRefused(mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED, exc.reason) from exc
 
     def _start(self, start: mqtt_pb2.EvidenceStart) -> mqtt_pb2.EvidenceClip:
         feed = self._feeds.get(start.camera_id)
         if feed is None:
-            raise EvidenceRefused("UNKNOWN_CAMERA", f"camera {start.camera_id!r} is not in "
-                                  f"district {self._district!r}")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CAMERA,
+                f"camera {start.camera_id!r} is not in "
+                f"district {self._district!r}")
         limit = self.settings.max_clip_seconds
         if not 0 < start.max_seconds <= limit:
-            raise EvidenceRefused("TOO_LONG", f"a clip lasts at most {limit:g} s at this agent, "
-                                  f"asked {start.max_seconds:g} s")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_TOO_LONG,
+                f"a clip lasts at most {limit:g} s at this agent, "
+                f"asked {start.max_seconds:g} s")
         self._check_grant(start.grant, start.camera_id, start.clip_id)
         record = self.store.create(
             clip_id=start.clip_id, camera_id=start.camera_id, incident_id=start.incident_id,
@@ -186,8 +192,10 @@ class EvidenceDesk:
         if fetch.offset == 0:
             # Each file's export starts with a fresh grant the core signed for that file.
             if not fetch.grant_id.startswith(f"{fetch.clip_id}:{fetch.file}:"):
-                raise EvidenceRefused("GRANT_REJECTED", "an export needs a grant signed by the "
-                                      "core for this clip's file")
+                raise EvidenceRefused(
+                    mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED,
+                    "an export needs a grant signed by the "
+                    "core for this clip's file")
             self._check_grant(fetch.grant, record.camera_id, fetch.grant_id)
         return await asyncio.to_thread(self.store.read_chunk, fetch.clip_id, fetch.file,
                                        fetch.offset, fetch.length)

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.evidence_recorder import SegmentInfo
 from edge_agent.evidence_settings import GIB, EvidenceSettings
 from edge_agent.exceptions import EvidenceRefused
+from protos.safetynet.v1 import mqtt_pb2
 from protos.topics import check_id
 from runtime.evidence_manifest import MANIFEST_FILE, file_sha256, raw_public_key, sign_manifest
 from runtime.grant import key_id_for
@@ -98,12 +99,15 @@ class EvidenceStore:
         try:
             check_id(clip_id, "clip id")
         except ValueError as exc:
-            raise EvidenceRefused("BAD_REQUEST", str(exc)) from exc
+            raise EvidenceRefused(mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST, str(exc)) from exc
         if clip_id in self.clips:
-            raise EvidenceRefused("BAD_REQUEST", f"clip {clip_id!r} already exists")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST,
+                f"clip {clip_id!r} already exists")
         if not self.has_room():
             raise EvidenceRefused(
-                "DISK_BUDGET", f"the agent's evidence disk budget "
+                mqtt_pb2.EVIDENCE_ERROR_DISK_BUDGET,
+                f"the agent's evidence disk budget "
                 f"({self.settings.disk_budget_bytes / GIB:g} GiB) is spent; no clip is deleted "
                 "to make room — purge expired clips or raise evidence.disk_budget_gib")
         self.folder(clip_id).mkdir(mode=0o700)
@@ -193,13 +197,17 @@ class EvidenceStore:
     def get(self, clip_id: str) -> ClipRecord:
         record = self.clips.get(clip_id)
         if record is None:
-            raise EvidenceRefused("UNKNOWN_CLIP", f"clip {clip_id!r} is not kept by this agent")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CLIP,
+                f"clip {clip_id!r} is not kept by this agent")
         return record
 
     def hold(self, clip_id: str, until: datetime) -> ClipRecord:
         record = self.get(clip_id)
         if record.state == "purged":
-            raise EvidenceRefused("UNKNOWN_CLIP", f"clip {clip_id!r} was purged")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CLIP,
+                f"clip {clip_id!r} was purged")
         if not record.hold_until or until > datetime.fromisoformat(record.hold_until):
             record.hold_until = until.isoformat()  # a hold only ever extends
         self.save(record)
@@ -221,12 +229,18 @@ class EvidenceStore:
     def read_chunk(self, clip_id: str, name: str, offset: int, length: int) -> bytes:
         record = self.get(clip_id)
         if record.state != "sealed":
-            raise EvidenceRefused("NOT_SEALED", f"clip {clip_id!r} is {record.state}, not sealed")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_NOT_SEALED,
+                f"clip {clip_id!r} is {record.state}, not sealed")
         allowed = {MANIFEST_FILE, *(s["file"] for s in record.segments)}
         if name not in allowed:
-            raise EvidenceRefused("BAD_REQUEST", f"clip {clip_id!r} has no file {name!r}")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST,
+                f"clip {clip_id!r} has no file {name!r}")
         if offset < 0 or not 0 < length <= 4 << 20:
-            raise EvidenceRefused("BAD_REQUEST", "a chunk is 1 byte to 4 MiB from offset ≥ 0")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST,
+                "a chunk is 1 byte to 4 MiB from offset ≥ 0")
         with (self.folder(clip_id) / name).open("rb") as file:
             file.seek(offset)
             return file.read(length)
