@@ -56,6 +56,7 @@ def cmd_relay_run(args: argparse.Namespace) -> int:
 
 def cmd_relay_init(args: argparse.Namespace) -> int:
     from protos.topics import check_id
+    from provisioning.broker_config import relay_acl
     from runtime.signing_keys import load_or_create_signing_key, write_public_key
 
     try:
@@ -81,4 +82,6 @@ def cmd_relay_init(args: argparse.Namespace) -> int:
         encoding="utf-8")
     print(f"wrote {key_path} (keep it secret), {public_path} and {out / 'relay.toml'}")
     print(f'the core\'s config needs:\n[relays]\n{relay_id} = "{public_path.resolve()}"')
+    print("the broker's ACL needs (the relay's certificate CN or user name first):")
+    print("\n".join(relay_acl(relay_id)))
     return EXIT_OK
