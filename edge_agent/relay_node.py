@@ -156,6 +156,8 @@ class RelayNode:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks = BackgroundTasks(f"relay:{config.relay_id}")
         self._log = log.bind(relay=config.relay_id)
+        # A grant issued before this process started is refused (replay across a restart).
+        self._started_at = datetime.now(UTC)
 
     @property
     def viewers(self) -> int:
@@ -295,7 +297,8 @@ class RelayNode:
             relay=relay, district_id=start.district_id, incident_id=start.incident_id,
             upstream_session_id=start.upstream_session_id, offer=offer, answer=answer,
             grants=GrantVerifier.from_pem_file(self.config.grant_public_key, start.district_id,
-                                               lambda: datetime.now(UTC)))
+                                               lambda: datetime.now(UTC),
+                                               issued_after=self._started_at))
         self.cameras[start.camera_id] = camera
         await relay.__aenter__()
         camera.hold = relay.feed.subscribe(viewer=False)  # starts the upstream's offer
@@ -309,7 +312,16 @@ class RelayNode:
                                 "the relay could not make its upstream offer in time") from exc
         self._log.info("relay starting", camera=start.camera_id, incident=start.incident_id,
                        upstream=start.upstream_session_id)
+        self._tasks.start(self._unless_answered(camera), name=f"relay-answer:{start.camera_id}")
         return sdp
+
+    async def _unless_answered(self, camera: RelayedCamera) -> None:
+        """A start the core never completes (it died, or the district refused) is dropped."""
+        try:
+            async with asyncio.timeout(self.config.start_timeout_seconds * 2):
+                await asyncio.shield(camera.answer)
+        except TimeoutError:
+            await camera.relay.stop("the core never brought the district's answer")
 
     async def _answered(self, answered: mqtt_pb2.RelayAnswer) -> None:
         """The district's answer came back: wait until the first picture is here."""
