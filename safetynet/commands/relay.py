@@ -18,7 +18,11 @@ def register(subcommands: Subcommands) -> None:
         description="A cloud relay pulls a camera once from its district and serves the "
                     "incident's viewers from the city's cloud; the core starts and stops it.")
     actions = p.add_subparsers(dest="relay_action", metavar="ACTION", required=True)
-    run = actions.add_parser("run", help="run the relay of --config until Ctrl-C or SIGTERM")
+    run = actions.add_parser(
+        "run", help="run the relay of --config until Ctrl-C or SIGTERM",
+        description="Run a cloud relay: register with the core (signed by the relay's own key), "
+                    "pull the cameras the core asks for once from their districts, serve the "
+                    "incident's viewers, until Ctrl-C or SIGTERM.")
     run.add_argument("--config", required=True, metavar="FILE",
                      help="relay TOML (see edge_agent/relay_node.py)")
     add_log_level(run)
