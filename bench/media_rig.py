@@ -105,13 +105,14 @@ class MediaRig:
                  size: tuple[int, int] = (1280, 720), bitrate_kbps: int = 2500,
                  agent_args: Sequence[str] = (), agent_log_level: str = "warning",
                  transport: str = "tcp", webrtc: WebRtcSettings | None = None,
-                 pattern: str = "ball") -> None:
+                 pattern: str = "ball", core_options: dict[str, Any] | None = None) -> None:
         self.camera_ids = list(camera_ids)
         self._transport = transport
         self._camera_options = {"gop_s": gop_s, "fps": fps, "size": size,
                                 "bitrate_kbps": bitrate_kbps, "pattern": pattern}
         self._agent_args = list(agent_args)
         self._agent_log_level = agent_log_level
+        self._core_options = core_options or {}  # e.g. relay_keys (bench/relay_fanout.py)
         self._tmp = tempfile.TemporaryDirectory(prefix="safetynet-bench-")
         self.webrtc = webrtc or WebRtcSettings.loopback()
         self.cameras: RtspCameraServer | None = None
@@ -119,6 +120,10 @@ class MediaRig:
         self.core: CoreServer | None = None
         self.agent: asyncio.subprocess.Process | None = None
         self.token = ""
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self._tmp.name)
 
     @property
     def agent_pid(self) -> int:
@@ -132,7 +137,8 @@ class MediaRig:
         self.broker = MosquittoBroker(work_dir=state)
         await self.broker.start()
         core_config = CoreConfig(database=state / "core.sqlite3", listen="127.0.0.1:0",
-                                 broker=BrokerSettings(host=self.broker.host, port=self.broker.port))
+                                 broker=BrokerSettings(host=self.broker.host, port=self.broker.port),
+                                 **self._core_options)
         self.core = CoreServer(core_config)
         await self.core.__aenter__()
         assert self.core.access is not None
@@ -145,6 +151,8 @@ class MediaRig:
             idle_close_seconds=30, sources=dict(self.cameras.urls),
             grant_public_key=core_config.grant_public_key_path,
         )
+        # Benchmarks measure what the agent can carry, not the district's uplink budget.
+        text = text.replace("[agent]\n", "[agent]\nuplink_streams = 0\n", 1)
         config.write_text("\n".join(
             line + f'\ntransport = "{self._transport}"' if line.startswith('source = "rtsp') else line
             for line in text.splitlines()) + "\n")

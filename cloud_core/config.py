@@ -33,6 +33,9 @@
     url = "postgresql://safetynet@db.city.example/safetynet"   # for several core replicas
                                       # (password in ~/.pgpass; docs/scale-out.md)
 
+    [relays]                          # optional: cloud relays this core accepts (docs/cloud-relay.md)
+    relay-1 = "relay-1.pub"           # relay id = its public key (safetynet relay init writes both)
+
     [turn]                            # optional: TURN for viewers behind NAT (coturn, REST API)
     urls = ["turn:turn.city.example:3478?transport=udp"]
     secret_file = "turn-secret"       # coturn's static-auth-secret; credentials minted per session
@@ -42,12 +45,14 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cloud_core.exceptions import ConfigError
 from cloud_core.storage.settings import StorageSettings
+from protos.topics import check_id
 from runtime.mqtt_link import BrokerSettings
 from runtime.turn_credentials import TurnSettings
 
@@ -73,6 +78,9 @@ class CoreConfig:
     district_outlines_file: Path | None = None  # GeoJSON outlines drawn on the console's map
     checkpoint_key_file: Path | None = None  # the audit log's own key; only read when set
     audit_witness_files: tuple[Path, ...] = ()  # append-only copies of every checkpoint
+    #: Cloud relays this core accepts: relay id -> the relay's public key file ([relays] table;
+    #: docs/cloud-relay.md). A relay whose registration that key does not verify is refused.
+    relay_keys: Mapping[str, Path] = field(default_factory=dict)
     storage: StorageSettings | None = None  # PostgreSQL for the audit chain and leadership
 
     @property
@@ -119,7 +127,7 @@ class CoreConfig:
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
                                "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
                                "tls_client_ca_file", "http_listen", "district_outlines", "turn",
-                               "checkpoint_key", "audit_witness_files", "storage"}
+                               "checkpoint_key", "audit_witness_files", "storage", "relays"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -166,6 +174,13 @@ class CoreConfig:
         if storage is not None and not isinstance(storage, dict):
             raise ValueError("[storage] must be a table")
         storage_settings = None if storage is None else StorageSettings.from_mapping(storage)
+        relays = data.get("relays", {})
+        if not isinstance(relays, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in relays.items()):
+            raise ValueError('[relays] must map relay ids to public key files: relay-1 = "relay-1.pub"')
+        for relay_id in relays:
+            check_id(relay_id, "relays: relay id")
+        paths["relay_keys"] = {k: (base / v).resolve() for k, v in relays.items()}
         return cls(database=(base / database).resolve(), listen=listen, http_listen=http_listen,
                    broker=BrokerSettings.from_mapping(broker, base),
                    turn=TurnSettings.from_mapping(turn, base) if turn is not None else None,

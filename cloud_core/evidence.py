@@ -266,7 +266,8 @@ class EvidenceCustody:
                            clip.started_at.ToDatetime(tzinfo=UTC)),
             details={"clip_id": clip.clip_id, "manifest_sha256": clip.manifest_sha256,
                      "agent_key_id": clip.agent_key_id, "segments": len(segments),
-                     "segment_sha256": [s["sha256"] for s in segments]}))
+                     "segment_sha256": [s["sha256"] for s in segments],
+                     **({"truncated_by_crash": True} if clip.truncated_by_crash else {})}))
         self._update(clip.clip_id, state="sealed", manifest_sha256=clip.manifest_sha256,
                      ended_at=clip.ended_at.ToDatetime(tzinfo=UTC).isoformat(),
                      segments=json.dumps(segments), end_reason=clip.end_reason,

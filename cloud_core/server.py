@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer  # what health.aio re-exports
 from grpc_reflection.v1alpha import reflection
 
 from cloud_core.access import AccessService
+from cloud_core.access.recorder import AuditRecorder
 from cloud_core.audit import AuditLog, AuditLogConfig, CheckpointSigner
 from cloud_core.audit.witness import CheckpointWitnesses
 from cloud_core.camera_feed import CameraFeed
@@ -41,6 +42,7 @@ from cloud_core.metrics import CoreMetrics, GrpcTimer
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy, load_policy
 from cloud_core.registry import Registry
+from cloud_core.relays import RelayDesk, load_relay_keys
 from cloud_core.servicer import (
     AuditServicer,
     CameraServicer,
@@ -95,6 +97,7 @@ class CoreServer:
         self.metrics = CoreMetrics()
         self.feed: CameraFeed | None = None  # camera changes pushed to consoles
         self.loop_monitor = LoopMonitor(self.metrics)
+        self.relays: RelayDesk | None = None  # cloud relays, when [relays] names some
 
     @property
     def ingest(self) -> StatusIngest:
@@ -172,9 +175,18 @@ class CoreServer:
             AuditLog.open(self.config.audit_location, signer=checkpoints,
                           on_checkpoint=self.witnesses.offer,
                           may_checkpoint=lambda: leader.is_leader))
+        if self.config.relay_keys:
+            self.relays = RelayDesk(
+                keys=load_relay_keys(self.config.relay_keys), signalling=self.relay,
+                sessions=self.broker, signer=signer, registry=registry, incidents=incidents,
+                record=AuditRecorder(self.audit).record,
+                timeout=self.config.answer_timeout_seconds)
         self.access = AccessService(
             registry=registry, operators=OperatorStore(registry.db), incidents=incidents,
-            policy=policy, signer=signer, audit=self.audit, sessions=self.broker)
+            policy=policy, signer=signer, audit=self.audit, sessions=self.broker,
+            relays=self.relays)
+        if self.relays is not None:
+            self.relays.on_session_ended = self.access.session_ended
         self.metrics.watch_access(self.access)
         self.evidence = EvidenceCustody(self.access, self.relay, registry.db,
                                         timeout=self.config.answer_timeout_seconds)
@@ -183,8 +195,9 @@ class CoreServer:
     async def _connect(self, stack: contextlib.AsyncExitStack, access: AccessService) -> None:
         """The MQTT link (status in, signalling both ways) and the grant sweeper."""
         assert self.witnesses is not None and self.audit is not None
+        subscriptions = SUBSCRIPTIONS + (topics.CORE_RELAY_ROUTES if self.relays else ())
         link = MqttLink(self.config.broker, client_id=self.config.client_id,
-                        subscriptions=SUBSCRIPTIONS, on_message=self._on_message,
+                        subscriptions=subscriptions, on_message=self._on_message,
                         on_connect=self._link_up,
                         will=LastWill(topics.core_status_route(), _core_status(online=False)))
         self._link = await stack.enter_async_context(link)
@@ -258,6 +271,7 @@ class CoreServer:
 
     def _forget_parts(self) -> None:
         self.console = None
+        self.relays = None
         self.evidence = None
         self.journal = None
         self._link = None
@@ -319,6 +333,9 @@ class CoreServer:
         if not isinstance(payload, bytes | bytearray):
             log.warning("rejected mqtt message: payload is not bytes", topic=str(message.topic))
             return False
+        if self.relays is not None and str(message.topic).startswith(topics.RELAY_PREFIX):
+            await self._handle_relay(str(message.topic), bytes(payload))
+            return False
         try:
             topic = topics.parse(str(message.topic))
         except ValueError as exc:
@@ -341,6 +358,16 @@ class CoreServer:
             self._nudge_journal(topic, bytes(payload))
             return True
         return False
+
+    async def _handle_relay(self, topic: str, payload: bytes) -> None:
+        assert self.relays is not None
+        try:
+            parsed = topics.parse_relay(topic)
+        except ValueError as exc:
+            log.warning("ignored message on unexpected topic", error=str(exc))
+            return
+        if parsed is not None:
+            await self.relays.handle(parsed[0], parsed[1], payload)
 
     async def _committed(self, version: int) -> None:
         """A status batch is in the registry: push it to consoles, end a gone agent's sessions."""

@@ -295,6 +295,8 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
             if not request.HasField("location") and area is None:
                 raise InvalidRequest("an incident needs a location")
             located = request.HasField("location")
+            if request.relay and self._access.relays is None:
+                self._access.ask_relay(caller, "")  # refused: this core runs no relays
             report = await self._access.report_incident(
                 caller, incident_type=request.incident_type,
                 lat=request.location.lat if located else None,
@@ -304,6 +306,8 @@ class IncidentServicer(_Authenticated, core_pb2_grpc.IncidentServiceServicer):  
                                   "occurred_at"),
                 external_ref=request.external_ref, legal_basis=request.legal_basis or None,
                 service=request.service or None, clamp=request.clamp_to_max)
+            if request.relay:
+                self._access.ask_relay(caller, report.incident.incident.incident_id)
         return self._report(report)
 
     def _report(self, report: IncidentReport) -> core_pb2.IncidentReport:

@@ -57,6 +57,7 @@ class OpenedSession:
     expires_at: datetime
     camera: CameraRecord
     ice_servers: tuple[IceServer, ...] = ()  # TURN minted for this session (both ends)
+    via_relay: str = ""  # the cloud relay that serves it; empty: the district's agent directly
 
 
 class InvalidOffer(ValueError):
@@ -85,6 +86,8 @@ class SessionBroker:
         self._ttl = session_ttl
         self._answer_timeout = answer_timeout
         self._phases: dict[str, SessionPhase] = {}
+        #: Sessions a cloud relay serves (session id -> relay id): closes and events go there.
+        self.via_relay: dict[str, str] = {}
 
     def phase(self, session_id: str) -> SessionPhase | None:
         """Where the session is, while this broker handles it (``None`` once it is final)."""
@@ -111,10 +114,12 @@ class SessionBroker:
 
     async def open(self, camera_id: str, sdp_offer: str, *, expires_at: datetime | None = None,
                    grant: bytes = b"", session_id: str | None = None,
-                   record: dict[str, str] | None = None) -> OpenedSession:
+                   record: dict[str, str] | None = None,
+                   relay_id: str = "") -> OpenedSession:
         """Relay the offer (with its signed grant) and return the agent's answer.
 
         ``record`` adds who and why to the session's registry row (operator, agency, incident…).
+        With ``relay_id`` the offer goes to that cloud relay instead of the camera's agent.
         """
         check_offer(sdp_offer)
         camera = self.find_camera(camera_id)
@@ -131,8 +136,12 @@ class SessionBroker:
         self._set_phase(session_id, SessionPhase.OFFERING, camera=camera_id,
                         district=camera.district_id)
         try:
-            response = await self._relay.request(
-                camera.district_id, mqtt_pb2.SignalRequest(offer=offer), self._answer_timeout)
+            if relay_id:
+                response = await self._relay.request_relay(
+                    relay_id, mqtt_pb2.SignalRequest(offer=offer), self._answer_timeout)
+            else:
+                response = await self._relay.request(
+                    camera.district_id, mqtt_pb2.SignalRequest(offer=offer), self._answer_timeout)
         except AgentUnavailable as exc:
             self._set_phase(session_id, SessionPhase.UNANSWERED, why=exc.why)
             raise
@@ -140,10 +149,12 @@ class SessionBroker:
             self._phases.pop(session_id, None)  # cancelled with the caller: nothing was opened
             raise
         answer = self._answer_of(session_id, response)
+        if relay_id:
+            self.via_relay[session_id] = relay_id
         self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at,
                                       **(record or {}))
-        self._set_phase(session_id, SessionPhase.OPEN)
-        return OpenedSession(session_id, answer, expires_at, camera, ice_servers)
+        self._set_phase(session_id, SessionPhase.OPEN, **({"relay": relay_id} if relay_id else {}))
+        return OpenedSession(session_id, answer, expires_at, camera, ice_servers, relay_id)
 
     async def relay(self, district_id: str,
                     request: mqtt_pb2.SignalRequest) -> mqtt_pb2.SignalResponse:
@@ -173,9 +184,14 @@ class SessionBroker:
         """Ask the agent to end the session now; True when it confirmed (or had none)."""
         close = mqtt_pb2.SessionClose(session_id=session_id, reason=reason)
         self._set_phase(session_id, SessionPhase.CLOSING, reason=reason)
+        relay_id = self.via_relay.get(session_id)
         try:
-            response = await self._relay.request(district, mqtt_pb2.SignalRequest(close=close),
-                                                 self._answer_timeout)
+            if relay_id is not None:
+                response = await self._relay.request_relay(
+                    relay_id, mqtt_pb2.SignalRequest(close=close), self._answer_timeout)
+            else:
+                response = await self._relay.request(
+                    district, mqtt_pb2.SignalRequest(close=close), self._answer_timeout)
         except AgentUnavailable:
             # The agent ends it anyway at expiry; the registry records the intent now.
             log.warning("session close not confirmed by agent", session=session_id, district=district)
@@ -196,14 +212,33 @@ class SessionBroker:
         if event.kind != mqtt_pb2.SessionEvent.KIND_ENDED:
             return None
         record = self._registry.session(event.session_id)
-        if record is None or record["district_id"] != district_id:
+        if (record is None or record["district_id"] != district_id
+                or event.session_id in self.via_relay):  # a relay's viewer: only it reports
             log.warning("session event for unknown session ignored", district=district_id,
                         session=event.session_id)
             return None
+        return self._ended(event)
+
+    def handle_relay_event(self, relay_id: str, payload: bytes) -> mqtt_pb2.SessionEvent | None:
+        """A relayed viewer's end, reported by the relay that serves it (and by no other)."""
+        try:
+            event = mqtt_pb2.SessionEvent.FromString(payload)
+        except DecodeError as exc:
+            log.warning("rejected malformed relay session event", relay=relay_id, error=str(exc))
+            return None
+        if event.kind != mqtt_pb2.SessionEvent.KIND_ENDED:
+            return None
+        if self.via_relay.get(event.session_id) != relay_id:
+            log.warning("relay session event for a session it does not serve ignored",
+                        relay=relay_id, session=event.session_id)
+            return None
+        return self._ended(event)
+
+    def _ended(self, event: mqtt_pb2.SessionEvent) -> mqtt_pb2.SessionEvent | None:
         try:
             ended_at = event.at.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError) as exc:  # outside Timestamp's (or datetime's) range
-            log.warning("rejected session event with an invalid time", district=district_id,
+            log.warning("rejected session event with an invalid time",
                         session=event.session_id, error=str(exc))
             return None
         self._registry.end_session(event.session_id, ended_at, event.reason,

@@ -37,6 +37,8 @@ REFUSALS: Mapping[SignalErrorCode, Refusal] = MappingProxyType({
     mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED: Refusal(grpc.StatusCode.PERMISSION_DENIED, 403,
                                                   "grant_rejected"),
     mqtt_pb2.SIGNAL_ERROR_CAPACITY: Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, 503, "agent_busy"),
+    mqtt_pb2.SIGNAL_ERROR_UPLINK_FULL: Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, 503,
+                                               "uplink_full"),
     mqtt_pb2.SIGNAL_ERROR_UNKNOWN_SESSION: Refusal(grpc.StatusCode.NOT_FOUND, 404, "not_found"),
     mqtt_pb2.SIGNAL_ERROR_INTERNAL: AGENT_ERROR,
 })

@@ -52,6 +52,7 @@ class EdgeAgent:
         self.status = StatusReporter(config)
         self.feeds: dict[str, CameraFeed] = {}
         self.sessions: dict[str, ViewerSession] = {}
+        self.relay_sessions: set[str] = set()  # upstream pulls of cloud relays (off the budget)
         self._tasks = BackgroundTasks(f"agent:{config.agent_id}")
         self._stack: contextlib.AsyncExitStack | None = None
         self._link: MqttLink | None = None
@@ -113,7 +114,7 @@ class EdgeAgent:
             client_id=self.config.agent_id,
             subscriptions=subscriptions,
             on_message=self._on_message,
-            on_connect=self.status.publish_online,
+            on_connect=self._link_up,
             will=self.status.last_will(),
         )
         self.status.attach(link)
@@ -170,6 +171,12 @@ class EdgeAgent:
     async def _close_sessions(self, reason: str) -> None:
         for session in list(self.sessions.values()):
             await session.close(reason)
+
+    async def _link_up(self) -> None:
+        """After each (re)connect: say online; evidence events that waited for the link go out."""
+        await self.status.publish_online()
+        if self.evidence is not None:
+            self.evidence.link_up()
 
     async def _say_offline(self) -> None:
         with contextlib.suppress(LinkDown):  # then the broker's last will says offline for us
@@ -310,6 +317,7 @@ class EdgeAgent:
             claims = self.grants.check(offer.grant, offer.camera_id, offer.session_id)
         except GrantRejected as exc:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED, exc.reason) from exc
+        self._check_uplink(claims.for_relay)
         now = datetime.now(UTC)
         cap = now + timedelta(seconds=self.config.session_max_seconds)
         # The signed grant's expiry rules; the offer's own field is not signed and only shortens it.
@@ -325,8 +333,30 @@ class EdgeAgent:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_GRANT_REJECTED,
                                 "the grant has already expired")
         webrtc = with_session_servers(self.config.webrtc, turn_from_proto(offer.ice_servers))
-        return await self._start_session(offer.session_id, offer.camera_id, offer.sdp_offer,
-                                         min(expires_at, cap), webrtc)
+        if claims.for_relay:
+            self.relay_sessions.add(offer.session_id)
+        try:
+            return await self._start_session(offer.session_id, offer.camera_id, offer.sdp_offer,
+                                             min(expires_at, cap), webrtc)
+        except BaseException:
+            self.relay_sessions.discard(offer.session_id)
+            raise
+
+    @property
+    def uplink_streams(self) -> int:
+        """Direct viewer streams this agent sends to the cloud now (not local, not a relay's)."""
+        local = self.local.views if self.local is not None else {}
+        return sum(1 for s in self.sessions if s not in local and s not in self.relay_sessions)
+
+    def _check_uplink(self, for_relay: bool) -> None:
+        """Refuse a direct stream beyond the uplink budget; a relay's one pull is always let in
+        (it is what relieves the uplink: docs/cloud-relay.md)."""
+        budget = self.config.uplink_streams
+        if for_relay or budget == 0 or self.uplink_streams < budget:
+            return
+        raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_UPLINK_FULL,
+                            f"district {self.config.district_id!r}'s uplink carries {budget} "
+                            f"streams and all are in use")
 
     async def _start_session(self, session_id: str, camera_id: str, sdp_offer: str,
                              expires_at: datetime, webrtc: WebRtcSettings | None = None) -> str:
@@ -359,6 +389,7 @@ class EdgeAgent:
 
     async def _on_session_closed(self, session: ViewerSession, reason: str) -> None:
         self.sessions.pop(session.session_id, None)
+        self.relay_sessions.discard(session.session_id)
         self.status.sessions = len(self.sessions)
         await self._report_camera(session.camera_id)
         if self._is_local(session.session_id):

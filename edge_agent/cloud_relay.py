@@ -10,6 +10,7 @@ stops: every viewer's session is closed and no new one is taken.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -26,16 +27,22 @@ from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
 
+#: Told when one viewer's session ends (the relay process reports it to the core).
+ViewerClosed = Callable[[ViewerSession, str], Awaitable[None]]
+
 
 class CloudRelay:
     def __init__(self, camera_id: str, *, webrtc: WebRtcSettings, open_upstream: OpenUpstream,
-                 close_upstream: CloseUpstream, session_seconds: float = 3600.0) -> None:
+                 close_upstream: CloseUpstream, session_seconds: float = 3600.0,
+                 on_viewer_closed: ViewerClosed | None = None) -> None:
         self.camera_id = camera_id
         self.source = RelaySource(camera_id, webrtc=webrtc, open_upstream=open_upstream,
                                   close_upstream=close_upstream)
         self.feed = CameraFeed(self.source, idle_close_seconds=0.0, on_health=self._on_health)
         self.sessions: dict[str, ViewerSession] = {}
         self.stopped = asyncio.Event()  # set once every viewer is closed and the upstream ended
+        self.live = asyncio.Event()     # set once the first picture came down from the district
+        self._on_viewer_closed = on_viewer_closed
         self._stopping = False
         self._webrtc = webrtc
         self._session_seconds = session_seconds
@@ -52,13 +59,15 @@ class CloudRelay:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def add_viewer(self, session_id: str, sdp_offer: str) -> str:
-        """Answer one more viewer from the relay's feed."""
+    async def add_viewer(self, session_id: str, sdp_offer: str,
+                         expires_at: datetime | None = None) -> str:
+        """Answer one more viewer from the relay's feed (until ``expires_at``, its grant's end)."""
         if self._stopping:
             raise OfferRejected(mqtt_pb2.SIGNAL_ERROR_CAMERA_OFFLINE, "the relay has stopped")
+        cap = datetime.now(UTC) + timedelta(seconds=self._session_seconds)
         session = ViewerSession(
             session_id=session_id, camera_id=self.camera_id, feed=self.feed, webrtc=self._webrtc,
-            expires_at=datetime.now(UTC) + timedelta(seconds=self._session_seconds),
+            expires_at=min(expires_at, cap) if expires_at is not None else cap,
             on_closed=self._on_closed)
         self.sessions[session_id] = session
         try:
@@ -84,10 +93,13 @@ class CloudRelay:
 
     async def _on_closed(self, session: ViewerSession, reason: str) -> None:
         self.sessions.pop(session.session_id, None)
+        if self._on_viewer_closed is not None:
+            await self._on_viewer_closed(session, reason)
 
     async def _on_health(self, camera_id: str, health: FeedHealth) -> None:
         if health.state is FeedState.LIVE:
             self._was_live = True
+            self.live.set()
         elif health.state is FeedState.FAILED and self._was_live:
             self._tasks.start(self.stop(f"the district ended the relayed stream ({health.reason})"),
                               name=f"relay-stop:{camera_id}")

@@ -10,6 +10,8 @@
     idle_close_seconds = 10       # keep a camera open this long after its last viewer leaves
     session_max_seconds = 259200  # hard cap on any session (72 h), whatever its grant says
     max_sessions = 256            # viewer slots; when full an incident preempts a standing view
+    uplink_streams = 8            # the district uplink's budget: direct viewer streams at most
+                                  # (the cloud relay's one pull per camera is on top; 0 = no limit)
 
     [broker]
     host = "127.0.0.1"
@@ -125,6 +127,7 @@ class AgentConfig:
     idle_close_seconds: float = 10.0
     session_max_seconds: float = 259200.0
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    uplink_streams: int = 8  # direct streams this agent sends at most (0: no limit); docs/cloud-relay.md
     grant_public_key: Path | None = None
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     core_address: str | None = None
@@ -196,6 +199,7 @@ class AgentConfig:
             idle_close_seconds=_positive(agent, "idle_close_seconds", 10.0, allow_zero=True),
             session_max_seconds=_positive(agent, "session_max_seconds", 259200.0),
             max_sessions=_max_sessions(agent),
+            uplink_streams=_count(agent, "uplink_streams", 8),
             grant_public_key=(base / public_key).resolve() if public_key else None,
             rtsp=RtspSettings.from_mapping(_table(data, "rtsp", required=False)),
             core_address=_str(core, "core.address") if "address" in core else None,
@@ -243,6 +247,13 @@ def _max_sessions(agent: dict[str, Any]) -> int:
         raise TypeError(f"agent.max_sessions must be an integer, got {value!r}")
     if not 1 <= value <= MAX_MAX_SESSIONS:
         raise ValueError(f"agent.max_sessions must be 1..{MAX_MAX_SESSIONS}, got {value!r}")
+    return value
+
+
+def _count(table: dict[str, Any], key: str, default: int, section: str = "agent") -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{section}.{key} must be a whole number, 0 or more, got {value!r}")
     return value
 
 

@@ -10,6 +10,7 @@ them when their retention ends, and reports seals and purges on the district's e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -48,7 +49,8 @@ def clip_message(store: EvidenceStore, record: ClipRecord) -> mqtt_pb2.EvidenceC
                   for s in record.segments],
         manifest_sha256=record.manifest_sha256, manifest_bytes=record.manifest_bytes,
         agent_key_id=store.key_id, agent_public_key=store.public_key,
-        incident_id=record.incident_id, operator_id=record.operator_id)
+        incident_id=record.incident_id, operator_id=record.operator_id,
+        truncated_by_crash=record.truncated_by_crash)
 
 
 class EvidenceDesk:
@@ -58,6 +60,8 @@ class EvidenceDesk:
         key = load_or_create_signing_key(settings.key_file)
         write_public_key(settings.key_file.with_suffix(".pub"), key)
         self.store = EvidenceStore(settings, district_id=district_id, agent_id=agent_id, key=key)
+        # A clip the last run was recording when it died is sealed now; the sweep reports it.
+        self.store.recover_after_crash(clock())
         self.settings = settings
         self.recorders: dict[str, ClipRecorder] = {}
         self._feeds = feeds
@@ -67,6 +71,7 @@ class EvidenceDesk:
         self._pre_rolls: dict[str, PreRoll] = {}
         self._sealing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # the link is (back) up: report what waits, now
         self._district = district_id
 
     def start(self) -> None:
@@ -113,29 +118,35 @@ class EvidenceDesk:
             record = self.store.hold(hold.clip_id, hold.hold_until.ToDatetime(tzinfo=UTC))
             return mqtt_pb2.EvidenceReply(clip=clip_message(self.store, record))
         except EvidenceRefused as exc:
-            log.info("evidence request refused", request=request.request_id, code=exc.code,
-                     why=exc.message)
+            log.info("evidence request refused", request=request.request_id,
+                     code=mqtt_pb2.EvidenceError.Name(exc.code), why=exc.message)
             return mqtt_pb2.EvidenceReply(error=mqtt_pb2.EvidenceFailure(
-                code=mqtt_pb2.EvidenceError.Value(f"EVIDENCE_ERROR_{exc.code}"),  # type: ignore[arg-type]
+                code=exc.code,
                 message=exc.message))
 
     def _check_grant(self, grant: bytes, camera_id: str, grant_id: str) -> None:
         if self._grants is None:
-            raise EvidenceRefused("GRANT_REJECTED", "this agent has no core public key configured")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED,
+                "this agent has no core public key configured")
         try:
             self._grants.check(grant, camera_id, grant_id)
         except GrantRejected as exc:
-            raise EvidenceRefused("GRANT_REJECTED", exc.reason) from exc
+            raise EvidenceRefused(mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED, exc.reason) from exc
 
     def _start(self, start: mqtt_pb2.EvidenceStart) -> mqtt_pb2.EvidenceClip:
         feed = self._feeds.get(start.camera_id)
         if feed is None:
-            raise EvidenceRefused("UNKNOWN_CAMERA", f"camera {start.camera_id!r} is not in "
-                                  f"district {self._district!r}")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CAMERA,
+                f"camera {start.camera_id!r} is not in "
+                f"district {self._district!r}")
         limit = self.settings.max_clip_seconds
         if not 0 < start.max_seconds <= limit:
-            raise EvidenceRefused("TOO_LONG", f"a clip lasts at most {limit:g} s at this agent, "
-                                  f"asked {start.max_seconds:g} s")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_TOO_LONG,
+                f"a clip lasts at most {limit:g} s at this agent, "
+                f"asked {start.max_seconds:g} s")
         self._check_grant(start.grant, start.camera_id, start.clip_id)
         record = self.store.create(
             clip_id=start.clip_id, camera_id=start.camera_id, incident_id=start.incident_id,
@@ -181,8 +192,10 @@ class EvidenceDesk:
         if fetch.offset == 0:
             # Each file's export starts with a fresh grant the core signed for that file.
             if not fetch.grant_id.startswith(f"{fetch.clip_id}:{fetch.file}:"):
-                raise EvidenceRefused("GRANT_REJECTED", "an export needs a grant signed by the "
-                                      "core for this clip's file")
+                raise EvidenceRefused(
+                    mqtt_pb2.EVIDENCE_ERROR_GRANT_REJECTED,
+                    "an export needs a grant signed by the "
+                    "core for this clip's file")
             self._check_grant(fetch.grant, record.camera_id, fetch.grant_id)
         return await asyncio.to_thread(self.store.read_chunk, fetch.clip_id, fetch.file,
                                        fetch.offset, fetch.length)
@@ -214,10 +227,18 @@ class EvidenceDesk:
             if record.unreported and record.clip_id not in self.recorders:
                 await self.report(record)
 
+    def link_up(self) -> None:
+        """The broker link is (back) up: seals and purges not yet reported go out at once
+        (a clip sealed at start, after a crash, waits for the link)."""
+        self._wake.set()
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
                 await self.sweep()
             except OSError:
                 log.exception("evidence sweep failed; retried next time")
-            await asyncio.sleep(self.settings.purge_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.purge_interval_seconds):
+                    await self._wake.wait()
+            self._wake.clear()

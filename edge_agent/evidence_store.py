@@ -21,14 +21,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import av
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.evidence_recorder import SegmentInfo
 from edge_agent.evidence_settings import GIB, EvidenceSettings
 from edge_agent.exceptions import EvidenceRefused
+from protos.safetynet.v1 import mqtt_pb2
 from protos.topics import check_id
-from runtime.evidence_manifest import MANIFEST_FILE, raw_public_key, sign_manifest
+from runtime.evidence_manifest import MANIFEST_FILE, file_sha256, raw_public_key, sign_manifest
 from runtime.grant import key_id_for
 
 log = structlog.get_logger(__name__)
@@ -53,6 +55,7 @@ class ClipRecord:
     manifest_sha256: str = ""
     manifest_bytes: int = 0
     unreported: list[str] = field(default_factory=list)  # events the core has not had yet
+    truncated_by_crash: bool = False  # sealed at restart: the agent died while recording
 
     def retained_until(self) -> datetime:
         ends = [datetime.fromisoformat(self.expires_at)]
@@ -96,12 +99,15 @@ class EvidenceStore:
         try:
             check_id(clip_id, "clip id")
         except ValueError as exc:
-            raise EvidenceRefused("BAD_REQUEST", str(exc)) from exc
+            raise EvidenceRefused(mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST, str(exc)) from exc
         if clip_id in self.clips:
-            raise EvidenceRefused("BAD_REQUEST", f"clip {clip_id!r} already exists")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST,
+                f"clip {clip_id!r} already exists")
         if not self.has_room():
             raise EvidenceRefused(
-                "DISK_BUDGET", f"the agent's evidence disk budget "
+                mqtt_pb2.EVIDENCE_ERROR_DISK_BUDGET,
+                f"the agent's evidence disk budget "
                 f"({self.settings.disk_budget_bytes / GIB:g} GiB) is spent; no clip is deleted "
                 "to make room — purge expired clips or raise evidence.disk_budget_gib")
         self.folder(clip_id).mkdir(mode=0o700)
@@ -124,8 +130,42 @@ class EvidenceStore:
             os.fsync(file.fileno())
         os.replace(temporary, folder / STATE_FILE)
 
+    def recover_after_crash(self, now: datetime) -> list[ClipRecord]:
+        """Seal every clip a crash left ``recording``: with the segments that made it to disk.
+
+        A segment is on disk when its MP4 is complete (the muxer writes the index at close), so
+        PyAV opens it; the one being written when the agent died has no index and cannot be
+        played. It is kept beside the clip as ``<segment>.partial``, hashed and named in the
+        manifest (nothing on disk goes unaccounted), but is not one of the clip's segments.
+        """
+        recovered = []
+        for record in self.clips.values():
+            if record.state != "recording":
+                continue
+            folder = self.folder(record.clip_id)
+            segments: list[SegmentInfo] = []
+            partial: list[dict[str, Any]] = []
+            for path in sorted(folder.glob("segment-*.mp4")):
+                info = _complete_segment(path)
+                if info is not None:
+                    segments.append(info)
+                    continue
+                kept = path.with_name(path.name + ".partial")
+                os.replace(path, kept)
+                os.chmod(kept, 0o600)
+                partial.append({"file": kept.name, "sha256": file_sha256(kept),
+                                "bytes": kept.stat().st_size})
+            record.truncated_by_crash = True
+            self.seal(record, segments, "truncated: the agent stopped while recording (crash); "
+                      f"sealed at its restart with {len(segments)} complete segment(s)", now,
+                      partial=partial)
+            log.warning("evidence clip sealed after a crash", clip=record.clip_id,
+                        segments=len(segments), partial=len(partial))
+            recovered.append(record)
+        return recovered
+
     def seal(self, record: ClipRecord, segments: list[SegmentInfo], reason: str,
-             now: datetime) -> ClipRecord:
+             now: datetime, *, partial: list[dict[str, Any]] | None = None) -> ClipRecord:
         """Sign the manifest over the recorded segments; the clip is then immutable."""
         for segment in segments:
             os.chmod(self.folder(record.clip_id) / segment.file, 0o600)
@@ -138,6 +178,9 @@ class EvidenceStore:
                 "agency": record.agency, "started_at": record.started_at,
                 "ended_at": record.ended_at, "end_reason": reason, "codec": "h264",
                 "container": "mp4", "reencoded": False, "segments": record.segments}
+        if record.truncated_by_crash:
+            body["truncated_by_crash"] = True
+            body["partial_segments"] = partial or []
         data = sign_manifest(body, self.key)
         path = self.folder(record.clip_id) / MANIFEST_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -154,13 +197,17 @@ class EvidenceStore:
     def get(self, clip_id: str) -> ClipRecord:
         record = self.clips.get(clip_id)
         if record is None:
-            raise EvidenceRefused("UNKNOWN_CLIP", f"clip {clip_id!r} is not kept by this agent")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CLIP,
+                f"clip {clip_id!r} is not kept by this agent")
         return record
 
     def hold(self, clip_id: str, until: datetime) -> ClipRecord:
         record = self.get(clip_id)
         if record.state == "purged":
-            raise EvidenceRefused("UNKNOWN_CLIP", f"clip {clip_id!r} was purged")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_UNKNOWN_CLIP,
+                f"clip {clip_id!r} was purged")
         if not record.hold_until or until > datetime.fromisoformat(record.hold_until):
             record.hold_until = until.isoformat()  # a hold only ever extends
         self.save(record)
@@ -182,15 +229,34 @@ class EvidenceStore:
     def read_chunk(self, clip_id: str, name: str, offset: int, length: int) -> bytes:
         record = self.get(clip_id)
         if record.state != "sealed":
-            raise EvidenceRefused("NOT_SEALED", f"clip {clip_id!r} is {record.state}, not sealed")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_NOT_SEALED,
+                f"clip {clip_id!r} is {record.state}, not sealed")
         allowed = {MANIFEST_FILE, *(s["file"] for s in record.segments)}
         if name not in allowed:
-            raise EvidenceRefused("BAD_REQUEST", f"clip {clip_id!r} has no file {name!r}")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST,
+                f"clip {clip_id!r} has no file {name!r}")
         if offset < 0 or not 0 < length <= 4 << 20:
-            raise EvidenceRefused("BAD_REQUEST", "a chunk is 1 byte to 4 MiB from offset ≥ 0")
+            raise EvidenceRefused(
+                mqtt_pb2.EVIDENCE_ERROR_BAD_REQUEST,
+                "a chunk is 1 byte to 4 MiB from offset ≥ 0")
         with (self.folder(clip_id) / name).open("rb") as file:
             file.seek(offset)
             return file.read(length)
+
+
+def _complete_segment(path: Path) -> SegmentInfo | None:
+    """The segment's figures if its MP4 is complete and plays; None if it was cut off."""
+    try:
+        with av.open(str(path)) as container:
+            frames = sum(1 for packet in container.demux(container.streams.video[0])
+                         if packet.size)
+    except (av.FFmpegError, IndexError, OSError):
+        return None
+    if frames == 0:
+        return None
+    return SegmentInfo(path.name, file_sha256(path), path.stat().st_size, 0, frames)
 
 
 def utcnow() -> datetime:

@@ -55,9 +55,10 @@ class GrantRejected(AgentError):
 
 
 class EvidenceRefused(AgentError):
-    """An evidence request was refused; ``code`` is an EvidenceError name without prefix."""
+    """An evidence request was refused; ``code`` is the ``EvidenceError`` the core receives (the
+    proto enum both sides share; the core reads it in ``signalling_errors.EVIDENCE_REFUSALS``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: mqtt_pb2.EvidenceError, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

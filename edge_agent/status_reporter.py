@@ -77,6 +77,7 @@ class StatusReporter:
             agent_id=self._config.agent_id, state=state,  # type: ignore[arg-type]
             software_version=__version__, changed_at=now_timestamp(),
             camera_count=len(self._config.cameras),
+            uplink_streams=self._config.uplink_streams,
         )
 
     def _initial_status(self, camera: CameraConfig) -> mqtt_pb2.CameraStatus:

@@ -47,6 +47,7 @@ class Kind(enum.StrEnum):
     AUDIT_CHECKPOINT = "audit_checkpoint"  # core -> agent (the agent is a witness)
     EVIDENCE_EVENTS = "evidence_events"  # agent -> core: a clip sealed or purged
     CORE_STATUS = "core_status"          # core -> every agent: is the core up (local mode)
+    RELAY_STATUS = "relay_status"        # cloud relay -> core: signed registration, last will
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ DELIVERY: dict[Kind, Delivery] = {
     Kind.AUDIT_CHECKPOINT: Delivery(qos=1, retain=True),
     Kind.EVIDENCE_EVENTS: Delivery(qos=1, retain=False),
     Kind.CORE_STATUS: Delivery(qos=1, retain=True),
+    Kind.RELAY_STATUS: Delivery(qos=1, retain=True),
 }
 
 _PATHS: dict[Kind, str] = {
@@ -113,6 +115,8 @@ def route(kind: Kind, district: str, camera: str | None = None) -> Route:
     """
     if kind is Kind.CORE_STATUS:
         raise ValueError("the core's status belongs to no district: use core_status_route()")
+    if kind is Kind.RELAY_STATUS:
+        raise ValueError("a relay's status belongs to no district: use relay_route()")
     if (camera is None) == (kind is Kind.CAMERA_STATUS):
         raise ValueError(f"{kind} topics {'need' if camera is None else 'take no'} camera id")
     path = _PATHS[kind].format(camera=camera)
@@ -164,6 +168,47 @@ CORE_ROUTES = (
     route(Kind.EVIDENCE_EVENTS, ANY),
 )
 CORE_SUBSCRIPTIONS = tuple(r.topic for r in CORE_ROUTES)
+
+
+#: Cloud relays (docs/cloud-relay.md) live outside every district's subtree, one subtree each, so
+#: a broker ACL confines a relay to ``safetynet/v1/relays/<its id>/#`` as it does an agent.
+RELAY_PREFIX = "safetynet/v1/relays"
+
+_RELAY_PATHS: dict[Kind, str] = {
+    Kind.RELAY_STATUS: "status",
+    Kind.SIGNAL_REQUEST: "signal/request",
+    Kind.SIGNAL_RESPONSE: "signal/response",
+    Kind.SESSION_EVENTS: "sessions/events",
+}
+
+
+def relay_route(kind: Kind, relay: str) -> Route:
+    """The route of ``kind`` for the relay ``relay`` (``ANY`` to subscribe to every relay)."""
+    path = _RELAY_PATHS.get(kind)
+    if path is None:
+        raise ValueError(f"{kind} is not a relay topic")
+    delivery = DELIVERY[kind]
+    return Route(kind, f"{RELAY_PREFIX}/{relay}/{path}", delivery.qos, delivery.retain)
+
+
+def parse_relay(topic: str) -> tuple[Kind, str] | None:
+    """(kind, relay id) of a relay topic; None when ``topic`` is not under ``RELAY_PREFIX``."""
+    prefix = RELAY_PREFIX + "/"
+    if not topic.startswith(prefix):
+        return None
+    relay, _, path = topic[len(prefix):].partition("/")
+    for kind, relay_path in _RELAY_PATHS.items():
+        if path == relay_path and relay:
+            return kind, relay
+    raise ValueError(f"unknown safetynet/v1 relay topic: {topic!r}")
+
+
+#: The core's subscriptions to every relay's relay -> core messages.
+CORE_RELAY_ROUTES = (
+    relay_route(Kind.RELAY_STATUS, ANY),
+    relay_route(Kind.SIGNAL_RESPONSE, ANY),
+    relay_route(Kind.SESSION_EVENTS, ANY),
+)
 
 
 @dataclass(frozen=True)

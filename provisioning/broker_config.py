@@ -75,12 +75,36 @@ def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
     written from it.
     """
     every = "+"
-    reads = (topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
-             topics.signal_response(every), topics.session_events(every),
-             topics.evidence_events(every))
-    writes = (topics.signal_request(every), grants_revoked(every), topics.audit_checkpoint(every),
-              topics.CORE_STATUS_TOPIC)
+    reads: tuple[str, ...] = (
+        topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
+        topics.signal_response(every), topics.session_events(every), topics.evidence_events(every))
+    writes: tuple[str, ...] = (topics.signal_request(every), grants_revoked(every),
+                               topics.audit_checkpoint(every), topics.CORE_STATUS_TOPIC)
+    # Cloud relays (docs/cloud-relay.md): their registrations and answers in, signalling out.
+    reads += tuple(r.topic for r in topics.CORE_RELAY_ROUTES)
+    writes += (topics.relay_route(topics.Kind.SIGNAL_REQUEST, every).topic,)
     return reads, writes
+
+
+def relay_identity(relay_id: str) -> str:
+    """A cloud relay's broker identity (its certificate's CN, or its user name)."""
+    return f"relay:{relay_id}"
+
+
+def relay_topics(relay_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reads, writes) of a cloud relay: its own subtree only, never a district's topics."""
+    kind = topics.Kind
+    reads = (topics.relay_route(kind.SIGNAL_REQUEST, relay_id).topic,)
+    writes = tuple(topics.relay_route(k, relay_id).topic
+                   for k in (kind.RELAY_STATUS, kind.SIGNAL_RESPONSE, kind.SESSION_EVENTS))
+    return reads, writes
+
+
+def relay_acl(relay_id: str, user: str | None = None) -> list[str]:
+    """A cloud relay's Mosquitto ACL lines (``relay_topics``)."""
+    reads, writes = relay_topics(relay_id)
+    return [f"user {user or relay_identity(relay_id)}",
+            *(f"topic write {t}" for t in writes), *(f"topic read {t}" for t in reads)]
 
 
 def agent_topics(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -107,7 +131,8 @@ def agent_acl(district: str, user: str | None = None) -> list[str]:
             *(f"topic write {t}" for t in writes), *(f"topic read {t}" for t in reads)]
 
 
-def acl_text(city_name: str, districts: Iterable[DistrictRecord]) -> str:
+def acl_text(city_name: str, districts: Iterable[DistrictRecord],
+             relays: Iterable[str] = ()) -> str:
     lines = [
         f"# Mosquitto ACL of the Safety Net city {city_name!r}. Written by `safetynet provision`;",
         "# rewritten on every `provision district add|revoke` - do not edit by hand.",
@@ -123,6 +148,8 @@ def acl_text(city_name: str, districts: Iterable[DistrictRecord]) -> str:
         comment = (f"# District {record.district_id} ({record.name}): certificate serial "
                    f"{record.serial:x}, valid until {record.not_after}")
         lines += ["", comment, *agent_acl(record.district_id)]
+    for relay_id in relays:
+        lines += ["", f"# Cloud relay {relay_id}: its own topics only", *relay_acl(relay_id)]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protos.safetynet.v1 import grant_pb2
 
-__all__ = ["GrantClaimsData", "key_id_for"]
+__all__ = ["RELAY_AGENCY", "GrantClaimsData", "key_id_for", "relay_operator"]
+
+#: The agency of a relay grant: the core's grant for a cloud relay's one upstream pull of a camera
+#: (docs/cloud-relay.md). Its operator is ``relay_operator(relay_id)``.
+RELAY_AGENCY = "system:relay"
+
+
+def relay_operator(relay_id: str) -> str:
+    """The operator id a relay grant names: the relay's own identity."""
+    return f"{RELAY_AGENCY}:{relay_id}"
 
 
 def key_id_for(public_key: Ed25519PublicKey) -> str:
@@ -86,6 +95,11 @@ class GrantClaimsData:
             expires_at=expires_at,
             key_id=message.key_id,
         )
+
+    @property
+    def for_relay(self) -> bool:
+        """Whether this is a relay grant (a cloud relay's upstream pull), not a viewer's."""
+        return self.agency == RELAY_AGENCY
 
     def problem(self) -> str | None:
         """What makes these claims unfit to sign or accept (None when they are well formed)."""

@@ -24,6 +24,7 @@ from safetynet.commands import (
     incident,
     operator,
     provision,
+    relay,
     sim,
     view,
 )
@@ -33,7 +34,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UserError", "build_parser", 
 
 #: In the order ``safetynet --help`` lists them.
 COMMAND_GROUPS = (core, agent, sim, demo, view, cameras, provision, operator, incident,
-                  dispatch, breakglass, audit, evidence)
+                  dispatch, breakglass, audit, evidence, relay)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore, claimed_operator
 from cloud_core.policy import BreakGlass, Operator, Policy, Role
 from cloud_core.registry import CameraRecord, Registry
+from cloud_core.relays import RelayDesk
 from cloud_core.session_capacity import capacity_refusal
 from cloud_core.sessions import OpenedSession, SessionBroker
 from cloud_core.sign_in_throttle import SignInThrottle, source_key
@@ -52,7 +53,7 @@ class AccessService:
 
     def __init__(self, *, registry: Registry, operators: OperatorStore, incidents: IncidentStore,
                  policy: Policy, signer: GrantSigner, audit: AuditLog, sessions: SessionBroker,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now, relays: RelayDesk | None = None) -> None:
         self.registry = registry
         self.operators = operators
         self.incidents = incidents
@@ -60,6 +61,7 @@ class AccessService:
         self.signer = signer
         self.audit = audit
         self.sessions = sessions
+        self.relays = relays  # cloud relays (docs/cloud-relay.md); None: every view is direct
         self._clock = clock
         self.sign_in = SignInThrottle()
         self.events = IncidentEvents()
@@ -74,7 +76,7 @@ class AccessService:
         self._session_desk = SessionDesk(registry=registry, incidents=incidents, policy=policy,
                                          signer=signer, sessions=sessions,
                                          recorder=self._recorder, sweeper=self._sweeper,
-                                         clock=clock)
+                                         clock=clock, relays=relays)
         self._trail_desk = TrailDesk(incidents=incidents, policy=policy, recorder=self._recorder,
                                      sweeper=self._sweeper, incident_desk=self._incident_desk,
                                      clock=clock)
@@ -287,6 +289,13 @@ class AccessService:
                                             incident_id=incident_id or None)
         return await self._session_desk.open(caller, camera_id, sdp_offer,
                                              incident_id=incident_id, breakglass_id=breakglass_id)
+
+    def ask_relay(self, caller: Caller, incident_id: str) -> None:
+        """Serve the incident's views through a cloud relay (docs/cloud-relay.md)."""
+        if self.relays is None:
+            raise InvalidRequest("this core runs no cloud relays (no [relays] in its config), "
+                                 "so an incident cannot ask for one")
+        self.relays.ask(incident_id, caller.operator.operator_id)
 
     def first_frame(self, caller: Caller, session_id: str, client: str) -> FirstFrame | None:
         """The caller's client decoded its first frame; recorded for incident sessions (the

@@ -33,6 +33,7 @@ from cloud_core.grants import GrantSigner
 from cloud_core.incidents import IncidentStore
 from cloud_core.policy import CameraPlace, Decision, Incident, Policy, Role, decide_view
 from cloud_core.registry import CameraRecord, Registry
+from cloud_core.relays import RelayDesk, ViewerOffer, direct_route
 from cloud_core.session_capacity import PREEMPTING_BASES, preemption_reason, preemption_victim
 from cloud_core.sessions import InvalidOffer, OpenedSession, SessionBroker, check_offer
 from protos.safetynet.v1 import mqtt_pb2
@@ -61,8 +62,10 @@ class SessionDesk:
 
     def __init__(self, *, registry: Registry, incidents: IncidentStore, policy: Policy,
                  signer: GrantSigner, sessions: SessionBroker, recorder: AuditRecorder,
-                 sweeper: GrantSweeper, clock: Callable[[], datetime]) -> None:
+                 sweeper: GrantSweeper, clock: Callable[[], datetime],
+                 relays: RelayDesk | None = None) -> None:
         self._registry = registry
+        self._relays = relays  # routes a view to a cloud relay when one should serve it
         self._incidents = incidents
         self._policy = policy
         self._signer = signer
@@ -97,12 +100,14 @@ class SessionDesk:
         record = {"operator_id": operator.operator_id, "agency": operator.agency,
                   "incident_id": decision.incident_id or "",
                   "breakglass_id": decision.breakglass_id or "", "basis": decision.basis.value}
+        route = self._relays.route if self._relays is not None else direct_route
+        view = ViewerOffer(camera=camera, sdp_offer=sdp_offer, grant=grant, session_id=session_id,
+                           expires_at=decision.expires_at, incident_id=decision.incident_id or "",
+                           record=record)
         preempted: list[str] = []
         while True:
             try:
-                opened = await self._sessions.open(
-                    camera.camera_id, sdp_offer, expires_at=decision.expires_at, grant=grant,
-                    session_id=session_id, record=record)
+                opened = await route(view, self._sessions)
                 break
             except CameraNotFound as exc:  # vanished between decision and relay
                 raise AccessDenied(public_reason) from exc
@@ -187,6 +192,7 @@ class SessionDesk:
         if record is None:
             return
         ended = event.at.ToDatetime(tzinfo=UTC)
+        relay_id = self._sessions.via_relay.pop(event.session_id, "")
         started = datetime.fromisoformat(str(record["opened_at"]))
         await self._recorder.record(AuditEntry(
             action=AuditAction.SESSION_CLOSE, operator_id=str(record["operator_id"]) or "unknown",
@@ -195,7 +201,7 @@ class SessionDesk:
             period_start=min(started, ended), period_end=ended,
             details={"session_id": event.session_id, "district_id": str(record["district_id"]),
                      "duration_seconds": round(event.duration_seconds, 3),
-                     "bytes_sent": event.bytes_sent}))
+                     "bytes_sent": event.bytes_sent, **_via(relay_id)}))
 
     def _decide(self, caller: Caller, camera: CameraRecord | None, incident_id: str,
                 breakglass_id: str) -> tuple[Decision, str]:
@@ -276,4 +282,9 @@ def _opened_entry(caller: Caller, camera: CameraRecord, decision: Decision, now:
         purpose=decision.purpose, legal_basis=decision.legal_basis,
         period_start=now, period_end=opened.expires_at,
         details={"session_id": session_id, "district_id": camera.district_id,
-                 "basis": decision.basis.value})
+                 "basis": decision.basis.value, **_via(opened.via_relay)})
+
+
+def _via(relay_id: str) -> dict[str, object]:
+    """What a record says of a view a cloud relay served (nothing for a direct one)."""
+    return {"via": "relay", "relay_id": relay_id} if relay_id else {}

@@ -6,6 +6,7 @@ import abc
 import uuid
 from collections.abc import Awaitable, Callable
 
+from cloud_core.exceptions import AgentUnavailable
 from protos.safetynet.v1 import mqtt_pb2
 
 #: The agent's side of the exchange: answer a request (``None``: stay silent, as a lost agent).
@@ -29,6 +30,11 @@ class SignallingTransport(abc.ABC):
     async def request(self, district_id: str, request: mqtt_pb2.SignalRequest,
                       timeout: float) -> mqtt_pb2.SignalResponse:
         """Send ``request`` to the district's agent; its response, or AgentUnavailable."""
+
+    async def request_relay(self, relay_id: str, request: mqtt_pb2.SignalRequest,
+                            timeout: float) -> mqtt_pb2.SignalResponse:
+        """Send ``request`` to a cloud relay (docs/cloud-relay.md); only MQTT carries them."""
+        raise AgentUnavailable(f"relay:{relay_id}", "this signalling transport reaches no relays")
 
 
 def ensure_request_id(request: mqtt_pb2.SignalRequest) -> str:

@@ -23,6 +23,11 @@ from runtime.mqtt_link import MqttLink
 log = structlog.get_logger(__name__)
 
 
+def relay_key(relay_id: str) -> str:
+    """Where a relay's pending requests are kept: never a district id (those have no ':')."""
+    return f"relay:{relay_id}"
+
+
 @dataclass
 class _Pending:
     district_id: str
@@ -49,14 +54,30 @@ class MqttSignalling(SignallingTransport):
 
     async def request(self, district_id: str, request: mqtt_pb2.SignalRequest,
                       timeout: float) -> mqtt_pb2.SignalResponse:
+        return await self._request(district_id, topics.route(topics.Kind.SIGNAL_REQUEST, district_id),
+                                   request, timeout)
+
+    async def request_relay(self, relay_id: str, request: mqtt_pb2.SignalRequest,
+                            timeout: float) -> mqtt_pb2.SignalResponse:
+        """A request on ``safetynet/v1/relays/<relay>/signal/request``; answered only from that
+        relay's response topic (``handle_relay_response``)."""
+        return await self._request(relay_key(relay_id),
+                                   topics.relay_route(topics.Kind.SIGNAL_REQUEST, relay_id),
+                                   request, timeout)
+
+    def handle_relay_response(self, relay_id: str, payload: bytes) -> None:
+        """A ``SignalResponse`` arrived on ``relay_id``'s response topic."""
+        self.handle_response(relay_key(relay_id), payload)
+
+    async def _request(self, district_id: str, route: topics.Route,
+                       request: mqtt_pb2.SignalRequest, timeout: float) -> mqtt_pb2.SignalResponse:
         if self._link is None:
             raise AgentUnavailable(district_id, "the core is not connected to the broker")
         request_id = ensure_request_id(request)
         future: asyncio.Future[mqtt_pb2.SignalResponse] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = _Pending(district_id, future)
         try:
-            await self._link.send(topics.route(topics.Kind.SIGNAL_REQUEST, district_id),
-                                  request.SerializeToString())
+            await self._link.send(route, request.SerializeToString())
             async with asyncio.timeout(timeout):
                 return await future
         except LinkDown as exc:

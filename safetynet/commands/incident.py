@@ -52,6 +52,9 @@ def _register_report(inc: Subcommands) -> None:
                    help="radius (default: the service's; beyond its maximum: refused)")
     q.add_argument("--clamp", action="store_true",
                    help="a radius beyond the service's maximum gets the maximum instead")
+    q.add_argument("--relay", action="store_true",
+                   help="serve the incident's viewers through a cloud relay (one stream per "
+                        "camera leaves the district; docs/cloud-relay.md)")
     q.add_argument("--ref", help="the 112/119 case number (reporting it again returns the same "
                                  "incident)")
     q.add_argument("--legal-basis", help="legal basis (default: the service's)")
@@ -156,7 +159,7 @@ def cmd_incident_report(args: argparse.Namespace) -> int:
     request = core_pb2.ReportIncidentRequest(
         incident_type=args.type, location=core_pb2.GeoPoint(lat=lat, lon=lon),
         radius_m=args.radius or 0, external_ref=args.ref or "", legal_basis=args.legal_basis or "",
-        service=args.service or "", clamp_to_max=args.clamp)
+        service=args.service or "", clamp_to_max=args.clamp, relay=args.relay)
     request.occurred_at.FromDatetime(moment(args.occurred_at, "--occurred-at") if args.occurred_at
                                      else datetime.now(UTC))
 

@@ -19,7 +19,14 @@ from cloud_core.exceptions import AgentUnavailable, SessionRejected
 from cloud_core.registry import CameraUpdate, Registry
 from cloud_core.sessions import SessionBroker, SessionPhase
 from cloud_core.signalling import FakeAgent, InMemorySignalling
-from cloud_core.signalling_errors import AGENT_ERROR, REFUSALS, refusal_for
+from cloud_core.signalling_errors import (
+    AGENT_ERROR,
+    EVIDENCE_REFUSALS,
+    REFUSALS,
+    evidence_refusal_for,
+    refusal_for,
+)
+from edge_agent.exceptions import EvidenceRefused
 from protos.safetynet.v1 import mqtt_pb2
 
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -143,3 +150,12 @@ def test_every_signal_error_has_one_reading() -> None:
     assert set(REFUSALS) == codes
     assert refusal_for(mqtt_pb2.SIGNAL_ERROR_UNSPECIFIED) is AGENT_ERROR
     assert refusal_for(999) is AGENT_ERROR  # type: ignore[arg-type]  # a newer agent's code
+
+
+def test_every_evidence_error_the_agent_raises_has_one_reading() -> None:
+    """The agent's EvidenceRefused carries the proto enum; the core reads each in one table."""
+    codes = {value for name, value in mqtt_pb2.EvidenceError.items()
+             if value != mqtt_pb2.EVIDENCE_ERROR_UNSPECIFIED}
+    assert set(EVIDENCE_REFUSALS) == codes
+    refused = EvidenceRefused(mqtt_pb2.EVIDENCE_ERROR_DISK_BUDGET, "disk budget spent")
+    assert evidence_refusal_for(refused.code).http_error == "disk_budget"

@@ -144,7 +144,7 @@ class SessionStatus(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., active: _Optional[bool] = ..., reason: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReportIncidentRequest(_message.Message):
-    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service", "clamp_to_max", "area_geojson", "area_district_ids")
+    __slots__ = ("incident_type", "location", "radius_m", "occurred_at", "external_ref", "legal_basis", "service", "clamp_to_max", "area_geojson", "area_district_ids", "relay")
     INCIDENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     RADIUS_M_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class ReportIncidentRequest(_message.Message):
     CLAMP_TO_MAX_FIELD_NUMBER: _ClassVar[int]
     AREA_GEOJSON_FIELD_NUMBER: _ClassVar[int]
     AREA_DISTRICT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RELAY_FIELD_NUMBER: _ClassVar[int]
     incident_type: str
     location: GeoPoint
     radius_m: float
@@ -165,7 +166,8 @@ class ReportIncidentRequest(_message.Message):
     clamp_to_max: bool
     area_geojson: str
     area_district_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ..., clamp_to_max: _Optional[bool] = ..., area_geojson: _Optional[str] = ..., area_district_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    relay: bool
+    def __init__(self, incident_type: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., radius_m: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ..., legal_basis: _Optional[str] = ..., service: _Optional[str] = ..., clamp_to_max: _Optional[bool] = ..., area_geojson: _Optional[str] = ..., area_district_ids: _Optional[_Iterable[str]] = ..., relay: _Optional[bool] = ...) -> None: ...
 
 class Incident(_message.Message):
     __slots__ = ("incident_id", "incident_type", "service", "location", "radius_m", "agencies", "opened_at", "expires_at", "closed_at", "legal_basis", "purpose", "external_ref", "reported_by", "close_reason", "open", "trail", "links", "area_geojson", "area_district_ids")

@@ -43,6 +43,7 @@ class SignalError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_ERROR_INTERNAL: _ClassVar[SignalError]
     SIGNAL_ERROR_UNKNOWN_SESSION: _ClassVar[SignalError]
     SIGNAL_ERROR_CAPACITY: _ClassVar[SignalError]
+    SIGNAL_ERROR_UPLINK_FULL: _ClassVar[SignalError]
 
 class EvidenceError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -77,6 +78,7 @@ SIGNAL_ERROR_GRANT_REJECTED: SignalError
 SIGNAL_ERROR_INTERNAL: SignalError
 SIGNAL_ERROR_UNKNOWN_SESSION: SignalError
 SIGNAL_ERROR_CAPACITY: SignalError
+SIGNAL_ERROR_UPLINK_FULL: SignalError
 EVIDENCE_ERROR_UNSPECIFIED: EvidenceError
 EVIDENCE_ERROR_UNKNOWN_CAMERA: EvidenceError
 EVIDENCE_ERROR_UNKNOWN_CLIP: EvidenceError
@@ -89,7 +91,7 @@ EVIDENCE_ERROR_BAD_REQUEST: EvidenceError
 EVIDENCE_ERROR_INTERNAL: EvidenceError
 
 class AgentStatus(_message.Message):
-    __slots__ = ("district_id", "district_name", "agent_id", "state", "software_version", "changed_at", "camera_count")
+    __slots__ = ("district_id", "district_name", "agent_id", "state", "software_version", "changed_at", "camera_count", "uplink_streams")
     DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
     DISTRICT_NAME_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +99,7 @@ class AgentStatus(_message.Message):
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
     CAMERA_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_STREAMS_FIELD_NUMBER: _ClassVar[int]
     district_id: str
     district_name: str
     agent_id: str
@@ -104,7 +107,8 @@ class AgentStatus(_message.Message):
     software_version: str
     changed_at: _timestamp_pb2.Timestamp
     camera_count: int
-    def __init__(self, district_id: _Optional[str] = ..., district_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., software_version: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_count: _Optional[int] = ...) -> None: ...
+    uplink_streams: int
+    def __init__(self, district_id: _Optional[str] = ..., district_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., software_version: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_count: _Optional[int] = ..., uplink_streams: _Optional[int] = ...) -> None: ...
 
 class CameraDescriptor(_message.Message):
     __slots__ = ("camera_id", "district_id", "name", "lat", "lon", "kind")
@@ -171,7 +175,7 @@ class CoreStatus(_message.Message):
     def __init__(self, online: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SignalRequest(_message.Message):
-    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold", "journal_fetch", "still")
+    __slots__ = ("request_id", "offer", "close", "evidence_start", "evidence_stop", "evidence_fetch", "evidence_hold", "journal_fetch", "still", "relay_start", "relay_answer")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +185,8 @@ class SignalRequest(_message.Message):
     EVIDENCE_HOLD_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_FETCH_FIELD_NUMBER: _ClassVar[int]
     STILL_FIELD_NUMBER: _ClassVar[int]
+    RELAY_START_FIELD_NUMBER: _ClassVar[int]
+    RELAY_ANSWER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     offer: SessionOffer
     close: SessionClose
@@ -190,7 +196,9 @@ class SignalRequest(_message.Message):
     evidence_hold: EvidenceHold
     journal_fetch: JournalFetch
     still: StillRequest
-    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ..., journal_fetch: _Optional[_Union[JournalFetch, _Mapping]] = ..., still: _Optional[_Union[StillRequest, _Mapping]] = ...) -> None: ...
+    relay_start: RelayStart
+    relay_answer: RelayAnswer
+    def __init__(self, request_id: _Optional[str] = ..., offer: _Optional[_Union[SessionOffer, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ..., evidence_start: _Optional[_Union[EvidenceStart, _Mapping]] = ..., evidence_stop: _Optional[_Union[EvidenceStop, _Mapping]] = ..., evidence_fetch: _Optional[_Union[EvidenceFetch, _Mapping]] = ..., evidence_hold: _Optional[_Union[EvidenceHold, _Mapping]] = ..., journal_fetch: _Optional[_Union[JournalFetch, _Mapping]] = ..., still: _Optional[_Union[StillRequest, _Mapping]] = ..., relay_start: _Optional[_Union[RelayStart, _Mapping]] = ..., relay_answer: _Optional[_Union[RelayAnswer, _Mapping]] = ...) -> None: ...
 
 class StillRequest(_message.Message):
     __slots__ = ("still_id", "camera_id", "grant")
@@ -227,7 +235,7 @@ class SessionClose(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SignalResponse(_message.Message):
-    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence", "journal", "still_jpeg")
+    __slots__ = ("request_id", "session_id", "sdp_answer", "closed", "error", "evidence", "journal", "still_jpeg", "relay_offer")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +244,7 @@ class SignalResponse(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_FIELD_NUMBER: _ClassVar[int]
     STILL_JPEG_FIELD_NUMBER: _ClassVar[int]
+    RELAY_OFFER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     sdp_answer: str
@@ -244,7 +253,8 @@ class SignalResponse(_message.Message):
     evidence: EvidenceReply
     journal: JournalBatch
     still_jpeg: bytes
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ..., journal: _Optional[_Union[JournalBatch, _Mapping]] = ..., still_jpeg: _Optional[bytes] = ...) -> None: ...
+    relay_offer: str
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[SignalFailure, _Mapping]] = ..., evidence: _Optional[_Union[EvidenceReply, _Mapping]] = ..., journal: _Optional[_Union[JournalBatch, _Mapping]] = ..., still_jpeg: _Optional[bytes] = ..., relay_offer: _Optional[str] = ...) -> None: ...
 
 class SignalFailure(_message.Message):
     __slots__ = ("code", "message")
@@ -367,7 +377,7 @@ class EvidenceSegment(_message.Message):
     def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class EvidenceClip(_message.Message):
-    __slots__ = ("clip_id", "camera_id", "state", "started_at", "ended_at", "segments", "manifest_sha256", "manifest_bytes", "agent_key_id", "agent_public_key", "end_reason", "incident_id", "operator_id", "expires_at")
+    __slots__ = ("clip_id", "camera_id", "state", "started_at", "ended_at", "segments", "manifest_sha256", "manifest_bytes", "agent_key_id", "agent_public_key", "end_reason", "incident_id", "operator_id", "expires_at", "truncated_by_crash")
     CLIP_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -382,6 +392,7 @@ class EvidenceClip(_message.Message):
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_BY_CRASH_FIELD_NUMBER: _ClassVar[int]
     clip_id: str
     camera_id: str
     state: str
@@ -396,7 +407,8 @@ class EvidenceClip(_message.Message):
     incident_id: str
     operator_id: str
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[EvidenceSegment, _Mapping]]] = ..., manifest_sha256: _Optional[str] = ..., manifest_bytes: _Optional[int] = ..., agent_key_id: _Optional[str] = ..., agent_public_key: _Optional[bytes] = ..., end_reason: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    truncated_by_crash: bool
+    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[EvidenceSegment, _Mapping]]] = ..., manifest_sha256: _Optional[str] = ..., manifest_bytes: _Optional[int] = ..., agent_key_id: _Optional[str] = ..., agent_public_key: _Optional[bytes] = ..., end_reason: _Optional[str] = ..., incident_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., truncated_by_crash: _Optional[bool] = ...) -> None: ...
 
 class EvidenceReply(_message.Message):
     __slots__ = ("clip", "data", "error")
@@ -481,3 +493,45 @@ class JournalBatch(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[JournalEntry]
     head_seq: int
     def __init__(self, entries: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., head_seq: _Optional[int] = ...) -> None: ...
+
+class RelayStart(_message.Message):
+    __slots__ = ("camera_id", "district_id", "incident_id", "upstream_session_id", "expires_at")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    district_id: str
+    incident_id: str
+    upstream_session_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, camera_id: _Optional[str] = ..., district_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RelayAnswer(_message.Message):
+    __slots__ = ("camera_id", "upstream_session_id", "sdp_answer")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SDP_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    upstream_session_id: str
+    sdp_answer: str
+    def __init__(self, camera_id: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., sdp_answer: _Optional[str] = ...) -> None: ...
+
+class RelayStatus(_message.Message):
+    __slots__ = ("relay_id", "online", "at")
+    RELAY_ID_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    relay_id: str
+    online: bool
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, relay_id: _Optional[str] = ..., online: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SignedRelayStatus(_message.Message):
+    __slots__ = ("status", "signature")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    status: bytes
+    signature: bytes
+    def __init__(self, status: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
