@@ -142,6 +142,7 @@ CREATE TABLE IF NOT EXISTS cameras (
 CREATE INDEX IF NOT EXISTS cameras_district ON cameras(district_id);
 CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('camera_version', 0);
+INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('broker_reachable', 1);
 CREATE VIRTUAL TABLE IF NOT EXISTS cameras_rtree USING rtree(id, min_lat, max_lat, min_lon, max_lon);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -195,7 +196,9 @@ ON CONFLICT(district_id) DO UPDATE SET name=excluded.name, agent_id=excluded.age
   agent_online=excluded.agent_online, software_version=excluded.software_version,
   last_seen=excluded.last_seen
 """
-_EFFECTIVE_STATE = ("CASE WHEN c.status = 'online' AND COALESCE(d.agent_online, 0) = 1 "
+_EFFECTIVE_STATE = ("CASE WHEN (SELECT value FROM registry_meta WHERE key='broker_reachable') = 0 "
+                    "THEN 'unknown' "
+                    "WHEN c.status = 'online' AND COALESCE(d.agent_online, 0) = 1 "
                     "THEN 'online' ELSE 'offline' END")
 _CONSOLE_COLUMNS = f"c.camera_id, c.district_id, c.name, c.lat, c.lon, {_EFFECTIVE_STATE}"
 
@@ -299,6 +302,20 @@ class Registry:
             conn.execute("UPDATE cameras SET version=? WHERE district_id=?",
                          [version, agent.district_id])
 
+    def set_broker_reachable(self, reachable: bool) -> int:
+        """Whether the core holds its broker connection, for what consoles are shown (every
+        camera ``unknown`` while not): all cameras change; return the version after."""
+        self.broker_reachable = reachable
+        conn = self.db.conn
+        with self._transaction():
+            version = int(conn.execute(
+                "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0]) + 1
+            conn.execute("UPDATE registry_meta SET value=? WHERE key='broker_reachable'",
+                         [int(reachable)])
+            conn.execute("UPDATE cameras SET version=?", [version])
+            conn.execute("UPDATE registry_meta SET value=? WHERE key='camera_version'", [version])
+        return version
+
     def set_agent(self, district_id: str, name: str, agent_id: str, online: bool,
                   software_version: str, seen_at: datetime) -> None:
         self.apply(StatusBatch(agents=[AgentUpdate(district_id, name, agent_id, online,
@@ -394,18 +411,19 @@ class Registry:
         where, params = _filters(district_id, status)
         if near is not None:
             return self._near(near, where, params, limit)
-        if after:
-            where.append("c.camera_id > ?")
-            params.append(after)
-        sql = (f"SELECT {_CAMERA_COLUMNS} FROM cameras c "
-               "LEFT JOIN districts d ON d.district_id = c.district_id")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY c.camera_id"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+        sql, params = _page_query(where, params, after, limit)
         return [_camera(row, broker_reachable=self.broker_reachable)
                 for row in self.db.execute(sql, params).fetchall()]
+
+    def page_of_cameras(self, *, district_id: str = "", status: str = "", after: str = "",
+                        limit: int = 0) -> list[CameraRecord]:
+        """``list_cameras`` by id, read on the reader connection: for a thread, off the loop
+        (a 5,000-camera page costs tens of milliseconds)."""
+        where, params = _filters(district_id, status)
+        sql, params = _page_query(where, params, after, limit)
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_camera(row, broker_reachable=self.broker_reachable) for row in rows]
 
     def _near(self, near: tuple[float, float, float], where: list[str], params: list[object],
               limit: int) -> list[CameraRecord]:
@@ -529,6 +547,21 @@ class _Reading:
                 reader.execute("COMMIT")
         finally:
             self._registry._reader_lock.release()
+
+
+def _page_query(where: list[str], params: list[object], after: str,
+                limit: int) -> tuple[str, list[object]]:
+    if after:
+        where = [*where, "c.camera_id > ?"]
+        params = [*params, after]
+    sql = (f"SELECT {_CAMERA_COLUMNS} FROM cameras c "
+           "LEFT JOIN districts d ON d.district_id = c.district_id")
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY c.camera_id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return sql, params
 
 
 def _filters(district_id: str, status: str) -> tuple[list[str], list[object]]:

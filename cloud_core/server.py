@@ -84,6 +84,7 @@ class CoreServer:
         self._link: MqttLink | None = None
         self._health = HealthServicer()
         self._ingest: StatusIngest | None = None
+        self._reachability: asyncio.Future[None] | None = None  # the latest one being written
         self.broker: SessionBroker | None = None
         self.access: AccessService | None = None
         self.audit: AuditLog | None = None
@@ -302,6 +303,9 @@ class CoreServer:
         if reachable != self.registry.broker_reachable:
             log.warning("broker reachability changed", reachable=reachable)
             self.registry.broker_reachable = reachable
+            if self._ingest is not None:
+                self._reachability = asyncio.ensure_future(
+                    self._ingest.broker_reachability(reachable))
 
     async def _checkpoint_as_leader(self) -> None:
         """On a shared chain the leader signs the head every interval, whoever appended."""

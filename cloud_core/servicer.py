@@ -222,14 +222,19 @@ class CameraServicer(_Authenticated, core_pb2_grpc.CameraServiceServicer):  # ty
                 return await asyncio.to_thread(_cameras_response, cameras, "")
             query = f"{request.district_id}|{status}"
             after = self._tokens.read(request.page_token, query) if request.page_token else ""
-            cameras = self._access.registry.list_cameras(
-                district_id=request.district_id, status=status, after=after, limit=size + 1)
-            next_token = ""
-            if len(cameras) > size:
-                cameras = cameras[:size]
-                next_token = self._tokens.issue(cameras[-1].camera_id, query)
-        # Thousands of messages: built off the loop (the loop keeps serving meanwhile).
-        return await asyncio.to_thread(_cameras_response, cameras, next_token)
+            # Thousands of rows and messages: read and built off the loop, which keeps serving.
+            return await asyncio.to_thread(self._page, request.district_id, status, after, size,
+                                           query)
+
+    def _page(self, district_id: str, status: str, after: str, size: int,
+              query: str) -> core_pb2.ListCamerasResponse:
+        cameras = self._access.registry.page_of_cameras(
+            district_id=district_id, status=status, after=after, limit=size + 1)
+        next_token = ""
+        if len(cameras) > size:
+            cameras = cameras[:size]
+            next_token = self._tokens.issue(cameras[-1].camera_id, query)
+        return _cameras_response(cameras, next_token)
 
     async def GetCamera(self, request: core_pb2.GetCameraRequest,
                         context: Context) -> core_pb2.Camera:

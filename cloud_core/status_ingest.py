@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +157,21 @@ class StatusIngest:
         writer, self._writer_db = self._writer_db, None
         if writer is not None:
             writer.close()
+
+    async def broker_reachability(self, reachable: bool) -> None:
+        """Record whether the core reaches its broker (on the writer thread, as every write),
+        then tell the consoles: every camera shows ``unknown`` while it does not."""
+        loop = asyncio.get_running_loop()
+        if self._executor is None or self._writer_db is None:
+            return
+        try:
+            version = await loop.run_in_executor(self._executor,
+                                                 self._writer_db.set_broker_reachable, reachable)
+        except (RegistryError, sqlite3.Error) as exc:
+            log.error("broker reachability not written", error=str(exc))
+            return
+        if self._on_commit is not None:
+            await self._on_commit(version)
 
     @property
     def pending(self) -> int:

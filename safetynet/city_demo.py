@@ -121,7 +121,8 @@ async def _run(options: CityDemoOptions, stop: asyncio.Event, state_dir: Path,
             await agent.start()
         total = sum(len(d.cameras) for d in real) + simulated.camera_count
         try:
-            await core.wait_until(lambda r: len(r.list_cameras(status="online")) >= total,
+            # A count per commit, not the 68,000 rows: the loop must stay free while they come.
+            await core.wait_until(lambda r: r.cameras_by_state().get("online", 0) >= total,
                                   STARTUP_TIMEOUT)
         except TimeoutError:
             print(f"safetynet demo --city: not every camera online within {STARTUP_TIMEOUT:g} s",

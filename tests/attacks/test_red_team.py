@@ -22,6 +22,7 @@ import cloud_core
 from cloud_core import audit as audit_log
 from cloud_core.audit import export
 from cloud_core.config import CoreConfig
+from cloud_core.registry import CameraUpdate
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
 from protos import topics
@@ -170,6 +171,8 @@ async def test_4_broker_loss_shows_cameras_unknown_and_agent_loss_closes_session
     registry = core.registry
     now = datetime.now(UTC)
     registry.set_agent("gangnam", "Gangnam", "gangnam-agent", True, "test", now)
+    registry.upsert_cameras([CameraUpdate("gangnam-001", "gangnam", "Gangnam 1", 37.5, 127.03,
+                                          "simulated", "online", "", "", 0, now)])
     for n in range(10):
         registry.record_session(f"ses-{n}", "gangnam-001", "gangnam", now, now,
                                 operator_id="op", agency="district:gangnam", basis="standing")
@@ -181,8 +184,18 @@ async def test_4_broker_loss_shows_cameras_unknown_and_agent_loss_closes_session
     async with asyncio.timeout(10):
         while core.link.connected.is_set():
             await asyncio.sleep(0.05)
+    before = core.feed.version if core.feed is not None else 0
     core._note_broker_reachability()  # what the sweeper does every second
     assert not registry.broker_reachable
+    camera = registry.camera("gangnam-001")
+    assert camera is not None and camera.effective_status == "unknown"
+    # The consoles' map too: a change pushed for every camera, each one shown unknown.
+    assert core.feed is not None
+    async with asyncio.timeout(5):
+        while core.feed.version == before:
+            await asyncio.sleep(0.05)
+    _, rows = registry.snapshot_rows()
+    assert rows and {row[5] for row in rows} == {"unknown"}
 
 
 async def test_7_the_demo_broker_refuses_anonymous_and_out_of_district_clients(
