@@ -1,13 +1,15 @@
 """The core at city scale (all 25 districts, fewer cameras each), with a real Mosquitto.
 
-Agents are stood in for by plain MQTT clients publishing what an agent publishes (agent status,
-retained camera statuses, heartbeats), all at once, as after a city-wide reconnect.
+Agents are stood in for by plain MQTT clients publishing what an agent publishes on (re)connecting
+(its retained online status and its retained snapshot, the heartbeat), all at once, as after a
+city-wide reconnect; the first round sends every camera's own status message as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
@@ -41,26 +43,32 @@ def expected_online(camera_id: str, round_: int) -> bool:
     return (hash(camera_id) + round_) % 3 != 0
 
 
-async def publish_district(settings: BrokerSettings, district: str, round_: int) -> None:
-    """What an agent publishes on (re)connecting: online, every camera (retained), a heartbeat."""
+async def publish_district(settings: BrokerSettings, district: str, round_: int, *,
+                           each_camera: bool = False) -> None:
+    """What an agent publishes on (re)connecting: online, then its snapshot (both retained);
+    ``each_camera``: every camera's own status message too (changes, not retained)."""
     async with aiomqtt.Client(settings.host, settings.port, identifier=f"{district}-agent",
                               max_inflight_messages=200) as client:
         await client.publish(topics.agent_status(district), mqtt_pb2.AgentStatus(
             district_id=district, agent_id=f"{district}-agent",
             state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString(), qos=1, retain=True)
         cameras = CAMERAS[district]
-        await asyncio.gather(*(
-            client.publish(topics.camera_status(district, c.camera_id),
-                           _status(c, expected_online(c.camera_id, round_)), qos=1, retain=True)
-            for c in cameras))
+        if each_camera:
+            await asyncio.gather(*(
+                client.publish(topics.camera_status(district, c.camera_id),
+                               _status(c, expected_online(c.camera_id, round_)), qos=1)
+                for c in cameras))
         beat = mqtt_pb2.Heartbeat(district_id=district, cameras=[
             mqtt_pb2.CameraStatus.FromString(_status(c, expected_online(c.camera_id, round_)))
             for c in cameras])
-        await client.publish(topics.heartbeat(district), beat.SerializeToString(), qos=0)
+        snapshot = topics.route(topics.Kind.HEARTBEAT, district)
+        await client.publish(snapshot.topic, beat.SerializeToString(), qos=snapshot.qos,
+                             retain=snapshot.retain)
 
 
-async def reconnect_city(settings: BrokerSettings, round_: int) -> None:
-    await asyncio.gather(*(publish_district(settings, d.district_id, round_) for d in CITY))
+async def reconnect_city(settings: BrokerSettings, round_: int, *, each_camera: bool = False) -> None:
+    await asyncio.gather(*(publish_district(settings, d.district_id, round_, each_camera=each_camera)
+                           for d in CITY))
 
 
 def city_current(core: CoreServer, round_: int) -> bool:
@@ -84,12 +92,63 @@ async def city_core(core_config: CoreConfig) -> AsyncIterator[tuple[CoreServer, 
 async def test_every_agent_reconnecting_at_once_loses_no_status(city_core, broker_settings) -> None:
     core, _ = city_core
     for round_ in (1, 2):  # first connection, then all 25 reconnect with changed statuses
-        await reconnect_city(broker_settings, round_)
+        await reconnect_city(broker_settings, round_, each_camera=round_ == 1)
         await core.wait_until(lambda r, n=round_: city_current(core, n), 20)
     assert core.ingest.dropped == 0 and core.ingest.rejected == 0
     metrics = core.metrics.render().decode()
     assert "safetynet_core_messages_dropped_total{" not in metrics
     assert "safetynet_core_statuses_ingested_total" in metrics
+
+
+async def test_a_restarted_core_has_the_whole_city_from_the_retained_snapshots(
+        city_core, core_config: CoreConfig, broker_settings: BrokerSettings) -> None:
+    core, _ = city_core
+    await reconnect_city(broker_settings, 3)
+    await core.wait_until(lambda r: city_current(core, 3), 20)
+    fresh_config = replace(core_config, database=core_config.database.with_name("fresh.sqlite3"),
+                           audit_database_file=core_config.database.with_name("fresh-audit.sqlite3"),
+                           client_id="restarted-core", http_listen="")
+    async with CoreServer(fresh_config) as fresh:
+        # Nobody publishes now: what the broker retains must be the whole, current city.
+        await fresh.wait_until(lambda r: city_current(fresh, 3), 20)
+        assert fresh.ingest.received <= 2 * len(CITY)  # 25 snapshots and 25 statuses, not 5,000
+        assert fresh.ingest.dropped == 0 and fresh.ingest.rejected == 0
+
+
+async def test_a_flood_on_a_district_border_opens_the_ranked_cameras_of_both(
+        city_core, broker_settings: BrokerSettings) -> None:
+    core, _ = city_core
+    await reconnect_city(broker_settings, 4)
+    await core.wait_until(lambda r: city_current(core, 4), 20)
+    assert core.access is not None
+    _, token = core.access.operators.add("disaster-op", agency="disaster-room", role="operator",
+                                         policy=core.access.policy)
+    offices = {d.district_id: d.office for d in CITY}
+    (lat1, lon1), (lat2, lon2) = offices["gangnam"], offices["seocho"]
+    border = core_pb2.GeoPoint(lat=(lat1 + lat2) / 2, lon=(lon1 + lon2) / 2)
+    async with grpc.aio.insecure_channel(core.address) as channel:
+        report = await core_pb2_grpc.IncidentServiceStub(channel).Report(
+            core_pb2.ReportIncidentRequest(incident_type="flood", location=border, radius_m=3000),
+            metadata=[("authorization", f"Bearer {token}")])
+    districts_in = {c.district_id for c in report.cameras}
+    assert {"gangnam", "seocho"} <= districts_in
+    distances = [c.distance_m for c in report.cameras]
+    assert distances == sorted(distances) and distances[-1] <= 3000
+    # Every camera of the city within 3 km, not a page of them, by a distance of our own
+    # (a metre of slack at the rim for the two formulas' rounding).
+    inside = {c.camera_id for cams in CAMERAS.values() for c in cams
+              if _metres(border.lat, border.lon, c.lat, c.lon) <= 2999}
+    near_rim = {c.camera_id for cams in CAMERAS.values() for c in cams
+                if 2999 < _metres(border.lat, border.lon, c.lat, c.lon) <= 3001}
+    got = {c.camera_id for c in report.cameras}
+    assert inside <= got and got - inside <= near_rim
+
+
+def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (math.sin((p2 - p1) / 2) ** 2
+         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(a))
 
 
 async def _list(stub: core_pb2_grpc.CameraServiceStub, token: str,
