@@ -120,11 +120,11 @@ def _publisher(port: int, district_ids: Sequence[str], total: int, rounds: Seque
                snapshot: bool, ready: Any, go: Any, out: Any) -> None:
     """Child: each district's agent status, then per round either its snapshot (one heartbeat
     with every camera, as an agent sends on reconnecting) or every camera's own status message
-    (QoS 1, retained, stamped)."""
+    (QoS 1, stamped; the snapshot and the status retained)."""
     city = _city(total)
     clients = {d: _connect(port, f"bench-{d}") for d in district_ids}
     work = [(clients[d], topics.agent_status(d), mqtt_pb2.AgentStatus(
-        district_id=d, agent_id=d, state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString())
+        district_id=d, agent_id=d, state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString(), True)
         for d in district_ids]
     for round_ in rounds:
         stamp = _stamp()
@@ -132,16 +132,17 @@ def _publisher(port: int, district_ids: Sequence[str], total: int, rounds: Seque
             statuses = [_status(c, _online(i, round_), stamp) for i, c in enumerate(city[d])]
             if snapshot:
                 work.append((clients[d], topics.heartbeat(d), mqtt_pb2.Heartbeat(
-                    district_id=d, agent_id=d, sent_at=stamp, cameras=statuses).SerializeToString()))
-            else:
+                    district_id=d, agent_id=d, sent_at=stamp, cameras=statuses).SerializeToString(),
+                    True))
+            else:  # a camera's own status is a change: not retained, as an agent sends it
                 work += [(clients[d], topics.camera_status(d, s.camera.camera_id),
-                          s.SerializeToString()) for s in statuses]
+                          s.SerializeToString(), False) for s in statuses]
     ready.set()
     go.wait()
     started = time.perf_counter()
     published = dict.fromkeys(clients.values(), 0)
-    for n, (client, topic, payload) in enumerate(work):
-        client.publish(topic, payload, qos=1, retain=True)
+    for n, (client, topic, payload, retain) in enumerate(work):
+        client.publish(topic, payload, qos=1, retain=retain)
         published[client] += 1
         if n % 256 == 0:
             for c in clients.values():

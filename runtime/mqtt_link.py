@@ -339,13 +339,29 @@ class MqttLink:
                 self.connected.set()
                 self._log.info("mqtt connected", node=str(address), connections=self.connections)
                 if self._on_connect is not None:
-                    await self._on_connect()
+                    await self._greet(self._on_connect, reader)
                 await reader
             finally:
                 if not reader.done():
                     reader.cancel()
                     await asyncio.wait([reader])
         return self._closing
+
+    async def _greet(self, on_connect: ConnectHandler, reader: asyncio.Task[None]) -> None:
+        """Run ``on_connect``; a publish of it that timed out (its acknowledgement queued behind
+        a large retained backlog the reader is still taking) is tried again, not a lost link."""
+        delay = self._backoff_initial
+        while True:
+            try:
+                await on_connect()
+                return
+            except LinkDown as exc:
+                if reader.done() or not self.connected.is_set():
+                    raise
+                self._log.warning("on_connect publish failed, trying again", why=exc.why,
+                                  retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         inbox = self._inbox
