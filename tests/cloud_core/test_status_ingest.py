@@ -90,3 +90,61 @@ def test_topic_parser_rejects_foreign_topics() -> None:
         with pytest.raises(ValueError, match="topic"):
             topics.parse(topic)
     assert topics.parse(topics.camera_status("mapo", "mapo-001")) == topics.ParsedTopic(topics.Kind.CAMERA_STATUS, "mapo", "mapo-001")
+
+
+def _stamped(camera_id: str, state: int, seconds: int) -> mqtt_pb2.CameraStatus:
+    status = _camera(camera_id, state=state)
+    status.changed_at.FromSeconds(1_700_000_000 + seconds)  # 2023: in the past
+    return status
+
+
+async def test_the_newest_changed_at_wins_whatever_the_arrival_order(ingest) -> None:
+    """A district's snapshot (newer) then a camera's own older retained status: the snapshot
+    stands, as a restarted core reads them; a newer change after it wins again."""
+    handler, registry = ingest
+    offline, online = mqtt_pb2.CAMERA_STATE_OFFLINE, mqtt_pb2.CAMERA_STATE_ONLINE
+    _submit(handler, topics.heartbeat("gangnam"), mqtt_pb2.Heartbeat(
+        district_id="gangnam", cameras=[_stamped("gangnam-001", offline, 20)]).SerializeToString())
+    await handler.drained()
+    _submit(handler, topics.camera_status("gangnam", "gangnam-001"),
+            _stamped("gangnam-001", online, 10).SerializeToString())
+    await handler.drained()
+    camera = registry.camera("gangnam-001")
+    assert camera is not None and camera.status == "offline" and handler.superseded == 1
+    _submit(handler, topics.camera_status("gangnam", "gangnam-001"),
+            _stamped("gangnam-001", online, 30).SerializeToString())
+    await handler.drained()
+    camera = registry.camera("gangnam-001")
+    assert camera is not None and camera.status == "online"
+
+
+async def test_a_snapshot_writes_only_the_cameras_that_changed(ingest) -> None:
+    handler, registry = ingest
+    cameras = [_stamped(f"gangnam-{n:03d}", mqtt_pb2.CAMERA_STATE_ONLINE, 0) for n in range(1, 51)]
+    beat = mqtt_pb2.Heartbeat(district_id="gangnam", cameras=cameras)
+    _submit(handler, topics.heartbeat("gangnam"), beat.SerializeToString())
+    await handler.drained()
+    written, unchanged = handler.ingested, handler.unchanged
+    beat.cameras[7].CopyFrom(_stamped("gangnam-008", mqtt_pb2.CAMERA_STATE_OFFLINE, 5))
+    _submit(handler, topics.heartbeat("gangnam"), beat.SerializeToString())
+    await handler.drained()
+    assert handler.ingested - written == 1 and handler.unchanged - unchanged == 49
+    camera = registry.camera("gangnam-008")
+    assert camera is not None and camera.status == "offline"
+    assert len(registry.list_cameras(district_id="gangnam")) == 50
+
+
+async def test_a_changed_at_from_a_clock_far_ahead_orders_nothing(ingest) -> None:
+    """A wrong agent clock a day ahead must not freeze the camera at that state for a day."""
+    handler, registry = ingest
+    ahead = _camera("gangnam-001", state=mqtt_pb2.CAMERA_STATE_OFFLINE)
+    ahead.changed_at.GetCurrentTime()
+    ahead.changed_at.FromSeconds(ahead.changed_at.seconds + 86_400)
+    _submit(handler, topics.camera_status("gangnam", "gangnam-001"), ahead.SerializeToString())
+    await handler.drained()
+    now = _camera("gangnam-001", state=mqtt_pb2.CAMERA_STATE_ONLINE)
+    now.changed_at.GetCurrentTime()
+    _submit(handler, topics.camera_status("gangnam", "gangnam-001"), now.SerializeToString())
+    await handler.drained()
+    camera = registry.camera("gangnam-001")
+    assert camera is not None and camera.status == "online" and handler.superseded == 0
