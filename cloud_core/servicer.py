@@ -78,7 +78,11 @@ def camera_message(camera: CameraRecord) -> core_pb2.Camera:
     )
     message.reason = _REASONS.get(camera.effective_reason, mqtt_pb2.OFFLINE_REASON_UNSPECIFIED)
     if camera.last_seen:
-        message.last_seen.FromDatetime(camera.last_seen)
+        # What FromDatetime does, in one C call (a 68,000-camera listing spent a quarter of its
+        # time in FromDatetime's Python); last_seen is always an aware UTC time here.
+        micros = round(camera.last_seen.timestamp() * 1_000_000)
+        message.last_seen.seconds, rest = divmod(micros, 1_000_000)
+        message.last_seen.nanos = rest * 1000
     return message
 
 
