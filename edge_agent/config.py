@@ -49,6 +49,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -123,6 +124,10 @@ class AgentConfig:
     broker: BrokerSettings
     webrtc: WebRtcSettings
     cameras: tuple[CameraConfig, ...]
+    #: Simulation only (``[simulation] status_only_file``): cameras this agent reports in its
+    #: snapshot as online and never pulls or serves, so one real agent can stand for a whole
+    #: city-scale district on a small machine (``safetynet demo --city``).
+    status_only: tuple[StatusOnlyCamera, ...] = ()
     heartbeat_seconds: float = 30.0
     idle_close_seconds: float = 10.0
     session_max_seconds: float = 259200.0
@@ -158,7 +163,7 @@ class AgentConfig:
     def from_mapping(cls, data: dict[str, Any], base: Path) -> AgentConfig:
         unknown = set(data) - {"district", "agent", "broker", "webrtc", "cameras", "grants", "rtsp",
                                "cameras_file", "core", "audit", "evidence", "local",
-                               "metrics"}
+                               "metrics", "simulation"}
         if unknown:
             raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))}")
         district = _table(data, "district")
@@ -171,11 +176,12 @@ class AgentConfig:
             if cameras:
                 raise ValueError("give the cameras inline ([[cameras]]) or as cameras_file, not both")
             cameras = _cameras_from_file(base, data["cameras_file"])
+        status_only = _status_only(base, _table(data, "simulation", required=False))
         seen: set[str] = set()
-        for camera in cameras:
-            if camera.camera_id in seen:
-                raise ValueError(f"cameras: duplicate camera id {camera.camera_id!r}")
-            seen.add(camera.camera_id)
+        for camera_id in [c.camera_id for c in cameras] + [c.camera_id for c in status_only]:
+            if camera_id in seen:
+                raise ValueError(f"cameras: duplicate camera id {camera_id!r}")
+            seen.add(camera_id)
         grants = _table(data, "grants", required=False)
         public_key = grants.get("public_key")
         core = _table(data, "core", required=False)
@@ -195,6 +201,7 @@ class AgentConfig:
             broker=BrokerSettings.from_mapping(_table(data, "broker", required=False), base),
             webrtc=WebRtcSettings.from_mapping(_table(data, "webrtc", required=False)),
             cameras=cameras,
+            status_only=status_only,
             heartbeat_seconds=_positive(agent, "heartbeat_seconds", 30.0),
             idle_close_seconds=_positive(agent, "idle_close_seconds", 10.0, allow_zero=True),
             session_max_seconds=_positive(agent, "session_max_seconds", 259200.0),
@@ -297,6 +304,50 @@ def _camera(entry: Any, index: int) -> CameraConfig:
         raise ValueError(f"{where} ({camera_id}): transport and transcode apply to rtsp:// sources only")
     return CameraConfig(camera_id, str(entry.get("name", camera_id)), float(lat), float(lon),  # type: ignore[arg-type]
                         source, transport=transport, transcode=transcode)
+
+
+@dataclass(frozen=True)
+class StatusOnlyCamera:
+    camera_id: str
+    name: str
+    lat: float
+    lon: float
+
+
+MAX_STATUS_ONLY = 10_000  # as many as a heartbeat may carry
+
+
+def _status_only(base: Path, table: dict[str, Any]) -> tuple[StatusOnlyCamera, ...]:
+    """``[simulation] status_only_file``: a JSON list of {id, name, lat, lon}."""
+    if set(table) - {"status_only_file"}:
+        raise ValueError(f"simulation: unknown key(s) {', '.join(sorted(set(table) - {'status_only_file'}))}")
+    if "status_only_file" not in table:
+        return ()
+    value = table["status_only_file"]
+    if not isinstance(value, str) or not value:
+        raise ValueError("simulation.status_only_file must be a file path")
+    path = (base / value).resolve()
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"simulation.status_only_file {path}: {exc}") from exc
+    if not isinstance(entries, list) or len(entries) > MAX_STATUS_ONLY:
+        raise ValueError(f"simulation.status_only_file {path}: a list of at most "
+                         f"{MAX_STATUS_ONLY} cameras expected")
+    cameras = []
+    for index, entry in enumerate(entries, start=1):
+        where = f"simulation.status_only_file {path.name}[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"id", "name", "lat", "lon"}:
+            raise ValueError(f"{where}: an object with id, name, lat and lon expected")
+        lat, lon = entry["lat"], entry["lon"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in (lat, lon)) or abs(lat) > 90 or abs(lon) > 180:
+            raise ValueError(f"{where}: impossible position ({lat!r}, {lon!r})")
+        if not isinstance(entry["name"], str) or len(entry["name"]) > 200:
+            raise ValueError(f"{where}: name must be text of at most 200 characters")
+        cameras.append(StatusOnlyCamera(check_id(str(entry["id"]), f"{where}.id"),
+                                        entry["name"], float(lat), float(lon)))
+    return tuple(cameras)
 
 
 def _cameras_from_file(base: Path, value: Any) -> tuple[CameraConfig, ...]:

@@ -59,6 +59,12 @@ class StatusReporter:
         self._cameras: dict[str, mqtt_pb2.CameraStatus] = {
             camera.camera_id: self._initial_status(camera) for camera in config.cameras
         }
+        for extra in config.status_only:  # simulation: in the snapshot, never pulled
+            self._cameras[extra.camera_id] = mqtt_pb2.CameraStatus(
+                camera=mqtt_pb2.CameraDescriptor(
+                    camera_id=extra.camera_id, district_id=config.district_id, name=extra.name,
+                    lat=extra.lat, lon=extra.lon, kind="status-only"),
+                state=mqtt_pb2.CAMERA_STATE_ONLINE, changed_at=now_timestamp())
         self._started = time.monotonic()
         self.sessions = 0
         self.journal_seq: Callable[[], int] = lambda: 0  # the local journal's head, if any
@@ -76,7 +82,7 @@ class StatusReporter:
             district_id=self._config.district_id, district_name=self._config.district_name,
             agent_id=self._config.agent_id, state=state,  # type: ignore[arg-type]
             software_version=__version__, changed_at=now_timestamp(),
-            camera_count=len(self._config.cameras),
+            camera_count=len(self._cameras),
             uplink_streams=self._config.uplink_streams,
         )
 

@@ -19,7 +19,8 @@ def agent_config_text(district: PilotDistrict, *, broker_host: str, broker_port:
                       heartbeat_seconds: float = 30, idle_close_seconds: float = 10,
                       sources: dict[str, str] | None = None,
                       grant_public_key: Path | None = None,
-                      broker_login: tuple[str, str] | None = None) -> str:
+                      broker_login: tuple[str, str] | None = None,
+                      status_only_file: Path | None = None) -> str:
     """The TOML an agent of ``district`` reads; ``sources`` overrides the source per camera."""
     lines = [
         "# Edge agent of a simulated district (written by safetynet sim districts).",
@@ -45,6 +46,9 @@ def agent_config_text(district: PilotDistrict, *, broker_host: str, broker_port:
     if grant_public_key is not None:
         lines += ["[grants]", "# The core's grant-signing public key: offers without a valid grant are refused.",
                   f"public_key = {_toml_string(str(grant_public_key))}", ""]
+    if status_only_file is not None:
+        lines += ["[simulation]", "# Cameras reported in this agent's snapshot, never pulled.",
+                  f"status_only_file = {_toml_string(str(status_only_file))}", ""]
     for camera in district.cameras:
         camera_source = (sources or {}).get(camera.camera_id, source)
         lines += [
@@ -63,7 +67,7 @@ def write_pilot_configs(out_dir: Path, *, broker_host: str, broker_port: int, so
                         advertise: Sequence[str] = (), grant_public_key: Path | None = None,
                         sources: dict[str, str] | None = None,
                         broker_logins: dict[str, tuple[str, str]] | None = None,
-                        **kwargs: float) -> list[Path]:
+                        heartbeat_seconds: float = 30, idle_close_seconds: float = 10) -> list[Path]:
     """One agent config per pilot district; with ``broker_logins`` (district -> user, password)
     each file carries its agent's broker password and is written 0600."""
     if not source.startswith(("sim:", "rtsp://")):
@@ -76,7 +80,8 @@ def write_pilot_configs(out_dir: Path, *, broker_host: str, broker_port: int, so
         text = agent_config_text(district, broker_host=broker_host, broker_port=broker_port,
                                  source=source, advertise=tuple(advertise) or ("127.0.0.1",),
                                  grant_public_key=grant_public_key, sources=sources,
-                                 broker_login=login, **kwargs)
+                                 broker_login=login, heartbeat_seconds=heartbeat_seconds,
+                                 idle_close_seconds=idle_close_seconds)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if login else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if login:

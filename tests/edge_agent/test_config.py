@@ -98,3 +98,36 @@ def test_bad_rtsp_options_name_the_problem(tmp_path: Path, change, problem: str)
         _load(tmp_path, change(RTSP))
     assert problem in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def _with_status_only(tmp_path: Path, entries: object) -> str:
+    import json
+
+    (tmp_path / "extra.json").write_text(json.dumps(entries))
+    return agent_config_text(GANGNAM, broker_host="127.0.0.1", broker_port=1883, source="sim:",
+                             status_only_file=Path("extra.json"))
+
+
+def test_status_only_cameras_are_in_the_snapshot_and_never_pulled(tmp_path: Path) -> None:
+    from edge_agent.status_reporter import StatusReporter
+
+    config = _load(tmp_path, _with_status_only(tmp_path, [
+        {"id": f"gangnam-s{n}", "name": f"S{n}", "lat": 37.5, "lon": 127.05} for n in range(300)]))
+    assert len(config.cameras) == 20 and len(config.status_only) == 300
+    assert config.camera("gangnam-s1") is None  # no source: an offer for it is an unknown camera
+    reporter = StatusReporter(config)
+    assert len(reporter.camera_states()) == 320
+    assert reporter.agent_status(1).camera_count == 320
+
+
+@pytest.mark.parametrize(("entries", "problem"), [
+    ({"id": "x"}, "a list of at most 10000 cameras"),
+    ([{"id": "gangnam-s1", "name": "S", "lat": 137.5, "lon": 127.0}], "impossible position"),
+    ([{"id": "gangnam-s1", "name": "S", "lat": 37.5}], "an object with id, name, lat and lon"),
+    ([{"id": "gangnam-001", "name": "S", "lat": 37.5, "lon": 127.0}], "duplicate camera id 'gangnam-001'"),
+    ([{"id": "Bad Id", "name": "S", "lat": 37.5, "lon": 127.0}], "is not a valid id"),
+])
+def test_bad_status_only_file_names_the_problem(tmp_path: Path, entries: object, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, _with_status_only(tmp_path, entries))
+    assert problem in str(raised.value)
