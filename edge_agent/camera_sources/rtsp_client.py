@@ -170,6 +170,14 @@ class InterleavedRtspClient:
             self._channel = int(first) if first.isdigit() else 0
         await self._request("PLAY", base, ["Range: npt=0.000-"])
         self.video = video
+        assert self._connection is not None
+        # From here on the connection depacketizes what arrives, whether or not anyone iterates
+        # access_units() yet (what waits is bounded: see _Connection.queue_unit).
+        self._connection.start_media(
+            _Depacketizer(video, self._channel, self.keep_filler, self._connection.queue_unit,
+                          self._error),
+            self._error, stall_seconds=self.stall_seconds, keepalive_seconds=self._keepalive / 2,
+            keepalive=lambda: self._send("GET_PARAMETER", self.target.url, []))
         return video
 
     def _send(self, method: str, uri: str, headers: list[str]) -> None:
@@ -227,15 +235,8 @@ class InterleavedRtspClient:
 
     async def access_units(self) -> AsyncIterator[EncodedPacket]:
         """Annex B access units, each as soon as its marked last packet arrives."""
-        connection, video = self._connection, self.video
-        assert connection is not None and video is not None
-        if connection.depacketizer is None:
-            connection.start_media(
-                _Depacketizer(video, self._channel, self.keep_filler, connection.queue_unit,
-                              self._error),
-                self._error, stall_seconds=self.stall_seconds,
-                keepalive_seconds=self._keepalive / 2,
-                keepalive=lambda: self._send("GET_PARAMETER", self.target.url, []))
+        connection = self._connection
+        assert connection is not None and connection.depacketizer is not None
         units = connection.units
         while True:
             while units:
