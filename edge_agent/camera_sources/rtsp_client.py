@@ -4,8 +4,10 @@ FFmpeg's RTSP demuxer (``rtsp.py``'s reader thread) costs a thread wake-up and a
 access unit, and its H.264 parser holds each access unit until the next one begins (up to 67 ms
 at 15 fps). For the common case, a camera sending H.264 over TCP, this client does the job on the
 loop instead: ``DESCRIBE`` (Digest or Basic auth, as ``camera_probe`` does), ``SETUP`` with
-``interleaved=0-1``, ``PLAY``, then large reads parsed in place; an access unit is handed on the
-moment its last packet (the RTP marker bit) arrives. Anything else (UDP, RTSPS, another codec,
+``interleaved=0-1``, ``PLAY``, then each receive depacketized where the kernel wrote it, in the
+loop's read callback (an ``asyncio.BufferedProtocol``: no copy into a stream buffer, no task
+wake-up per receive); an access unit is joined once and handed on the moment its last packet (the
+RTP marker bit) arrives. Anything else (UDP, RTSPS, another codec,
 transcoding) stays with FFmpeg; ``open()`` raises ``NotCarried`` for a camera that is not H.264.
 
 Failures raise ``SourceError`` with the same reasons and details as the FFmpeg path.
@@ -15,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import collections
 import errno
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -39,7 +41,11 @@ log = structlog.get_logger(__name__)
 __all__ = ["InterleavedRtspClient", "NotCarried", "SdpVideo"]
 
 USER_AGENT = "SafetyNet-Agent"
-READ_BYTES = 256 * 1024
+READ_BYTES = 256 * 1024  # the most one receive takes
+#: The receive buffer, allocated once: packets are depacketized where the kernel wrote them.
+BUFFER_BYTES = 4 * READ_BYTES
+#: Access units depacketized and not yet taken; reading pauses at this many (see queue_unit).
+QUEUE_UNITS = 64
 KEEPALIVE_DEFAULT_SECONDS = 60.0
 NAL_FILLER = 12
 NAL_STAP_A = 24
@@ -105,8 +111,7 @@ class InterleavedRtspClient:
         self.camera_id = camera_id
         self.open_timeout = open_timeout
         self.stall_seconds = stall_seconds
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._connection: _Connection | None = None
         self._cseq = 0
         self._challenge: list[str] = []
         self._session = ""
@@ -137,9 +142,10 @@ class InterleavedRtspClient:
         return video
 
     async def _handshake(self) -> SdpVideo:
+        loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.open_connection(
-                self.target.host, self.target.port, limit=READ_BYTES)
+            _, self._connection = await loop.create_connection(
+                lambda: _Connection(loop), self.target.host, self.target.port)
         except ConnectionRefusedError as exc:
             raise self._error("refused", "connection refused") from exc
         except OSError as exc:
@@ -164,10 +170,18 @@ class InterleavedRtspClient:
             self._channel = int(first) if first.isdigit() else 0
         await self._request("PLAY", base, ["Range: npt=0.000-"])
         self.video = video
+        assert self._connection is not None
+        # From here on the connection depacketizes what arrives, whether or not anyone iterates
+        # access_units() yet (what waits is bounded: see _Connection.queue_unit).
+        self._connection.start_media(
+            _Depacketizer(video, self._channel, self.keep_filler, self._connection.queue_unit,
+                          self._error),
+            self._error, stall_seconds=self.stall_seconds, keepalive_seconds=self._keepalive / 2,
+            keepalive=lambda: self._send("GET_PARAMETER", self.target.url, []))
         return video
 
     def _send(self, method: str, uri: str, headers: list[str]) -> None:
-        assert self._writer is not None
+        assert self._connection is not None and self._connection.transport is not None
         self._cseq += 1
         lines = [f"{method} {uri} RTSP/1.0", f"CSeq: {self._cseq}", f"User-Agent: {USER_AGENT}",
                  *headers]
@@ -175,19 +189,19 @@ class InterleavedRtspClient:
             lines.append(f"Session: {self._session}")
         if self._challenge:
             lines.append(f"Authorization: {self._authorization(method, uri)}")
-        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self._connection.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     async def _request(self, method: str, uri: str, headers: list[str]) -> RtspResponse:
-        from edge_agent.camera_probe import ProbeFailed, read_response  # see SdpVideo.parse
+        from edge_agent.camera_probe import ProbeFailed  # see SdpVideo.parse
 
-        assert self._reader is not None
+        assert self._connection is not None
         for attempt in (1, 2):
             self._send(method, uri, headers)
             try:
-                response = await read_response(self._reader)
+                response = await self._connection.response()
             except ProbeFailed as exc:
                 raise self._error(exc.reason, exc.detail) from exc
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            except ConnectionError as exc:
                 raise self._error("refused", "the camera closed the connection") from exc
             if response.status == 401 and attempt == 1 and not self._challenge:
                 if not self.target.username:
@@ -221,40 +235,256 @@ class InterleavedRtspClient:
 
     async def access_units(self) -> AsyncIterator[EncodedPacket]:
         """Annex B access units, each as soon as its marked last packet arrives."""
-        assert self._reader is not None and self.video is not None
-        reader, video = self._reader, self.video
-        dropped = set() if self.keep_filler else {NAL_FILLER}
-        parameter_sets = ParameterSets(video.parameter_sets or None)
-        time_base = Fraction(1, video.clock_rate)
-        loop = asyncio.get_running_loop()
-        next_keepalive = loop.time() + self._keepalive / 2
-        buffer = bytearray()
-        parts: list[bytes | bytearray] = []
-        keyframe = broken = False
-        skipping = True  # until the first key frame: nothing before it decodes
-        expected: int | None = None
-        unit_timestamp: int | None = None
-        wraps = 0
-        last_timestamp: int | None = None
-        rtp, rtcp = self._channel, self._channel + 1
-        media_deadline = loop.time() + self.stall_seconds  # RTCP alone does not count
+        connection = self._connection
+        assert connection is not None and connection.depacketizer is not None
+        units = connection.units
         while True:
+            while units:
+                unit = units.popleft()
+                if connection.paused and len(units) <= QUEUE_UNITS // 2:
+                    connection.resume()
+                yield unit
+            if connection.error is not None:
+                raise connection.error
+            await connection.wait()
+
+    async def close(self) -> None:
+        """TEARDOWN (best effort) and close the connection; idempotent."""
+        connection = self._connection
+        if connection is None or connection.transport is None:
+            self._connection = None
+            return
+        connection.stop_timers()
+        transport = connection.transport
+        if self._session and not transport.is_closing():
             try:
-                async with asyncio.timeout_at(media_deadline):
-                    chunk = await reader.read(READ_BYTES)
-            except TimeoutError as exc:
-                raise self._error("stalled", f"no packet for {self.stall_seconds:g} s") from exc
-            except ConnectionError as exc:
-                raise self._error("stalled", "the camera ended the stream") from exc
-            if not chunk:
-                raise self._error("stalled", "the camera ended the stream")
-            buffer += chunk
-            data = buffer  # parsed in place: only the units kept are copied out
-            pos, size = 0, len(data)
-            had_media = False
+                self._send("TEARDOWN", self.target.url, [])
+            except (ConnectionError, RuntimeError):
+                log.debug("no teardown: the camera is gone", camera=self.camera_id)
+        self._connection = None
+        transport.close()
+        await connection.lost
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """The RTSP connection: one fixed receive buffer that the kernel writes into.
+
+    During the handshake ``response()`` reads RTSP responses from it; then each receive is
+    depacketized where it landed, in the loop's read callback, and only a complete access unit
+    wakes the task that iterates ``access_units()`` (a camera sends each frame in several
+    segments: one wake-up per frame, not per segment). Parts of the access unit being assembled
+    are views of the buffer until its marked last packet joins them into one ``bytes``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buffer = bytearray(BUFFER_BYTES)
+        self._view = memoryview(self._buffer)
+        self._start = 0  # the first byte not yet parsed
+        self._fill = 0   # the end of what was received
+        self.transport: asyncio.Transport | None = None
+        self.depacketizer: _Depacketizer | None = None
+        self.units: collections.deque[EncodedPacket] = collections.deque()
+        self.paused = False
+        self.error: SourceError | None = None
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._stall_seconds = 0.0
+        self._last_media = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._keepalive_seconds = KEEPALIVE_DEFAULT_SECONDS
+        self._keepalive: Callable[[], None] = _nothing
+        self._error: Callable[[str, str], SourceError] | None = None  # set once media flows
+
+    # --- asyncio's side ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if BUFFER_BYTES - self._fill < READ_BYTES:
+            self._compact()
+        return self._view[self._fill:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._fill += nbytes
+        depacketizer = self.depacketizer
+        if depacketizer is None:
+            self._wake()  # a response for the handshake, perhaps
+            return
+        if self.error is not None:
+            self._start = self._fill  # the session is over: nothing more is read
+            return
+        try:
+            self._start, had_media = depacketizer.parse(self._buffer, self._view, self._start,
+                                                        self._fill)
+        except SourceError as exc:
+            self._fail(exc)
+            return
+        if had_media:
+            self._last_media = self._loop.time()
+
+    def eof_received(self) -> bool | None:
+        return None  # close: a camera does not half-close an RTSP session
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self.stop_timers()
+        if self._error is not None:
+            self._fail(self._error("stalled", "the camera ended the stream"))
+        self._wake()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    # --- the handshake ----------------------------------------------------------------------
+
+    async def response(self) -> RtspResponse:
+        """The next RTSP response; ``ConnectionResetError`` if the camera hung up first."""
+        from edge_agent.camera_probe import parse_response  # see SdpVideo.parse
+
+        while True:
+            parsed = parse_response(self._buffer[self._start:self._fill])
+            if parsed is not None:
+                response, used = parsed
+                self._start += used
+                return response
+            if self._eof:
+                raise ConnectionResetError("the camera closed the connection")
+            await self.wait()
+
+    # --- media ------------------------------------------------------------------------------
+
+    def start_media(self, depacketizer: _Depacketizer, error: Callable[[str, str], SourceError],
+                    *, stall_seconds: float, keepalive_seconds: float,
+                    keepalive: Callable[[], None]) -> None:
+        """Depacketize from now on (what followed PLAY's response first); watch for stalls."""
+        self.depacketizer, self._error = depacketizer, error
+        self._stall_seconds = stall_seconds
+        self._keepalive_seconds, self._keepalive = keepalive_seconds, keepalive
+        self._last_media = self._loop.time()  # RTCP alone does not count
+        if self._fill > self._start:
+            self.buffer_updated(0)
+        if self._eof:
+            self._fail(error("stalled", "the camera ended the stream"))
+            return
+        self._stall_timer = self._loop.call_at(self._last_media + stall_seconds, self._check_stall)
+        self._keepalive_timer = self._loop.call_later(keepalive_seconds, self._send_keepalive)
+
+    def queue_unit(self, unit: EncodedPacket) -> None:
+        self.units.append(unit)
+        if len(self.units) >= QUEUE_UNITS and not self.paused and self.transport is not None:
+            # Overflow policy: the loop's consumer is behind; stop reading (TCP pushes back on
+            # the camera) until it has taken half, as a blocked read did before.
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._last_media = self._loop.time()  # the wait was ours, not the camera's
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    async def wait(self) -> None:
+        """Until the next receive, complete access unit, failure or hang-up."""
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def stop_timers(self) -> None:
+        for timer in (self._stall_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._stall_timer = self._keepalive_timer = None
+
+    def _check_stall(self) -> None:
+        now = self._loop.time()
+        if self.paused:
+            self._last_media = now
+        deadline = self._last_media + self._stall_seconds
+        if now >= deadline and self._error is not None:
+            self._stall_timer = None
+            self._fail(self._error("stalled", f"no packet for {self._stall_seconds:g} s"))
+            return
+        self._stall_timer = self._loop.call_at(deadline, self._check_stall)
+
+    def _send_keepalive(self) -> None:
+        self._keepalive_timer = self._loop.call_later(self._keepalive_seconds,
+                                                      self._send_keepalive)
+        if self.transport is not None and not self.transport.is_closing():
+            self._keepalive()
+
+    def _fail(self, error: SourceError) -> None:
+        if self.error is None:
+            self.error = error
+            self.stop_timers()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _compact(self) -> None:
+        """Move what is not parsed yet to the front of the buffer, to receive behind it."""
+        if self.depacketizer is not None:
+            self.depacketizer.detach()  # its views of the buffer become bytes of their own
+        kept = self._fill - self._start
+        if kept > BUFFER_BYTES - READ_BYTES:  # no interleaved packet or response is this long
+            if self._error is not None:
+                self._fail(self._error("stalled", "the camera's stream is unreadable"))
+            kept = 0
+        else:
+            self._view[:kept] = self._view[self._start:self._fill]
+        self._start, self._fill = 0, kept
+
+
+def _nothing() -> None:
+    return None
+
+
+class _Depacketizer:
+    """RTP (RFC 6184: single NAL unit, STAP-A, FU-A) to Annex B access units, in place."""
+
+    def __init__(self, video: SdpVideo, channel: int, keep_filler: bool,
+                 deliver: Callable[[EncodedPacket], None],
+                 error: Callable[[str, str], SourceError]) -> None:
+        self._deliver = deliver
+        self._error = error
+        self._dropped = frozenset() if keep_filler else frozenset({NAL_FILLER})
+        self._parameter_sets = ParameterSets(video.parameter_sets or None)
+        self._time_base = Fraction(1, video.clock_rate)
+        self._rtp, self._rtcp = channel, channel + 1
+        self.parts: list[bytes | memoryview] = []
+        self._keyframe = self._broken = False
+        self._skipping = True  # until the first key frame: nothing before it decodes
+        self._expected: int | None = None
+        self._unit_timestamp: int | None = None
+        self._wraps = 0
+        self._last_timestamp: int | None = None
+
+    def detach(self) -> None:
+        """Copy the parts of the unit being assembled out of the receive buffer."""
+        self.parts = [bytes(part) for part in self.parts]
+
+    def parse(self, data: bytearray, view: memoryview, pos: int,
+              size: int) -> tuple[int, bool]:
+        """Every whole interleaved packet in ``data[pos:size]``: (where parsing stopped, whether
+        any RTP packet was among them)."""
+        dropped, parts = self._dropped, self.parts
+        keyframe, broken, skipping = self._keyframe, self._broken, self._skipping
+        expected, unit_timestamp = self._expected, self._unit_timestamp
+        rtp, rtcp = self._rtp, self._rtcp
+        had_media = False
+        try:
             while size - pos >= 4:
                 if data[pos] != 0x24:  # an RTSP response (to a keep-alive) between packets
-                    end = data.find(b"\r\n\r\n", pos)
+                    end = data.find(b"\r\n\r\n", pos, size)
                     if end == -1:
                         break
                     head = data[pos:end].lower()
@@ -283,7 +513,8 @@ class InterleavedRtspClient:
                 first = data[start]
                 marker = data[start + 1] & 0x80
                 sequence = (data[start + 2] << 8) | data[start + 3]
-                timestamp = int.from_bytes(data[start + 4:start + 8], "big")
+                timestamp = ((data[start + 4] << 24) | (data[start + 5] << 16)
+                             | (data[start + 6] << 8) | data[start + 7])
                 offset = start + 12 + 4 * (first & 0x0F)
                 if first & 0x10 and offset + 4 <= pos:
                     offset += 4 + 4 * ((data[offset + 2] << 8) | data[offset + 3])
@@ -294,13 +525,14 @@ class InterleavedRtspClient:
                     broken = True  # a packet went missing: this unit cannot decode
                 expected = (sequence + 1) & 0xFFFF
                 if unit_timestamp is not None and timestamp != unit_timestamp and parts:
-                    parts, keyframe, broken = [], False, True  # no marker on the last unit
+                    parts.clear()  # no marker on the last unit
+                    keyframe, broken = False, True
                 unit_timestamp = timestamp
                 kind = data[offset] & 0x1F
                 if kind in dropped:
                     pass
                 elif kind < NAL_STAP_A:
-                    parts += (START_CODE, data[offset:end])
+                    parts += (START_CODE, view[offset:end])
                     keyframe = keyframe or kind == NAL_IDR
                 elif kind == NAL_STAP_A:
                     inner = offset + 1
@@ -311,56 +543,45 @@ class InterleavedRtspClient:
                             break
                         if data[inner] & 0x1F not in dropped:
                             keyframe = keyframe or data[inner] & 0x1F == NAL_IDR
-                            parts += (START_CODE, data[inner:inner + length])
+                            parts += (START_CODE, view[inner:inner + length])
                         inner += length
                 elif kind == NAL_FU_A and end - offset > 2 and data[offset + 1] & 0x1F not in dropped:
                     header = data[offset + 1]
                     if header & 0x80:
                         nal = (data[offset] & 0xE0) | (header & 0x1F)
-                        parts += (START_CODE, bytes((nal,)))
+                        parts += (START_CODE, _NAL_HEADERS[nal])
                         keyframe = keyframe or header & 0x1F == NAL_IDR
-                    parts.append(data[offset + 2:end])
+                    parts.append(view[offset + 2:end])
                 if not marker:
                     continue
                 # The access unit is complete: hand it on now, not when the next one starts.
                 unit = b"".join(parts)
-                parts = []
+                parts.clear()
                 unit_keyframe, keyframe = keyframe, False
                 if broken or (skipping and not unit_keyframe):
                     broken = False
                     skipping = True
                     continue
                 skipping = False
-                if last_timestamp is not None and timestamp < (last_timestamp & 0xFFFFFFFF) \
-                        and (last_timestamp & 0xFFFFFFFF) - timestamp > 1 << 31:
-                    wraps += 1
-                unwrapped = timestamp + (wraps << 32)
-                last_timestamp = unwrapped
-                yield EncodedPacket(parameter_sets.complete(unit, unit_keyframe), unwrapped,
-                                    time_base, unit_keyframe)
-            del buffer[:pos]
-            if had_media:
-                media_deadline = loop.time() + self.stall_seconds
-            if loop.time() >= next_keepalive:
-                next_keepalive = loop.time() + self._keepalive / 2
-                self._send("GET_PARAMETER", self.target.url, [])
+                self._deliver(self._unit(unit, timestamp, unit_keyframe))
+        finally:
+            self._keyframe, self._broken, self._skipping = keyframe, broken, skipping
+            self._expected, self._unit_timestamp = expected, unit_timestamp
+        return pos, had_media
 
-    async def close(self) -> None:
-        """TEARDOWN (best effort) and close the connection; idempotent."""
-        writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        if self._session and not writer.is_closing():
-            try:
-                self._writer = writer
-                self._send("TEARDOWN", self.target.url, [])
-            except (ConnectionError, RuntimeError):
-                log.debug("no teardown: the camera is gone", camera=self.camera_id)
-            finally:
-                self._writer = None
-        writer.close()
-        with contextlib.suppress(OSError):  # the camera hung up first
-            await writer.wait_closed()
+    def _unit(self, unit: bytes, timestamp: int, keyframe: bool) -> EncodedPacket:
+        last = self._last_timestamp
+        if last is not None and timestamp < (last & 0xFFFFFFFF) \
+                and (last & 0xFFFFFFFF) - timestamp > 1 << 31:
+            self._wraps += 1
+        unwrapped = timestamp + (self._wraps << 32)
+        self._last_timestamp = unwrapped
+        return EncodedPacket(self._parameter_sets.complete(unit, keyframe), unwrapped,
+                             self._time_base, keyframe)
+
+
+#: The one-byte NAL header an FU-A's first fragment stands for, by value: no bytes per unit.
+_NAL_HEADERS = tuple(bytes((value,)) for value in range(256))
 
 
 def _is_bye(data: bytes | bytearray, start: int, end: int) -> bool:

@@ -12,6 +12,7 @@ from typing import Self, cast
 
 import pytest
 
+from edge_agent.camera_sources import rtsp_client
 from edge_agent.camera_sources.base import EncodedPacket
 from edge_agent.camera_sources.h264 import (
     NAL_IDR,
@@ -196,3 +197,27 @@ def test_sdp_control_urls_resolve_against_the_base() -> None:
     video = SdpVideo.parse(_sdp(), "rtsp://cam/live/")
     assert video.control == "rtsp://cam/live/stream=0"
     assert video.parameter_sets == START_CODE + SPS + START_CODE + PPS
+
+
+async def test_a_unit_assembled_across_buffer_compactions_and_responses_is_whole(
+        camera: ScriptedCamera, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small receive buffer: the key frame's parts are views of it until the buffer is
+    # compacted under them, then copies; a keep-alive's answer arrives between its packets.
+    monkeypatch.setattr(rtsp_client, "READ_BYTES", 2048)
+    monkeypatch.setattr(rtsp_client, "BUFFER_BYTES", 8192)
+    client = _client(camera.url)
+    await client.open()
+    units = cast(AsyncGenerator[EncodedPacket, None], client.access_units())
+    big = bytes([0x65]) + bytes(range(256)) * 160  # 40 KB: five times the buffer
+    fragments = _fu_a(big, 1000)
+    for i, fragment in enumerate(fragments):
+        camera.send(_rtp(1 + i, 9000, fragment, marker=i == len(fragments) - 1))
+        if i == 3:
+            camera.send(b"RTSP/1.0 200 OK\r\nCSeq: 9\r\nContent-Length: 2\r\n\r\nok")
+        if i % 4 == 0:
+            await asyncio.sleep(0.005)  # separate receives
+    async with asyncio.timeout(2):
+        unit = await anext(units)
+    assert unit.keyframe and list(nal_units(unit.data))[2] == big
+    await units.aclose()
+    await client.close()
