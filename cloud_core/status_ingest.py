@@ -12,7 +12,7 @@ per topic too), in arrival order of that newest one, so memory is bounded by the
 ``max_pending`` distinct topics a message is dropped: logged at WARNING and counted.
 
 Statuses are state, and a district may send the same camera's state twice by different paths
-(its retained snapshot, the heartbeat, and the camera's own retained topic): the newest
+(its retained snapshot, the heartbeat, and the camera's own change message): the newest
 ``changed_at`` wins, whatever the arrival order, so a core reading retained messages after a
 restart never lets an older camera status undo its district's newer snapshot.
 
@@ -74,13 +74,17 @@ class MalformedStatus(ValueError):
     pass
 
 
+#: A camera, (district, camera id), and its status as sent (serialized).
+_Sent = tuple[tuple[str, str], bytes]
+
+
 @dataclass
 class _Slice:
     agents: list[AgentUpdate] = field(default_factory=list)
     cameras: list[CameraUpdate] = field(default_factory=list)
     heartbeats: list[str] = field(default_factory=list)
     #: What each written camera's status was, as sent: kept once the slice is committed.
-    sent: list[tuple[tuple[str, str], bytes]] = field(default_factory=list)
+    sent: list[_Sent] = field(default_factory=list)
 
     def batch(self, seen_at: datetime) -> StatusBatch:
         return StatusBatch(self.agents, self.cameras, self.heartbeats, seen_at)
@@ -291,24 +295,16 @@ class StatusIngest:
             if self._written.get(key) == payload:
                 self.unchanged += 1
                 return
-            update = self._newer([camera_update(topic.district, status, topic.camera, seen_at)])
-            part.cameras.extend(update)
-            part.sent.extend((key, payload) for _ in update)
+            self._add_newer(part, [(camera_update(topic.district, status, topic.camera, seen_at),
+                                    (key, payload))])
         elif topic.kind == "heartbeat":
-            updates, sent = self._heartbeat(topic, payload, seen_at)
-            kept = self._newer(updates)
-            part.cameras.extend(kept)
-            if len(kept) == len(updates):
-                part.sent.extend(sent)
-            else:
-                ids = {u.camera_id for u in kept}
-                part.sent.extend(s for s in sent if s[0][1] in ids)
+            self._add_newer(part, self._heartbeat(topic, payload, seen_at))
             part.heartbeats.append(topic.district)
 
-    def _newer(self, updates: list[CameraUpdate]) -> list[CameraUpdate]:
-        """Drop what is older than a state already written for the same camera (writer thread)."""
-        newest, kept = self._newest, []
-        for update in updates:
+    def _add_newer(self, part: _Slice, changed: list[tuple[CameraUpdate, _Sent]]) -> None:
+        """Add to ``part`` what is not older than a state already written for the same camera."""
+        newest = self._newest
+        for update, sent in changed:
             if update.changed_at is not None:
                 key = (update.district_id, update.camera_id)
                 prior = newest.get(key)
@@ -316,11 +312,11 @@ class StatusIngest:
                     self.superseded += 1
                     continue
                 newest[key] = update.changed_at
-            kept.append(update)
-        return kept
+            part.cameras.append(update)
+            part.sent.append(sent)
 
-    def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes, seen_at: datetime,
-                   ) -> tuple[list[CameraUpdate], list[tuple[tuple[str, str], bytes]]]:
+    def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes,
+                   seen_at: datetime) -> list[tuple[CameraUpdate, _Sent]]:
         """The snapshot's cameras that differ from what was written, checked; all or nothing."""
         limit = self._max_heartbeat_cameras
         if len(payload) > limit * MAX_CAMERA_STATUS_BYTES:
@@ -334,18 +330,16 @@ class StatusIngest:
                                   f"{limit} a district may have")
         if len({status.camera.camera_id for status in beat.cameras}) != len(beat.cameras):
             raise MalformedStatus("heartbeat lists a camera more than once")
-        updates: list[CameraUpdate] = []
-        sent: list[tuple[tuple[str, str], bytes]] = []
+        changed: list[tuple[CameraUpdate, _Sent]] = []
         written = self._written
         for status in beat.cameras:
             key = (topic.district, status.camera.camera_id)
             raw = status.SerializeToString()
             if written.get(key) == raw:
                 continue  # written before, checked then: nothing to do
-            updates.append(camera_update(topic.district, status, None, seen_at))
-            sent.append((key, raw))
-        self.unchanged += len(beat.cameras) - len(updates)
-        return updates, sent
+            changed.append((camera_update(topic.district, status, None, seen_at), (key, raw)))
+        self.unchanged += len(beat.cameras) - len(changed)
+        return changed
 
 
 def _agent_status(topic: topics.ParsedTopic, payload: bytes, seen_at: datetime) -> AgentUpdate:

@@ -371,12 +371,8 @@ class MqttLink:
             # aiomqtt's iterator costs a task and a wait (three loop turns) per message, and its
             # reader adds one message per loop turn: what is already queued is taken at once,
             # or a burst outruns the iterator and overflows the queue.
-            while not self._closing:
-                try:
-                    queued = inbox.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                await self._dispatch(queued)
+            while not self._closing and not inbox.empty():
+                await self._dispatch(inbox.get_nowait())
             if self._closing:
                 break
 
