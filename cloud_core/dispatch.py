@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-import sqlite_utils
-
+from cloud_core.storage.database import Database
 from cloud_core.timestamps import iso
 
 SCHEMA: Final = """
@@ -52,9 +51,9 @@ class DispatchPush:
 
 
 class DispatchStore:
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._db.executescript(SCHEMA)
+        self._db.schema(SCHEMA)
 
     @staticmethod
     def new_push_id() -> str:

@@ -11,6 +11,7 @@ checked against the manifest the chain recorded, and the export itself recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -18,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import sqlite_utils
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -30,6 +30,7 @@ from cloud_core.exceptions import AccessDenied, AgentUnavailable, AuditError, In
 from cloud_core.policy import Basis, CameraPlace, Decision, Role, decide_view
 from cloud_core.registry import CameraRecord
 from cloud_core.signalling import SignallingTransport
+from cloud_core.storage.database import Database
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.grant import GrantClaimsData
 
@@ -87,8 +88,12 @@ class ClipRow:
         return value
 
 
+_CLIP_FIELDS = tuple(field.name for field in dataclasses.fields(ClipRow))
+_CLIP_COLUMNS = ", ".join(_CLIP_FIELDS)
+
+
 class EvidenceCustody:
-    def __init__(self, access: AccessService, relay: SignallingTransport, db: sqlite_utils.Database,
+    def __init__(self, access: AccessService, relay: SignallingTransport, db: Database,
                  *, timeout: float = 10.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._access = access
@@ -101,16 +106,22 @@ class EvidenceCustody:
     # --- storage ------------------------------------------------------------------------------
 
     def clip(self, clip_id: str) -> ClipRow | None:
-        rows = list(self._db.query("SELECT * FROM evidence_clips WHERE clip_id = ?", [clip_id]))
-        return ClipRow(**rows[0]) if rows else None
+        row = self._db.execute(f"SELECT {_CLIP_COLUMNS} FROM evidence_clips WHERE clip_id = ?",
+                               [clip_id]).fetchone()
+        return ClipRow(*row) if row else None
 
     def clips(self, incident_id: str = "") -> list[ClipRow]:
         where, params = ("WHERE incident_id = ?", [incident_id]) if incident_id else ("", [])
-        return [ClipRow(**r) for r in self._db.query(
-            f"SELECT * FROM evidence_clips {where} ORDER BY started_at", params)]
+        return [ClipRow(*r) for r in self._db.execute(
+            f"SELECT {_CLIP_COLUMNS} FROM evidence_clips {where} ORDER BY started_at", params)]
 
     def _update(self, clip_id: str, **values: object) -> None:
-        self._db["evidence_clips"].update(clip_id, values)  # type: ignore[union-attr]
+        unknown = set(values) - set(_CLIP_FIELDS)
+        if unknown:
+            raise ValueError(f"not columns of evidence_clips: {sorted(unknown)}")
+        columns = ", ".join(f"{name} = ?" for name in values)
+        self._db.execute(f"UPDATE evidence_clips SET {columns} WHERE clip_id = ?",
+                         [*values.values(), clip_id])
 
     def visible(self, caller: Caller, clip_id: str) -> ClipRow:
         row = self.clip(clip_id)
@@ -223,13 +234,14 @@ class EvidenceCustody:
                 outcome=AuditOutcome.DENIED, reason=f"the agent refused: {exc.message}",
                 details={"clip_id": clip_id, "district_id": camera.district_id}))
             raise
-        self._db["evidence_clips"].insert({  # type: ignore[union-attr]
-            "clip_id": clip_id, "camera_id": camera.camera_id, "district_id": camera.district_id,
-            "incident_id": incident_id, "operator_id": operator.operator_id,
-            "agency": operator.agency, "state": "recording", "started_at": now.isoformat(),
-            "expires_at": reply.clip.expires_at.ToDatetime(tzinfo=UTC).isoformat(),
-            "agent_key_id": reply.clip.agent_key_id,
-            "agent_public_key": reply.clip.agent_public_key.hex()})
+        self._db.execute(
+            "INSERT INTO evidence_clips (clip_id, camera_id, district_id, incident_id, "
+            "operator_id, agency, state, started_at, expires_at, agent_key_id, agent_public_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?)",
+            [clip_id, camera.camera_id, camera.district_id, incident_id, operator.operator_id,
+             operator.agency, now.isoformat(),
+             reply.clip.expires_at.ToDatetime(tzinfo=UTC).isoformat(),
+             reply.clip.agent_key_id, reply.clip.agent_public_key.hex()])
         row = self.clip(clip_id)
         assert row is not None
         return row

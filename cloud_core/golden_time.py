@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-import sqlite_utils
-
+from cloud_core.storage.database import Database
 from cloud_core.timestamps import iso
 
 SCHEMA: Final = """
@@ -62,9 +61,9 @@ class FirstFrame:
 
 
 class GoldenTimeStore:
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._db.executescript(SCHEMA)
+        self._db.schema(SCHEMA)
 
     def record(self, row: FirstFrame) -> bool:
         """Keep the session's first frame; False when it was reported already."""

@@ -8,15 +8,13 @@ in the future, not older than the latest, and no faster than any vehicle on a ci
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-import sqlite_utils
-
 from cloud_core.exceptions import RegistryError
 from cloud_core.policy import TrailPoint, distance_m
+from cloud_core.storage.database import Database, DatabaseError
 from cloud_core.timestamps import iso
 
 SCHEMA: Final = """
@@ -110,28 +108,22 @@ def bounded_text(name: str, value: str, limit: int, *, required: bool = False) -
 class TrailStore:
     """Positions, links and external references beside the incidents table."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._db.executescript(SCHEMA)
+        self._db.schema(SCHEMA)
 
     def add_position(self, incident_id: str, point: TrailPoint) -> None:
         """Append ``point`` to the trail and make it the incident's latest position, atomically."""
-        conn = self._db.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
+            with self._db.transaction():
+                self._db.execute(
                     "INSERT INTO incident_positions (incident_id, seq, lat, lon, at, source) "
                     "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM incident_positions "
                     "WHERE incident_id=?",
                     [incident_id, point.lat, point.lon, iso(point.at), point.source, incident_id])
-                conn.execute("UPDATE incidents SET lat=?, lon=? WHERE incident_id=?",
-                             [point.lat, point.lon, incident_id])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+                self._db.execute("UPDATE incidents SET lat=?, lon=? WHERE incident_id=?",
+                                 [point.lat, point.lon, incident_id])
+        except DatabaseError as exc:
             raise RegistryError(f"cannot store the incident's position: {exc}") from exc
 
     def positions(self, incident_id: str, limit: int = TRAIL_KEPT) -> tuple[TrailPoint, ...]:

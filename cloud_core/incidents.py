@@ -9,18 +9,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sqlite3
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-
-import sqlite_utils
 
 from cloud_core.dispatch import DispatchStore
 from cloud_core.exceptions import ConfigError, RegistryError
 from cloud_core.geo_area import GeoArea
 from cloud_core.incident_trail import TrailStore
 from cloud_core.policy import BreakGlass, Incident, TrailPoint, distance_m
+from cloud_core.storage.database import Database, DatabaseError
 from cloud_core.timestamps import iso
 
 SCHEMA = """
@@ -92,9 +90,9 @@ def _time(text: str | None) -> datetime | None:
 
 
 class IncidentStore:
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._db.executescript(SCHEMA)
+        self._db.schema(SCHEMA)
         self.trail = TrailStore(db)
         self.dispatch = DispatchStore(db)
         self._areas: dict[str, GeoArea | None] = {}
@@ -112,7 +110,7 @@ class IncidentStore:
                  json.dumps(sorted(i.agencies)), iso(i.opened_at), iso(i.expires_at),
                  iso(i.closed_at), i.legal_basis, i.purpose, iso(i.occurred_at), i.external_ref,
                  reported_by])
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             raise RegistryError(f"cannot store incident: {exc}") from exc
         if i.area is not None:
             polygon = i.area.geojson()
@@ -230,9 +228,9 @@ class IncidentStore:
                                  row.get("detail") or ""])
         except OSError as exc:
             raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
-        with self._db.conn:
+        with self._db.transaction():
             self._db.execute("DELETE FROM facilities")
-            self._db.conn.executemany("INSERT INTO facilities VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO facilities VALUES (?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
     def facilities_near(self, lat: float, lon: float, radius_m: float) -> list[Facility]:

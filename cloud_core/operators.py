@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import time
 from datetime import UTC, datetime
 
-import sqlite_utils
-
 from cloud_core.exceptions import RegistryError, Unauthenticated
 from cloud_core.policy import Operator, Policy, Role
+from cloud_core.storage.database import Database, DatabaseError, IntegrityError
 from protos.topics import check_id
 
 TOKEN_PREFIX = "snt_"
@@ -62,12 +60,12 @@ AUTH_CACHE_SECONDS = 1.0
 
 
 class OperatorStore:
-    """Operators in SQLite. ``authenticate`` remembers a token's operator for one second, so a
+    """Operators in the core's database. ``authenticate`` remembers a token's operator for one second, so a
     burst of calls costs one lookup, and a disabled operator is refused within that second."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._db.executescript(SCHEMA)
+        self._db.schema(SCHEMA)
         self._cache: dict[str, tuple[float, Operator | None]] = {}
 
     def add(self, operator_id: str, *, agency: str, role: str, policy: Policy,
@@ -86,9 +84,9 @@ class OperatorStore:
                 [operator.operator_id, operator.name, operator.agency, operator.role.value,
                  token_hash(token), datetime.now(UTC).isoformat()],
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise ValueError(f"operator {operator_id!r} already exists") from exc
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             raise RegistryError(f"cannot store operator: {exc}") from exc
         return operator, token
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlite_utils
 import structlog
 
-from cloud_core.exceptions import RegistryError
+from cloud_core.exceptions import RegistryError, StorageError
 from cloud_core.policy import EARTH_RADIUS_M, distance_m
+from cloud_core.storage.database import DatabaseError, SqliteDatabase
 from cloud_core.timestamps import iso
-from runtime.private_files import make_private
 
 log = structlog.get_logger(__name__)
 
@@ -239,19 +238,13 @@ class Registry:
         #: Whether the core holds its broker connection; while not, no status is current.
         self.broker_reachable = True
         try:
-            if str(path) != ":memory:":
-                make_private(Path(path))
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db = sqlite_utils.Database(connection)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=5000")
-            self.db.executescript(SCHEMA)
+            self.db = SqliteDatabase(Path(path))
+            self.db.schema(SCHEMA)
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(cameras)").fetchall()}
             if "version" not in columns:
-                self.db.executescript(_MIGRATION)
+                self.db.schema(_MIGRATION)
             self.db.execute(_VERSION_INDEX)
-        except (sqlite3.Error, OSError) as exc:
+        except (StorageError, DatabaseError) as exc:
             raise RegistryError(f"cannot open registry {path}: {exc}") from exc
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
@@ -272,7 +265,7 @@ class Registry:
     def apply(self, batch: StatusBatch) -> int:
         """Write one batch in one transaction; return the registry's camera version after it."""
         seen = iso(batch.seen_at or datetime.now(UTC))
-        conn = self.db.conn
+        conn = self.db.connection
         with self._transaction():
             version = int(conn.execute(
                 "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0]) + 1
@@ -301,7 +294,7 @@ class Registry:
         return version
 
     def _apply_agent(self, agent: AgentUpdate, version: int) -> None:
-        conn = self.db.conn
+        conn = self.db.connection
         row = conn.execute("SELECT agent_online FROM districts WHERE district_id=?",
                            [agent.district_id]).fetchone()
         conn.execute(_UPSERT_AGENT, [agent.district_id, agent.name or agent.district_id,
@@ -316,7 +309,7 @@ class Registry:
         """Whether the core holds its broker connection, for what consoles are shown (every
         camera ``unknown`` while not): all cameras change; return the version after."""
         self.broker_reachable = reachable
-        conn = self.db.conn
+        conn = self.db.connection
         with self._transaction():
             version = int(conn.execute(
                 "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0]) + 1
@@ -480,9 +473,7 @@ class Registry:
     # --- the console's change log -------------------------------------------------------------
 
     def camera_version(self) -> int:
-        row = self.db.execute(
-            "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()
-        return int(row[0])
+        return int(self.db.scalar("SELECT value FROM registry_meta WHERE key='camera_version'"))
 
     def agents(self) -> dict[str, bool]:
         return {d.district_id: d.agent_online for d in self.districts()}
@@ -530,7 +521,7 @@ class Registry:
         return self._reader
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self.db.conn)
+        return _Transaction(self.db.connection)
 
 
 class _Reading:

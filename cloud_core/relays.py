@@ -134,7 +134,7 @@ class RelayDesk:
         self._starting: dict[str, asyncio.Lock] = {}
         #: Set by the server: a relayed viewer's end goes on the record like any session's.
         self.on_session_ended: Callable[[mqtt_pb2.SessionEvent], Awaitable[None]] | None = None
-        registry.db.executescript(SCHEMA)
+        registry.db.schema(SCHEMA)
 
     # --- incidents that ask for a relay ----------------------------------------------------
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import sqlite_utils
 import structlog
 
 from cloud_core.access import AccessService, Caller
 from cloud_core.access.incident_desk import IncidentReport
 from cloud_core.exceptions import AccessDenied, IncidentNotFound, InvalidRequest
 from cloud_core.policy import Role
+from cloud_core.storage.database import Database
 from cloud_core.timestamps import iso
 
 log = structlog.get_logger(__name__)
@@ -106,10 +106,10 @@ class FeedOutcome:
 class WearableFeed:
     """Turns carriers' events into incidents, moves and nothing else."""
 
-    def __init__(self, access: AccessService, db: sqlite_utils.Database) -> None:
+    def __init__(self, access: AccessService, db: Database) -> None:
         self._access = access
         self._db = db
-        self._db.executescript(SCHEMA)
+        self._db.schema(SCHEMA)
 
     async def ingest(self, caller: Caller, event: WearableEvent) -> FeedOutcome:
         """Apply ``event`` for the feed client ``caller``."""

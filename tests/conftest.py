@@ -1,8 +1,14 @@
 """Shared fixtures: a real Mosquitto per test on a free loopback port, the core on port 0,
-agents in-process with small synthetic cameras. Nothing here reaches beyond loopback."""
+agents in-process with small synthetic cameras, and a throwaway PostgreSQL cluster (one per
+session, on a free loopback port, never the machine's own server) with a fresh database per
+test. Nothing here reaches beyond loopback.
+
+``core_database`` comes in two backends, ``sqlite`` and ``postgres``: a test that takes it runs
+on both."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -13,11 +19,14 @@ import structlog
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
+from cloud_core.storage.base import Location
+from cloud_core.storage.settings import StorageSettings
 from edge_agent.config import AgentConfig, CameraConfig
 from runtime.logs import configure_logging
 from runtime.mqtt_link import BrokerSettings
 from runtime.webrtc import WebRtcSettings
 from safetynet.broker import MosquittoBroker
+from safetynet.postgres_server import ThrowawayPostgres
 from simulators.facilities import write_facilities_csv
 from simulators.pilot_districts import GANGNAM, MAPO, PilotDistrict
 
@@ -47,11 +56,43 @@ def broker_settings(mosquitto: MosquittoBroker) -> BrokerSettings:
     return BrokerSettings(host=mosquitto.host, port=mosquitto.port, keepalive=5)
 
 
+_databases = itertools.count(1)
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    with ThrowawayPostgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_dsn(postgres: ThrowawayPostgres) -> str:
+    """A DSN for an empty database of this test's own."""
+    return postgres.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def core_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Location:
+    """Where the core's state lives: a fresh SQLite file, or a fresh PostgreSQL database."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_dsn"))
+    return tmp_path / "core.sqlite3"
+
+
 @pytest.fixture
 def core_config(tmp_path: Path, broker_settings: BrokerSettings) -> CoreConfig:
+    """A core on this test's broker (SQLite)."""
+    storage: StorageSettings | None = None
     return CoreConfig(database=tmp_path / "core.sqlite3", listen="127.0.0.1:0",
                       broker=broker_settings, answer_timeout_seconds=5.0,
-                      facilities_file=write_facilities_csv(tmp_path / "facilities.csv"))
+                      facilities_file=write_facilities_csv(tmp_path / "facilities.csv"),
+                      storage=storage)
 
 
 @pytest.fixture

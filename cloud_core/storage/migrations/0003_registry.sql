@@ -1,0 +1,2 @@
+-- Filled in by the port of its stores to the storage seam.
+SELECT 1;
