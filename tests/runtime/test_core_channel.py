@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -14,13 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runtime.core_channel import core_target, open_core_channel, split_addresses
 
 
-class CountingHealth(health_pb2_grpc.HealthServicer):
+class CountingHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     def __init__(self, name: str, calls: Counter[str]) -> None:
         self._name = name
         self._calls = calls
 
     async def Check(self, request: health_pb2.HealthCheckRequest,
-                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+                    context: grpc.aio.ServicerContext[Any, Any]) -> health_pb2.HealthCheckResponse:
         self._calls[self._name] += 1
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
