@@ -56,6 +56,9 @@ JITTER_M: Final = 150.0
 TRAIL_KEPT: Final = 200
 """How many of an incident's latest positions are read back (the grant needs at most 100)."""
 
+TRAIL_LOCK: Final = 0x5AFE0014
+"""PostgreSQL advisory lock class of incident trails (the key within it: the incident id's hash)."""
+
 SEQ_ATTEMPTS: Final = 5
 """Tries to append a position whose ``seq`` another writer took at the same moment."""
 
@@ -119,12 +122,16 @@ class TrailStore:
         """Append ``point`` to the trail and make it the incident's latest position, atomically.
 
         The next ``seq`` is read inside the write: SQLite's write lock serialises it; on
-        PostgreSQL updating the incident's row first queues every other replica's position for
-        that incident behind this one, and a collision all the same (a trail without its
-        incident row) is retried."""
+        PostgreSQL a transaction-level advisory lock on the incident queues every other
+        replica's position for it behind this one. A collision all the same (a writer that
+        took no lock) is retried."""
         for attempt in range(1, SEQ_ATTEMPTS + 1):
             try:
                 with self._db.transaction():
+                    if self._db.dialect == "postgres":
+                        self._db.execute(
+                            "SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), hashtext(?))",
+                            [TRAIL_LOCK, incident_id])
                     self._db.execute("UPDATE incidents SET lat=?, lon=? WHERE incident_id=?",
                                      [point.lat, point.lon, incident_id])
                     self._db.execute(
