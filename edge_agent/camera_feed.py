@@ -14,7 +14,6 @@ frame (never a partial GOP, which would show as smeared video) and the drop is l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import random
 from collections.abc import Awaitable, Callable
@@ -285,18 +284,19 @@ class CameraFeed:
 
     async def _run_source(self) -> None:
         delay = self._retry_initial
+
+        async def live() -> None:
+            nonlocal delay
+            await self._set_health(FeedHealth(FeedState.LIVE))
+            delay = self._retry_initial
+
         while True:
             await self._set_health(FeedHealth(FeedState.STARTING))
             self._timeline.new_connection()
             try:
-                # aclosing: a cancelled pump closes the camera connection now, not at GC time.
-                packets_of = self.source.packets()
-                async with contextlib.aclosing(packets_of) as packets:
-                    async for packet in packets:
-                        if self._health.state is not FeedState.LIVE:
-                            await self._set_health(FeedHealth(FeedState.LIVE))
-                            delay = self._retry_initial
-                        self._fan_out(packet)
+                # Units come to _fan_out by callback (no task step per unit where the source
+                # can); a cancelled pump closes the camera connection now, not at GC time.
+                await self.source.deliver(self._fan_out, live)
                 raise SourceError(self.camera_id, "stopped", "the stream ended")
             except SourceError as exc:
                 await self._set_health(FeedHealth(FeedState.FAILED, exc.reason, exc.detail))
