@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 import structlog
 
-from edge_agent.camera_sources.base import EncodedPacket, PacketSink
+from edge_agent.camera_sources.base import CLOCK_RATE, TIME_BASE, EncodedPacket, PacketSink
 from edge_agent.camera_sources.h264 import NAL_IDR, START_CODE, ParameterSets
 from edge_agent.exceptions import SourceError
 
@@ -499,7 +499,8 @@ class _Depacketizer:
         self._error = error
         self._dropped = frozenset() if keep_filler else frozenset({NAL_FILLER})
         self._parameter_sets = ParameterSets(video.parameter_sets or None)
-        self._time_base = Fraction(1, video.clock_rate)
+        self._time_base = (TIME_BASE if video.clock_rate == CLOCK_RATE
+                           else Fraction(1, video.clock_rate))
         self._rtp, self._rtcp = channel, channel + 1
         self.parts: list[bytes | memoryview] = []
         self._keyframe = self._broken = False
