@@ -7,8 +7,10 @@ loop instead: ``DESCRIBE`` (Digest or Basic auth, as ``camera_probe`` does), ``S
 ``interleaved=0-1``, ``PLAY``, then each receive depacketized where the kernel wrote it, in the
 loop's read callback (an ``asyncio.BufferedProtocol``: no copy into a stream buffer, no task
 wake-up per receive); an access unit is joined once and handed on the moment its last packet (the
-RTP marker bit) arrives. Anything else (UDP, RTSPS, another codec,
-transcoding) stays with FFmpeg; ``open()`` raises ``NotCarried`` for a camera that is not H.264.
+RTP marker bit) arrives: by ``deliver()`` to the feed's callback, right there in the read callback
+(no task wakes for a unit), or through ``access_units()`` to a task that iterates. Anything else
+(UDP, RTSPS, another codec, transcoding) stays with FFmpeg; ``open()`` raises ``NotCarried`` for
+a camera that is not H.264.
 
 Failures raise ``SourceError`` with the same reasons and details as the FFmpeg path.
 """
@@ -289,10 +291,10 @@ class _Connection(asyncio.BufferedProtocol):
     """The RTSP connection: one fixed receive buffer that the kernel writes into.
 
     During the handshake ``response()`` reads RTSP responses from it; then each receive is
-    depacketized where it landed, in the loop's read callback, and only a complete access unit
-    wakes the task that iterates ``access_units()`` (a camera sends each frame in several
-    segments: one wake-up per frame, not per segment). Parts of the access unit being assembled
-    are views of the buffer until its marked last packet joins them into one ``bytes``.
+    depacketized where it landed, in the loop's read callback. A complete access unit goes to
+    the sink given to ``deliver_to()`` there and then; before that (or without one) it is queued
+    and wakes the task that iterates ``access_units()``. Parts of the access unit being
+    assembled are views of the buffer until its marked last packet joins them into one ``bytes``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -403,6 +405,7 @@ class _Connection(asyncio.BufferedProtocol):
             self.resume()
 
     def queue_unit(self, unit: EncodedPacket) -> None:
+        """A complete unit: to the sink, or queued for ``access_units()`` (bounded, see below)."""
         sink = self._sink
         if sink is not None:
             self._take(sink, unit)
