@@ -13,8 +13,6 @@ simulated cameras pad a 2.5 Mb/s stream that carries ~0.3 Mb/s of picture).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from edge_agent.camera_sources.h264 import NAL_AUD, nal_spans
 
 __all__ = ["MAX_PAYLOAD", "AccessUnit", "packetize"]
@@ -29,22 +27,45 @@ NAL_FU_A = 28
 _DROPPED = frozenset({NAL_AUD, NAL_FILLER})  # WebRTC receivers need neither
 
 
-@dataclass(frozen=True, slots=True)
 class AccessUnit:
-    """An Annex B access unit on the feed's 90 kHz timeline, with its RTP payloads."""
+    """An Annex B access unit on the feed's 90 kHz timeline, with its RTP payloads.
 
-    data: bytes
-    timestamp: int
-    keyframe: bool
-    payloads: tuple[bytes, ...]
+    The payloads are cut the first time a viewer's sender asks for them, once for every viewer:
+    a camera open with nobody sending (the idle-close delay, an evidence recording, a GOP cache
+    nobody has joined from) packetizes nothing.
+    """
+
+    __slots__ = ("_keep_filler", "_max_payload", "_payloads", "data", "keyframe", "timestamp")
+
+    def __init__(self, data: bytes, timestamp: int, keyframe: bool, *,
+                 max_payload: int = MAX_PAYLOAD, keep_filler: bool = False) -> None:
+        self.data = data
+        self.timestamp = timestamp
+        self.keyframe = keyframe
+        self._max_payload = max_payload
+        self._keep_filler = keep_filler
+        self._payloads: tuple[bytes, ...] | None = None
 
     @classmethod
     def packetized(cls, data: bytes, timestamp: int, keyframe: bool,
                    max_payload: int = MAX_PAYLOAD, keep_filler: bool = False) -> AccessUnit:
-        return cls(data, timestamp, keyframe, packetize(data, max_payload, keep_filler))
+        return cls(data, timestamp, keyframe, max_payload=max_payload, keep_filler=keep_filler)
+
+    @property
+    def payloads(self) -> tuple[bytes, ...]:
+        """RTP payloads in order (single NAL, STAP-A, FU-A), cut on first use and kept."""
+        payloads = self._payloads
+        if payloads is None:
+            payloads = self._payloads = packetize(self.data, self._max_payload,
+                                                  self._keep_filler)
+        return payloads
 
     def __bytes__(self) -> bytes:
         return self.data
+
+    def __repr__(self) -> str:
+        return (f"AccessUnit({len(self.data)} bytes, timestamp={self.timestamp}, "
+                f"keyframe={self.keyframe})")
 
     @property
     def pts(self) -> int:

@@ -4,8 +4,10 @@ A ``CameraFeed`` opens its source when the first viewer subscribes and closes it
 idle time after the last one leaves. It keeps the current GOP (parameter sets and every packet
 since the last key frame) so a viewer who joins mid-GOP starts decoding at once instead of waiting
 for the camera's next key frame. Packets are never re-encoded, and each access unit is cut into
-RTP payloads here, once per camera (``access_unit``): viewers share them and write only their
-own RTP headers (``packetized_sender``).
+RTP payloads once per camera, when a viewer first sends it (``access_unit``): viewers share them
+and write only their own RTP headers (``packetized_sender``). Units come from the source by
+callback (``CameraSource.deliver``): an RTSP camera's unit is fanned out in the read callback
+that completed it, without a task step.
 
 Each subscriber has a bounded queue. A viewer that cannot keep up loses packets up to the next key
 frame (never a partial GOP, which would show as smeared video) and the drop is logged.
@@ -14,18 +16,16 @@ frame (never a partial GOP, which would show as smeared video) and the drop is l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Self
 
 import structlog
 
 from edge_agent.access_unit import AccessUnit
-from edge_agent.camera_sources.base import CameraSource, EncodedPacket
+from edge_agent.camera_sources.base import TIME_BASE, CameraSource, EncodedPacket
 from edge_agent.exceptions import SourceError
 
 log = structlog.get_logger(__name__)
@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 GOP_CACHE_MAX_PACKETS = 600  # 40 s at 15 fps: more than any sane GOP
 
 
-TIMELINE_CLOCK = Fraction(1, 90_000)  # RTP's video clock
+TIMELINE_CLOCK = TIME_BASE  # RTP's video clock
 
 
 class _Timeline:
@@ -54,7 +54,8 @@ class _Timeline:
         self._rebase = True
 
     def place(self, encoded: EncodedPacket) -> int:
-        if encoded.time_base == TIMELINE_CLOCK:
+        time_base = encoded.time_base
+        if time_base is TIMELINE_CLOCK or time_base == TIMELINE_CLOCK:  # no Fraction maths
             pts = encoded.pts
         else:
             pts = round(encoded.pts * encoded.time_base / TIMELINE_CLOCK)
@@ -285,18 +286,19 @@ class CameraFeed:
 
     async def _run_source(self) -> None:
         delay = self._retry_initial
+
+        async def live() -> None:
+            nonlocal delay
+            await self._set_health(FeedHealth(FeedState.LIVE))
+            delay = self._retry_initial
+
         while True:
             await self._set_health(FeedHealth(FeedState.STARTING))
             self._timeline.new_connection()
             try:
-                # aclosing: a cancelled pump closes the camera connection now, not at GC time.
-                packets_of = self.source.packets()
-                async with contextlib.aclosing(packets_of) as packets:
-                    async for packet in packets:
-                        if self._health.state is not FeedState.LIVE:
-                            await self._set_health(FeedHealth(FeedState.LIVE))
-                            delay = self._retry_initial
-                        self._fan_out(packet)
+                # Units come to _fan_out by callback (no task step per unit where the source
+                # can); a cancelled pump closes the camera connection now, not at GC time.
+                await self.source.deliver(self._fan_out, live)
                 raise SourceError(self.camera_id, "stopped", "the stream ended")
             except SourceError as exc:
                 await self._set_health(FeedHealth(FeedState.FAILED, exc.reason, exc.detail))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["CLOCK_RATE", "TIME_BASE", "CameraSource", "EncodedPacket"]
+__all__ = ["CLOCK_RATE", "TIME_BASE", "CameraSource", "EncodedPacket", "PacketSink"]
 
 #: RTP's clock for video, and the time base of every packet a source yields.
 CLOCK_RATE = 90_000
@@ -22,6 +23,10 @@ class EncodedPacket:
     pts: int
     time_base: Fraction
     keyframe: bool
+
+
+#: Takes each access unit as it arrives; it must not block (it may run in a read callback).
+PacketSink = Callable[[EncodedPacket], None]
 
 
 class CameraSource(abc.ABC):
@@ -43,3 +48,19 @@ class CameraSource(abc.ABC):
     @abc.abstractmethod
     def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         """Connect and yield Annex B access units (SPS/PPS in band before each key frame)."""
+
+    async def deliver(self, sink: PacketSink, on_live: Callable[[], Awaitable[None]]) -> None:
+        """One connection, as ``packets()``, handing each access unit to ``sink``, in order.
+
+        ``on_live`` is awaited once, before the first unit is handed over. Returns when the
+        stream ends and raises what ``packets()`` raises. This default iterates ``packets()``
+        (a task step per unit); a source that can calls ``sink`` where the unit is complete, in
+        the loop's read callback, so that a unit wakes no task at all (``RtspSource``).
+        """
+        live = False
+        async with contextlib.aclosing(self.packets()) as packets:
+            async for packet in packets:
+                if not live:
+                    live = True
+                    await on_live()
+                sink(packet)

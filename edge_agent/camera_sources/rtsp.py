@@ -27,11 +27,12 @@ quote the URL) are redacted before they are used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -41,7 +42,7 @@ import av
 import av.error
 import structlog
 
-from edge_agent.camera_sources.base import CameraSource, EncodedPacket
+from edge_agent.camera_sources.base import CameraSource, EncodedPacket, PacketSink
 from edge_agent.camera_sources.h264 import ParameterSets
 from edge_agent.camera_sources.rtsp_client import InterleavedRtspClient, NotCarried
 from edge_agent.camera_sources.transcoder import CLOCK, H264Transcoder
@@ -160,12 +161,27 @@ class RtspSource(CameraSource):
     #: On only to compare with servers that forward filler data (bench/agent_process.py).
     keep_filler = False
 
+    @property
+    def _read_interleaved(self) -> bool:
+        """Whether ``InterleavedRtspClient`` reads this camera (not FFmpeg)."""
+        return (self.own_client and self.target.transport == "tcp" and not self.target.secure
+                and not self.transcode_allowed)
+
+    async def deliver(self, sink: PacketSink, on_live: Callable[[], Awaitable[None]]) -> None:
+        """As ``packets()``; units read by our client go to ``sink`` from its read callback."""
+        if not self._read_interleaved:
+            await super().deliver(sink, on_live)
+            return
+        self.opens += 1
+        async with self._interleaved_client() as client:
+            await client.deliver(sink, on_live)
+
     async def packets(self) -> AsyncGenerator[EncodedPacket, None]:
         self.opens += 1
-        if (self.own_client and self.target.transport == "tcp" and not self.target.secure
-                and not self.transcode_allowed):
-            async for packet in self._interleaved():
-                yield packet
+        if self._read_interleaved:
+            async with self._interleaved_client() as client:
+                async for packet in client.access_units():
+                    yield packet
             return
         session = _RtspSession(self, asyncio.get_running_loop())
         session.start()
@@ -182,7 +198,9 @@ class RtspSource(CameraSource):
             await session.stop()
 
 
-    async def _interleaved(self) -> AsyncIterator[EncodedPacket]:
+    @contextlib.asynccontextmanager
+    async def _interleaved_client(self) -> AsyncIterator[InterleavedRtspClient]:
+        """Our client's session with the camera, open (PLAY answered) until the block ends."""
         client = InterleavedRtspClient(self.target, self.camera_id,
                                        open_timeout=self.open_timeout,
                                        stall_seconds=self.stall_seconds,
@@ -198,8 +216,7 @@ class RtspSource(CameraSource):
             self.codec, self.transcoding = "h264", False
             self._log.info("camera connected", codec="h264", transcoding=False, transport="tcp",
                            reader="interleaved", open_ms=round(client.open_seconds * 1000))
-            async for packet in client.access_units():
-                yield packet
+            yield client
         finally:
             await client.close()
 

@@ -7,8 +7,10 @@ loop instead: ``DESCRIBE`` (Digest or Basic auth, as ``camera_probe`` does), ``S
 ``interleaved=0-1``, ``PLAY``, then each receive depacketized where the kernel wrote it, in the
 loop's read callback (an ``asyncio.BufferedProtocol``: no copy into a stream buffer, no task
 wake-up per receive); an access unit is joined once and handed on the moment its last packet (the
-RTP marker bit) arrives. Anything else (UDP, RTSPS, another codec,
-transcoding) stays with FFmpeg; ``open()`` raises ``NotCarried`` for a camera that is not H.264.
+RTP marker bit) arrives: by ``deliver()`` to the feed's callback, right there in the read callback
+(no task wakes for a unit), or through ``access_units()`` to a task that iterates. Anything else
+(UDP, RTSPS, another codec, transcoding) stays with FFmpeg; ``open()`` raises ``NotCarried`` for
+a camera that is not H.264.
 
 Failures raise ``SourceError`` with the same reasons and details as the FFmpeg path.
 """
@@ -20,7 +22,7 @@ import base64
 import collections
 import errno
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -28,7 +30,7 @@ from urllib.parse import unquote
 
 import structlog
 
-from edge_agent.camera_sources.base import EncodedPacket
+from edge_agent.camera_sources.base import CLOCK_RATE, TIME_BASE, EncodedPacket, PacketSink
 from edge_agent.camera_sources.h264 import NAL_IDR, START_CODE, ParameterSets
 from edge_agent.exceptions import SourceError
 
@@ -248,6 +250,25 @@ class InterleavedRtspClient:
                 raise connection.error
             await connection.wait()
 
+    async def deliver(self, sink: PacketSink, on_live: Callable[[], Awaitable[None]]) -> None:
+        """Hand every access unit to ``sink`` until the stream fails (raises its error).
+
+        The first unit is waited for on the calling task, which then awaits ``on_live``; after
+        it the read callback calls ``sink`` where a unit's marked last packet was parsed, so a
+        unit wakes no task (the calling task wakes only when the stream fails).
+        """
+        connection = self._connection
+        assert connection is not None and connection.depacketizer is not None
+        while not connection.units:
+            if connection.error is not None:
+                raise connection.error
+            await connection.wait()
+        await on_live()
+        connection.deliver_to(sink)
+        while connection.error is None:
+            await connection.wait()
+        raise connection.error
+
     async def close(self) -> None:
         """TEARDOWN (best effort) and close the connection; idempotent."""
         connection = self._connection
@@ -270,10 +291,10 @@ class _Connection(asyncio.BufferedProtocol):
     """The RTSP connection: one fixed receive buffer that the kernel writes into.
 
     During the handshake ``response()`` reads RTSP responses from it; then each receive is
-    depacketized where it landed, in the loop's read callback, and only a complete access unit
-    wakes the task that iterates ``access_units()`` (a camera sends each frame in several
-    segments: one wake-up per frame, not per segment). Parts of the access unit being assembled
-    are views of the buffer until its marked last packet joins them into one ``bytes``.
+    depacketized where it landed, in the loop's read callback. A complete access unit goes to
+    the sink given to ``deliver_to()`` there and then; before that (or without one) it is queued
+    and wakes the task that iterates ``access_units()``. Parts of the access unit being
+    assembled are views of the buffer until its marked last packet joins them into one ``bytes``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -285,8 +306,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.depacketizer: _Depacketizer | None = None
         self.units: collections.deque[EncodedPacket] = collections.deque()
+        self._sink: PacketSink | None = None  # set: units go there, not to ``units``
         self.paused = False
-        self.error: SourceError | None = None
+        #: Why the session ended: a SourceError, or what the sink raised.
+        self.error: Exception | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
@@ -373,7 +396,20 @@ class _Connection(asyncio.BufferedProtocol):
         self._stall_timer = self._loop.call_at(self._last_media + stall_seconds, self._check_stall)
         self._keepalive_timer = self._loop.call_later(keepalive_seconds, self._send_keepalive)
 
+    def deliver_to(self, sink: PacketSink) -> None:
+        """From now on hand each unit to ``sink`` as it completes; first what waits, in order."""
+        while self.units and self.error is None:
+            self._take(sink, self.units.popleft())
+        self._sink = sink
+        if self.paused:
+            self.resume()
+
     def queue_unit(self, unit: EncodedPacket) -> None:
+        """A complete unit: to the sink, or queued for ``access_units()`` (bounded, see below)."""
+        sink = self._sink
+        if sink is not None:
+            self._take(sink, unit)
+            return
         self.units.append(unit)
         if len(self.units) >= QUEUE_UNITS and not self.paused and self.transport is not None:
             # Overflow policy: the loop's consumer is behind; stop reading (TCP pushes back on
@@ -381,6 +417,14 @@ class _Connection(asyncio.BufferedProtocol):
             self.paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _take(self, sink: PacketSink, unit: EncodedPacket) -> None:
+        if self.error is not None:
+            return  # the session is over: what follows its failure is not handed on
+        try:
+            sink(unit)
+        except Exception as exc:  # noqa: BLE001 - ends the session; deliver() raises it
+            self._fail(exc)
 
     def resume(self) -> None:
         self.paused = False
@@ -419,7 +463,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self._keepalive()
 
-    def _fail(self, error: SourceError) -> None:
+    def _fail(self, error: Exception) -> None:
         if self.error is None:
             self.error = error
             self.stop_timers()
@@ -458,7 +502,8 @@ class _Depacketizer:
         self._error = error
         self._dropped = frozenset() if keep_filler else frozenset({NAL_FILLER})
         self._parameter_sets = ParameterSets(video.parameter_sets or None)
-        self._time_base = Fraction(1, video.clock_rate)
+        self._time_base = (TIME_BASE if video.clock_rate == CLOCK_RATE
+                           else Fraction(1, video.clock_rate))
         self._rtp, self._rtcp = channel, channel + 1
         self.parts: list[bytes | memoryview] = []
         self._keyframe = self._broken = False

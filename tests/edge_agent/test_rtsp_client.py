@@ -221,3 +221,39 @@ async def test_a_unit_assembled_across_buffer_compactions_and_responses_is_whole
     assert unit.keyframe and list(nal_units(unit.data))[2] == big
     await units.aclose()
     await client.close()
+
+
+async def test_deliver_hands_units_on_from_the_read_callback_without_a_task(
+        camera: ScriptedCamera) -> None:
+    # The feed's path: on_live once before the first unit, then every unit from the protocol's
+    # read callback (no task is running there), in order; a sink that raises ends the session.
+    client = _client(camera.url)
+    await client.open()
+    taken: list[tuple[int, bool]] = []
+    events: list[str] = []
+
+    async def live() -> None:
+        events.append("live")
+
+    def sink(unit: EncodedPacket) -> None:
+        events.append("unit")
+        taken.append((unit.pts, asyncio.current_task() is None))
+        if unit.pts == 21000:
+            raise RuntimeError("the sink broke")
+
+    for i, fragment in enumerate(fu := _fu_a(IDR)):
+        camera.send(_rtp(1 + i, 9000, fragment, marker=i == len(fu) - 1))
+    camera.send(_rtp(4, 15000, bytes([0x41, 9]), marker=True))
+    delivering = asyncio.create_task(client.deliver(sink, live))
+    async with asyncio.timeout(2):
+        while len(taken) < 2:
+            await asyncio.sleep(0.01)
+    camera.send(_rtp(5, 21000, bytes([0x41, 10]), marker=True))
+    camera.send(_rtp(6, 27000, bytes([0x41, 11]), marker=True))
+    with pytest.raises(RuntimeError, match="the sink broke"):
+        async with asyncio.timeout(2):
+            await delivering
+    assert events[:2] == ["live", "unit"]
+    assert [pts for pts, _ in taken] == [9000, 15000, 21000]  # nothing after the failure
+    assert all(outside for _, outside in taken[2:])  # the live stream: from the read callback
+    await client.close()
