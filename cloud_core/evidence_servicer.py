@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cloud_core.access import AccessService
 from cloud_core.evidence import ClipNotFound, ClipRow, EvidenceCustody, EvidenceRejected
 from cloud_core.exceptions import InvalidRequest
-from cloud_core.servicer import Context, _Authenticated, translated_errors
+from cloud_core.servicer import Context, _Authenticated, abort, translated_errors
 from cloud_core.signalling_errors import evidence_refusal_for
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
 
@@ -41,10 +41,10 @@ async def evidence_errors(context: Context) -> AsyncIterator[None]:
         try:
             yield
         except ClipNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except EvidenceRejected as exc:
             refusal = evidence_refusal_for(exc.code)
-            await context.abort(refusal.grpc_status, f"the agent refused: {exc.message}")
+            await abort(context, refusal.grpc_status, f"the agent refused: {exc.message}")
 
 
 class EvidenceServicer(_Authenticated, core_pb2_grpc.EvidenceServiceServicer):  # type: ignore[misc]

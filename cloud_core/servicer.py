@@ -209,8 +209,21 @@ def bearer_token(context: Context) -> str:
     return ""
 
 
+#: Sent with every refusal: an answer of the core is never to be retried on another replica
+#: (gRFC A6: a negative pushback stops the client's retries). Clients retry UNAVAILABLE only
+#: when no replica answered at all (``runtime.core_channel``); "the agent is unavailable" is
+#: an answer, and another replica would give the same one, a timeout later.
+NO_RETRY = (("grpc-retry-pushback-ms", "-1"),)
+
+
 async def _abort(context: Context, code: grpc.StatusCode, message: str) -> None:
     log.info("request refused", code=code.name, why=message)
+    await abort(context, code, message)
+
+
+async def abort(context: Context, code: grpc.StatusCode, message: str) -> None:
+    """End the call with ``code``: a refusal the client's retry policy leaves alone."""
+    context.set_trailing_metadata(NO_RETRY)
     await context.abort(code, message)
 
 
