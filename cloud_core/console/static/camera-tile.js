@@ -7,7 +7,7 @@
 
 import { ApiError, SignedOut } from './api.js';
 import { h } from './dom.js';
-import { duration, metres } from './format.js';
+import { cameraStatusText, duration, metres } from './format.js';
 
 const POLL_MS = 1000;
 const STALL_POLLS = 3;           // no new frame for 3 s: say so
@@ -143,6 +143,7 @@ export class CameraTile {
     this.retryEl = h('button', { class: 'tile-retry', type: 'button', onclick: () => this.open() }, 'Retry');
     this.liveEl = h('span', { class: 'tile-live' }, 'LIVE');
     this.statsEl = h('span', { class: 'tile-stats' });
+    this.statusEl = h('span', { class: 'tile-status', role: 'status', hidden: true });
     this.grantEl = h('span', { class: 'tile-grant', title: 'time left on the grant' }, '—');
     this.toolsEl = h('div', { class: 'tile-tools', hidden: true });
     this.noteEl = h('p', { class: 'tile-note', role: 'status', hidden: true });
@@ -150,7 +151,7 @@ export class CameraTile {
       h('div', { class: 'tile-video' },
         this.video,
         h('div', { class: 'tile-overlay' }, this.messageEl, this.retryEl),
-        h('div', { class: 'tile-badges' }, this.liveEl, this.statsEl)),
+        h('div', { class: 'tile-badges' }, this.liveEl, this.statusEl, this.statsEl)),
       h('footer', { class: 'tile-bar' },
         rank ? h('span', { class: 'tile-rank' }, rank) : h('span', { class: 'tile-rank extra' }, '+'),
         h('span', { class: 'tile-name', title: camera.camera_id }, camera.name,
@@ -204,13 +205,29 @@ export class CameraTile {
     this.el.dataset.state = state;
     for (const button of this.actions) button.disabled = state !== 'live';
     this.messageEl.textContent = message;
-    this.retryEl.hidden = !['denied', 'offline', 'unreachable', 'error', 'closed'].includes(state);
+    this.retryEl.hidden = !['denied', 'offline', 'unknown', 'unreachable', 'error', 'closed'].includes(state);
     this.retryEl.textContent = state === 'closed' ? 'Reopen' : 'Retry';
   }
 
-  /** What the map knows about the camera changed (status online/offline). */
+  /**
+   * What the map knows about the camera changed (online, offline or unknown). Unknown (the core
+   * lost its broker) says so on the tile and leaves its video alone: media comes straight from
+   * the agent, not through the broker. A tile that did not open for want of a status opens when
+   * the status is back.
+   */
   cameraStatus(camera) {
     this.camera = { ...this.camera, status: camera.status, reason: camera.reason };
+    this._showStatus();
+    if (this.state === 'unknown') {
+      if (camera.status === 'online') this.open();
+      else this._openRefused(this.camera);
+      return;
+    }
+    if (camera.status === 'unknown') {
+      // What was said of a stalled picture (camera offline) is no longer known either.
+      if (this.state === 'stalled') this._setState('stalled', cameraStatusText(this.camera));
+      return;
+    }
     if (camera.status !== 'online' && ['live', 'stalled', 'connecting'].includes(this.state)) {
       this._setState('stalled', camera.reason === 'agent_offline'
         ? 'agent unreachable: the district agent is offline'
@@ -218,16 +235,32 @@ export class CameraTile {
     }
   }
 
+  /** Why a camera that is not online is not opened, in the tile. */
+  _openRefused(camera) {
+    if (camera.status === 'unknown') {
+      this._setState('unknown', cameraStatusText(camera));
+    } else if (camera.reason === 'agent_offline') {
+      this._setState('unreachable', 'agent unreachable: the district agent is offline');
+    } else {
+      this._setState('offline', `camera offline${camera.reason ? `: ${camera.reason.replaceAll('_', ' ')}` : ''}`);
+    }
+  }
+
+  /** The badge over the video while the camera's status is unknown. */
+  _showStatus() {
+    const unknown = this.camera.status === 'unknown';
+    this.statusEl.hidden = !unknown;
+    this.statusEl.textContent = unknown ? cameraStatusText(this.camera) : '';
+    this.el.dataset.status = this.camera.status ?? '';
+  }
+
   async open() {
     this._teardown();
     const generation = ++this._generation;
     const camera = this.camera;
+    this._showStatus();
     if (camera.status && camera.status !== 'online') {
-      if (camera.reason === 'agent_offline') {
-        this._setState('unreachable', 'agent unreachable: the district agent is offline');
-      } else {
-        this._setState('offline', `camera offline${camera.reason ? `: ${camera.reason.replaceAll('_', ' ')}` : ''}`);
-      }
+      this._openRefused(camera);
       return;
     }
     this._setState('opening', 'opening…');
@@ -394,7 +427,7 @@ export class CameraTile {
       if (this._stalls >= STALL_POLLS) this._setState('stalled', 'no video from the camera for 3 s — waiting');
     } else if (grew) {
       this._stalls = 0;
-      if (this.state === 'stalled' && this.camera.status === 'online') this._setState('live');
+      if (this.state === 'stalled' && ['online', 'unknown'].includes(this.camera.status)) this._setState('live');
     }
   }
 
@@ -481,6 +514,7 @@ export class CameraTile {
   snapshot() {
     return {
       camera_id: this.camera.camera_id, state: this.state, message: this.message,
+      status: this.camera.status ?? '', status_note: this.statusEl.hidden ? '' : this.statusEl.textContent,
       session_id: this.sessionId, frames_decoded: this.framesDecoded,
       first_frame_ms: this.firstFrameAt === null ? null : this.firstFrameAt - this.openedAt,
       first_frame_epoch_ms: this.firstFrameAt === null ? null : performance.timeOrigin + this.firstFrameAt,

@@ -6,11 +6,20 @@
 // Page → worker: {type: 'start', token} | {type: 'view', bbox: [w, s, e, n], zoom}
 //                | {type: 'watch', ids} | {type: 'stop'}
 // Worker → page: {type: 'ready', version, count} | {type: 'clusters', items, zoom}
-//                | {type: 'counts', online, offline, districts} | {type: 'agents', agents}
+//                | {type: 'counts', online, offline, unknown, districts} | {type: 'agents', agents}
 //                | {type: 'cameras', cameras} (watched cameras that changed)
 //                | {type: 'signedout', message} | {type: 'error', message}
 
 import Supercluster from './vendor/supercluster.js';
+
+// A camera's effective state, one byte per camera. ``unknown``: the core cannot reach its
+// broker, so no status it holds is current (it is not the camera's fault; it is not offline).
+const OFFLINE = 0;
+const ONLINE = 1;
+const UNKNOWN = 2;
+const STATE_CODES = { offline: OFFLINE, online: ONLINE, unknown: UNKNOWN };
+const STATE_NAMES = ['offline', 'online', 'unknown'];
+const stateCode = (name) => STATE_CODES[name] ?? OFFLINE;
 
 const REBUILD_MS = 250;         // changes arriving together are indexed together
 const RETRY_MS = [500, 1000, 2000, 5000, 10000];
@@ -27,7 +36,7 @@ let districtIds = [];
 let names = [];
 let lats = [];
 let lons = [];
-let online = new Uint8Array(1024);
+let states = new Uint8Array(1024);
 let byId = new Map();
 let index = null;
 let indexMaxZoom = 0;
@@ -51,16 +60,18 @@ async function get(path, accept) {
 function camera(i) {
   return {
     camera_id: ids[i], district_id: districtIds[i], name: names[i], lat: lats[i], lon: lons[i],
-    status: online[i] ? 'online' : 'offline',
+    status: STATE_NAMES[states[i]],
+    reason: states[i] === UNKNOWN ? 'broker_unreachable' : '',
   };
 }
 
 function clusterer(maxZoom) {
-  // A point's properties are its column index; a cluster's are how many of its cameras are online.
+  // A point's properties are its column index; a cluster's are how many of its cameras are
+  // online and how many unknown (the rest are offline).
   return new Supercluster({
     radius: 44, maxZoom,
-    map: (i) => ({ online: online[i] }),
-    reduce: (sum, p) => { sum.online += p.online; },
+    map: (i) => ({ online: states[i] === ONLINE ? 1 : 0, unknown: states[i] === UNKNOWN ? 1 : 0 }),
+    reduce: (sum, p) => { sum.online += p.online; sum.unknown += p.unknown; },
   });
 }
 
@@ -90,7 +101,7 @@ async function loadSnapshot() {
   names = new Array(n);
   lats = new Array(n);
   lons = new Array(n);
-  online = new Uint8Array(Math.max(n, 1024));
+  states = new Uint8Array(Math.max(n, 1024));
   byId = new Map();
   for (let i = 0; i < n; i++) {
     const row = rows[i];
@@ -99,7 +110,7 @@ async function loadSnapshot() {
     names[i] = row[at.name];
     lats[i] = row[at.lat];
     lons[i] = row[at.lon];
-    online[i] = row[at.state] === 'online' ? 1 : 0;
+    states[i] = stateCode(row[at.state]);
     byId.set(ids[i], i);
   }
   version = snapshot.version;
@@ -122,10 +133,10 @@ function applyChanges(changes) {
     if (i === undefined) {
       i = ids.length;
       byId.set(camera_id, i);
-      if (i >= online.length) {
-        const grown = new Uint8Array(online.length * 2);
-        grown.set(online);
-        online = grown;
+      if (i >= states.length) {
+        const grown = new Uint8Array(states.length * 2);
+        grown.set(states);
+        states = grown;
       }
     }
     ids[i] = camera_id;
@@ -133,7 +144,7 @@ function applyChanges(changes) {
     names[i] = name;
     lats[i] = lat;
     lons[i] = lon;
-    online[i] = status === 'online' ? 1 : 0;
+    states[i] = stateCode(status);
     if (watched.has(camera_id)) changed.push(camera(i));
   }
   if (changed.length) postMessage({ type: 'cameras', cameras: changed });
@@ -153,13 +164,15 @@ function rebuild(maxZoom) {
 
 function postCounts() {
   const districts = {};
-  let up = 0;
+  const totals = [0, 0, 0];
   for (let i = 0; i < ids.length; i++) {
-    const d = (districts[districtIds[i]] ??= { online: 0, total: 0 });
+    const d = (districts[districtIds[i]] ??= { online: 0, offline: 0, unknown: 0, total: 0 });
+    const name = STATE_NAMES[states[i]];
+    d[name] += 1;
     d.total += 1;
-    if (online[i]) { d.online += 1; up += 1; }
+    totals[states[i]] += 1;
   }
-  postMessage({ type: 'counts', online: up, offline: ids.length - up, districts });
+  postMessage({ type: 'counts', online: totals[ONLINE], offline: totals[OFFLINE], unknown: totals[UNKNOWN], districts });
 }
 
 function postClusters() {
@@ -169,9 +182,12 @@ function postClusters() {
     const [lon, lat] = feature.geometry.coordinates;
     const p = feature.properties;
     if (typeof p === 'number') {
-      return { lat, lon, count: 1, online: online[p], offline: 1 - online[p], camera: camera(p) };
+      const state = states[p];
+      return { lat, lon, count: 1, online: state === ONLINE ? 1 : 0, offline: state === OFFLINE ? 1 : 0,
+        unknown: state === UNKNOWN ? 1 : 0, camera: camera(p) };
     }
-    return { lat, lon, count: p.point_count, online: p.online, offline: p.point_count - p.online, id: p.cluster_id };
+    return { lat, lon, count: p.point_count, online: p.online, unknown: p.unknown,
+      offline: p.point_count - p.online - p.unknown, id: p.cluster_id };
   });
   postMessage({ type: 'clusters', items, zoom: view.zoom });
 }

@@ -8,14 +8,18 @@
 // clusters a CameraStore's worker computes for the view on a canvas above the districts, and
 // the wheel zooms (a click on a cluster zooms into it). ``setCameras`` stays for short lists
 // (an incident's ranked cameras).
+//
+// A camera's state is online, offline or unknown (the core lost its broker: nobody knows). Unknown
+// is never drawn as offline: a neutral grey, hatched, with a dashed rim (a camera) or a hatched
+// share (a cluster), so it reads without colour too.
 
 import { h, s } from './dom.js';
-import { metres, serviceBadge, typeLabel } from './format.js';
+import { cameraStatusText, metres, serviceBadge, typeLabel } from './format.js';
 
 const M_PER_DEG_LAT = 110574;
 const EARTH_M = 40075016;
 const CLUSTER_EXTENT = 512;     // supercluster's tile extent: its zoom is log2 of world / extent
-const COLOURS = { online: '#2e9e5b', offline: '#d2453b' };
+const COLOURS = { online: '#2e9e5b', offline: '#d2453b', unknown: '#66717e', unknownHatch: '#a3adb8' };
 const SCALE_STEPS = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000];
 
 export class CityMap {
@@ -46,6 +50,7 @@ export class CityMap {
     this.scaleBar = h('div', { class: 'scale-bar' }, h('span', { class: 'scale-line' }), h('span', { class: 'scale-text' }));
     this.canvas = h('canvas', { class: 'cluster-canvas', hidden: true });
     this.clusters = [];
+    this._hatch = null;
     this.el = h('div', { class: 'map-frame' + (compact ? ' compact' : '') }, this.svg, this.canvas, this.scaleBar);
     this.el.addEventListener('wheel', (event) => this._wheel(event), { passive: false });
     this.el.addEventListener('pointerdown', (event) => this._dragStart(event));
@@ -190,25 +195,45 @@ export class CityMap {
       item.px = px;
       item.py = py;
       item.r = item.count === 1 ? 4.5 : Math.min(26, 9 + 3.2 * Math.log2(item.count));
-      const offlineShare = item.offline / item.count;
+      const unknown = item.unknown ?? 0;
       ctx.beginPath();
       ctx.arc(px, py, item.r, 0, 2 * Math.PI);
-      ctx.fillStyle = item.count === 1 ? (item.online ? COLOURS.online : COLOURS.offline) : 'rgba(46,158,91,0.85)';
+      if (item.count === 1) {
+        ctx.fillStyle = item.online ? COLOURS.online : unknown ? this._unknownFill(ctx) : COLOURS.offline;
+      } else {
+        ctx.fillStyle = unknown === item.count ? this._unknownFill(ctx) : 'rgba(46,158,91,0.85)';
+      }
       ctx.fill();
-      if (item.count > 1 && offlineShare > 0) {
+      // A cluster's shares, clockwise from the top: offline (red), then unknown (hatched grey).
+      if (item.count > 1 && unknown < item.count) {
+        let start = -Math.PI / 2;
+        for (const [share, fill] of [[item.offline / item.count, COLOURS.offline], [unknown / item.count, null]]) {
+          if (share <= 0) continue;
+          const end = start + 2 * Math.PI * share;
+          ctx.beginPath();
+          ctx.moveTo(px, py);
+          ctx.arc(px, py, item.r, start, end);
+          ctx.closePath();
+          ctx.fillStyle = fill ?? this._unknownFill(ctx);
+          ctx.fill();
+          start = end;
+        }
         ctx.beginPath();
-        ctx.moveTo(px, py);
-        ctx.arc(px, py, item.r, -Math.PI / 2, -Math.PI / 2 + 2 * Math.PI * offlineShare);
-        ctx.closePath();
-        ctx.fillStyle = COLOURS.offline;
-        ctx.fill();
+        ctx.arc(px, py, item.r, 0, 2 * Math.PI);
       }
       ctx.lineWidth = 1.5;
       ctx.strokeStyle = '#fff';
+      // Unknown through and through: a dashed rim, so it reads without its colour.
+      if (unknown === item.count) ctx.setLineDash([3, 2]);
       ctx.stroke();
+      ctx.setLineDash([]);
       if (item.count > 1) {
+        const label = item.count >= 1000 ? `${(item.count / 1000).toFixed(1)}k` : String(item.count);
+        ctx.lineWidth = 3;
+        ctx.strokeStyle = 'rgba(8,12,18,0.6)';
+        ctx.strokeText(label, px, py);
         ctx.fillStyle = '#fff';
-        ctx.fillText(item.count >= 1000 ? `${(item.count / 1000).toFixed(1)}k` : String(item.count), px, py);
+        ctx.fillText(label, px, py);
       }
     }
     this.drawnAt = performance.now();
@@ -220,6 +245,28 @@ export class CityMap {
       performance.mark('safetynet:map-drawn');
       requestAnimationFrame(() => performance.mark('safetynet:map-interactive'));
     }
+  }
+
+  /** The hatched grey of ``unknown``: a canvas pattern, made once per map. */
+  _unknownFill(ctx) {
+    if (!this._hatch) {
+      const tile = document.createElement('canvas');
+      tile.width = 6;
+      tile.height = 6;
+      const t = tile.getContext('2d');
+      t.fillStyle = COLOURS.unknown;
+      t.fillRect(0, 0, 6, 6);
+      t.strokeStyle = COLOURS.unknownHatch;
+      t.lineWidth = 1.5;
+      t.beginPath();
+      for (const offset of [-6, 0, 6]) {
+        t.moveTo(offset, 6);
+        t.lineTo(offset + 6, 0);
+      }
+      t.stroke();
+      this._hatch = ctx.createPattern(tile, 'repeat');
+    }
+    return this._hatch;
   }
 
   _clusterAt(event) {
@@ -362,7 +409,8 @@ export class CityMap {
     for (const camera of this.cameras) {
       const [x, y] = this._project(camera.lat, camera.lon);
       const rank = focus?.ranks.get(camera.camera_id);
-      const status = camera.status !== 'online' ? 'offline' : camera.in_use ? 'in-use' : 'online';
+      const status = camera.status === 'unknown' ? 'unknown'
+        : camera.status !== 'online' ? 'offline' : camera.in_use ? 'in-use' : 'online';
       const group = s('g', {
         class: `camera ${status}` + (focus && !rank ? ' outside' : ''),
         'data-camera': camera.camera_id,
@@ -370,11 +418,14 @@ export class CityMap {
       group.append(s('circle', { cx: x, cy: y, r: this._px(rank ? 8 : 5), class: 'camera-dot' }));
       if (rank) {
         group.append(s('text', { x, y: y + this._px(3.5), class: 'camera-rank', 'font-size': this._px(9.5) }, rank));
-      } else if (this.compact) {
+      } else if (status === 'unknown') {
+        group.append(s('text', { x, y: y + this._px(2.5), class: 'camera-unknown-mark', 'font-size': this._px(7.5) }, '?'));
+      }
+      if (!rank && this.compact) {
         group.append(s('text', { x: x + this._px(8), y: y + this._px(3.5), class: 'camera-name', 'font-size': this._px(9.5) },
           camera.name));
       }
-      group.append(s('title', {}, `${camera.name} (${camera.camera_id}) — ${status === 'in-use' ? 'in use by an incident' : status}`));
+      group.append(s('title', {}, `${camera.name} (${camera.camera_id}) — ${cameraStatusText({ ...camera, in_use: status === 'in-use' })}`));
       items.push(group);
     }
     this.layers.cameras.replaceChildren(...items);

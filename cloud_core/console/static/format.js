@@ -62,6 +62,18 @@ export function serviceBadge(service) {
   return { cls: 'svc-other', text: service };
 }
 
+/**
+ * What is known of a camera's state, in the operator's words. ``unknown`` is not offline: the
+ * core lost its broker, so it holds no current status for any camera.
+ */
+export function cameraStatusText(camera) {
+  if (camera.status === 'unknown') return 'status unknown (core lost its broker)';
+  if (camera.status !== 'online') {
+    return `offline${camera.reason ? ` (${camera.reason.replaceAll('_', ' ')})` : ''}`;
+  }
+  return camera.in_use ? 'online · in use by an incident' : 'online';
+}
+
 const EARTH_RADIUS_M = 6371008.8;
 
 /** Great-circle distance in metres (display only: the core decides what is inside a radius). */

@@ -7,7 +7,7 @@ import { CityMap } from './city-map.js';
 import { DispatchPanel } from './dispatch-panel.js';
 import { h } from './dom.js';
 import { IncidentMoves } from './incident-moves.js';
-import { agencyLabel, distanceM, duration, kstDateTime, kstTime, metres, serviceBadge, typeLabel } from './format.js';
+import { agencyLabel, cameraStatusText, distanceM, duration, kstDateTime, kstTime, metres, serviceBadge, typeLabel } from './format.js';
 
 export const MAX_TILES = 9;
 const CLIP_SECONDS = [10, 30, 60, 300, 600];
@@ -242,12 +242,7 @@ export class IncidentView {
         this.closeError),
       h('p', { class: 'legal' }, h('b', {}, 'Purpose '), incident.purpose, h('b', {}, ' · Legal basis '), incident.legal_basis));
 
-    this.cameraList.replaceChildren(...(cameras.length ? cameras.map((camera, i) => h('li', {
-      class: `camera-item status-${camera.status}`, dataset: { camera: camera.camera_id },
-      onclick: () => this.addCamera(camera.camera_id),
-    }, h('span', { class: 'rank' }, i + 1), h('span', { class: 'name' }, camera.name),
-    h('span', { class: 'dist mono' }, metres(camera.distance_m)),
-    h('span', { class: 'status' }, camera.status))) : [h('li', { class: 'empty' }, 'None')]));
+    this._cameraList();
 
     if (facilities.length) {
       const group = (kind, title) => {
@@ -328,12 +323,25 @@ export class IncidentView {
     }
   }
 
+  /** The ranked cameras in the radius, each with what is known of its state. */
+  _cameraList() {
+    const { cameras } = this.report;
+    this.cameraList.replaceChildren(...(cameras.length ? cameras.map((camera, i) => h('li', {
+      class: `camera-item status-${camera.status}`, dataset: { camera: camera.camera_id },
+      onclick: () => this.addCamera(camera.camera_id),
+    }, h('span', { class: 'rank' }, i + 1), h('span', { class: 'name' }, camera.name),
+    h('span', { class: 'dist mono' }, metres(camera.distance_m)),
+    h('span', { class: 'status' }, camera.status === 'unknown' ? cameraStatusText(camera) : camera.status)))
+      : [h('li', { class: 'empty' }, 'None')]));
+  }
+
   /** Pushed changes of watched cameras (the console's CameraStore). */
   onCameras(changed) {
     if (!this.report) return;
     const byId = new Map(changed.map((c) => [c.camera_id, c]));
     this.report.cameras = this.report.cameras.map((c) => (byId.has(c.camera_id) ? { ...c, status: byId.get(c.camera_id).status } : c));
     this.map.setCameras(this.report.cameras);
+    this._cameraList();
     for (const tile of this.tiles) {
       const camera = byId.get(tile.camera.camera_id);
       if (camera) tile.cameraStatus({ ...tile.camera, ...camera });

@@ -4,7 +4,7 @@ import { ApiError, SignedOut } from './api.js';
 import { CameraTile } from './camera-tile.js';
 import { CityMap } from './city-map.js';
 import { h } from './dom.js';
-import { kstTime, metres, serviceBadge, typeLabel } from './format.js';
+import { cameraStatusText, kstTime, metres, serviceBadge, typeLabel } from './format.js';
 
 export class MapView {
   constructor(app) {
@@ -24,10 +24,12 @@ export class MapView {
     this.incidentList = h('ul', { class: 'incident-list' });
     this.counts = h('div', { class: 'camera-counts' });
     this.cameraCard = h('section', { class: 'card camera-card', hidden: true });
+    this.carded = null;          // the camera the card shows: watched, so the card follows it
+    this.unknownNotice = h('div', { class: 'map-notice unknown', role: 'status', hidden: true });
     this.watching = h('div', { class: 'tile-grid watching' });
     this.watchCard = h('section', { class: 'card', hidden: true }, h('h2', {}, 'Watching'), this.watching);
     this.el = h('section', { class: 'map-view' },
-      h('div', { class: 'map-pane' }, this.map.el, this._legend(),
+      h('div', { class: 'map-pane' }, this.map.el, this._legend(), this.unknownNotice,
         this.hint = h('div', { class: 'map-hint' }, 'Choose an incident type, then click the map where it happened.')),
       h('aside', { class: 'side-pane' },
         this._reportCard(),
@@ -65,7 +67,7 @@ export class MapView {
     const item = (cls, text) => h('span', { class: `legend-item ${cls}` }, h('i'), text);
     return h('div', { class: 'legend' },
       item('online', 'online'), item('in-use', 'in use by an incident'), item('offline', 'offline'),
-      item('incident', 'incident radius'));
+      item('unknown', 'status unknown'), item('incident', 'incident radius'));
   }
 
   // --- reporting ------------------------------------------------------------------------------
@@ -112,6 +114,8 @@ export class MapView {
   _pick(lat, lon) {
     if (!this._armed()) {
       this.cameraCard.hidden = true;
+      this.carded = null;
+      this._watchCameras();
       return;
     }
     this.latInput.value = lat;
@@ -169,16 +173,20 @@ export class MapView {
 
   _camera(camera) {
     if (this._armed()) return false;   // placing an incident: a click on a camera is a place
-    const status = camera.status !== 'online'
-      ? `offline${camera.reason ? ` (${camera.reason.replaceAll('_', ' ')})` : ''}`
-      : camera.in_use ? 'online · in use by an incident' : 'online';
+    this._card(camera);
+    this.carded = camera;
+    this._watchCameras();
+    return true;
+  }
+
+  _card(camera) {
     const viewers = camera.viewers ?? this.tiles.filter((t) => t.camera.camera_id === camera.camera_id).length;
     this.cameraCard.replaceChildren(
       h('h2', {}, camera.name),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Camera'), h('dd', { class: 'mono' }, camera.camera_id),
         h('dt', {}, 'District'), h('dd', {}, camera.district_id),
-        h('dt', {}, 'Status'), h('dd', { class: `status-${camera.status}` }, status),
+        h('dt', {}, 'Status'), h('dd', { class: `status-${camera.status}` }, cameraStatusText(camera)),
         h('dt', {}, 'Viewers'), h('dd', {}, viewers),
         h('dt', {}, 'Position'), h('dd', { class: 'mono' }, `${camera.lat.toFixed(5)}, ${camera.lon.toFixed(5)}`)),
       this.app.me.views_video
@@ -186,7 +194,13 @@ export class MapView {
         : '',
       h('p', { class: 'muted small' }, 'Agencies watch through an incident; a district centre may watch its own cameras.'));
     this.cameraCard.hidden = false;
-    return true;
+  }
+
+  /** The worker pushes changes of the cameras in a tile or on the card. */
+  _watchCameras() {
+    const ids = this.tiles.map((t) => t.camera.camera_id);
+    if (this.carded) ids.push(this.carded.camera_id);
+    this.app.cameras?.watch(ids);
   }
 
   _watch(camera) {
@@ -196,10 +210,11 @@ export class MapView {
       onRemoved: (removed) => {
         this.tiles = this.tiles.filter((t) => t !== removed);
         this.watchCard.hidden = !this.tiles.length;
+        this._watchCameras();
       },
     });
     this.tiles.push(tile);
-    this.app.cameras?.watch(this.tiles.map((t) => t.camera.camera_id));
+    this._watchCameras();
     this.watching.append(tile.el);
     this.watchCard.hidden = false;
     tile.open();
@@ -228,17 +243,29 @@ export class MapView {
   }
 
   /** Cameras by state, city-wide and per district (from the CameraStore's worker). */
-  _counts({ online, offline, districts }) {
+  _counts({ online, offline, unknown = 0, districts }) {
+    const perDistrict = (d) => `${d.online}/${d.total} online` + (d.unknown ? ` · ${d.unknown} unknown` : '');
     this.counts.replaceChildren(
       h('div', { class: 'count-row' },
-        h('span', { class: 'count-cell online' }, h('b', {}, online), 'online'),
-        h('span', { class: 'count-cell offline' }, h('b', {}, offline), 'offline')),
+        h('span', { class: 'count-cell online', dataset: { state: 'online' } }, h('b', {}, online), 'online'),
+        h('span', { class: 'count-cell offline', dataset: { state: 'offline' } }, h('b', {}, offline), 'offline'),
+        h('span', { class: 'count-cell unknown', dataset: { state: 'unknown' } }, h('b', {}, unknown), 'unknown')),
       h('ul', { class: 'district-counts' }, Object.entries(districts).map(([id, d]) => h('li', { dataset: { district: id } },
-        h('span', {}, id), h('span', { class: 'mono' }, `${d.online}/${d.total} online`)))));
+        h('span', {}, id), h('span', { class: 'mono' }, perDistrict(d))))));
+    // Not a city of broken cameras: the core does not know. Said in words, over the map.
+    this.unknownNotice.hidden = !unknown;
+    this.unknownNotice.textContent = unknown === online + offline + unknown
+      ? `Camera status unknown: the core lost its broker. The ${unknown} cameras are not known to be offline.`
+      : `${unknown} cameras' status unknown: the core lost its broker.`;
   }
 
   /** Pushed changes of the cameras this view watches. */
   onCameras(changed) {
+    const carded = this.carded && changed.find((c) => c.camera_id === this.carded.camera_id);
+    if (carded && !this.cameraCard.hidden) {
+      this.carded = { ...this.carded, ...carded };
+      this._card(this.carded);
+    }
     for (const tile of this.tiles) {
       const camera = changed.find((c) => c.camera_id === tile.camera.camera_id);
       if (camera) tile.cameraStatus({ ...tile.camera, ...camera });
