@@ -186,5 +186,12 @@ class CoreConfig:
         return cls(database=(base / database).resolve(), listen=listen, http_listen=http_listen,
                    broker=BrokerSettings.from_mapping(broker, base),
                    turn=TurnSettings.from_mapping(turn, base) if turn is not None else None,
-                   client_id=str(data.get("client_id", "safetynet-core")),
+                   client_id=_replica_id(data.get("client_id", "safetynet-core")),
                    storage=storage_settings, **numbers, **paths)
+
+
+def _replica_id(value: object) -> str:
+    """The replica's MQTT client id, which also names its status topic (an id, not free text)."""
+    if not isinstance(value, str):
+        raise ValueError("client_id must be a string")
+    return check_id(value, "client_id")

@@ -204,7 +204,7 @@ class CoreServer:
         link = MqttLink(self.config.broker, client_id=self.config.client_id,
                         subscriptions=subscriptions, on_message=self._on_message,
                         on_connect=self._link_up,
-                        will=LastWill(topics.core_status_route(), _core_status(online=False)))
+                        will=LastWill(self._status_route, _core_status(online=False)))
         self._link = await stack.enter_async_context(link)
         stack.push_async_callback(self._say_offline)
         self.relay.attach(link)
@@ -262,13 +262,18 @@ class CoreServer:
         if self.witnesses is not None:
             await self.witnesses.link_up()
 
+    @property
+    def _status_route(self) -> topics.Route:
+        """This replica's own retained status (its MQTT client id names it)."""
+        return topics.core_status_route(self.config.client_id)
+
     async def _say_online(self) -> None:
         """After each (re)connect: agents may stop serving locally (retained; will = offline)."""
-        await self.link.send(topics.core_status_route(), _core_status(online=True))
+        await self.link.send(self._status_route, _core_status(online=True))
 
     async def _say_offline(self) -> None:
         with contextlib.suppress(LinkDown):  # then the broker's last will says it for us
-            await self.link.send(topics.core_status_route(), _core_status(online=False))
+            await self.link.send(self._status_route, _core_status(online=False))
 
     async def _stop_grpc(self, server: grpc.aio.Server) -> None:
         await self._health.enter_graceful_shutdown()

@@ -193,8 +193,8 @@ class EdgeAgent:
                 self.config.district_id):
             await self.witness.handle(bytes(payload))
             return
-        if str(message.topic) == topics.CORE_STATUS_TOPIC:
-            await self._on_core_status(bytes(payload))
+        if (replica := topics.core_replica_of(str(message.topic))) is not None:
+            await self._on_core_status(replica, bytes(payload))
             return
         try:
             request = mqtt_pb2.SignalRequest.FromString(bytes(payload))
@@ -208,13 +208,13 @@ class EdgeAgent:
             return
         self._tasks.start(self._handle(request), name=f"signal:{request.request_id}")
 
-    async def _on_core_status(self, payload: bytes) -> None:
+    async def _on_core_status(self, replica: str, payload: bytes) -> None:
         try:
             status = mqtt_pb2.CoreStatus.FromString(payload)
         except DecodeError as exc:
             self._log.warning("rejected malformed core status", error=str(exc))
             return
-        await self.core.core_status(status.online)
+        await self.core.core_status(status.online, replica)
 
     async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
         response = await self.answer(request)

@@ -7,8 +7,9 @@ decision and view end is written to the local journal *before* it takes effect; 
 cannot be written the request is refused (fail closed, like the core's audit log).
 
 ``CoreReachability`` says which mode the agent is in: the core is reachable while the MQTT link
-is up and the core's retained status (``topics.core_status_route()``, its last will ``online =
-false``) says online. Views are served locally only while it is not, and switching back needs no
+is up and the retained status of at least one core replica (``topics.core_status_route(replica)``,
+each replica's last will ``online = false``) says online: one replica dying while another serves
+changes nothing. Views are served locally only while it is not, and switching back needs no
 restart: the next request simply finds the core reachable again.
 """
 
@@ -91,17 +92,22 @@ class CoreReachability:
 
     def __init__(self, link_up: Callable[[], bool]) -> None:
         self._link_up = link_up
-        self._core_online: bool | None = None  # None: no core status seen yet
+        self._online: dict[str, bool] = {}  # replica -> its last status; empty: none seen yet
         self._changed = asyncio.Condition()
 
     @property
     def reachable(self) -> bool:
-        return self._link_up() and self._core_online is True
+        return self._link_up() and any(self._online.values())
 
-    async def core_status(self, online: bool) -> None:
-        if online != self._core_online:
-            log.info("core status", online=online)
-        self._core_online = online
+    async def core_status(self, online: bool, replica: str = "safetynet-core") -> None:
+        """Replica ``replica`` said it is ``online`` (or its last will said it is not)."""
+        before = any(self._online.values())
+        if self._online.get(replica) != online:
+            log.info("core replica status", replica=replica, online=online)
+        self._online[replica] = online
+        if any(self._online.values()) != before:
+            log.info("core status", online=not before,
+                     replicas=sorted(r for r, up in self._online.items() if up))
         async with self._changed:
             self._changed.notify_all()
 

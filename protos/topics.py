@@ -97,14 +97,29 @@ class Route:
     retain: bool
 
 
-#: The core's own status is one topic for the whole city, outside every district's subtree.
-CORE_STATUS_TOPIC = "safetynet/v1/core/status"
+#: Each core replica's own status, outside every district's subtree: one topic per replica
+#: (``…/core/status/<replica>``), so that one replica's last will never says the whole core is
+#: gone while another serves. Agents subscribe to every replica's (``ANY``).
+CORE_STATUS_PREFIX = "safetynet/v1/core/status"
+CORE_STATUS_TOPICS = f"{CORE_STATUS_PREFIX}/{ANY}"
 
 
-def core_status_route() -> Route:
-    """The route of the core's retained status (``CoreStatus``; its last will says offline)."""
+def core_status_route(replica: str = ANY) -> Route:
+    """The route of replica ``replica``'s retained status (``CoreStatus``; its last will says
+    offline); ``ANY``: every replica's, to subscribe."""
+    if replica != ANY:
+        check_id(replica, "core replica")
     delivery = DELIVERY[Kind.CORE_STATUS]
-    return Route(Kind.CORE_STATUS, CORE_STATUS_TOPIC, delivery.qos, delivery.retain)
+    return Route(Kind.CORE_STATUS, f"{CORE_STATUS_PREFIX}/{replica}", delivery.qos,
+                 delivery.retain)
+
+
+def core_replica_of(topic: str) -> str | None:
+    """The replica whose status ``topic`` carries, or None if it is no core status topic."""
+    prefix, _, replica = topic.rpartition("/")
+    if prefix != CORE_STATUS_PREFIX or not ID_PATTERN.fullmatch(replica):
+        return None
+    return replica
 
 
 def route(kind: Kind, district: str, camera: str | None = None) -> Route:

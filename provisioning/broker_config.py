@@ -79,7 +79,7 @@ def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
         topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
         topics.signal_response(every), topics.session_events(every), topics.evidence_events(every))
     writes: tuple[str, ...] = (topics.signal_request(every), grants_revoked(every),
-                               topics.audit_checkpoint(every), topics.CORE_STATUS_TOPIC)
+                               topics.audit_checkpoint(every), topics.CORE_STATUS_TOPICS)
     # Cloud relays (docs/cloud-relay.md): their registrations and answers in, signalling out.
     reads += tuple(r.topic for r in topics.CORE_RELAY_ROUTES)
     writes += (topics.relay_route(topics.Kind.SIGNAL_REQUEST, every).topic,)
@@ -110,7 +110,7 @@ def relay_acl(relay_id: str, user: str | None = None) -> list[str]:
 def agent_topics(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(reads, writes) of a district's agent: its own signalling in, its own reports out. Only."""
     reads = (topics.signal_request(district), grants_revoked(district),
-             topics.audit_checkpoint(district), topics.CORE_STATUS_TOPIC)
+             topics.audit_checkpoint(district), topics.CORE_STATUS_TOPICS)
     writes = (topics.agent_status(district), topics.camera_status(district, "+"),
               topics.heartbeat(district), topics.signal_response(district),
               topics.session_events(district), topics.evidence_events(district))

@@ -24,6 +24,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from protos.safetynet.v1 import core_pb2, core_pb2_grpc
+from runtime.core_channel import open_core_channel
 from runtime.turn_credentials import from_proto as turn_from_proto
 from runtime.webrtc import IceServer, WebRtcSettings, h264_codecs
 
@@ -60,15 +61,19 @@ class ViewReport:
 
 
 def open_channel(core_address: str, ca_file: Path | None = None) -> grpc.aio.Channel:
-    """A channel to the core: TLS trusting only ``ca_file`` (the city CA) when given, else plain
+    """A channel to the core (one ``HOST:PORT`` or a comma-separated list of its replicas,
+    ``runtime.core_channel``): TLS trusting only ``ca_file`` (the city CA) when given, else plain
     (for a core on loopback: the demo and the tests)."""
-    if ca_file is None:
-        return grpc.aio.insecure_channel(core_address)
+    root = None
+    if ca_file is not None:
+        try:
+            root = ca_file.read_bytes()
+        except OSError as exc:
+            raise ViewError("CA_FILE", f"cannot read {ca_file}: {exc.strerror}") from exc
     try:
-        root = ca_file.read_bytes()
-    except OSError as exc:
-        raise ViewError("CA_FILE", f"cannot read {ca_file}: {exc.strerror}") from exc
-    return grpc.aio.secure_channel(core_address, grpc.ssl_channel_credentials(root_certificates=root))
+        return open_core_channel(core_address, root)
+    except (ValueError, OSError) as exc:
+        raise ViewError("CORE_ADDRESS", str(exc)) from exc
 
 
 def call_metadata(token: str | None) -> Sequence[tuple[str, str]]:

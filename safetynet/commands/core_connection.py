@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 
+from runtime.core_channel import open_core_channel, split_addresses
 from runtime.loopback import is_loopback
-from safetynet.commands.arguments import host_port
 from safetynet.commands.exceptions import EXIT_FAILED, UserError
 
 DEFAULT_CORE = "127.0.0.1:50051"
@@ -24,8 +24,9 @@ Metadata = tuple[tuple[str, str], ...]
 
 def add_core_flag(parser: argparse.ArgumentParser) -> None:
     """``--core HOST:PORT`` (default ``$SAFETYNET_CORE``, then the local core)."""
-    parser.add_argument("--core", metavar="HOST:PORT",
-                        help=f"core address (default $SAFETYNET_CORE or {DEFAULT_CORE})")
+    parser.add_argument("--core", metavar="HOST:PORT[,HOST:PORT…]",
+                        help="core address, or its replicas' comma-separated "
+                             f"(default $SAFETYNET_CORE or {DEFAULT_CORE})")
 
 
 def add_token_flag(parser: argparse.ArgumentParser, who: str = "operator") -> None:
@@ -47,10 +48,14 @@ def add_core_call_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def core_address(args: argparse.Namespace) -> str:
-    """The core's HOST:PORT from ``--core``, ``$SAFETYNET_CORE`` or the default, checked."""
-    address = args.core or os.environ.get("SAFETYNET_CORE") or DEFAULT_CORE
-    host_port(address, "--core")
-    return str(address)
+    """The core's HOST:PORT (or its replicas', comma-separated) from ``--core``,
+    ``$SAFETYNET_CORE`` or the default, checked."""
+    address = str(args.core or os.environ.get("SAFETYNET_CORE") or DEFAULT_CORE)
+    try:
+        split_addresses(address)
+    except ValueError as exc:
+        raise UserError(f"--core: {exc}") from exc
+    return address
 
 
 def operator_token(args: argparse.Namespace) -> str | None:
@@ -67,7 +72,7 @@ def ca_file(args: argparse.Namespace, core: str) -> Path | None:
     """The city CA to check the core's TLS certificate with; plain gRPC only to a loopback core."""
     value = args.ca_file or os.environ.get("SAFETYNET_CA_FILE")
     if not value:
-        if not is_loopback(core.rpartition(":")[0]):
+        if not all(is_loopback(host) for host, _ in split_addresses(core)):
             raise UserError(f"the core {core} is not on this machine: pass --ca-file CITY_CA.crt "
                             "(or set $SAFETYNET_CA_FILE) to talk TLS; plain gRPC is for loopback only")
         return None
@@ -89,7 +94,11 @@ def call_core(args: argparse.Namespace,
     metadata = (("authorization", f"Bearer {token}"),)
 
     async def run() -> int:
-        async with grpc.aio.insecure_channel(core) as channel:
+        try:
+            channel = open_core_channel(core)
+        except OSError as exc:
+            raise UserError(f"--core {core}: {exc}") from exc
+        async with channel:
             try:
                 return await body(channel, metadata)
             except grpc.aio.AioRpcError as exc:

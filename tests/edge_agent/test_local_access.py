@@ -58,6 +58,19 @@ async def test_a_bad_sign_in_is_refused_clearly_and_journaled(
     assert credential.rsplit(":", 1)[-1] not in repr(entry), "no secret in the journal"
 
 
+async def test_the_core_is_reachable_while_any_replica_says_it_is_online(tmp_path: Path) -> None:
+    access, _ = local_access(tmp_path, link_up=True)
+    assert not access.core.reachable  # no replica heard from yet
+    await access.core.core_status(online=True, replica="core-a")
+    await access.core.core_status(online=True, replica="core-b")
+    await access.core.core_status(online=False, replica="core-a")  # a's last will
+    assert access.core.reachable, "one replica's will must not send the district local"
+    await access.core.core_status(online=False, replica="core-b")
+    assert not access.core.reachable
+    await access.core.core_status(online=True, replica="core-a")
+    assert access.core.reachable
+
+
 async def test_views_are_local_only_while_the_core_is_unreachable(tmp_path: Path) -> None:
     access, credentials = local_access(tmp_path, link_up=True)
     token = (await access.sign_in(credentials["supervisor"], "127.0.0.1")).token

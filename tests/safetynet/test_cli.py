@@ -76,7 +76,9 @@ def test_view_with_no_core_running_fails_cleanly(capsys: pytest.CaptureFixture[s
 
 def test_bad_addresses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["view", "x", "--core", "nohostport"]) == 2
-    assert "--core must be HOST:PORT" in capsys.readouterr().err
+    assert "--core: core address 'nohostport' is not HOST:PORT" in capsys.readouterr().err
+    assert main(["view", "x", "--core", "127.0.0.1:1,,127.0.0.1:2"]) == 2
+    assert "has an empty entry" in capsys.readouterr().err
     assert main(["view", "x", "--advertise", "eth0"]) == 2
     assert "is not an IP address" in capsys.readouterr().err
 
