@@ -161,7 +161,7 @@ CREATE TABLE IF NOT EXISTS cameras (
     viewers INTEGER NOT NULL DEFAULT 0,
     last_seen TEXT,
     version INTEGER NOT NULL DEFAULT 0,
-    changed_at TEXT
+    changed_at_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS cameras_district ON cameras(district_id);
 CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -190,7 +190,7 @@ CREATE INDEX IF NOT EXISTS sessions_open ON sessions(closed_at);
 #: Columns added after the pilot: a SQLite registry made before them gets them on open.
 _ADDED_COLUMNS = (
     ("cameras", "version", "INTEGER NOT NULL DEFAULT 0"),
-    ("cameras", "changed_at", "TEXT"),
+    ("cameras", "changed_at_us", "INTEGER"),
     ("sessions", "relay_id", "TEXT NOT NULL DEFAULT ''"),
     ("sessions", "reported_at", "TEXT"),
 )
@@ -198,7 +198,7 @@ _VERSION_INDEX = "CREATE INDEX IF NOT EXISTS cameras_version ON cameras(version)
 
 _CAMERA_INSERT = """
 INSERT INTO cameras (camera_id, district_id, name, lat, lon, kind, status, reason, detail, viewers,
-                     last_seen, changed_at, version)
+                     last_seen, changed_at_us, version)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (camera_id) DO UPDATE SET
   version = CASE WHEN cameras.district_id {ne} excluded.district_id
@@ -208,10 +208,10 @@ ON CONFLICT (camera_id) DO UPDATE SET
   district_id = excluded.district_id, name = excluded.name, lat = excluded.lat,
   lon = excluded.lon, kind = excluded.kind, status = excluded.status, reason = excluded.reason,
   detail = excluded.detail, viewers = excluded.viewers, last_seen = excluded.last_seen,
-  changed_at = COALESCE(excluded.changed_at, cameras.changed_at)
+  changed_at_us = COALESCE(excluded.changed_at_us, cameras.changed_at_us)
 WHERE cameras.district_id = excluded.district_id
-  AND (excluded.changed_at IS NULL OR cameras.changed_at IS NULL
-       OR excluded.changed_at >= cameras.changed_at)
+  AND (excluded.changed_at_us IS NULL OR cameras.changed_at_us IS NULL
+       OR excluded.changed_at_us >= cameras.changed_at_us)
 """
 #: The spatial index (SQLite), for the cameras of ``version`` that are new or moved (most
 #: changes are a status, not a position). The R-tree keeps 32-bit floats: "moved" is > ~1 m.
@@ -283,6 +283,12 @@ _SESSION_KEYS = ("session_id", "camera_id", "district_id", "opened_at", "expires
 _SESSION_COLUMNS = ", ".join(_SESSION_KEYS)
 
 
+def _microseconds(moment: datetime | None) -> int | None:
+    """A camera's ``changed_at`` as it is stored: microseconds since the epoch, an integer the
+    engine compares (and a fifth of an ISO text's cost to make)."""
+    return None if moment is None else round(moment.timestamp() * 1e6)
+
+
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -349,6 +355,16 @@ class Registry:
     def apply(self, batch: StatusBatch) -> int:
         """Write one batch in one transaction; return the registry's camera version after it."""
         seen = iso(batch.seen_at or datetime.now(UTC))
+        stamps: dict[datetime, str | None] = {}  # a batch's cameras share a few seen_at
+
+        def seen_text(moment: datetime | None) -> str | None:
+            if moment is None:
+                return seen
+            text = stamps.get(moment)
+            if text is None:
+                text = stamps[moment] = iso(moment)
+            return text
+
         db = self.db
         with self._transaction():
             version = int(db.scalar(self._sql.lock_camera_version)) + 1
@@ -360,8 +376,7 @@ class Registry:
                            [(d, d) for d in sorted(districts)])
             written = db.executemany(self._sql.upsert_camera, [
                 (u.camera_id, u.district_id, u.name, u.lat, u.lon, u.kind, u.status, u.reason,
-                 u.detail, u.viewers, iso(u.seen_at) if u.seen_at else seen, iso(u.changed_at),
-                 version)
+                 u.detail, u.viewers, seen_text(u.seen_at), _microseconds(u.changed_at), version)
                 for u in batch.cameras])
             if (ignored := len(batch.cameras) - written) > 0:
                 # Another district's camera (a district may only speak for its own), or a status

@@ -26,7 +26,7 @@ CREATE TABLE cameras (
     viewers BIGINT NOT NULL DEFAULT 0,
     last_seen TEXT,
     version BIGINT NOT NULL DEFAULT 0,
-    changed_at TEXT
+    changed_at_us BIGINT  -- the agent's changed_at, microseconds since 1970: a status older loses
 );
 CREATE INDEX cameras_district ON cameras (district_id);
 CREATE INDEX cameras_version ON cameras (version);
