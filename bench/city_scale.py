@@ -13,9 +13,11 @@ figures are the core's and the loop lag reported is the core's own.
   not assumed: each camera's stored status is compared with what was published last.
   ``reconnect_per_camera_s`` is the same burst the way agents published it before snapshots:
   one retained message per camera, 68,000 MQTT messages.
-- sustained ingest: three rounds of every camera's own status message (a change each) back to
-  back; statuses/s until the registry is current (target >= 20,000/s), statuses lost (target 0).
-  The publishers' own rate is reported.
+- sustained ingest: three rounds of a change of every camera back to back, as agents send
+  changes (``CameraChanges``: each district's changes in messages of at most 1,000 cameras);
+  statuses/s until the registry is current (target >= 20,000/s), statuses lost (target 0). The
+  publishers' own rate is reported. ``sustained_ingest_per_camera_per_s`` is the same with one
+  message per change, as agents sent them before (and older agents still do).
 - core restart: a fresh core subscribing to a broker that retains the city (snapshots and each
   camera's latest change); seconds until its registry is current.
 - gRPC health-check p99 while 30 SSE consoles follow and the city heartbeats (<= 50 ms).
@@ -50,6 +52,7 @@ from cloud_core.config import CoreConfig
 from cloud_core.page_token import MAX_PAGE_SIZE
 from cloud_core.registry import Registry
 from cloud_core.server import CoreServer
+from edge_agent.status_reporter import MAX_CHANGES_PER_MESSAGE
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.logs import configure_logging
@@ -60,7 +63,11 @@ from simulators.city import CityCamera, district_cameras, districts
 SPAWN = multiprocessing.get_context("spawn")
 CONSOLES = 30
 STEPS = ("reconnect_burst_s", "reconnect_per_camera_s", "sustained_ingest_per_s",
-         "core_restart_burst_s", "near_3km_p99_ms", "page_all_s", "consoles")
+         "sustained_ingest_per_camera_per_s", "core_restart_burst_s", "near_3km_p99_ms",
+         "page_all_s", "consoles")
+#: How a publisher sends a round: each district's snapshot (one retained heartbeat), its
+#: changes as agents send them, or one message per camera.
+SNAPSHOT, CHANGES, PER_CAMERA = "snapshot", "changes", "per_camera"
 HEARTBEAT_PERIOD = 5.0
 LAST_ROUND = [0]         # the round last published: heartbeats repeat it, as an agent's do   # every district's heartbeat once per 5 s: 6x an agent's 30 s
 
@@ -116,11 +123,21 @@ def _connect(port: int, client_id: str) -> Any:
     return client
 
 
+def _messages(cameras: int, mode: str) -> int:
+    """How many messages a district of ``cameras`` publishes per round in ``mode``."""
+    if mode == SNAPSHOT:
+        return 1
+    if mode == CHANGES:
+        return -(-cameras // MAX_CHANGES_PER_MESSAGE)
+    return cameras
+
+
 def _publisher(port: int, district_ids: Sequence[str], total: int, rounds: Sequence[int],
-               snapshot: bool, ready: Any, go: Any, out: Any) -> None:
+               mode: str, ready: Any, go: Any, out: Any) -> None:
     """Child: each district's agent status, then per round either its snapshot (one heartbeat
-    with every camera, as an agent sends on reconnecting) or every camera's own status message
-    (QoS 1, stamped; the snapshot and the status retained)."""
+    with every camera, as an agent sends on reconnecting), its changes (``CameraChanges`` of
+    at most ``MAX_CHANGES_PER_MESSAGE``, as an agent sends them) or every camera's own status
+    message (QoS 1, stamped; the snapshot and the agent status retained)."""
     city = _city(total)
     clients = {d: _connect(port, f"bench-{d}") for d in district_ids}
     work = [(clients[d], topics.agent_status(d), mqtt_pb2.AgentStatus(
@@ -130,10 +147,15 @@ def _publisher(port: int, district_ids: Sequence[str], total: int, rounds: Seque
         stamp = _stamp()
         for d in district_ids:
             statuses = [_status(c, _online(i, round_), stamp) for i, c in enumerate(city[d])]
-            if snapshot:
+            if mode == SNAPSHOT:
                 work.append((clients[d], topics.heartbeat(d), mqtt_pb2.Heartbeat(
                     district_id=d, agent_id=d, sent_at=stamp, cameras=statuses).SerializeToString(),
                     True))
+            elif mode == CHANGES:
+                work += [(clients[d], topics.camera_changes(d), mqtt_pb2.CameraChanges(
+                    district_id=d, sent_at=stamp,
+                    cameras=statuses[k:k + MAX_CHANGES_PER_MESSAGE]).SerializeToString(), False)
+                    for k in range(0, len(statuses), MAX_CHANGES_PER_MESSAGE)]
             else:  # a camera's own status is a change: not retained, as an agent sends it
                 work += [(clients[d], topics.camera_status(d, s.camera.camera_id),
                           s.SerializeToString(), False) for s in statuses]
@@ -297,17 +319,18 @@ def _mismatches(database: Path, expected: dict[str, str]) -> int:
 
 
 async def _publish_rounds(core: CoreServer, port: int, total: int, rounds: Sequence[int],
-                          publishers: int, *, snapshot: bool = False) -> dict[str, Any]:
+                          publishers: int, *, mode: str = PER_CAMERA) -> dict[str, Any]:
     """Publish ``rounds`` from child processes; time until the registry holds the last round."""
     names = list(_city(total))
-    children = [_Child(_publisher, port, names[k::publishers], total, rounds, snapshot, events=2)
+    children = [_Child(_publisher, port, names[k::publishers], total, rounds, mode, events=2)
                 for k in range(publishers)]
     try:
         for child in children:
             await child.start()
         for child in children:
             await child.wait(0)
-        messages = len(names) + (len(names) if snapshot else total) * len(rounds)
+        city = _city(total)
+        messages = len(names) + sum(_messages(len(city[d]), mode) for d in names) * len(rounds)
         before = core.ingest.received
         started = time.perf_counter()
         for child in children:
@@ -332,14 +355,15 @@ async def _publish_rounds(core: CoreServer, port: int, total: int, rounds: Seque
     wrong = await asyncio.to_thread(_mismatches, core.config.database, expected)
     publisher_s = max(s["acked_s"] for s in sent)
     return {"seconds": elapsed, "timed_out": timed_out, "messages": messages,
+            "statuses": total * len(rounds),
             "received": core.ingest.received - before, "wrong_or_missing": wrong,
             "publishers_per_s": round(sum(s["messages"] for s in sent) / publisher_s)}
 
 
 async def _bursts(core: CoreServer, port: int, total: int, runs: int, publishers: int, *,
-                  snapshot: bool = True) -> dict[str, Any]:
-    first = 1 if snapshot else 100
-    results = [await _publish_rounds(core, port, total, [r], publishers, snapshot=snapshot)
+                  mode: str = SNAPSHOT) -> dict[str, Any]:
+    first = 1 if mode == SNAPSHOT else 100
+    results = [await _publish_rounds(core, port, total, [r], publishers, mode=mode)
                for r in range(first, first + runs)]
     return _stats([r["seconds"] for r in results], "s", "<= 5 (p50)",
                   lost=[r["wrong_or_missing"] for r in results],
@@ -347,11 +371,15 @@ async def _bursts(core: CoreServer, port: int, total: int, runs: int, publishers
                   timed_out=[r["timed_out"] for r in results])
 
 
-async def _sustained(core: CoreServer, port: int, total: int, runs: int,
-                     publishers: int) -> dict[str, Any]:
-    results = [await _publish_rounds(core, port, total, [10 + 3 * k, 11 + 3 * k, 12 + 3 * k],
-                                     publishers) for k in range(runs)]
-    return _stats([r["received"] / r["seconds"] for r in results], "statuses/s", ">= 20000",
+async def _sustained(core: CoreServer, port: int, total: int, runs: int, publishers: int,
+                     mode: str = CHANGES) -> dict[str, Any]:
+    first = 10 if mode == CHANGES else 40
+    results = [await _publish_rounds(core, port, total, [first + 3 * k, first + 1 + 3 * k,
+                                                         first + 2 + 3 * k], publishers, mode=mode)
+               for k in range(runs)]
+    # Every status of the three rounds was published; what the registry lacks of the last
+    # round, and every message that never arrived, is lost.
+    return _stats([r["statuses"] / r["seconds"] for r in results], "statuses/s", ">= 20000",
                   messages=[r["messages"] for r in results],
                   received=[r["received"] for r in results],
                   lost=[r["wrong_or_missing"] + r["messages"] - r["received"] for r in results],
@@ -365,7 +393,7 @@ async def _core_restart(core: CoreServer, port: int, total: int, runs: int,
     times, lost = [], []
     for k in range(runs):
         round_ = 20 + k
-        await _publish_rounds(core, port, total, [round_], publishers, snapshot=True)
+        await _publish_rounds(core, port, total, [round_], publishers, mode=SNAPSHOT)
         config = replace(core.config, database=core.config.database.with_name(f"restart-{k}.sqlite3"),
                          audit_database_file=core.config.database.with_name(f"restart-{k}-audit.sqlite3"),
                          client_id=f"bench-restarted-core-{k}", http_listen="")
@@ -496,8 +524,10 @@ async def _run(total: int, runs: int, publishers: int, only: Sequence[str]) -> d
             steps: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
                 "reconnect_burst_s": lambda: _bursts(core, port, total, runs, publishers),
                 "reconnect_per_camera_s": lambda: _bursts(core, port, total, runs, publishers,
-                                                          snapshot=False),
+                                                          mode=PER_CAMERA),
                 "sustained_ingest_per_s": lambda: _sustained(core, port, total, runs, publishers),
+                "sustained_ingest_per_camera_per_s": lambda: _sustained(
+                    core, port, total, runs, publishers, mode=PER_CAMERA),
                 "core_restart_burst_s": lambda: _core_restart(core, port, total, runs, publishers),
                 "near_3km_p99_ms": lambda: _near(core, runs),
                 "page_all_s": lambda: _paging(core, token, total, runs),
@@ -505,7 +535,7 @@ async def _run(total: int, runs: int, publishers: int, only: Sequence[str]) -> d
             }
             # Every step needs the city in the registry: the first burst puts it there.
             if "reconnect_burst_s" not in only:
-                await _publish_rounds(core, port, total, [0], publishers, snapshot=True)
+                await _publish_rounds(core, port, total, [0], publishers, mode=SNAPSHOT)
             for name, step in steps.items():
                 if name in only:
                     await _step(result, name, core, step)

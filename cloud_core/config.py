@@ -129,7 +129,8 @@ class CoreConfig:
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
                                "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
                                "tls_client_ca_file", "http_listen", "district_outlines", "turn",
-                               "checkpoint_key", "audit_witness_files", "storage", "relays"}
+                               "checkpoint_key", "audit_witness_files", "storage", "relays",
+                               "audit_database"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         database = data.get("database", "core.sqlite3")
@@ -157,7 +158,8 @@ class CoreConfig:
                                 ("tls_key_file", "tls_key_file"),
                                 ("tls_client_ca_file", "tls_client_ca_file"),
                                 ("district_outlines", "district_outlines_file"),
-                                ("checkpoint_key", "checkpoint_key_file")):
+                                ("checkpoint_key", "checkpoint_key_file"),
+                                ("audit_database", "audit_database_file")):
             value = data.get(key)
             if value is not None:
                 if not isinstance(value, str):

@@ -61,8 +61,9 @@ class DispatchStore:
 
     def assign(self, incident_id: str, officer_id: str, by: str, at: datetime) -> bool:
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO dispatch_assignments (incident_id, officer_id, assigned_by, at) "
-            "VALUES (?, ?, ?, ?)", [incident_id, officer_id, by, iso(at)])
+            "INSERT INTO dispatch_assignments (incident_id, officer_id, assigned_by, at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (incident_id, officer_id) DO NOTHING",
+            [incident_id, officer_id, by, iso(at)])
         return cursor.rowcount > 0
 
     def unassign(self, incident_id: str, officer_id: str) -> bool:

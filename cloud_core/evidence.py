@@ -92,36 +92,67 @@ _CLIP_FIELDS = tuple(field.name for field in dataclasses.fields(ClipRow))
 _CLIP_COLUMNS = ", ".join(_CLIP_FIELDS)
 
 
+class ClipStore:
+    """The core's record of each clip (the clip itself stays at the district).
+
+    Every replica hears an agent's seal and purge; :meth:`transition` lets exactly one of them
+    (and one of a stop's reply and the agent's event) move a clip on, so its hash goes on the
+    chain once."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._db.schema(_SCHEMA)
+
+    def add(self, row: ClipRow) -> None:
+        self._db.execute(f"INSERT INTO evidence_clips ({_CLIP_COLUMNS}) "
+                         f"VALUES ({', '.join('?' * len(_CLIP_FIELDS))})",
+                         dataclasses.astuple(row))
+
+    def get(self, clip_id: str) -> ClipRow | None:
+        row = self._db.execute(f"SELECT {_CLIP_COLUMNS} FROM evidence_clips WHERE clip_id = ?",
+                               [clip_id]).fetchone()
+        return ClipRow(*row) if row else None
+
+    def of_incident(self, incident_id: str = "") -> list[ClipRow]:
+        """The incident's clips (every clip if ``incident_id`` is empty), oldest first."""
+        where, params = ("WHERE incident_id = ?", [incident_id]) if incident_id else ("", [])
+        return [ClipRow(*r) for r in self._db.execute(
+            f"SELECT {_CLIP_COLUMNS} FROM evidence_clips {where} ORDER BY started_at", params)]
+
+    def update(self, clip_id: str, **values: object) -> None:
+        self.transition(clip_id, (), **values)
+
+    def transition(self, clip_id: str, states: tuple[str, ...], **values: object) -> bool:
+        """Set ``values`` if the clip is in one of ``states`` (any state if empty); True when
+        this call changed it."""
+        unknown = set(values) - set(_CLIP_FIELDS)
+        if unknown or not values:
+            raise ValueError(f"not columns of evidence_clips: {sorted(unknown)}")
+        columns = ", ".join(f"{name} = ?" for name in values)
+        guard = f" AND state IN ({', '.join('?' * len(states))})" if states else ""
+        cursor = self._db.execute(
+            f"UPDATE evidence_clips SET {columns} WHERE clip_id = ?{guard}",
+            [*values.values(), clip_id, *states])
+        return cursor.rowcount > 0
+
+
 class EvidenceCustody:
     def __init__(self, access: AccessService, relay: SignallingTransport, db: Database,
                  *, timeout: float = 10.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._access = access
         self._relay = relay
-        self._db = db
+        self._clips = ClipStore(db)
         self._timeout = timeout
         self._clock = clock
-        db.execute(_SCHEMA)
 
     # --- storage ------------------------------------------------------------------------------
 
     def clip(self, clip_id: str) -> ClipRow | None:
-        row = self._db.execute(f"SELECT {_CLIP_COLUMNS} FROM evidence_clips WHERE clip_id = ?",
-                               [clip_id]).fetchone()
-        return ClipRow(*row) if row else None
+        return self._clips.get(clip_id)
 
     def clips(self, incident_id: str = "") -> list[ClipRow]:
-        where, params = ("WHERE incident_id = ?", [incident_id]) if incident_id else ("", [])
-        return [ClipRow(*r) for r in self._db.execute(
-            f"SELECT {_CLIP_COLUMNS} FROM evidence_clips {where} ORDER BY started_at", params)]
-
-    def _update(self, clip_id: str, **values: object) -> None:
-        unknown = set(values) - set(_CLIP_FIELDS)
-        if unknown:
-            raise ValueError(f"not columns of evidence_clips: {sorted(unknown)}")
-        columns = ", ".join(f"{name} = ?" for name in values)
-        self._db.execute(f"UPDATE evidence_clips SET {columns} WHERE clip_id = ?",
-                         [*values.values(), clip_id])
+        return self._clips.of_incident(incident_id)
 
     def visible(self, caller: Caller, clip_id: str) -> ClipRow:
         row = self.clip(clip_id)
@@ -234,14 +265,13 @@ class EvidenceCustody:
                 outcome=AuditOutcome.DENIED, reason=f"the agent refused: {exc.message}",
                 details={"clip_id": clip_id, "district_id": camera.district_id}))
             raise
-        self._db.execute(
-            "INSERT INTO evidence_clips (clip_id, camera_id, district_id, incident_id, "
-            "operator_id, agency, state, started_at, expires_at, agent_key_id, agent_public_key) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?)",
-            [clip_id, camera.camera_id, camera.district_id, incident_id, operator.operator_id,
-             operator.agency, now.isoformat(),
-             reply.clip.expires_at.ToDatetime(tzinfo=UTC).isoformat(),
-             reply.clip.agent_key_id, reply.clip.agent_public_key.hex()])
+        self._clips.add(ClipRow(
+            clip_id=clip_id, camera_id=camera.camera_id, district_id=camera.district_id,
+            incident_id=incident_id, operator_id=operator.operator_id, agency=operator.agency,
+            state="recording", started_at=now.isoformat(), ended_at=None,
+            expires_at=reply.clip.expires_at.ToDatetime(tzinfo=UTC).isoformat(),
+            hold_until=None, manifest_sha256=None, agent_key_id=reply.clip.agent_key_id,
+            agent_public_key=reply.clip.agent_public_key.hex(), segments="[]", end_reason=""))
         row = self.clip(clip_id)
         assert row is not None
         return row
@@ -270,32 +300,43 @@ class EvidenceCustody:
         if row.state != "recording" or clip.state != "sealed" or not clip.manifest_sha256:
             return
         segments = [{"file": s.file, "sha256": s.sha256, "bytes": s.bytes} for s in clip.segments]
-        await self._record(AuditEntry(
-            action=AuditAction.EVIDENCE_SEAL, operator_id=f"agent:{district_id}",
-            camera_ids=(row.camera_id,), incident_id=row.incident_id, reason=clip.end_reason,
-            period_start=clip.started_at.ToDatetime(tzinfo=UTC),
-            period_end=max(clip.ended_at.ToDatetime(tzinfo=UTC),
-                           clip.started_at.ToDatetime(tzinfo=UTC)),
-            details={"clip_id": clip.clip_id, "manifest_sha256": clip.manifest_sha256,
-                     "agent_key_id": clip.agent_key_id, "segments": len(segments),
-                     "segment_sha256": [s["sha256"] for s in segments],
-                     **({"truncated_by_crash": True} if clip.truncated_by_crash else {})}))
-        self._update(clip.clip_id, state="sealed", manifest_sha256=clip.manifest_sha256,
-                     ended_at=clip.ended_at.ToDatetime(tzinfo=UTC).isoformat(),
-                     segments=json.dumps(segments), end_reason=clip.end_reason,
-                     agent_key_id=clip.agent_key_id,
-                     agent_public_key=clip.agent_public_key.hex())
+        seal = {"state": "sealed", "manifest_sha256": clip.manifest_sha256,
+                "ended_at": clip.ended_at.ToDatetime(tzinfo=UTC).isoformat(),
+                "segments": json.dumps(segments), "end_reason": clip.end_reason,
+                "agent_key_id": clip.agent_key_id,
+                "agent_public_key": clip.agent_public_key.hex()}
+        if not self._clips.transition(clip.clip_id, ("recording",), **seal):
+            return  # another replica, or the stop's own reply, sealed it first
+        try:
+            await self._record(AuditEntry(
+                action=AuditAction.EVIDENCE_SEAL, operator_id=f"agent:{district_id}",
+                camera_ids=(row.camera_id,), incident_id=row.incident_id, reason=clip.end_reason,
+                period_start=clip.started_at.ToDatetime(tzinfo=UTC),
+                period_end=max(clip.ended_at.ToDatetime(tzinfo=UTC),
+                               clip.started_at.ToDatetime(tzinfo=UTC)),
+                details={"clip_id": clip.clip_id, "manifest_sha256": clip.manifest_sha256,
+                         "agent_key_id": clip.agent_key_id, "segments": len(segments),
+                         "segment_sha256": [s["sha256"] for s in segments],
+                         **({"truncated_by_crash": True} if clip.truncated_by_crash else {})}))
+        except BaseException:
+            self._clips.update(clip.clip_id, **{name: getattr(row, name) for name in seal})
+            raise
         log.info("evidence clip sealed", clip=clip.clip_id, manifest=clip.manifest_sha256)
 
     async def purged(self, district_id: str, clip: mqtt_pb2.EvidenceClip) -> None:
         row = self.clip(clip.clip_id)
         if row is None or row.district_id != district_id or row.state == "purged":
             return
-        await self._record(AuditEntry(
-            action=AuditAction.EVIDENCE_PURGE, operator_id=f"agent:{district_id}",
-            camera_ids=(row.camera_id,), incident_id=row.incident_id, reason=clip.end_reason,
-            details={"clip_id": row.clip_id, "manifest_sha256": row.manifest_sha256 or ""}))
-        self._update(clip.clip_id, state="purged")
+        if not self._clips.transition(clip.clip_id, ("recording", "sealed"), state="purged"):
+            return  # another replica recorded the purge
+        try:
+            await self._record(AuditEntry(
+                action=AuditAction.EVIDENCE_PURGE, operator_id=f"agent:{district_id}",
+                camera_ids=(row.camera_id,), incident_id=row.incident_id, reason=clip.end_reason,
+                details={"clip_id": row.clip_id, "manifest_sha256": row.manifest_sha256 or ""}))
+        except BaseException:
+            self._clips.update(clip.clip_id, state=row.state)
+            raise
 
     def handle_event(self, district_id: str, payload: bytes) -> mqtt_pb2.EvidenceEvent | None:
         try:
@@ -330,8 +371,8 @@ class EvidenceCustody:
         hold = mqtt_pb2.EvidenceHold(clip_id=clip_id)
         hold.hold_until.FromDatetime(until)
         reply = await self._ask(row.district_id, mqtt_pb2.SignalRequest(evidence_hold=hold))
-        self._update(clip_id, hold_until=until.isoformat(),
-                     expires_at=reply.clip.expires_at.ToDatetime(tzinfo=UTC).isoformat())
+        self._clips.update(clip_id, hold_until=until.isoformat(),
+                           expires_at=reply.clip.expires_at.ToDatetime(tzinfo=UTC).isoformat())
         updated = self.clip(clip_id)
         assert updated is not None
         return updated

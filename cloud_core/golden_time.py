@@ -68,8 +68,8 @@ class GoldenTimeStore:
     def record(self, row: FirstFrame) -> bool:
         """Keep the session's first frame; False when it was reported already."""
         cursor = self._db.execute(
-            f"INSERT OR IGNORE INTO golden_time ({', '.join(_COLUMNS)}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO golden_time ({', '.join(_COLUMNS)}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
             [row.session_id, row.incident_id, row.service, row.camera_id, iso(row.reported_at),
              iso(row.granted_at), iso(row.first_frame_at), row.client])
         return cursor.rowcount > 0

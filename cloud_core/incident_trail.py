@@ -14,7 +14,7 @@ from typing import Final
 
 from cloud_core.exceptions import RegistryError
 from cloud_core.policy import TrailPoint, distance_m
-from cloud_core.storage.database import Database, DatabaseError
+from cloud_core.storage.database import Database, DatabaseError, IntegrityError
 from cloud_core.timestamps import iso
 
 SCHEMA: Final = """
@@ -55,6 +55,12 @@ JITTER_M: Final = 150.0
 
 TRAIL_KEPT: Final = 200
 """How many of an incident's latest positions are read back (the grant needs at most 100)."""
+
+TRAIL_LOCK: Final = 0x5AFE0014
+"""PostgreSQL advisory lock class of incident trails (the key within it: the incident id's hash)."""
+
+SEQ_ATTEMPTS: Final = 5
+"""Tries to append a position whose ``seq`` another writer took at the same moment."""
 
 MAX_REF_CHARS: Final = 64
 MAX_REASON_CHARS: Final = 500
@@ -113,18 +119,33 @@ class TrailStore:
         self._db.schema(SCHEMA)
 
     def add_position(self, incident_id: str, point: TrailPoint) -> None:
-        """Append ``point`` to the trail and make it the incident's latest position, atomically."""
-        try:
-            with self._db.transaction():
-                self._db.execute(
-                    "INSERT INTO incident_positions (incident_id, seq, lat, lon, at, source) "
-                    "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM incident_positions "
-                    "WHERE incident_id=?",
-                    [incident_id, point.lat, point.lon, iso(point.at), point.source, incident_id])
-                self._db.execute("UPDATE incidents SET lat=?, lon=? WHERE incident_id=?",
-                                 [point.lat, point.lon, incident_id])
-        except DatabaseError as exc:
-            raise RegistryError(f"cannot store the incident's position: {exc}") from exc
+        """Append ``point`` to the trail and make it the incident's latest position, atomically.
+
+        The next ``seq`` is read inside the write: SQLite's write lock serialises it; on
+        PostgreSQL a transaction-level advisory lock on the incident queues every other
+        replica's position for it behind this one. A collision all the same (a writer that
+        took no lock) is retried."""
+        for attempt in range(1, SEQ_ATTEMPTS + 1):
+            try:
+                with self._db.transaction():
+                    if self._db.dialect == "postgres":
+                        self._db.execute(
+                            "SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), hashtext(?))",
+                            [TRAIL_LOCK, incident_id])
+                    self._db.execute("UPDATE incidents SET lat=?, lon=? WHERE incident_id=?",
+                                     [point.lat, point.lon, incident_id])
+                    self._db.execute(
+                        "INSERT INTO incident_positions (incident_id, seq, lat, lon, at, source) "
+                        "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM incident_positions "
+                        "WHERE incident_id=?",
+                        [incident_id, point.lat, point.lon, iso(point.at), point.source,
+                         incident_id])
+                return
+            except IntegrityError as exc:
+                if attempt == SEQ_ATTEMPTS:
+                    raise RegistryError(f"cannot store the incident's position: {exc}") from exc
+            except DatabaseError as exc:
+                raise RegistryError(f"cannot store the incident's position: {exc}") from exc
 
     def positions(self, incident_id: str, limit: int = TRAIL_KEPT) -> tuple[TrailPoint, ...]:
         """The latest ``limit`` positions, oldest first."""
@@ -139,10 +160,11 @@ class TrailStore:
         """Link two incidents (once); False when they were linked already, either way round."""
         if self.link_between(incident_id, other_id) is not None:
             return False
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT INTO incident_links (incident_id, other_id, kind, reason, at, linked_by) "
-            "VALUES (?, ?, ?, ?, ?, ?)", [incident_id, other_id, kind, reason, iso(at), linked_by])
-        return True
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id, other_id) DO NOTHING",
+            [incident_id, other_id, kind, reason, iso(at), linked_by])
+        return cursor.rowcount > 0
 
     def link_between(self, incident_id: str, other_id: str) -> IncidentLink | None:
         return next((link for link in self.links(incident_id) if link.other_id == other_id), None)
@@ -157,9 +179,16 @@ class TrailStore:
         return [IncidentLink(str(r[0]), str(r[1]), bool(r[2]), str(r[3]),
                              datetime.fromisoformat(str(r[4])), str(r[5])) for r in rows]
 
-    def claim_ref(self, agency: str, external_ref: str, incident_id: str) -> None:
+    def claim_ref(self, agency: str, external_ref: str, incident_id: str) -> str:
+        """Make ``incident_id`` the agency's incident for ``external_ref`` unless one is already;
+        return the incident that holds the reference (another replica's, if it was first)."""
         self._db.execute("INSERT INTO incident_refs (agency, external_ref, incident_id) "
-                         "VALUES (?, ?, ?)", [agency, external_ref, incident_id])
+                         "VALUES (?, ?, ?) ON CONFLICT (agency, external_ref) DO NOTHING",
+                         [agency, external_ref, incident_id])
+        holder = self.incident_for_ref(agency, external_ref)
+        if holder is None:
+            raise RegistryError(f"external reference {external_ref!r} of {agency} was not kept")
+        return holder
 
     def incident_for_ref(self, agency: str, external_ref: str) -> str | None:
         row = self._db.execute("SELECT incident_id FROM incident_refs WHERE agency=? AND "

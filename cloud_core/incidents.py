@@ -100,26 +100,31 @@ class IncidentStore:
     # --- incidents --------------------------------------------------------------------------
 
     def add(self, incident: Incident, reported_by: str) -> None:
+        """Store a new incident with its area and first trail position, in one transaction (no
+        replica ever reads an incident without them)."""
         i = incident
+        first = TrailPoint(i.lat, i.lon, i.occurred_at or i.opened_at, "report")
         try:
-            self._db.execute(
-                "INSERT INTO incidents (incident_id, incident_type, service, lat, lon, radius_m, agencies, "
-                "opened_at, expires_at, closed_at, legal_basis, purpose, occurred_at, external_ref, "
-                "reported_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [i.incident_id, i.incident_type, i.service, i.lat, i.lon, i.radius_m,
-                 json.dumps(sorted(i.agencies)), iso(i.opened_at), iso(i.expires_at),
-                 iso(i.closed_at), i.legal_basis, i.purpose, iso(i.occurred_at), i.external_ref,
-                 reported_by])
+            with self._db.transaction():
+                self._db.execute(
+                    "INSERT INTO incidents (incident_id, incident_type, service, lat, lon, "
+                    "radius_m, agencies, opened_at, expires_at, closed_at, legal_basis, purpose, "
+                    "occurred_at, external_ref, reported_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [i.incident_id, i.incident_type, i.service, i.lat, i.lon, i.radius_m,
+                     json.dumps(sorted(i.agencies)), iso(i.opened_at), iso(i.expires_at),
+                     iso(i.closed_at), i.legal_basis, i.purpose, iso(i.occurred_at),
+                     i.external_ref, reported_by])
+                if i.area is not None:
+                    polygon = i.area.geojson()
+                    self._db.execute(
+                        "INSERT INTO incident_areas (incident_id, geojson, district_ids) "
+                        "VALUES (?, ?, ?)",
+                        [i.incident_id, json.dumps(polygon) if polygon else None,
+                         json.dumps(sorted(i.area.district_ids))])
+                self.trail.add_position(i.incident_id, first)
         except DatabaseError as exc:
             raise RegistryError(f"cannot store incident: {exc}") from exc
-        if i.area is not None:
-            polygon = i.area.geojson()
-            self._db.execute(
-                "INSERT INTO incident_areas (incident_id, geojson, district_ids) VALUES (?, ?, ?)",
-                [i.incident_id, json.dumps(polygon) if polygon else None,
-                 json.dumps(sorted(i.area.district_ids))])
-        first = TrailPoint(i.lat, i.lon, i.occurred_at or i.opened_at, "report")
-        self.trail.add_position(i.incident_id, first)
 
     def extend(self, incident_id: str, expires_at: datetime) -> bool:
         """Move an open incident's end to ``expires_at``."""
@@ -230,7 +235,8 @@ class IncidentStore:
             raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
         with self._db.transaction():
             self._db.execute("DELETE FROM facilities")
-            self._db.executemany("INSERT INTO facilities VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO facilities (facility_id, kind, name, lat, lon, "
+                                 "detail) VALUES (?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
     def facilities_near(self, lat: float, lon: float, radius_m: float) -> list[Facility]:

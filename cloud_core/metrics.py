@@ -64,6 +64,14 @@ class CoreMetrics:
             "safetynet_core_event_loop_lag_max_seconds", "Worst loop lag, last window", registry=r)
         self.console_streams = Gauge(
             "safetynet_core_console_streams", "Console change streams connected", registry=r)
+        self.leader = Gauge(
+            "safetynet_core_leader",
+            "1 while this replica leads (sweeps grants, signs audit checkpoints), else 0",
+            registry=r)
+
+    def watch_leadership(self, is_leader: Callable[[], bool]) -> None:
+        """Read whether this replica leads at scrape time."""
+        self.leader.set_function(lambda: float(is_leader()))
 
     def watch_access(self, access: AccessCounts) -> None:
         """Scrape-time counters of failed and throttled sign-ins (by key kind) and of

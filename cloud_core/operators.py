@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cloud_core.exceptions import RegistryError, Unauthenticated
@@ -61,11 +62,14 @@ AUTH_CACHE_SECONDS = 1.0
 
 class OperatorStore:
     """Operators in the core's database. ``authenticate`` remembers a token's operator for one second, so a
-    burst of calls costs one lookup, and a disabled operator is refused within that second."""
+    burst of calls costs one lookup, and a disabled operator is refused within that second (by
+    every replica: each asks the shared database once its second is up). ``clock`` is
+    monotonic seconds."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self._db.schema(SCHEMA)
+        self._clock = clock
         self._cache: dict[str, tuple[float, Operator | None]] = {}
 
     def add(self, operator_id: str, *, agency: str, role: str, policy: Policy,
@@ -121,7 +125,7 @@ class OperatorStore:
         """The enabled operator holding ``token``; Unauthenticated otherwise (never says which)."""
         if not token:
             raise Unauthenticated("missing bearer token: send 'authorization: Bearer <token>'")
-        now = time.monotonic()
+        now = self._clock()
         cached = self._cache.get(token)
         if cached is not None and cached[0] > now:
             operator = cached[1]

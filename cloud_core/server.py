@@ -176,6 +176,7 @@ class CoreServer:
             lambda: (d.district_id for d in registry.districts()))
         self.leadership = leader = await stack.enter_async_context(
             open_leadership(self.config.audit_location))
+        self.metrics.watch_leadership(lambda: leader.is_leader)
         self.audit = await stack.enter_async_context(
             AuditLog.open(self.config.audit_location, signer=checkpoints,
                           on_checkpoint=self.witnesses.offer,
@@ -293,9 +294,14 @@ class CoreServer:
         await self.link.wait_connected(timeout)
 
     async def _sweep_forever(self, access: AccessService) -> None:
+        """Every ``sweep_seconds``: end what no grant allows any more. Only the leader sweeps
+        (several replicas would each close the same session and record it twice); another
+        replica takes over within seconds of the leader's death (``storage.leader``)."""
         while True:
             await asyncio.sleep(self.config.sweep_seconds)
             self._note_broker_reachability()
+            if self.leadership is not None and not self.leadership.is_leader:
+                continue
             try:
                 await access.sweep()
             except asyncio.CancelledError:

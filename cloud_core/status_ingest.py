@@ -1,4 +1,4 @@
-"""Keeps the registry current from what agents publish: agent status, camera status, heartbeats.
+"""Keeps the registry current from what agents publish: agent status, camera changes, heartbeats.
 
 The MQTT reader only *stages* a message (``submit``: O(1), thread-safe, never waits on storage;
 the core calls it as each MQTT message is read); one writer thread
@@ -8,8 +8,10 @@ loop nothing but the staging.
 
 Staging keeps the newest payload per topic (statuses are state, and MQTT retains only the newest
 per topic too), in arrival order of that newest one, so memory is bounded by the number of topics
-(cameras and districts), not by the number of messages, and the loop never has to wait. Beyond
-``max_pending`` distinct topics a message is dropped: logged at WARNING and counted.
+(cameras and districts), not by the number of messages, and the loop never has to wait. A
+district's ``camera_changes`` message is the exception: each names different cameras, so each is
+staged on its own (one entry, however many cameras it carries). Beyond ``max_pending`` staged
+entries a message is dropped: logged at WARNING and counted.
 
 Statuses are state, and a district may send the same camera's state twice by different paths
 (its retained snapshot, the heartbeat, and the camera's own change message): the newest
@@ -28,7 +30,7 @@ import asyncio
 import contextlib
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,6 +52,7 @@ log = structlog.get_logger(__name__)
 AGENT_OFFLINE = "agent offline"
 
 _M = TypeVar("_M", bound=Message)
+_Batch = TypeVar("_Batch", mqtt_pb2.Heartbeat, mqtt_pb2.CameraChanges)
 
 _REASON_NAMES = {
     value: name.removeprefix("OFFLINE_REASON_").lower()
@@ -65,7 +68,9 @@ SLICE_ROWS = 2_000               # cameras per transaction: a slice holds the wr
 #: must not freeze a camera's state until it comes true); the status is applied as it arrives.
 CLOCK_SKEW = timedelta(minutes=5)
 
-INGESTED_KINDS = frozenset({"agent_status", "camera_status", "heartbeat"})
+INGESTED_KINDS = frozenset({"agent_status", "camera_status", "camera_changes", "heartbeat"})
+#: Staged ``camera_changes`` keys: the topic, this separator, a running number.
+_NTH = "\x00"
 CommitHandler = Callable[[int], Awaitable[None]]
 
 
@@ -188,12 +193,15 @@ class StatusIngest:
     def submit(self, topic: topics.ParsedTopic, topic_name: str, payload: bytes) -> bool:
         """Stage one status message for the writer (any thread, O(1)); False when dropped."""
         with self._lock:
-            full = topic_name not in self._pending and len(self._pending) >= self._max_pending
+            key = topic_name
+            if topic.kind == "camera_changes":  # each its own cameras: none replaces another
+                key = f"{topic_name}{_NTH}{self._submitted}"
+            full = key not in self._pending and len(self._pending) >= self._max_pending
             if full:
                 self.dropped += 1
             else:
-                self._pending.pop(topic_name, None)
-                self._pending[topic_name] = payload
+                self._pending.pop(key, None)
+                self._pending[key] = payload
                 self._submitted += 1
             wake = not full and not self._waking
             self._waking = self._waking or wake
@@ -246,8 +254,8 @@ class StatusIngest:
         seen_at = datetime.now(UTC)
         version: int | None = None
         current = _Slice()
-        for topic_name, payload in staged:
-            topic = topics.parse(topic_name)  # parsed once already by whoever submitted it
+        for key, payload in staged:
+            topic = topics.parse(key.partition(_NTH)[0])  # parsed once already, by submit()
             try:
                 self._decode_into(current, topic, payload, seen_at)
             except MalformedStatus as exc:
@@ -297,8 +305,12 @@ class StatusIngest:
             self._add_newer(part, [(camera_update(topic.district, status, topic.camera, seen_at),
                                     (key, payload))])
         elif topic.kind == "heartbeat":
-            self._add_newer(part, self._heartbeat(topic, payload, seen_at))
+            beat = self._decode_batch(mqtt_pb2.Heartbeat, topic, payload)
+            self._add_newer(part, self._changed(topic, beat.cameras, seen_at))
             part.heartbeats.append(topic.district)
+        elif topic.kind == "camera_changes":
+            changes = self._decode_batch(mqtt_pb2.CameraChanges, topic, payload)
+            self._add_newer(part, self._changed(topic, changes.cameras, seen_at))
 
     def _add_newer(self, part: _Slice, changed: list[tuple[CameraUpdate, _Sent]]) -> None:
         """Add to ``part`` what is not older than a state already written for the same camera."""
@@ -314,30 +326,38 @@ class StatusIngest:
             part.cameras.append(update)
             part.sent.append(sent)
 
-    def _heartbeat(self, topic: topics.ParsedTopic, payload: bytes,
-                   seen_at: datetime) -> list[tuple[CameraUpdate, _Sent]]:
-        """The snapshot's cameras that differ from what was written, checked; all or nothing."""
+    def _decode_batch(self, message_type: type[_Batch], topic: topics.ParsedTopic,
+                      payload: bytes) -> _Batch:
+        """A heartbeat (snapshot) or camera changes of ``topic``'s district, checked whole."""
+        what = "heartbeat" if message_type is mqtt_pb2.Heartbeat else "camera changes"
         limit = self._max_heartbeat_cameras
         if len(payload) > limit * MAX_CAMERA_STATUS_BYTES:
-            raise MalformedStatus(f"heartbeat of {len(payload)} bytes cannot be {limit} cameras")
-        beat = _decode(mqtt_pb2.Heartbeat, payload)
-        if beat.district_id != topic.district:
+            raise MalformedStatus(f"{what} of {len(payload)} bytes cannot be {limit} cameras")
+        batch = _decode(message_type, payload)
+        if batch.district_id != topic.district:
             raise MalformedStatus(
-                f"heartbeat names district {beat.district_id!r} on {topic.district!r}'s topic")
-        if len(beat.cameras) > limit:
-            raise MalformedStatus(f"heartbeat carries {len(beat.cameras)} cameras, more than the "
+                f"{what} names district {batch.district_id!r} on {topic.district!r}'s topic")
+        if len(batch.cameras) > limit:
+            raise MalformedStatus(f"{what} carries {len(batch.cameras)} cameras, more than the "
                                   f"{limit} a district may have")
-        if len({status.camera.camera_id for status in beat.cameras}) != len(beat.cameras):
-            raise MalformedStatus("heartbeat lists a camera more than once")
+        if len({status.camera.camera_id for status in batch.cameras}) != len(batch.cameras):
+            raise MalformedStatus(f"{what} lists a camera more than once")
+        return batch
+
+    def _changed(self, topic: topics.ParsedTopic, statuses: Iterable[mqtt_pb2.CameraStatus],
+                 seen_at: datetime) -> list[tuple[CameraUpdate, _Sent]]:
+        """The cameras of ``statuses`` that differ from what was written, checked; all or none."""
         changed: list[tuple[CameraUpdate, _Sent]] = []
         written = self._written
-        for status in beat.cameras:
+        unchanged = 0
+        for status in statuses:
             key = (topic.district, status.camera.camera_id)
             raw = status.SerializeToString()
             if written.get(key) == raw:
+                unchanged += 1
                 continue  # written before, checked then: nothing to do
             changed.append((camera_update(topic.district, status, None, seen_at), (key, raw)))
-        self.unchanged += len(beat.cameras) - len(changed)
+        self.unchanged += unchanged
         return changed
 
 

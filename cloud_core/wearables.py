@@ -103,13 +103,36 @@ class FeedOutcome:
     opened: bool          # a new incident was opened for this event
 
 
+class WearableSubjects:
+    """Which incident each carrier's subject has (the latest one opened for it)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._db.schema(SCHEMA)
+
+    def bind(self, agency: str, subject_id: str, subject_kind: str, incident_id: str,
+             since: datetime) -> None:
+        """Make ``incident_id`` the subject's incident, replacing the one it had."""
+        self._db.execute(
+            "INSERT INTO wearable_subjects (agency, subject_id, subject_kind, incident_id, since) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (agency, subject_id) DO UPDATE SET "
+            "subject_kind = excluded.subject_kind, incident_id = excluded.incident_id, "
+            "since = excluded.since",
+            [agency, subject_id, subject_kind, incident_id, iso(since)])
+
+    def incident_of(self, agency: str, subject_id: str) -> str | None:
+        """The subject's latest incident, open or not; None if it never had one."""
+        row = self._db.execute("SELECT incident_id FROM wearable_subjects WHERE agency=? AND "
+                               "subject_id=?", [agency, subject_id]).fetchone()
+        return str(row[0]) if row is not None else None
+
+
 class WearableFeed:
     """Turns carriers' events into incidents, moves and nothing else."""
 
     def __init__(self, access: AccessService, db: Database) -> None:
         self._access = access
-        self._db = db
-        self._db.schema(SCHEMA)
+        self.subjects = WearableSubjects(db)
 
     async def ingest(self, caller: Caller, event: WearableEvent) -> FeedOutcome:
         """Apply ``event`` for the feed client ``caller``."""
@@ -133,24 +156,20 @@ class WearableFeed:
             lat=event.lat, lon=event.lon, occurred_at=event.at,
             external_ref=f"wearable:{event.event_id}" if event.event_id else "")
         incident_id = report.incident.incident.incident_id
-        self._db.execute(
-            "INSERT OR REPLACE INTO wearable_subjects (agency, subject_id, subject_kind, "
-            "incident_id, since) VALUES (?, ?, ?, ?, ?)",
-            [agency, event.subject_id, event.subject_kind, incident_id,
-             iso(report.incident.incident.opened_at)])
+        self.subjects.bind(agency, event.subject_id, event.subject_kind, incident_id,
+                           report.incident.incident.opened_at)
         log.info("wearable alert", kind=event.kind, subject=event.subject_id,
                  incident=incident_id, existing=report.existing)
         return FeedOutcome(report, opened=not report.existing)
 
     def _open_incident(self, caller: Caller, subject_id: str) -> str | None:
         """The subject's incident if it is still open."""
-        row = self._db.execute("SELECT incident_id FROM wearable_subjects WHERE agency=? AND "
-                               "subject_id=?", [caller.operator.agency, subject_id]).fetchone()
-        if row is None:
+        incident_id = self.subjects.incident_of(caller.operator.agency, subject_id)
+        if incident_id is None:
             return None
-        stored = self._access.incidents.get(str(row[0]))
+        stored = self._access.incidents.get(incident_id)
         now = datetime.now(stored.incident.opened_at.tzinfo) if stored else None
         if stored is None or now is None or stored.incident.is_closed(now) \
                 or now >= stored.incident.expires_at:
             return None
-        return str(row[0])
+        return incident_id

@@ -125,6 +125,7 @@ class EdgeAgent:
             await stack.enter_async_context(feed)
         self._tasks = await stack.enter_async_context(BackgroundTasks(f"agent:{self.config.agent_id}"))
         self._tasks.start(self.status.run_heartbeats(), name="heartbeat")
+        self._tasks.start(self.status.run_changes(), name="camera-changes")
         stack.push_async_callback(self.prober.close)
         self.prober.start()
         if self.evidence is not None:

@@ -1,6 +1,9 @@
 """Tells the city what this district's agent and cameras are doing, over MQTT.
 
-A camera's status is published when it changes (not retained). The heartbeat is the district's
+A camera's status is published when it changes (not retained), together with the other cameras
+that changed within ``CHANGE_WINDOW`` of it: one ``CameraChanges`` message per window, so a
+district-wide outage of 2,720 cameras costs the broker and the core three messages, not 2,720.
+The heartbeat is the district's
 snapshot: every camera's status in one retained message, sent at once after every (re)connect
 (the broker may have restarted and lost what it held), within ``SNAPSHOT_DELAY`` of any change,
 and periodically. A core that (re)subscribes reads each district's snapshot, so the city's
@@ -44,6 +47,10 @@ _REASONS = {
 #: After a camera changes, the retained snapshot follows within this many seconds (changes in
 #: between go in the same one): a core that restarts finds no snapshot staler than this.
 SNAPSHOT_DELAY = 5.0
+#: A camera's change waits this long for others to go in the same message.
+CHANGE_WINDOW = 0.05
+#: Cameras per ``CameraChanges`` message (~100 bytes each); more go in the next one at once.
+MAX_CHANGES_PER_MESSAGE = 1_000
 
 
 def now_timestamp() -> Timestamp:
@@ -69,6 +76,8 @@ class StatusReporter:
         self.sessions = 0
         self.journal_seq: Callable[[], int] = lambda: 0  # the local journal's head, if any
         self._changed = asyncio.Event()  # a camera changed since the last snapshot
+        self._unsent: dict[str, mqtt_pb2.CameraStatus] = {}  # changed, not yet published
+        self._unsent_changed = asyncio.Event()
 
     def attach(self, link: MqttLink) -> None:
         self._link = link
@@ -164,7 +173,26 @@ class StatusReporter:
         new.changed_at.CopyFrom(now_timestamp())
         self._cameras[status.camera.camera_id] = new
         self._changed.set()
-        await self._publish_camera(new)
+        self._unsent[status.camera.camera_id] = new
+        self._unsent_changed.set()
+
+    async def run_changes(self, window: float = CHANGE_WINDOW) -> None:
+        """Publish the cameras that changed, ``window`` after the first of them changed."""
+        while True:
+            await self._unsent_changed.wait()
+            await asyncio.sleep(window)  # what changes meanwhile goes along
+            self._unsent_changed.clear()
+            await self.publish_changes()
+
+    async def publish_changes(self) -> None:
+        """Every change not yet published (each camera's newest), in as few messages as fit."""
+        unsent, self._unsent = list(self._unsent.values()), {}
+        for start in range(0, len(unsent), MAX_CHANGES_PER_MESSAGE):
+            changes = mqtt_pb2.CameraChanges(
+                district_id=self._config.district_id, sent_at=now_timestamp(),
+                cameras=unsent[start:start + MAX_CHANGES_PER_MESSAGE])
+            await self._publish(topics.route(Kind.CAMERA_CHANGES, self._config.district_id),
+                                changes)
 
     async def publish_heartbeat(self) -> None:
         beat = mqtt_pb2.Heartbeat(
@@ -184,10 +212,6 @@ class StatusReporter:
                     await asyncio.sleep(snapshot_delay)  # what changes meanwhile goes along
             self._changed.clear()
             await self.publish_heartbeat()
-
-    async def _publish_camera(self, status: mqtt_pb2.CameraStatus) -> None:
-        await self._publish(topics.route(Kind.CAMERA_STATUS, self._config.district_id,
-                                         status.camera.camera_id), status)
 
     async def _publish(self, route: topics.Route, message: Message) -> None:
         if self._link is None:

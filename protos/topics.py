@@ -39,7 +39,8 @@ class Kind(enum.StrEnum):
     """Each kind of message on the v1 topics (its value names it in logs)."""
 
     AGENT_STATUS = "agent_status"        # agent -> core
-    CAMERA_STATUS = "camera_status"      # agent -> core
+    CAMERA_STATUS = "camera_status"      # agent -> core (older agents: one message a change)
+    CAMERA_CHANGES = "camera_changes"    # agent -> core: a window's camera changes in one
     HEARTBEAT = "heartbeat"              # agent -> core
     SIGNAL_REQUEST = "signal_request"    # core -> agent
     SIGNAL_RESPONSE = "signal_response"  # agent -> core
@@ -65,6 +66,7 @@ class Delivery:
 DELIVERY: dict[Kind, Delivery] = {
     Kind.AGENT_STATUS: Delivery(qos=1, retain=True),
     Kind.CAMERA_STATUS: Delivery(qos=1, retain=False),  # a change; the snapshot is retained
+    Kind.CAMERA_CHANGES: Delivery(qos=1, retain=False),
     Kind.HEARTBEAT: Delivery(qos=1, retain=True),
     Kind.SIGNAL_REQUEST: Delivery(qos=0, retain=False),
     Kind.SIGNAL_RESPONSE: Delivery(qos=0, retain=False),
@@ -78,6 +80,7 @@ DELIVERY: dict[Kind, Delivery] = {
 _PATHS: dict[Kind, str] = {
     Kind.AGENT_STATUS: "agent/status",
     Kind.CAMERA_STATUS: "cameras/{camera}/status",
+    Kind.CAMERA_CHANGES: "camera_changes",
     Kind.HEARTBEAT: "heartbeat",
     Kind.SIGNAL_REQUEST: "signal/request",
     Kind.SIGNAL_RESPONSE: "signal/response",
@@ -147,6 +150,10 @@ def camera_status(district: str, camera: str) -> str:
     return route(Kind.CAMERA_STATUS, district, camera).topic
 
 
+def camera_changes(district: str) -> str:
+    return route(Kind.CAMERA_CHANGES, district).topic
+
+
 def heartbeat(district: str) -> str:
     return route(Kind.HEARTBEAT, district).topic
 
@@ -177,6 +184,7 @@ def evidence_events(district: str) -> str:
 CORE_ROUTES = (
     route(Kind.AGENT_STATUS, ANY),
     route(Kind.HEARTBEAT, ANY),
+    route(Kind.CAMERA_CHANGES, ANY),
     route(Kind.CAMERA_STATUS, ANY, ANY),
     route(Kind.SIGNAL_RESPONSE, ANY),
     route(Kind.SESSION_EVENTS, ANY),
@@ -248,6 +256,8 @@ def parse(topic: str) -> ParsedTopic:
             return ParsedTopic(Kind.CAMERA_STATUS, district, camera)
         case ["heartbeat"]:
             return ParsedTopic(Kind.HEARTBEAT, district)
+        case ["camera_changes"]:
+            return ParsedTopic(Kind.CAMERA_CHANGES, district)
         case ["signal", "request"]:
             return ParsedTopic(Kind.SIGNAL_REQUEST, district)
         case ["signal", "response"]:

@@ -76,7 +76,8 @@ def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """
     every = "+"
     reads: tuple[str, ...] = (
-        topics.agent_status(every), topics.camera_status(every, "+"), topics.heartbeat(every),
+        topics.agent_status(every), topics.camera_status(every, "+"),
+        topics.camera_changes(every), topics.heartbeat(every),
         topics.signal_response(every), topics.session_events(every), topics.evidence_events(every))
     writes: tuple[str, ...] = (topics.signal_request(every), grants_revoked(every),
                                topics.audit_checkpoint(every), topics.CORE_STATUS_TOPICS)
@@ -112,6 +113,7 @@ def agent_topics(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     reads = (topics.signal_request(district), grants_revoked(district),
              topics.audit_checkpoint(district), topics.CORE_STATUS_TOPICS)
     writes = (topics.agent_status(district), topics.camera_status(district, "+"),
+              topics.camera_changes(district),
               topics.heartbeat(district), topics.signal_response(district),
               topics.session_events(district), topics.evidence_events(district))
     return reads, writes

@@ -107,7 +107,13 @@ class _District:
         status.reason = (mqtt_pb2.OFFLINE_REASON_UNSPECIFIED if online
                          else mqtt_pb2.OFFLINE_REASON_TIMEOUT)
         status.changed_at.CopyFrom(_now())
-        await self._publish_camera(status)
+        if self.district.publish_agent:  # as an agent says it: a change, then the snapshot
+            changes = mqtt_pb2.CameraChanges(district_id=self.district.district_id,
+                                             cameras=[status], sent_at=_now())
+            await self.link.publish(topics.camera_changes(self.district.district_id),
+                                    changes.SerializeToString())
+        else:
+            await self._publish_camera(status)
         await self.heartbeat()  # the retained snapshot follows the change
 
     async def heartbeat(self) -> None:

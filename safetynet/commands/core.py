@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetynet.commands.arguments import Subcommands, add_log_level, host_port
 from safetynet.commands.core_connection import DEFAULT_CORE
 from safetynet.commands.exceptions import UserError
 from safetynet.commands.run_loop import run_until_signalled
+
+if TYPE_CHECKING:
+    from cloud_core.config import CoreConfig
 
 
 def register(subcommands: Subcommands) -> None:
@@ -22,23 +25,36 @@ def register(subcommands: Subcommands) -> None:
     p.add_argument("--http-listen", metavar="HOST:PORT",
                    help="serve the browser console and WHEP here (default: off, or http_listen)")
     p.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
-    p.add_argument("--db", metavar="FILE", default="core.sqlite3", help="registry database file")
+    p.add_argument("--db", metavar="FILE",
+                   help="registry database file (default: the config's, else core.sqlite3)")
     add_log_level(p)
     p.set_defaults(func=cmd_core)
 
 
 def cmd_core(args: argparse.Namespace) -> int:
     """Run the core from ``--config`` (or defaults), with the flags overriding the file."""
-    from cloud_core.config import CoreConfig
-    from cloud_core.exceptions import ConfigError
     from cloud_core.server import run_core
     from runtime.logs import configure_logging
-    from runtime.mqtt_link import BrokerSettings
 
     configure_logging(args.log_level)
+    config = core_config(args)
+    from cloud_core.exceptions import StorageError
+
+    try:
+        return run_until_signalled(lambda stop: run_core(config, stop), fast_loop=True)
+    except StorageError as exc:  # a wrong password, a dead server, a newer schema
+        raise UserError(str(exc)) from exc
+
+
+def core_config(args: argparse.Namespace) -> CoreConfig:
+    """``--config`` (or the defaults), with the flags that were given overriding the file."""
+    from cloud_core.config import CoreConfig
+    from cloud_core.exceptions import ConfigError
+    from runtime.mqtt_link import BrokerSettings
+
     try:
         config = CoreConfig.from_toml(Path(args.config)) if args.config else CoreConfig(
-            database=Path(args.db).resolve())
+            database=Path(args.db or "core.sqlite3").resolve())
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
     overrides: dict[str, Any] = {}
@@ -56,9 +72,4 @@ def cmd_core(args: argparse.Namespace) -> int:
     if overrides:
         from dataclasses import replace
         config = replace(config, **overrides)
-    from cloud_core.exceptions import StorageError
-
-    try:
-        return run_until_signalled(lambda stop: run_core(config, stop), fast_loop=True)
-    except StorageError as exc:  # a wrong password, a dead server, a newer schema
-        raise UserError(str(exc)) from exc
+    return config

@@ -1,5 +1,6 @@
 """Moving, idempotent and linked incidents through AccessService, with the pilot's real camera
-places (Mapo and Gangnam), in-memory stores and scripted agents (no gRPC, no broker)."""
+places (Mapo and Gangnam), scripted agents (no gRPC, no broker), an in-memory registry and the
+incident and operator stores on each backend (``core_database``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from cloud_core.operators import OperatorStore
 from cloud_core.policy import Policy
 from cloud_core.registry import CameraUpdate, Registry
 from cloud_core.sessions import SessionBroker
+from cloud_core.storage.base import Location
+from cloud_core.storage.database import Database, open_database
 from simulators.pilot_districts import GANGNAM, MAPO
 from tests.cloud_core.test_access_service import OFFER, Clock, MemoryAuditLog, ScriptedAgents
 
@@ -27,8 +30,11 @@ GANGNAM_STATION = (GANGNAM.cameras[0].lat, GANGNAM.cameras[0].lon)  # gangnam-00
 
 
 class World:
-    def __init__(self) -> None:
+    """``database`` holds the incidents and operators (the registry's own by default)."""
+
+    def __init__(self, database: Database | None = None) -> None:
         self.registry = Registry(Path(":memory:"))
+        database = database or self.registry.db
         now = datetime.now(UTC)
         updates = []
         for district in (MAPO, GANGNAM):
@@ -40,10 +46,10 @@ class World:
                                      seen_at=now) for c in district.cameras]
         self.registry.upsert_cameras(updates)
         self.audit, self.agents, self.clock = MemoryAuditLog(), ScriptedAgents(), Clock()
-        self.operators = OperatorStore(self.registry.db)
+        self.operators = OperatorStore(database)
         self.access = AccessService(
             registry=self.registry, operators=self.operators,
-            incidents=IncidentStore(self.registry.db), policy=Policy.default(),
+            incidents=IncidentStore(database), policy=Policy.default(),
             signer=GrantSigner(Ed25519PrivateKey.generate()), audit=self.audit,
             sessions=SessionBroker(self.registry, self.agents), clock=self.clock)
 
@@ -54,10 +60,12 @@ class World:
 
 
 @pytest.fixture
-def world() -> Iterator[World]:
-    built = World()
+def world(core_database: Location) -> Iterator[World]:
+    database = open_database(core_database)
+    built = World(database)
     yield built
     built.registry.close()
+    database.close()
 
 
 def _route(start: tuple[float, float], end: tuple[float, float],

@@ -356,7 +356,7 @@ class StatusWatch:
         self.seen: list[tuple[float, mqtt_pb2.CameraStatus]] = []
         self._changed = asyncio.Condition()
         self._link = MqttLink(broker, client_id="fault-status-watch", on_message=self._on_message,
-                              subscriptions=[topics.camera_status(district, "+")])
+                              subscriptions=[topics.camera_changes(district)])
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[StatusWatch]:
@@ -366,9 +366,9 @@ class StatusWatch:
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
         assert isinstance(message.payload, bytes)
-        status = mqtt_pb2.CameraStatus.FromString(message.payload)
+        changes = mqtt_pb2.CameraChanges.FromString(message.payload)
         async with self._changed:
-            self.seen.append((time.monotonic(), status))
+            self.seen.extend((time.monotonic(), status) for status in changes.cameras)
             self._changed.notify_all()
 
     async def wait(self, camera_id: str, state: int, timeout: float, *, after: float) -> float:

@@ -68,6 +68,8 @@ def _seeds(kind: Kind) -> list[bytes]:
         messages = [camera]
     elif kind is Kind.HEARTBEAT:
         messages = [mqtt_pb2.Heartbeat(district_id=DISTRICT, cameras=[camera, camera])]
+    elif kind is Kind.CAMERA_CHANGES:
+        messages = [mqtt_pb2.CameraChanges(district_id=DISTRICT, cameras=[camera])]
     elif kind is Kind.SESSION_EVENTS:
         event = mqtt_pb2.SessionEvent(session_id=SESSION_ID, camera_id=CAMERA,
                                       kind=mqtt_pb2.SessionEvent.KIND_STARTED)
@@ -109,6 +111,9 @@ def structured(draw: st.DrawFn, kind: Kind) -> bytes:
     elif kind is Kind.HEARTBEAT:
         out = mqtt_pb2.Heartbeat(district_id=draw(TEXT),
                                  cameras=draw(st.lists(camera_statuses(), max_size=3)))
+    elif kind is Kind.CAMERA_CHANGES:
+        out = mqtt_pb2.CameraChanges(district_id=draw(TEXT),
+                                     cameras=draw(st.lists(camera_statuses(), max_size=3)))
     elif kind is Kind.SESSION_EVENTS:
         event = mqtt_pb2.SessionEvent(
             session_id=draw(st.sampled_from([SESSION_ID, "ses-unknown", ""])),
@@ -122,8 +127,8 @@ def structured(draw: st.DrawFn, kind: Kind) -> bytes:
     return out.SerializeToString()
 
 
-CORE_KINDS = (Kind.AGENT_STATUS, Kind.CAMERA_STATUS, Kind.HEARTBEAT, Kind.SESSION_EVENTS,
-              Kind.SIGNAL_RESPONSE)
+CORE_KINDS = (Kind.AGENT_STATUS, Kind.CAMERA_STATUS, Kind.CAMERA_CHANGES, Kind.HEARTBEAT,
+              Kind.SESSION_EVENTS, Kind.SIGNAL_RESPONSE)
 
 
 @st.composite

@@ -64,7 +64,7 @@ class StatusRecorder:
         self.payloads: list[bytes] = []
         self._changed = asyncio.Condition()
         self._link = MqttLink(broker, client_id="status-recorder", on_message=self._on_message,
-                              subscriptions=[topics.camera_status(GANGNAM.district_id, "+")])
+                              subscriptions=[topics.camera_changes(GANGNAM.district_id)])
 
     async def __aenter__(self) -> Self:
         await self._link.__aenter__()
@@ -78,8 +78,9 @@ class StatusRecorder:
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = bytes(message.payload)
         self.payloads.append(payload)
+        changes = mqtt_pb2.CameraChanges.FromString(payload)
         async with self._changed:
-            self.seen.append((time.monotonic(), mqtt_pb2.CameraStatus.FromString(payload)))
+            self.seen.extend((time.monotonic(), status) for status in changes.cameras)
             self._changed.notify_all()
 
     async def wait(self, camera_id: str, predicate: Callable[[mqtt_pb2.CameraStatus], bool],

@@ -92,3 +92,16 @@ def test_sim_districts_writes_loadable_configs(tmp_path: Path) -> None:
     for path in configs:
         config = AgentConfig.from_toml(path)
         assert config.broker.port == 1884 and len(config.cameras) == 20
+
+
+def test_the_core_takes_its_database_from_the_config_unless_db_is_given(tmp_path: Path) -> None:
+    import argparse
+
+    from safetynet.commands.core import core_config
+
+    (tmp_path / "core.toml").write_text('database = "state/city.sqlite3"\n')
+    args = argparse.Namespace(config=str(tmp_path / "core.toml"), db=None, listen=None,
+                              http_listen=None, broker=None)
+    assert core_config(args).database == (tmp_path / "state" / "city.sqlite3").resolve()
+    args.db = str(tmp_path / "other.sqlite3")
+    assert core_config(args).database == (tmp_path / "other.sqlite3").resolve()

@@ -166,6 +166,16 @@ class Heartbeat(_message.Message):
     journal_seq: int
     def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ..., journal_seq: _Optional[int] = ...) -> None: ...
 
+class CameraChanges(_message.Message):
+    __slots__ = ("district_id", "cameras", "sent_at")
+    DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    district_id: str
+    cameras: _containers.RepeatedCompositeFieldContainer[CameraStatus]
+    sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, district_id: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class CoreStatus(_message.Message):
     __slots__ = ("online", "changed_at")
     ONLINE_FIELD_NUMBER: _ClassVar[int]

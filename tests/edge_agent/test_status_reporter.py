@@ -1,0 +1,91 @@
+"""The agent's camera changes reach the broker as few ``CameraChanges`` messages, each camera's
+newest once (real Mosquitto, a real MQTT link for agent and listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiomqtt
+
+from edge_agent.config import StatusOnlyCamera
+from edge_agent.status_reporter import MAX_CHANGES_PER_MESSAGE, StatusReporter
+from protos import topics
+from protos.safetynet.v1 import mqtt_pb2
+from runtime.mqtt_link import BrokerSettings, MqttLink
+from simulators.city import district_cameras, districts
+from tests.conftest import AgentConfigFactory
+
+
+async def ignore(message: aiomqtt.Message) -> None:
+    """The reporter's link subscribes to nothing."""
+
+
+async def test_changes_within_a_window_go_in_one_message(
+        agent_config: AgentConfigFactory, broker_settings: BrokerSettings) -> None:
+    config = agent_config(cameras=3)
+    received: list[mqtt_pb2.CameraChanges] = []
+    arrived = asyncio.Event()
+
+    async def on_message(message: aiomqtt.Message) -> None:
+        assert isinstance(message.payload, bytes)
+        received.append(mqtt_pb2.CameraChanges.FromString(message.payload))
+        arrived.set()
+
+    listener = MqttLink(broker_settings, client_id="changes-listener", on_message=on_message,
+                        subscriptions=[topics.camera_changes(config.district_id)])
+    link = MqttLink(broker_settings, client_id="reporter", on_message=ignore)
+    reporter = StatusReporter(config)
+    reporter.attach(link)
+    async with listener, link:
+        await listener.wait_connected(5)
+        await link.wait_connected(5)
+        runner = asyncio.create_task(reporter.run_changes(window=0.2))
+        try:
+            first, second = (camera.camera_id for camera in config.cameras[:2])
+            await reporter.camera_probed(first, False, "timeout", "no answer")
+            await reporter.camera_probed(second, False, "refused", "port closed")
+            await reporter.camera_probed(first, True)  # its newest is what goes
+            await reporter.camera_probed(first, True)  # no change: nothing more
+            async with asyncio.timeout(5):
+                await arrived.wait()
+            [message] = received
+            assert message.district_id == config.district_id
+            assert {s.camera.camera_id: s.state for s in message.cameras} == {
+                first: mqtt_pb2.CAMERA_STATE_ONLINE, second: mqtt_pb2.CAMERA_STATE_OFFLINE}
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+
+async def test_a_district_wide_outage_is_a_few_bounded_messages(
+        agent_config: AgentConfigFactory, broker_settings: BrokerSettings) -> None:
+    gangnam = next(d for d in districts() if d.district_id == "gangnam")
+    extra = tuple(StatusOnlyCamera(c.camera_id, c.name, c.lat, c.lon)
+                  for c in district_cameras(gangnam)[:2_500])
+    config = agent_config(cameras=0, status_only=extra)
+    received: list[mqtt_pb2.CameraChanges] = []
+    got = asyncio.Condition()
+
+    async def on_message(message: aiomqtt.Message) -> None:
+        assert isinstance(message.payload, bytes)
+        async with got:
+            received.append(mqtt_pb2.CameraChanges.FromString(message.payload))
+            got.notify_all()
+
+    listener = MqttLink(broker_settings, client_id="changes-listener", on_message=on_message,
+                        subscriptions=[topics.camera_changes(config.district_id)])
+    link = MqttLink(broker_settings, client_id="reporter", on_message=ignore)
+    reporter = StatusReporter(config)
+    reporter.attach(link)
+    async with listener, link:
+        await listener.wait_connected(5)
+        await link.wait_connected(5)
+        for camera in extra:
+            await reporter.camera_probed(camera.camera_id, False, "timeout", "no answer")
+        await reporter.publish_changes()
+        async with asyncio.timeout(5), got:
+            await got.wait_for(lambda: sum(len(m.cameras) for m in received) >= len(extra))
+    assert [len(m.cameras) for m in received] == [MAX_CHANGES_PER_MESSAGE] * 2 + [500]
+    assert len({s.camera.camera_id for m in received for s in m.cameras}) == 2_500
