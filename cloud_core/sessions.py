@@ -11,6 +11,10 @@ Each session the broker handles moves through ``SessionPhase``, and every transi
         │         └──────────────► closed      (the agent reported its end)
         ├─► rejected                           (the agent refused, or sent no answer)
         └─► unanswered                         (the agent could not be reached in time)
+
+Phases are this broker's own (a log of what it did); what a session *is* lives in the registry's
+row, relay included, so a core replica that did not open a session closes it from the row alone,
+and of the replicas that all receive the agent's end report the first to take it records it.
 """
 
 from __future__ import annotations
