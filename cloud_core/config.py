@@ -29,9 +29,11 @@
     # connect_timeout = 5             # of host/port; max_subscribe_qos = 0 on NATS
     #                                   (docs/scale-out.md)
 
-    [storage]                         # optional: the audit chain and leadership on PostgreSQL,
-    url = "postgresql://safetynet@db.city.example/safetynet"   # for several core replicas
-                                      # (password in ~/.pgpass; docs/scale-out.md)
+    [storage]                         # optional: all the core's state on PostgreSQL, shared by
+    url = "postgresql://safetynet@db.city.example/safetynet"   # several core replicas: registry,
+                                      # sessions, incidents, operators, evidence, the audit chain
+                                      # and leadership; `database` and `audit_database` are then
+                                      # not used (password in ~/.pgpass; docs/scale-out.md)
 
     [relays]                          # optional: cloud relays this core accepts (docs/cloud-relay.md)
     relay-1 = "relay-1.pub"           # relay id = its public key (safetynet relay init writes both)
@@ -81,7 +83,7 @@ class CoreConfig:
     #: Cloud relays this core accepts: relay id -> the relay's public key file ([relays] table;
     #: docs/cloud-relay.md). A relay whose registration that key does not verify is refused.
     relay_keys: Mapping[str, Path] = field(default_factory=dict)
-    storage: StorageSettings | None = None  # PostgreSQL for the audit chain and leadership
+    storage: StorageSettings | None = None  # PostgreSQL for all state, the audit and leadership
 
     @property
     def checkpoint_key_path(self) -> Path:

@@ -1,31 +1,49 @@
-"""The registry of districts, agents and cameras, in SQLite (WAL) through sqlite-utils.
+"""The registry of districts, agents, cameras and sessions, on the core's ``Database``: a SQLite
+file (WAL) for a pilot, or PostgreSQL shared by several core replicas.
 
 Fed by MQTT status from the agents, in batches (``apply``: one transaction per batch). "Cameras
-near a point" uses an R*Tree over camera positions for a bounding-box prefilter, then exact
-great-circle distances to rank, cut to the radius and to the limit.
+near a point" takes a bounding box (an R*Tree over camera positions on SQLite, a btree on
+``(lat, lon)`` on PostgreSQL), then exact great-circle distances rank, cut to the radius and to
+the limit.
+
+Every replica ingests the same statuses, so every write is an idempotent upsert that decides in
+SQL: a camera status older (by the agent's ``changed_at``) than the stored one changes nothing,
+and a batch takes the next camera version under a lock of ``registry_meta``'s row (PostgreSQL:
+``FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``), so versions never collide and commit in order.
 
 Change log: every camera row carries the ``version`` of the batch that last changed what a console
 shows of it (district, name, position, effective state); ``registry_meta.camera_version`` is the
 newest. ``changes_between(a, b)`` is then "every camera whose shown state changed after a", the
 source of the console's pushed changes. Heavy reads for other threads (``snapshot_rows``,
-``changes_between``) go through a reader connection of their own.
+``changes_between``, ``page_rows``) go through a reader connection of their own on SQLite, and
+through the pool in one snapshot on PostgreSQL.
+
+Whether the core reaches its broker is this process's own knowledge (``broker_reachable``), not
+the database's: one replica losing its broker shows its consoles every camera ``unknown``, not
+another replica's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
 
 from cloud_core.exceptions import RegistryError, StorageError
 from cloud_core.policy import EARTH_RADIUS_M, distance_m
-from cloud_core.storage.database import DatabaseError, SqliteDatabase
+from cloud_core.storage.base import Location, describe, is_postgres, normalise
+from cloud_core.storage.database import (
+    Database,
+    DatabaseError,
+    Result,
+    SqliteDatabase,
+    open_database,
+)
 from cloud_core.timestamps import iso
 
 log = structlog.get_logger(__name__)
@@ -142,12 +160,12 @@ CREATE TABLE IF NOT EXISTS cameras (
     detail TEXT NOT NULL DEFAULT '',
     viewers INTEGER NOT NULL DEFAULT 0,
     last_seen TEXT,
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    changed_at_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS cameras_district ON cameras(district_id);
 CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('camera_version', 0);
-INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('broker_reachable', 1);
 CREATE VIRTUAL TABLE IF NOT EXISTS cameras_rtree USING rtree(id, min_lat, max_lat, min_lon, max_lon);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -163,32 +181,40 @@ CREATE TABLE IF NOT EXISTS sessions (
     agency TEXT NOT NULL DEFAULT '',
     incident_id TEXT NOT NULL DEFAULT '',
     breakglass_id TEXT NOT NULL DEFAULT '',
-    basis TEXT NOT NULL DEFAULT ''
+    basis TEXT NOT NULL DEFAULT '',
+    relay_id TEXT NOT NULL DEFAULT '',
+    reported_at TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions(closed_at);
 """
-# Added after the pilot: registries created before the change log get the column on open.
-_MIGRATION = """
-ALTER TABLE cameras ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-"""
+#: Columns added after the pilot: a SQLite registry made before them gets them on open.
+_ADDED_COLUMNS = (
+    ("cameras", "version", "INTEGER NOT NULL DEFAULT 0"),
+    ("cameras", "changed_at_us", "INTEGER"),
+    ("sessions", "relay_id", "TEXT NOT NULL DEFAULT ''"),
+    ("sessions", "reported_at", "TEXT"),
+)
 _VERSION_INDEX = "CREATE INDEX IF NOT EXISTS cameras_version ON cameras(version)"
 
-_UPSERT_CAMERA = """
+_CAMERA_INSERT = """
 INSERT INTO cameras (camera_id, district_id, name, lat, lon, kind, status, reason, detail, viewers,
-                     last_seen, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(camera_id) DO UPDATE SET
-  version = CASE WHEN cameras.district_id IS NOT excluded.district_id
-                   OR cameras.name IS NOT excluded.name OR cameras.lat IS NOT excluded.lat
-                   OR cameras.lon IS NOT excluded.lon OR cameras.status IS NOT excluded.status
+                     last_seen, changed_at_us, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (camera_id) DO UPDATE SET
+  version = CASE WHEN cameras.district_id {ne} excluded.district_id
+                   OR cameras.name {ne} excluded.name OR cameras.lat {ne} excluded.lat
+                   OR cameras.lon {ne} excluded.lon OR cameras.status {ne} excluded.status
                  THEN excluded.version ELSE cameras.version END,
-  district_id=excluded.district_id, name=excluded.name, lat=excluded.lat, lon=excluded.lon,
-  kind=excluded.kind, status=excluded.status, reason=excluded.reason, detail=excluded.detail,
-  viewers=excluded.viewers, last_seen=excluded.last_seen
+  district_id = excluded.district_id, name = excluded.name, lat = excluded.lat,
+  lon = excluded.lon, kind = excluded.kind, status = excluded.status, reason = excluded.reason,
+  detail = excluded.detail, viewers = excluded.viewers, last_seen = excluded.last_seen,
+  changed_at_us = COALESCE(excluded.changed_at_us, cameras.changed_at_us)
 WHERE cameras.district_id = excluded.district_id
+  AND (excluded.changed_at_us IS NULL OR cameras.changed_at_us IS NULL
+       OR excluded.changed_at_us >= cameras.changed_at_us)
 """
-#: The spatial index, for the cameras of ``version`` that are new or moved (most changes are
-#: a status, not a position). The R-tree keeps 32-bit floats: "moved" is more than ~1 m.
+#: The spatial index (SQLite), for the cameras of ``version`` that are new or moved (most
+#: changes are a status, not a position). The R-tree keeps 32-bit floats: "moved" is > ~1 m.
 _PLACE_CHANGED = """
 INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon)
 SELECT c.rowid, c.lat, c.lat, c.lon, c.lon FROM cameras c LEFT JOIN cameras_rtree r ON r.id = c.rowid
@@ -197,33 +223,70 @@ WHERE c.version = ? AND (r.id IS NULL OR abs(r.min_lat - c.lat) > 1e-5 OR abs(r.
 _UPSERT_AGENT = """
 INSERT INTO districts (district_id, name, agent_id, agent_online, software_version, last_seen)
 VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT(district_id) DO UPDATE SET name=excluded.name, agent_id=excluded.agent_id,
-  agent_online=excluded.agent_online, software_version=excluded.software_version,
-  last_seen=excluded.last_seen
+ON CONFLICT (district_id) DO UPDATE SET name = excluded.name, agent_id = excluded.agent_id,
+  agent_online = excluded.agent_online, software_version = excluded.software_version,
+  last_seen = excluded.last_seen
 """
-_EFFECTIVE_STATE = ("CASE WHEN (SELECT value FROM registry_meta WHERE key='broker_reachable') = 0 "
-                    "THEN 'unknown' "
-                    "WHEN c.status = 'online' AND COALESCE(d.agent_online, 0) = 1 "
-                    "THEN 'online' ELSE 'offline' END")
-_CONSOLE_COLUMNS = f"c.camera_id, c.district_id, c.name, c.lat, c.lon, {_EFFECTIVE_STATE}"
+_CAMERA_VERSION = "SELECT value FROM registry_meta WHERE key = 'camera_version'"
+_ONLINE = "CASE WHEN c.status = 'online' AND COALESCE(d.agent_online, 0) = 1 " \
+          "THEN 'online' ELSE 'offline' END"
+
+
+def _effective_state(broker_reachable: bool) -> str:
+    """SQL for a camera's effective state (``effective_state``), as this core sees it."""
+    return _ONLINE if broker_reachable else "'unknown'"
+
+
+_CONSOLE_COLUMNS = {reachable: ("c.camera_id, c.district_id, c.name, c.lat, c.lon, "
+                                + _effective_state(reachable))
+                    for reachable in (True, False)}
 
 #: The fields of a camera row (``page_rows``), in order.
 CAMERA_ROW_FIELDS = ("camera_id", "district_id", "name", "lat", "lon", "kind", "status", "reason",
                      "detail", "viewers", "last_seen", "agent_online")
 CameraRow = tuple[str, str, str, float, float, str, str, str, str, int, str, int]
-_CAMERA_COLUMNS = (
-    "c.camera_id, c.district_id, c.name, c.lat, c.lon, c.kind, c.status, c.reason, c.detail, "
-    # A camera was last seen when its own status or its district's snapshot last came: the
-    # ingest skips a snapshot's unchanged cameras, and the district's last_seen stands for them.
-    "c.viewers, MAX(COALESCE(c.last_seen, ''), COALESCE(d.last_seen, '')), "
-    "COALESCE(d.agent_online, 0)"
-)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The registry's SQL where the engines differ."""
+
+    upsert_camera: str
+    camera_columns: str
+    lock_camera_version: str   # read the version, holding it until the transaction ends
+    box: str                   # the bounding box: lat from, lat to, lon from, lon to
+
+
+def _statements(db: Database) -> _Statements:
+    dialect = db.dialect
+    return _Statements(
+        upsert_camera=_CAMERA_INSERT.format(
+            ne="IS NOT" if dialect == "sqlite" else "IS DISTINCT FROM"),
+        camera_columns=(
+            "c.camera_id, c.district_id, c.name, c.lat, c.lon, c.kind, c.status, c.reason, "
+            # A camera was last seen when its own status or its district's snapshot last came:
+            # the ingest skips a snapshot's unchanged cameras; the district's last_seen stands
+            # for them.
+            "c.detail, c.viewers, "
+            + db.greatest("COALESCE(c.last_seen, '')", "COALESCE(d.last_seen, '')")
+            + ", COALESCE(d.agent_online, 0)"),
+        lock_camera_version=_CAMERA_VERSION + ("" if dialect == "sqlite" else " FOR UPDATE"),
+        box=("c.rowid IN (SELECT id FROM cameras_rtree WHERE max_lat >= ? AND min_lat <= ? "
+             "AND max_lon >= ? AND min_lon <= ?)" if dialect == "sqlite"
+             else "c.lat BETWEEN ? AND ? AND c.lon BETWEEN ? AND ?"),
+    )
 
 
 _SESSION_KEYS = ("session_id", "camera_id", "district_id", "opened_at", "expires_at", "closed_at",
                  "close_reason", "bytes_sent", "duration_seconds", "operator_id", "agency",
-                 "incident_id", "breakglass_id", "basis")
+                 "incident_id", "breakglass_id", "basis", "relay_id")
 _SESSION_COLUMNS = ", ".join(_SESSION_KEYS)
+
+
+def _microseconds(moment: datetime | None) -> int | None:
+    """A camera's ``changed_at`` as it is stored: microseconds since the epoch, an integer the
+    engine compares (and a fifth of an ISO text's cost to make)."""
+    return None if moment is None else round(moment.timestamp() * 1e6)
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -231,92 +294,127 @@ def _parse(text: str | None) -> datetime | None:
 
 
 class Registry:
-    """Synchronous and fast (sub-millisecond queries); callers on the event loop call it directly."""
+    """Synchronous and fast (sub-millisecond queries); callers on the event loop call it directly.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    ``Registry(location)`` opens a SQLite path or a ``postgresql://`` URL; ``Registry(database)``
+    works on a database already open (and leaves closing it to its owner).
+    """
+
+    def __init__(self, location: Location | Database) -> None:
         #: Whether the core holds its broker connection; while not, no status is current.
         self.broker_reachable = True
+        self._owns_db = not isinstance(location, Database)
         try:
-            self.db = SqliteDatabase(Path(path))
-            self.db.schema(SCHEMA)
-            columns = {row[1] for row in self.db.execute("PRAGMA table_info(cameras)").fetchall()}
-            if "version" not in columns:
-                self.db.schema(_MIGRATION)
-            self.db.execute(_VERSION_INDEX)
-        except (StorageError, DatabaseError) as exc:
-            raise RegistryError(f"cannot open registry {path}: {exc}") from exc
-        self._reader: sqlite3.Connection | None = None
+            if isinstance(location, Database):
+                self.db = location
+            else:
+                self.db = open_database(normalise(location))
+            self._sql = _statements(self.db)
+            if isinstance(self.db, SqliteDatabase):
+                self._sqlite_schema(self.db)
+        except StorageError as exc:
+            if not isinstance(location, Database) and is_postgres(location):
+                raise  # DatabaseUnavailable, SchemaTooNew: clear as they are
+            raise RegistryError(f"cannot open registry {describe(str(location))}: {exc}") from exc
+        except DatabaseError as exc:
+            raise RegistryError(f"cannot open registry {self.db.location}: {exc}") from exc
+        self._reader: SqliteDatabase | None = None
         self._reader_lock = threading.Lock()
+
+    @staticmethod
+    def _sqlite_schema(db: SqliteDatabase) -> None:
+        db.schema(SCHEMA)
+        for table, column, declaration in _ADDED_COLUMNS:
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in columns:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        db.execute(_VERSION_INDEX)
+
+    @property
+    def location(self) -> str:
+        """Where the registry is, fit for a log line."""
+        return self.db.location
 
     def close(self) -> None:
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
-        self.db.close()
+        if self._owns_db:
+            self.db.close()
 
     def writer(self) -> Registry:
-        """Another connection to the same file, for a writer thread (WAL: readers go on)."""
-        return Registry(self.path)
+        """A registry for a writer thread: on SQLite another connection to the same file (WAL:
+        readers go on); on PostgreSQL the same pool."""
+        if isinstance(self.db, SqliteDatabase):
+            return Registry(self.db.path)
+        return Registry(self.db)
 
     # --- writes -----------------------------------------------------------------------------
 
     def apply(self, batch: StatusBatch) -> int:
         """Write one batch in one transaction; return the registry's camera version after it."""
         seen = iso(batch.seen_at or datetime.now(UTC))
-        conn = self.db.connection
+        stamps: dict[datetime, str | None] = {}  # a batch's cameras share a few seen_at
+
+        def seen_text(moment: datetime | None) -> str | None:
+            if moment is None:
+                return seen
+            text = stamps.get(moment)
+            if text is None:
+                text = stamps[moment] = iso(moment)
+            return text
+
+        db = self.db
         with self._transaction():
-            version = int(conn.execute(
-                "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0]) + 1
+            version = int(db.scalar(self._sql.lock_camera_version)) + 1
             for agent in batch.agents:
                 self._apply_agent(agent, version)
             districts = {u.district_id for u in batch.cameras}
-            conn.executemany("INSERT OR IGNORE INTO districts (district_id, name) VALUES (?, ?)",
-                             [(d, d) for d in sorted(districts)])
-            before = conn.total_changes
-            conn.executemany(_UPSERT_CAMERA, [
+            db.executemany("INSERT INTO districts (district_id, name) VALUES (?, ?) "
+                           "ON CONFLICT (district_id) DO NOTHING",
+                           [(d, d) for d in sorted(districts)])
+            written = db.executemany(self._sql.upsert_camera, [
                 (u.camera_id, u.district_id, u.name, u.lat, u.lon, u.kind, u.status, u.reason,
-                 u.detail, u.viewers, iso(u.seen_at) if u.seen_at else seen, version)
+                 u.detail, u.viewers, seen_text(u.seen_at), _microseconds(u.changed_at), version)
                 for u in batch.cameras])
-            if (ignored := len(batch.cameras) - (conn.total_changes - before)) > 0:
-                # Another district's camera: a district may only speak for its own.
-                log.warning("camera statuses for another district's cameras ignored",
-                            ignored=ignored)
-            conn.executemany("UPDATE districts SET last_seen=? WHERE district_id=?",
-                             [(seen, d) for d in batch.heartbeats])
-            changed = conn.execute("SELECT EXISTS(SELECT 1 FROM cameras WHERE version=?)",
-                                   [version]).fetchone()[0]
-            if not changed:
+            if (ignored := len(batch.cameras) - written) > 0:
+                # Another district's camera (a district may only speak for its own), or a status
+                # older than the one stored (another replica wrote a newer one first).
+                log.info("camera statuses not written: another district's camera, or older than "
+                         "the stored status", ignored=ignored)
+            db.executemany("UPDATE districts SET last_seen = ? WHERE district_id = ?",
+                           [(seen, d) for d in batch.heartbeats])
+            if not db.scalar("SELECT EXISTS(SELECT 1 FROM cameras WHERE version = ?)", [version]):
                 return version - 1
-            conn.execute(_PLACE_CHANGED, [version])
-            conn.execute("UPDATE registry_meta SET value=? WHERE key='camera_version'", [version])
+            if db.dialect == "sqlite":
+                db.execute(_PLACE_CHANGED, [version])
+            db.execute("UPDATE registry_meta SET value = ? WHERE key = 'camera_version'",
+                       [version])
         return version
 
     def _apply_agent(self, agent: AgentUpdate, version: int) -> None:
-        conn = self.db.connection
-        row = conn.execute("SELECT agent_online FROM districts WHERE district_id=?",
-                           [agent.district_id]).fetchone()
-        conn.execute(_UPSERT_AGENT, [agent.district_id, agent.name or agent.district_id,
-                                     agent.agent_id, int(agent.online), agent.software_version,
-                                     iso(agent.seen_at)])
+        db = self.db
+        row = db.execute("SELECT agent_online FROM districts WHERE district_id = ?",
+                         [agent.district_id]).fetchone()
+        db.execute(_UPSERT_AGENT, [agent.district_id, agent.name or agent.district_id,
+                                   agent.agent_id, int(agent.online), agent.software_version,
+                                   iso(agent.seen_at)])
         if row is None or bool(row[0]) != agent.online:
             # Every camera's effective state follows its agent: they all changed.
-            conn.execute("UPDATE cameras SET version=? WHERE district_id=?",
-                         [version, agent.district_id])
+            db.execute("UPDATE cameras SET version = ? WHERE district_id = ?",
+                       [version, agent.district_id])
 
     def set_broker_reachable(self, reachable: bool) -> int:
         """Whether the core holds its broker connection, for what consoles are shown (every
         camera ``unknown`` while not): all cameras change; return the version after."""
         self.broker_reachable = reachable
-        conn = self.db.connection
+        db = self.db
         with self._transaction():
-            version = int(conn.execute(
-                "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0]) + 1
-            conn.execute("UPDATE registry_meta SET value=? WHERE key='broker_reachable'",
-                         [int(reachable)])
-            conn.execute("UPDATE cameras SET version=?", [version])
-            conn.execute("UPDATE registry_meta SET value=? WHERE key='camera_version'", [version])
+            version = int(db.scalar(self._sql.lock_camera_version)) + 1
+            db.execute("UPDATE cameras SET version = ?", [version])
+            db.execute("UPDATE registry_meta SET value = ? WHERE key = 'camera_version'",
+                       [version])
         return version
 
     def set_agent(self, district_id: str, name: str, agent_id: str, online: bool,
@@ -336,31 +434,44 @@ class Registry:
     def record_session(self, session_id: str, camera_id: str, district_id: str,
                        opened_at: datetime, expires_at: datetime, *, operator_id: str = "",
                        agency: str = "", incident_id: str = "", breakglass_id: str = "",
-                       basis: str = "") -> None:
+                       basis: str = "", relay_id: str = "") -> None:
+        """A session the agent (or, with ``relay_id``, a cloud relay) answered."""
         with self._transaction():
             self.db.execute(
                 "INSERT INTO sessions (session_id, camera_id, district_id, opened_at, expires_at, "
-                "operator_id, agency, incident_id, breakglass_id, basis) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "operator_id, agency, incident_id, breakglass_id, basis, relay_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [session_id, camera_id, district_id, iso(opened_at), iso(expires_at),
-                 operator_id, agency, incident_id, breakglass_id, basis],
+                 operator_id, agency, incident_id, breakglass_id, basis, relay_id],
             )
 
     def end_session(self, session_id: str, closed_at: datetime, reason: str,
                     bytes_sent: int | None = None, duration_seconds: float | None = None) -> bool:
         """Mark a session closed (first reason wins); later reports may still add the figures."""
         with self._transaction():
-            cursor = self.db.execute(
-                "UPDATE sessions SET closed_at=?, close_reason=? WHERE session_id=? AND closed_at IS NULL",
+            result = self.db.execute(
+                "UPDATE sessions SET closed_at = ?, close_reason = ? "
+                "WHERE session_id = ? AND closed_at IS NULL",
                 [iso(closed_at), reason, session_id],
             )
             if bytes_sent is not None or duration_seconds is not None:
                 self.db.execute(
-                    "UPDATE sessions SET bytes_sent=COALESCE(?, bytes_sent), "
-                    "duration_seconds=COALESCE(?, duration_seconds) WHERE session_id=?",
+                    "UPDATE sessions SET bytes_sent = COALESCE(?, bytes_sent), "
+                    "duration_seconds = COALESCE(?, duration_seconds) WHERE session_id = ?",
                     [bytes_sent, duration_seconds, session_id],
                 )
-            return cursor.rowcount > 0
+            return result.rowcount > 0
+
+    def take_end_report(self, session_id: str, reported_at: datetime, bytes_sent: int,
+                        duration_seconds: float) -> bool:
+        """Record the agent's account of a session's end, once: True for the first taker (of
+        every replica that received it, and of an MQTT redelivery), False after."""
+        with self._transaction():
+            result = self.db.execute(
+                "UPDATE sessions SET reported_at = ?, bytes_sent = ?, duration_seconds = ? "
+                "WHERE session_id = ? AND reported_at IS NULL",
+                [iso(reported_at), bytes_sent, duration_seconds, session_id])
+            return result.rowcount > 0
 
     def end_district_sessions(self, district_id: str, closed_at: datetime,
                               reason: str) -> list[dict[str, object]]:
@@ -369,37 +480,37 @@ class Registry:
         return [r for r in rows if self.end_session(str(r["session_id"]), closed_at, reason)]
 
     def open_sessions(self) -> list[dict[str, object]]:
-        rows = self.db.execute(
+        rows = self._read(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL").fetchall()
         return [dict(zip(_SESSION_KEYS, row, strict=True)) for row in rows]
 
     # --- reads ------------------------------------------------------------------------------
 
     def camera(self, camera_id: str) -> CameraRecord | None:
-        row = self.db.execute(
-            f"SELECT {_CAMERA_COLUMNS} FROM cameras c LEFT JOIN districts d USING (district_id) "
-            "WHERE c.camera_id=?", [camera_id],
+        row = self._read(
+            f"SELECT {self._sql.camera_columns} FROM cameras c "
+            "LEFT JOIN districts d USING (district_id) WHERE c.camera_id = ?", [camera_id],
         ).fetchone()
         return _camera(row, broker_reachable=self.broker_reachable) if row else None
 
     def district(self, district_id: str) -> DistrictRecord | None:
-        row = self.db.execute(
+        row = self._read(
             "SELECT district_id, name, agent_id, agent_online, software_version, last_seen "
-            "FROM districts WHERE district_id=?", [district_id],
+            "FROM districts WHERE district_id = ?", [district_id],
         ).fetchone()
         if row is None:
             return None
         return DistrictRecord(row[0], row[1], row[2], bool(row[3]), row[4], _parse(row[5]))
 
     def districts(self) -> list[DistrictRecord]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT district_id, name, agent_id, agent_online, software_version, last_seen "
             "FROM districts ORDER BY district_id").fetchall()
         return [DistrictRecord(r[0], r[1], r[2], bool(r[3]), r[4], _parse(r[5])) for r in rows]
 
     def session(self, session_id: str) -> dict[str, object] | None:
-        row = self.db.execute(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id=?", [session_id]).fetchone()
+        row = self._read(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?",
+                         [session_id]).fetchone()
         return dict(zip(_SESSION_KEYS, row, strict=True)) if row else None
 
     def list_cameras(self, *, district_id: str = "", status: str = "",
@@ -407,16 +518,16 @@ class Registry:
                      limit: int = 0, after: str = "") -> list[CameraRecord]:
         """Filter by district and effective status, ordered by id (``after``: ids past it only).
 
-        ``near`` = (lat, lon, radius_m) ranks by distance instead: the R*Tree gives the candidates
-        in the bounding box, exact distances cut them to the circle, and only the ``limit``
-        nearest (0: all) are read in full.
+        ``near`` = (lat, lon, radius_m) ranks by distance instead: the spatial index gives the
+        candidates in the bounding box, exact distances cut them to the circle, and only the
+        ``limit`` nearest (0: all) are read in full.
         """
         where, params = _filters(district_id, status)
         if near is not None:
             return self._near(near, where, params, limit)
-        sql, params = _page_query(where, params, after, limit)
+        sql, params = _page_query(self._sql.camera_columns, where, params, after, limit)
         return [_camera(row, broker_reachable=self.broker_reachable)
-                for row in self.db.execute(sql, params).fetchall()]
+                for row in self._read(sql, params).fetchall()]
 
     def page_rows(self, *, district_id: str = "", status: str = "", after: str = "",
                   limit: int = 0) -> list[CameraRow]:
@@ -424,9 +535,9 @@ class Registry:
         connection: for a thread, off the loop. A 5,000-camera page made into records and then
         into messages spent half its time on the records."""
         where, params = _filters(district_id, status)
-        sql, params = _page_query(where, params, after, limit)
-        with self._reading() as conn:
-            return conn.execute(sql, params).fetchall()
+        sql, params = _page_query(self._sql.camera_columns, where, params, after, limit)
+        with self._reading() as db:
+            return db.execute(sql, params).fetchall()
 
     def _near(self, near: tuple[float, float, float], where: list[str], params: list[object],
               limit: int) -> list[CameraRecord]:
@@ -446,8 +557,8 @@ class Registry:
         if not ranked:
             return []
         marks = ",".join("?" * len(ranked))
-        rows = {row[-1]: row for row in self.db.execute(
-            f"SELECT {_CAMERA_COLUMNS}, c.rowid FROM cameras c LEFT JOIN districts d "
+        rows = {row[-1]: row for row in self._read(
+            f"SELECT {self._sql.camera_columns}, c.rowid FROM cameras c LEFT JOIN districts d "
             f"ON d.district_id = c.district_id WHERE c.rowid IN ({marks})",
             [rowid for _, _, rowid in ranked]).fetchall()}
         return [_camera(rows[rowid], distance, self.broker_reachable)
@@ -456,15 +567,13 @@ class Registry:
     def _ranked_within(self, lat: float, lon: float, radius: float, where: list[str],
                        params: list[object]) -> list[tuple[float, str, int]]:
         """(distance, camera id, rowid) of the cameras within ``radius``, nearest first: the
-        R*Tree gives the bounding box, exact great-circle distances cut it to the circle."""
+        spatial index gives the bounding box, exact great-circle distances cut it to the circle."""
         dlat = math.degrees(radius / EARTH_RADIUS_M)
         dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
-        box = ("c.rowid IN (SELECT id FROM cameras_rtree WHERE max_lat >= ? AND min_lat <= ? "
-               "AND max_lon >= ? AND min_lon <= ?)")
         sql = ("SELECT c.rowid, c.lat, c.lon, c.camera_id FROM cameras c "
                "LEFT JOIN districts d ON d.district_id = c.district_id WHERE "
-               + " AND ".join([box, *where]))
-        candidates = self.db.execute(
+               + " AND ".join([self._sql.box, *where]))
+        candidates = self._read(
             sql, [lat - dlat, lat + dlat, lon - dlon, lon + dlon, *params]).fetchall()
         return sorted(
             (d, camera_id, rowid) for rowid, clat, clon, camera_id in candidates
@@ -473,89 +582,87 @@ class Registry:
     # --- the console's change log -------------------------------------------------------------
 
     def camera_version(self) -> int:
-        return int(self.db.scalar("SELECT value FROM registry_meta WHERE key='camera_version'"))
+        return int(self._read(_CAMERA_VERSION).fetchall()[0][0])
 
     def agents(self) -> dict[str, bool]:
         return {d.district_id: d.agent_online for d in self.districts()}
 
     def snapshot_rows(self) -> tuple[int, list[ConsoleRow]]:
         """Every camera as the console shows it, with the version it is current at (one read)."""
-        with self._reading() as conn:
-            version = int(conn.execute(
-                "SELECT value FROM registry_meta WHERE key='camera_version'").fetchone()[0])
-            rows = conn.execute(
-                f"SELECT {_CONSOLE_COLUMNS} FROM cameras c LEFT JOIN districts d "
-                "ON d.district_id = c.district_id ORDER BY c.rowid").fetchall()
+        with self._reading() as db:
+            version = int(db.scalar(_CAMERA_VERSION))
+            rows = db.execute(
+                f"SELECT {_CONSOLE_COLUMNS[self.broker_reachable]} FROM cameras c "
+                "LEFT JOIN districts d ON d.district_id = c.district_id ORDER BY c.rowid"
+            ).fetchall()
         return version, rows
 
     def changes_between(self, after: int, upto: int, limit: int) -> list[ConsoleRow] | None:
         """Cameras whose shown state changed in versions (after, upto]; None: more than limit."""
-        with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_CONSOLE_COLUMNS} FROM cameras c LEFT JOIN districts d "
-                "ON d.district_id = c.district_id WHERE c.version > ? AND c.version <= ? "
-                "ORDER BY c.version LIMIT ?", [after, upto, limit + 1]).fetchall()
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT {_CONSOLE_COLUMNS[self.broker_reachable]} FROM cameras c "
+                "LEFT JOIN districts d ON d.district_id = c.district_id "
+                "WHERE c.version > ? AND c.version <= ? ORDER BY c.version LIMIT ?",
+                [after, upto, limit + 1]).fetchall()
         return None if len(rows) > limit else rows
 
     def cameras_by_state(self) -> dict[str, int]:
         """Cameras per effective state (reader connection: for other threads)."""
-        with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_EFFECTIVE_STATE} AS state, COUNT(*) FROM cameras c LEFT JOIN districts d "
+        with self._reading() as db:
+            if not self.broker_reachable:
+                return {"unknown": int(db.scalar("SELECT COUNT(*) FROM cameras"))}
+            rows = db.execute(
+                f"SELECT {_ONLINE} AS state, COUNT(*) FROM cameras c LEFT JOIN districts d "
                 "ON d.district_id = c.district_id GROUP BY state").fetchall()
         return {str(state): int(count) for state, count in rows}
 
     def count_open_sessions(self) -> int:
-        with self._reading() as conn:
-            return int(conn.execute(
-                "SELECT COUNT(*) FROM sessions WHERE closed_at IS NULL").fetchone()[0])
+        with self._reading() as db:
+            return int(db.scalar("SELECT COUNT(*) FROM sessions WHERE closed_at IS NULL"))
 
-    def _reading(self) -> _Reading:
-        return _Reading(self)
+    # --- connections --------------------------------------------------------------------------
 
-    def _reader_connection(self) -> sqlite3.Connection:
-        if self._reader is None:
-            self._reader = sqlite3.connect(self.path, isolation_level=None,
-                                           check_same_thread=False)
-            self._reader.execute("PRAGMA busy_timeout=5000")
-        return self._reader
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self.db.connection)
-
-
-class _Reading:
-    """One consistent read on the reader connection, one thread at a time."""
-
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._registry._reader_lock.acquire()
+    def _read(self, sql: str, params: Sequence[object] = ()) -> Result:
+        """One statement on the registry's own connection; RegistryError when it fails."""
         try:
-            conn = self._registry._reader_connection()
-            conn.execute("BEGIN")
-        except BaseException:
-            self._registry._reader_lock.release()
-            raise
-        return conn
+            return self.db.execute(sql, params)
+        except DatabaseError as exc:
+            raise RegistryError(f"registry read failed: {exc}") from exc
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Database]:
+        """One consistent read for another thread: SQLite's reader connection (one thread at a
+        time), or a snapshot of PostgreSQL's pool."""
         try:
-            reader = self._registry._reader
-            if reader is not None:
-                reader.execute("COMMIT")
-        finally:
-            self._registry._reader_lock.release()
+            if not isinstance(self.db, SqliteDatabase):
+                with self.db.reading():
+                    yield self.db
+                return
+            with self._reader_lock:
+                if self._reader is None:
+                    self._reader = SqliteDatabase(self.db.path)
+                with self._reader.reading():
+                    yield self._reader
+        except (DatabaseError, StorageError) as exc:
+            raise RegistryError(f"registry read failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; a failed one is rolled back and becomes RegistryError."""
+        try:
+            with self.db.transaction():
+                yield
+        except DatabaseError as exc:
+            raise RegistryError(f"registry write failed: {exc}") from exc
 
 
-def _page_query(where: list[str], params: list[object], after: str,
+def _page_query(columns: str, where: list[str], params: list[object], after: str,
                 limit: int) -> tuple[str, list[object]]:
     if after:
         where = [*where, "c.camera_id > ?"]
         params = [*params, after]
-    sql = (f"SELECT {_CAMERA_COLUMNS} FROM cameras c "
+    sql = (f"SELECT {columns} FROM cameras c "
            "LEFT JOIN districts d ON d.district_id = c.district_id")
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -576,32 +683,6 @@ def _filters(district_id: str, status: str) -> tuple[list[str], list[object]]:
     elif status == "offline":
         where.append("(c.status != 'online' OR COALESCE(d.agent_online, 0) = 0)")
     return where, params
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, ROLLBACK on error; sqlite3 errors become RegistryError."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise RegistryError(f"registry busy: {exc}") from exc
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
-        if exc_type is None:
-            try:
-                self._conn.execute("COMMIT")
-                return
-            except sqlite3.Error as commit_error:
-                self._conn.execute("ROLLBACK")
-                raise RegistryError(f"registry write failed: {commit_error}") from commit_error
-        self._conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise RegistryError(f"registry write failed: {exc}") from exc
 
 
 def _camera(row: tuple[object, ...], distance: float | None = None,

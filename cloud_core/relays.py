@@ -141,13 +141,15 @@ class RelayDesk:
     def ask(self, incident_id: str, operator_id: str) -> None:
         """Serve this incident's views through a relay (the Report's ``relay`` option)."""
         self._registry.db.execute(
-            "INSERT OR IGNORE INTO incident_relays (incident_id, asked_by, asked_at) VALUES (?,?,?)",
+            "INSERT INTO incident_relays (incident_id, asked_by, asked_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (incident_id) DO NOTHING",
             [incident_id, operator_id, self._clock().isoformat()])
         log.info("incident asks for a cloud relay", incident=incident_id, by=operator_id)
 
     def asked_for(self, incident_id: str) -> bool:
         return self._registry.db.execute(
-            "SELECT 1 FROM incident_relays WHERE incident_id=?", [incident_id]).fetchone() is not None
+            "SELECT 1 FROM incident_relays WHERE incident_id = ?", [incident_id]).fetchone() \
+            is not None
 
     # --- the route of one view -------------------------------------------------------------
 
@@ -321,10 +323,9 @@ class RelayDesk:
             if active.relay_id == relay_id:
                 del self.active[camera_id]
         now = self._clock()
-        for session_id, via in list(self._sessions.via_relay.items()):
-            if via == relay_id:
-                self._registry.end_session(session_id, now, "relay offline")
-                del self._sessions.via_relay[session_id]
+        for session in self._registry.open_sessions():
+            if session["relay_id"] == relay_id:
+                self._registry.end_session(str(session["session_id"]), now, "relay offline")
 
     async def _changed(self) -> None:
         async with self.changed:

@@ -128,7 +128,7 @@ class CoreServer:
                                   evidence=self.evidence))
             self._stack = stack.pop_all()
         log.info("core serving", address=self.address, broker=self.config.broker.describe(),
-                 database=str(self.config.database),
+                 database=self.registry.location if self.registry else "",
                  audit=describe(self.config.audit_location))
         return self
 
@@ -143,9 +143,13 @@ class CoreServer:
             await stack.aclose()
 
     async def _open_storage(self, stack: contextlib.AsyncExitStack) -> AccessService:
-        """Registry, keys, incidents and the audit log: what access decisions stand on."""
+        """Registry, keys, incidents and the audit log: what access decisions stand on. The
+        registry's database (``[storage]``'s PostgreSQL, else the SQLite file) holds the other
+        stores' tables too."""
         self.config.database.parent.mkdir(parents=True, exist_ok=True)
-        self.registry = registry = Registry(self.config.database)
+        storage = self.config.storage
+        self.registry = registry = Registry(
+            storage.url if storage is not None else self.config.database)
         stack.callback(registry.close)
         await stack.enter_async_context(self.loop_monitor)
         self.metrics.watch_registry(registry.cameras_by_state, registry.count_open_sessions)

@@ -11,6 +11,10 @@ Each session the broker handles moves through ``SessionPhase``, and every transi
         │         └──────────────► closed      (the agent reported its end)
         ├─► rejected                           (the agent refused, or sent no answer)
         └─► unanswered                         (the agent could not be reached in time)
+
+Phases are this broker's own (a log of what it did); what a session *is* lives in the registry's
+row, relay included, so a core replica that did not open a session closes it from the row alone,
+and of the replicas that all receive the agent's end report the first to take it records it.
 """
 
 from __future__ import annotations
@@ -86,12 +90,16 @@ class SessionBroker:
         self._ttl = session_ttl
         self._answer_timeout = answer_timeout
         self._phases: dict[str, SessionPhase] = {}
-        #: Sessions a cloud relay serves (session id -> relay id): closes and events go there.
-        self.via_relay: dict[str, str] = {}
 
     def phase(self, session_id: str) -> SessionPhase | None:
         """Where the session is, while this broker handles it (``None`` once it is final)."""
         return self._phases.get(session_id)
+
+    def relay_of(self, session_id: str) -> str:
+        """The cloud relay serving the session ("": the district's agent). Read from the
+        registry, so a replica that did not open it, or a restarted core, reaches it too."""
+        record = self._registry.session(session_id)
+        return str(record["relay_id"]) if record is not None else ""
 
     def _set_phase(self, session_id: str, new: SessionPhase, **why: object) -> None:
         old = self._phases.get(session_id)
@@ -149,10 +157,8 @@ class SessionBroker:
             self._phases.pop(session_id, None)  # cancelled with the caller: nothing was opened
             raise
         answer = self._answer_of(session_id, response)
-        if relay_id:
-            self.via_relay[session_id] = relay_id
         self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at,
-                                      **(record or {}))
+                                      relay_id=relay_id, **(record or {}))
         self._set_phase(session_id, SessionPhase.OPEN, **({"relay": relay_id} if relay_id else {}))
         return OpenedSession(session_id, answer, expires_at, camera, ice_servers, relay_id)
 
@@ -174,19 +180,24 @@ class SessionBroker:
         raise rejected
 
     async def close(self, session_id: str, reason: str = "closed by viewer") -> None:
+        """End an open session, whichever replica opened it: the registry's row says where."""
         record = self._registry.session(session_id)
         if record is None or record["closed_at"] is not None:
             raise SessionNotFound(session_id)
-        await self.close_at_agent(session_id, str(record["district_id"]), reason)
+        await self.close_at_agent(session_id, str(record["district_id"]), reason,
+                                  relay_id=str(record["relay_id"]))
         self._registry.end_session(session_id, datetime.now(UTC), reason)
 
-    async def close_at_agent(self, session_id: str, district: str, reason: str) -> bool:
-        """Ask the agent to end the session now; True when it confirmed (or had none)."""
+    async def close_at_agent(self, session_id: str, district: str, reason: str, *,
+                             relay_id: str | None = None) -> bool:
+        """Ask the agent (or the session's cloud relay) to end the session now; True when it
+        confirmed (or had none). ``relay_id`` None: as the registry says."""
         close = mqtt_pb2.SessionClose(session_id=session_id, reason=reason)
         self._set_phase(session_id, SessionPhase.CLOSING, reason=reason)
-        relay_id = self.via_relay.get(session_id)
+        if relay_id is None:
+            relay_id = self.relay_of(session_id)
         try:
-            if relay_id is not None:
+            if relay_id:
                 response = await self._relay.request_relay(
                     relay_id, mqtt_pb2.SignalRequest(close=close), self._answer_timeout)
             else:
@@ -213,7 +224,7 @@ class SessionBroker:
             return None
         record = self._registry.session(event.session_id)
         if (record is None or record["district_id"] != district_id
-                or event.session_id in self.via_relay):  # a relay's viewer: only it reports
+                or record["relay_id"]):  # a relay's viewer: only the relay reports
             log.warning("session event for unknown session ignored", district=district_id,
                         session=event.session_id)
             return None
@@ -228,7 +239,7 @@ class SessionBroker:
             return None
         if event.kind != mqtt_pb2.SessionEvent.KIND_ENDED:
             return None
-        if self.via_relay.get(event.session_id) != relay_id:
+        if self.relay_of(event.session_id) != relay_id:
             log.warning("relay session event for a session it does not serve ignored",
                         relay=relay_id, session=event.session_id)
             return None
@@ -241,8 +252,13 @@ class SessionBroker:
             log.warning("rejected session event with an invalid time",
                         session=event.session_id, error=str(exc))
             return None
-        self._registry.end_session(event.session_id, ended_at, event.reason,
-                                   event.bytes_sent, event.duration_seconds)
+        self._registry.end_session(event.session_id, ended_at, event.reason)
         if self._phases.get(event.session_id) is SessionPhase.OPEN:
             self._set_phase(event.session_id, SessionPhase.CLOSED, reason=event.reason)
+        if not self._registry.take_end_report(event.session_id, ended_at, event.bytes_sent,
+                                              event.duration_seconds):
+            # Every replica receives the agent's report (and QoS 1 may deliver it twice): the
+            # first to take it puts it on the record.
+            log.info("session end already reported", session=event.session_id)
+            return None
         return event

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -176,7 +175,7 @@ class StatusIngest:
         try:
             version = await loop.run_in_executor(self._executor,
                                                  self._writer_db.set_broker_reachable, reachable)
-        except (RegistryError, sqlite3.Error) as exc:
+        except RegistryError as exc:
             log.error("broker reachability not written", error=str(exc))
             return
         if self._on_commit is not None:

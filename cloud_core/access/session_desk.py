@@ -192,7 +192,7 @@ class SessionDesk:
         if record is None:
             return
         ended = event.at.ToDatetime(tzinfo=UTC)
-        relay_id = self._sessions.via_relay.pop(event.session_id, "")
+        relay_id = str(record["relay_id"])
         started = datetime.fromisoformat(str(record["opened_at"]))
         await self._recorder.record(AuditEntry(
             action=AuditAction.SESSION_CLOSE, operator_id=str(record["operator_id"]) or "unknown",

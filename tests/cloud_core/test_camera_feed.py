@@ -1,12 +1,13 @@
-"""``CameraFeed``: where a follower starts, given a snapshot that may be ahead of the pushes."""
+"""``CameraFeed``: where a follower starts, given a snapshot that may be ahead of the pushes
+(on both backends)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 from cloud_core.camera_feed import CameraFeed
 from cloud_core.registry import CameraUpdate, Registry
+from cloud_core.storage.base import Location
 
 
 def _camera(camera_id: str, status: str = "online") -> CameraUpdate:
@@ -14,10 +15,12 @@ def _camera(camera_id: str, status: str = "online") -> CameraUpdate:
                         0, datetime.now(UTC))
 
 
-async def test_a_snapshot_newer_than_the_last_push_follows_without_a_reset(tmp_path: Path) -> None:
+async def test_a_snapshot_newer_than_the_last_push_follows_without_a_reset(
+    core_database: Location,
+) -> None:
     # The snapshot is read from the registry, which runs up to one push interval ahead of the
     # feed: a console holding it must be followed, not told to refetch (the old "stream ended").
-    registry = Registry(tmp_path / "r.sqlite3")
+    registry = Registry(core_database)
     registry.upsert_cameras([_camera("cam-1"), _camera("cam-2")])
     async with CameraFeed(registry, interval=60) as feed:
         registry.upsert_cameras([_camera("cam-1", "offline")])  # committed, not yet pushed
@@ -29,8 +32,10 @@ async def test_a_snapshot_newer_than_the_last_push_follows_without_a_reset(tmp_p
     registry.close()
 
 
-async def test_a_follower_behind_the_feed_catches_up_with_what_changed(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "r.sqlite3")
+async def test_a_follower_behind_the_feed_catches_up_with_what_changed(
+    core_database: Location,
+) -> None:
+    registry = Registry(core_database)
     registry.upsert_cameras([_camera("cam-1"), _camera("cam-2")])
     since = registry.camera_version()
     registry.upsert_cameras([_camera("cam-2", "offline")])

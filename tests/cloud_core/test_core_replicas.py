@@ -1,5 +1,7 @@
-"""Two cores on one PostgreSQL: one audit chain appended by both, one leader that signs, taken
-over when the leader stops. (Each replica keeps its own SQLite registry: see docs/scale-out.md.)"""
+"""Two cores on one PostgreSQL and one broker: everything they keep is in the one database
+(registry, sessions, incidents, operators, the audit chain), so either answers any call: they see
+the same cameras, one closes the session the other opened, the audit chain is appended by both
+and one leader signs it, taken over when the leader stops."""
 
 from __future__ import annotations
 
@@ -7,16 +9,23 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 
-from cloud_core.audit import verify
+from cloud_core.audit import search, verify
 from cloud_core.config import CoreConfig
 from cloud_core.exceptions import DatabaseUnavailable
+from cloud_core.registry import Registry
 from cloud_core.server import CoreServer
 from cloud_core.storage.settings import StorageSettings
+from edge_agent.agent import EdgeAgent
+from protos.safetynet.v1 import core_pb2, core_pb2_grpc
 from runtime.signing_keys import load_or_create_signing_key
+from runtime.webrtc import WebRtcSettings
 from safetynet.postgres_server import ThrowawayPostgres
 from tests.cloud_core.test_audit import entry
+from tests.conftest import GANGNAM, AgentConfigFactory
+from viewer.client import CameraViewer
 
 
 def replica(core_config: CoreConfig, tmp_path: Path, name: str, dsn: str) -> CoreConfig:
@@ -58,3 +67,58 @@ async def test_a_replica_with_a_wrong_password_does_not_start(
     with pytest.raises(DatabaseUnavailable, match="password authentication failed"):
         async with CoreServer(config):
             pass
+
+
+def _gangnam_online(cameras: int):
+    def check(registry: Registry) -> bool:
+        return len(registry.list_cameras(district_id="gangnam", status="online")) == cameras
+    return check
+
+
+@pytest.mark.media
+async def test_two_replicas_see_one_city_and_either_closes_a_session(
+    core_config: CoreConfig, tmp_path: Path, pg_dsn: str, agent_config: AgentConfigFactory,
+) -> None:
+    async with CoreServer(replica(core_config, tmp_path, "a", pg_dsn)) as a, \
+            CoreServer(replica(core_config, tmp_path, "b", pg_dsn)) as b:
+        await asyncio.gather(a.wait_connected(), b.wait_connected())
+        assert a.access is not None and b.access is not None
+        _, token = a.access.operators.add("gangnam-op", agency="district:gangnam",
+                                          role="operator", policy=a.access.policy)
+        auth = (("authorization", f"Bearer {token}"),)
+        async with EdgeAgent(agent_config(GANGNAM, cameras=3)) as agent:
+            # Both ingest the agent's statuses into the one registry; each lists it whole.
+            await asyncio.gather(a.wait_until(_gangnam_online(3), 10),
+                                 b.wait_until(_gangnam_online(3), 10))
+            for core in (a, b):
+                async with grpc.aio.insecure_channel(core.address) as channel:
+                    listed = await core_pb2_grpc.CameraServiceStub(channel).ListCameras(
+                        core_pb2.ListCamerasRequest(district_id="gangnam"), metadata=auth)
+                assert [c.camera_id for c in listed.cameras] == [
+                    "gangnam-001", "gangnam-002", "gangnam-003"]
+                assert core.ingest.dropped == 0
+
+            viewer = CameraViewer(a.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
+                                  token=token)
+            await viewer.open()
+            try:
+                await viewer.wait_frames(3, timeout=10)
+                session_id = viewer.report.session_id
+                assert session_id in agent.sessions
+                async with grpc.aio.insecure_channel(b.address) as channel:  # not the opener
+                    await core_pb2_grpc.SessionServiceStub(channel).CloseSession(
+                        core_pb2.CloseSessionRequest(session_id=session_id), metadata=auth)
+                assert session_id not in agent.sessions  # B's close reached the agent
+                async with asyncio.timeout(5):
+                    await viewer.ended.wait()
+            finally:
+                await viewer.close()
+            # The agent's report of the end reaches both replicas; it goes on the record once.
+            await a.wait_until(lambda r: bool((r.session(session_id) or {}).get("bytes_sent")), 5)
+            record = b.registry.session(session_id) if b.registry else None
+            assert record is not None and record["close_reason"] == "closed by viewer"
+            assert a.broker is not None and a.broker.phase(session_id) is None
+    closes = [r.entry for r in search(pg_dsn, action="session.close")
+              if r.entry.details.get("session_id") == session_id]
+    assert len(closes) == 1 and closes[0].details["bytes_sent"] > 0
+    assert verify(pg_dsn).ok

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,6 +25,7 @@ from cloud_core.signalling_errors import (
     evidence_refusal_for,
     refusal_for,
 )
+from cloud_core.storage.base import Location
 from edge_agent.exceptions import EvidenceRefused
 from protos.safetynet.v1 import mqtt_pb2
 
@@ -33,8 +33,8 @@ OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RT
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    registry = Registry(tmp_path / "core.sqlite3")
+def registry(core_database: Location) -> Iterator[Registry]:
+    registry = Registry(core_database)
     now = datetime.now(UTC)
     for district in ("gangnam", "mapo"):
         registry.set_agent(district, district.title(), f"{district}-agent", True, "test", now)
@@ -159,3 +159,31 @@ def test_every_evidence_error_the_agent_raises_has_one_reading() -> None:
     assert set(EVIDENCE_REFUSALS) == codes
     refused = EvidenceRefused(mqtt_pb2.EVIDENCE_ERROR_DISK_BUDGET, "disk budget spent")
     assert evidence_refusal_for(refused.code).http_error == "disk_budget"
+
+
+async def test_a_replica_that_did_not_open_a_session_closes_it(
+        core_database: Location, registry: Registry, broker: SessionBroker, agent: FakeAgent,
+) -> None:
+    """Two brokers on one database (two core replicas): B closes what A opened, from the
+    registry's row alone; the agent's report of the end goes on the record once, not per replica."""
+    other_registry = Registry(core_database)
+    other_signalling = InMemorySignalling()
+    other_signalling.connect("gangnam", agent)  # the same agent, through the same broker
+    other = SessionBroker(other_registry, other_signalling, answer_timeout=0.2)
+    opened = await broker.open("gangnam-001", OFFER)
+    with capture_logs() as logs:
+        await other.close(opened.session_id, "closed by viewer")
+    assert _phases(logs) == ["closing", "closed"]
+    assert [r.WhichOneof("body") for r in agent.requests] == ["offer", "close"]
+    record = registry.session(opened.session_id)
+    assert record is not None and record["close_reason"] == "closed by viewer"
+    event = mqtt_pb2.SessionEvent(session_id=opened.session_id, camera_id="gangnam-001",
+                                  kind=mqtt_pb2.SessionEvent.KIND_ENDED, reason="closed",
+                                  bytes_sent=4096, duration_seconds=1.5)
+    event.at.FromDatetime(datetime.now(UTC))
+    reports = [b.handle_event("gangnam", event.SerializeToString()) for b in (broker, other)]
+    assert [r is not None for r in reports] == [True, False]
+    assert broker.phase(opened.session_id) is None  # the opener's phase ends with the report
+    record = other_registry.session(opened.session_id)
+    assert record is not None and record["bytes_sent"] == 4096
+    other_registry.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from cloud_core.registry import Registry
 from cloud_core.status_ingest import StatusIngest
+from cloud_core.storage.base import Location
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 
@@ -25,8 +25,8 @@ def _submit(ingest: StatusIngest, topic: str, payload: bytes) -> None:
 
 
 @pytest.fixture
-async def ingest(tmp_path: Path) -> AsyncIterator[tuple[StatusIngest, Registry]]:
-    registry = Registry(tmp_path / "r.sqlite3")
+async def ingest(core_database: Location) -> AsyncIterator[tuple[StatusIngest, Registry]]:
+    registry = Registry(core_database)
     async with StatusIngest(registry, max_heartbeat_cameras=10_000) as ingest:
         _submit(ingest, topics.agent_status("gangnam"), mqtt_pb2.AgentStatus(
             district_id="gangnam", agent_id="a", state=mqtt_pb2.AGENT_STATE_ONLINE).SerializeToString())
