@@ -16,7 +16,13 @@ ACL design: an agent's identity is ``agent:<district>`` (certificate CN), which 
 directly to its topic prefix, so there is no ``pattern … %u`` rule; each district gets an
 explicit ``user`` block, regenerated whenever a district is added or revoked (a revoked district's
 block goes away, so even a connection opened before the revocation can no longer publish or read
-once Mosquitto reloads).
+once Mosquitto reloads). The same holds for the core: ``safetynet-core`` (``provision init``) and
+each replica ``core:<name>`` (``provision core add``) get a ``user`` block with the core's
+permissions, except that each may publish only its own retained status
+``safetynet/v1/core/status/<client id>`` (``safetynet-core``'s is the core config's default
+``client_id``, ``safetynet-core``; a replica's is its name). A ``pattern … %c`` rule could not do
+it: ``use_username_as_clientid`` makes the broker's client id the CN ``core:<name>``, while the
+topic is named by the ``client_id`` in core.toml.
 
 Mosquitto reads ``crlfile`` and ``acl_file`` at start and again on SIGHUP (``systemctl reload
 mosquitto``); verified with Mosquitto 2.0.11: after a SIGHUP a revoked certificate can no longer
@@ -42,12 +48,13 @@ from provisioning.certificate_authority import (
     DEFAULT_SERVER_NAMES,
     agent_identity,
     certificate_pem,
+    core_replica_identity,
     load_certificate,
     new_private_key,
     private_key_pem,
     server_names,
 )
-from provisioning.city import BrokerFiles, City, DistrictRecord
+from provisioning.city import BrokerFiles, City, DistrictRecord, ReplicaRecord
 from provisioning.service_units import BROKER_UNIT, broker_unit_text
 
 CONFIG_NAME = "safetynet.conf"
@@ -68,8 +75,9 @@ def grants_revoked(district: str) -> str:
     return f"{topics.PREFIX}/{district}/grants/revoked"
 
 
-def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(reads, writes) of the core: every district's reports in, every district's signalling out.
+def core_topics(replica: str = topics.ANY) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reads, writes) of the core: every district's reports in, every district's signalling out,
+    and the retained status of ``replica`` (its ``client_id``; ``ANY``: every replica's).
 
     The one statement of the core's permissions; Mosquitto's ACL and NATS's users are both
     written from it.
@@ -80,7 +88,8 @@ def core_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
         topics.camera_changes(every), topics.heartbeat(every),
         topics.signal_response(every), topics.session_events(every), topics.evidence_events(every))
     writes: tuple[str, ...] = (topics.signal_request(every), grants_revoked(every),
-                               topics.audit_checkpoint(every), topics.CORE_STATUS_TOPICS)
+                               topics.audit_checkpoint(every),
+                               topics.core_status_route(replica).topic)
     # Cloud relays (docs/cloud-relay.md): their registrations and answers in, signalling out.
     reads += tuple(r.topic for r in topics.CORE_RELAY_ROUTES)
     writes += (topics.relay_route(topics.Kind.SIGNAL_REQUEST, every).topic,)
@@ -119,9 +128,10 @@ def agent_topics(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return reads, writes
 
 
-def core_acl(user: str = CORE_MQTT_IDENTITY) -> list[str]:
-    """The core's Mosquitto ACL lines (``core_topics``)."""
-    reads, writes = core_topics()
+def core_acl(user: str = CORE_MQTT_IDENTITY, replica: str = topics.ANY) -> list[str]:
+    """The core's Mosquitto ACL lines (``core_topics``) for ``user``, publishing the status of
+    ``replica``."""
+    reads, writes = core_topics(replica)
     return [f"user {user}",
             *(f"topic read {t}" for t in reads), *(f"topic write {t}" for t in writes)]
 
@@ -134,16 +144,25 @@ def agent_acl(district: str, user: str | None = None) -> list[str]:
 
 
 def acl_text(city_name: str, districts: Iterable[DistrictRecord],
-             relays: Iterable[str] = ()) -> str:
+             relays: Iterable[str] = (), replicas: Iterable[ReplicaRecord] = ()) -> str:
     lines = [
         f"# Mosquitto ACL of the Safety Net city {city_name!r}. Written by `safetynet provision`;",
-        "# rewritten on every `provision district add|revoke` - do not edit by hand.",
+        "# rewritten on every `provision district|core add|revoke` - do not edit by hand.",
         "# Default deny: a client may use only the topics listed under its user name, which is",
         "# the CN of its certificate (use_identity_as_username).",
         "",
-        "# The cloud core: reads what every district reports, sends signalling to any district.",
-        *core_acl(),
+        "# The cloud core: reads what every district reports, sends signalling to any district,",
+        "# publishes its own status (client_id safetynet-core, the core config's default).",
+        *core_acl(CORE_MQTT_IDENTITY, replica=CORE_MQTT_IDENTITY),
     ]
+    for replica in replicas:
+        if replica.revoked:
+            continue
+        comment = (f"# Core replica {replica.name} (client_id {replica.name}): the core's "
+                   f"permissions, its own status only; serial {replica.serial:x}, valid until "
+                   f"{replica.not_after}")
+        lines += ["", comment, *core_acl(core_replica_identity(replica.name),
+                                         replica=replica.name)]
     for record in districts:
         if record.revoked:
             continue
@@ -161,7 +180,7 @@ def mosquitto_config_text(city_name: str, *, install_dir: Path, port: int, bind:
         f"# Mosquitto configuration of the Safety Net city {city_name!r}, written by",
         "# `safetynet provision broker`. TLS only: there is no plain listener. Every client needs",
         "# a certificate from the city CA; its subject CN is its user name and client id.",
-        "# After `safetynet provision district add|revoke` rewrites acl and crl.pem, reload:",
+        "# After `safetynet provision district|core add|revoke` rewrite acl and crl.pem, reload:",
         "#   systemctl reload safetynet-broker   (the unit written beside this file; it sends",
         "#   SIGHUP: Mosquitto re-reads the ACL and the CRL; restarts on failure)",
         "allow_anonymous false",
@@ -242,7 +261,8 @@ def refresh_access_files(city: City) -> int:
     files = city.settings().broker_files
     if files is not None:
         out = Path(files.out_dir)
-        write_public(out / ACL_NAME, acl_text(city.settings().name, records))
+        write_public(out / ACL_NAME, acl_text(city.settings().name, records,
+                                              replicas=city.replicas()))
         write_public(out / CRL_NAME, crl)
     return sum(1 for r in records if not r.revoked)
 

@@ -7,9 +7,12 @@ server certificate).
 
 Identities, as Mosquitto sees them (``use_identity_as_username`` takes the subject CN):
 
-- the core's MQTT client certificate: CN ``safetynet-core``
-- a district's agent: CN ``agent:<district>`` (a ``:`` never occurs in a district id, so no
-  district can ever be named like the core or like another role)
+- the core's MQTT client certificate: CN ``safetynet-core`` (``provision init``: the pilot's one
+  core)
+- a core replica's: CN ``core:<replica>`` (``provision core add``; the replica's ``client_id``,
+  which names its status topic, is ``<replica>``)
+- a district's agent: CN ``agent:<district>`` (a ``:`` never occurs in an id, so no district or
+  replica can ever be named like the core or like another role)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CORE_MQTT_IDENTITY = "safetynet-core"
 AGENT_IDENTITY_PREFIX = "agent:"
+CORE_REPLICA_PREFIX = "core:"
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -35,6 +39,11 @@ PrivateKey = ec.EllipticCurvePrivateKey
 def agent_identity(district_id: str) -> str:
     """The CN (and so the MQTT user name) of a district's agent."""
     return f"{AGENT_IDENTITY_PREFIX}{district_id}"
+
+
+def core_replica_identity(replica: str) -> str:
+    """The CN (and so the MQTT user name) of core replica ``replica``."""
+    return f"{CORE_REPLICA_PREFIX}{replica}"
 
 
 def new_private_key() -> PrivateKey:

@@ -15,6 +15,11 @@ it on an offline or well-guarded machine and back it up.
       core/tls/ca.crt, server.crt, server.key (0600)            gRPC over TLS
       core/tls/mqtt-client.crt, mqtt-client.key (0600)          the core's MQTT identity
       core/grant-signing.key (0600), core/grant-signing.pub     Ed25519, signs session grants
+      core/audit-checkpoint.key (0600), .pub    the audit log's key, made by the first `core add`
+                                (or by the pilot core beside its database)
+      core/replicas/<name>/replica.json, core.toml, tls/mqtt-client.crt, mqtt-client.key (0600)
+                                a core replica's own MQTT identity (`provision core add`); every
+                                other file it uses is the core's, shared
       broker/server.crt, server.key (0600)                      issued by `provision broker`
       districts/<id>/district.json, cameras.csv (0600), tls/agent.crt, tls/agent.key (0600)
       bundles/safetynet-agent-<id>/ and bundles/safetynet-agent-<id>.tar.gz
@@ -99,6 +104,25 @@ class DistrictRecord:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A core replica enrolled by ``provision core add``: its MQTT certificate's serial."""
+
+    name: str
+    serial: int
+    not_after: str
+    issued_at: str
+    revoked_at: str | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplicaRecord:
+        return cls(**data)
+
+
 class City:
     """An initialised city folder; paths to everything in it, and its records."""
 
@@ -138,6 +162,18 @@ class City:
     @property
     def grant_public_key(self) -> Path:
         return self.core_dir / "grant-signing.pub"
+
+    @property
+    def checkpoint_key(self) -> Path:
+        """The audit log's checkpoint key every replica reads (the pilot core's default)."""
+        return self.core_dir / "audit-checkpoint.key"
+
+    @property
+    def replicas_dir(self) -> Path:
+        return self.core_dir / "replicas"
+
+    def replica_dir(self, name: str) -> Path:
+        return self.replicas_dir / name
 
     @property
     def broker_dir(self) -> Path:
@@ -186,6 +222,24 @@ class City:
         base = self.root / "districts"
         for folder in sorted(base.iterdir()) if base.is_dir() else ():
             record = self.district(folder.name)
+            if record is not None:
+                yield record
+
+    def replica(self, name: str) -> ReplicaRecord | None:
+        path = self.replica_dir(name) / "replica.json"
+        if not path.is_file():
+            return None
+        return ReplicaRecord.from_json(json.loads(path.read_text()))
+
+    def save_replica(self, record: ReplicaRecord, folder: Path | None = None) -> None:
+        """Write the record into the replica's folder (or ``folder``, while it is built)."""
+        write_public((folder or self.replica_dir(record.name)) / "replica.json",
+                     json.dumps(asdict(record), indent=2) + "\n")
+
+    def replicas(self) -> Iterator[ReplicaRecord]:
+        base = self.replicas_dir
+        for folder in sorted(base.iterdir()) if base.is_dir() else ():
+            record = self.replica(folder.name) if not folder.name.startswith(".") else None
             if record is not None:
                 yield record
 

@@ -3,6 +3,7 @@
     ProvisioningError
     ├── CityError                the city folder is missing, incomplete or already set up (path, problem)
     ├── DistrictError            a district cannot be added, updated or revoked (district_id, problem)
+    ├── ReplicaError             a core replica cannot be added or revoked (replica, problem)
     ├── InventoryRejected        a camera inventory has bad rows; nothing was imported (path, problems)
     └── BundleError              an agent bundle is unreadable, altered or cannot be installed (path, problem)
 
@@ -31,6 +32,13 @@ class DistrictError(ProvisioningError):
     def __init__(self, district_id: str, problem: str) -> None:
         super().__init__(f"district {district_id}: {problem}")
         self.district_id = district_id
+        self.problem = problem
+
+
+class ReplicaError(ProvisioningError):
+    def __init__(self, replica: str, problem: str) -> None:
+        super().__init__(f"core replica {replica}: {problem}")
+        self.replica = replica
         self.problem = problem
 
 

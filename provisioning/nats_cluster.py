@@ -18,9 +18,12 @@ Each user may publish and subscribe to exactly what the Mosquitto ACL of
 delivers QoS 1 subscriptions (JetStream consumers). A user is bound to MQTT connections only.
 
 Identity: with ``verify_and_map`` a client certificate maps to the user named by its subject
-DN in RFC 4514 form (``CN=agent:gangnam,OU=agent,O=Safety Net Seoul``). NATS has no CRL: a
-revoked district's user is simply left out, so after ``provision district revoke`` rewrite the
-files and reload every node (``nats-server --signal reload=PID`` or SIGHUP).
+DN in RFC 4514 form (``CN=agent:gangnam,OU=agent,O=Safety Net Seoul``). The core from
+``provision init`` (``CN=safetynet-core``) and every replica from ``provision core add``
+(``CN=core:<name>``) are users with the core's permissions, each publishing only its own status
+(``broker_config.core_topics``). NATS has no CRL: a revoked district's or replica's user is simply
+left out, so after ``provision district|core revoke`` rewrite the files and reload every node
+(``nats-server --signal reload=PID`` or SIGHUP).
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from protos import topics
 from provisioning.atomic_write import write_private, write_public
 from provisioning.broker_config import agent_topics, core_topics
 from provisioning.certificate_authority import (
+    CORE_MQTT_IDENTITY,
     DEFAULT_SERVER_NAMES,
     certificate_pem,
     load_certificate,
@@ -83,9 +88,11 @@ class NatsUser:
         return entry
 
 
-def core_user(name: str, password: str | None = None) -> NatsUser:
-    """The core, with the permissions of ``broker_config.core_topics``."""
-    reads, writes = core_topics()
+def core_user(name: str, password: str | None = None, *,
+              replica: str = topics.ANY) -> NatsUser:
+    """The core, with the permissions of ``broker_config.core_topics``: it publishes the status
+    of ``replica`` (its ``client_id``; by default any replica's)."""
+    reads, writes = core_topics(replica)
     return NatsUser(name, publish=writes, subscribe=reads, password=password)
 
 
@@ -172,11 +179,17 @@ def subject_dn(certificate: x509.Certificate) -> str:
 
 
 def city_users(city: City) -> tuple[NatsUser, ...]:
-    """The core and every non-revoked district, named by their certificates' subject DNs."""
+    """The core, every non-revoked core replica and district, named by their certificates'
+    subject DNs."""
     core_cert = city.core_dir / "tls" / "mqtt-client.crt"
     if not core_cert.is_file():
         raise ProvisioningError(f"{core_cert}: missing; run safetynet provision init first")
-    users = [core_user(subject_dn(load_certificate(core_cert)))]
+    users = [core_user(subject_dn(load_certificate(core_cert)), replica=CORE_MQTT_IDENTITY)]
+    for replica in city.replicas():
+        if replica.revoked:
+            continue
+        replica_cert = city.replica_dir(replica.name) / "tls" / "mqtt-client.crt"
+        users.append(core_user(subject_dn(load_certificate(replica_cert)), replica=replica.name))
     for record in city.districts():
         if record.revoked:
             continue
@@ -190,6 +203,7 @@ class NatsClusterWritten:
     out_dir: Path
     configs: tuple[Path, ...]
     districts: int
+    replicas: int = 0
 
 
 def cluster_nodes(hosts: Sequence[str], *, install_dir: Path, mqtt_port: int = 8883,
@@ -222,7 +236,8 @@ def write_nats_cluster_files(city: City, out_dir: Path, *, nodes: Iterable[NatsN
         path = out_dir / f"{node.name}.conf"
         write_public(path, node_config_text(spec, node))
         configs.append(path)
-    return NatsClusterWritten(out_dir, tuple(configs), len(users) - 1)
+    replicas = sum(1 for r in city.replicas() if not r.revoked)
+    return NatsClusterWritten(out_dir, tuple(configs), len(users) - 1 - replicas, replicas)
 
 
 def default_node_hosts(city: City, nodes: int) -> tuple[str, ...]:

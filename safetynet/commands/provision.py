@@ -20,12 +20,13 @@ DIR_HELP = f"the city folder (default ${CITY_DIR_ENV} or the current folder)"
 
 
 def register(subcommands: Subcommands) -> None:
-    """Add ``safetynet provision init|district add|revoke|list|broker``."""
+    """Add ``safetynet provision init|district add|revoke|list|core add|revoke|list|broker``."""
     p = subcommands.add_parser(
         "provision", help="city CA, district enrolment and bundles, broker config",
         description="What the city's operators run: create the city's certificate authority, "
                     "enrol districts (certificate, camera inventory, one bundle for the "
-                    "district's IT), write the Mosquitto config and revoke districts.")
+                    "district's IT), give each core replica its MQTT identity, write the "
+                    "broker config and revoke districts or replicas.")
     what = p.add_subparsers(dest="provision_command", metavar="WHAT", required=True)
     _register_init(what)
     q = what.add_parser("district", help="enrol, update, list or revoke districts",
@@ -33,6 +34,7 @@ def register(subcommands: Subcommands) -> None:
     district = q.add_subparsers(dest="district_command", metavar="ACTION", required=True)
     _register_district_add(district)
     _register_district_revoke_and_list(district)
+    _register_core(what)
     _register_broker(what)
     _register_local_operator(what)
 
@@ -205,6 +207,111 @@ def cmd_district_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- provision core -----------------------------------------------------------------------
+
+def _register_core(what: Subcommands) -> None:
+    q = what.add_parser(
+        "core", help="enrol, list or revoke core replicas (one MQTT identity each)",
+        description="Give each core replica its own MQTT identity: a client certificate from "
+                    "the city CA (CN core:NAME) and a core.toml with client_id NAME that uses the "
+                    "core's shared files (gRPC certificate, grant key, checkpoint key). The "
+                    "broker's ACL lets a replica publish only its own status topic.")
+    core = q.add_subparsers(dest="core_command", metavar="ACTION", required=True)
+    r = core.add_parser(
+        "add", help="issue a replica's MQTT certificate and write its core.toml",
+        description="Issue replica NAME its MQTT client certificate (CN core:NAME) and write "
+                    "CITY/core/replicas/NAME/ (tls/mqtt-client.key 0600, .crt, core.toml with "
+                    "client_id NAME); then rewrite the broker's ACL. Run the replica from the "
+                    "core's folder: safetynet core --config replicas/NAME/core.toml.")
+    r.add_argument("name", metavar="NAME", help="the replica's name and client id, e.g. core-a")
+    r.add_argument("--dir", metavar="CITY", help=DIR_HELP)
+    r.add_argument("--listen", metavar="HOST:PORT",
+                   help="the replica's gRPC address (default 0.0.0.0:<the city's core port>)")
+    r.add_argument("--storage-url", metavar="URL",
+                   help="the PostgreSQL every replica shares, without a password "
+                        "(postgresql://user@host:5432/db; docs/scale-out.md)")
+    r.add_argument("--valid-days", type=int, default=825,
+                   help="certificate lifetime in days (default 825)")
+    r.set_defaults(func=cmd_core_add)
+    r = core.add_parser(
+        "revoke", help="revoke a replica's MQTT certificate (CRL) and drop its ACL",
+        description="Put the replica's MQTT certificate on the city CRL and remove it from the "
+                    "broker's ACL (and NATS users); then reload the broker for it to take effect.")
+    r.add_argument("name", metavar="NAME")
+    r.add_argument("--dir", metavar="CITY", help=DIR_HELP)
+    r.set_defaults(func=cmd_core_revoke)
+    r = core.add_parser("list", help="list the core's MQTT identities",
+                        description="List the core from `provision init` and every replica: "
+                                    "client id, certificate serial and state.")
+    r.add_argument("--dir", metavar="CITY", help=DIR_HELP)
+    r.set_defaults(func=cmd_core_list)
+
+
+def cmd_core_add(args: argparse.Namespace) -> int:
+    """Enrol a core replica and print where its files are."""
+    from provisioning.core_replicas import add_replica
+    from provisioning.exceptions import ProvisioningError
+
+    city = _city(args)
+    try:
+        added = add_replica(city, args.name, listen=args.listen, storage_url=args.storage_url,
+                            valid_days=args.valid_days)
+    except ProvisioningError as exc:
+        raise UserError(str(exc)) from exc
+    record = added.record
+    print(f"core replica {record.name}: new certificate core:{record.name} serial "
+          f"{record.serial:x}, valid until {record.not_after}")
+    _list_files(added.folder)
+    print(f"run it from {city.core_dir}: safetynet core --config "
+          f"replicas/{record.name}/core.toml")
+    if added.checkpoint_key_created:
+        print(f"created the city's audit checkpoint key {city.checkpoint_key} (0600), which "
+              "every replica reads: if a core already signed checkpoints with another key, "
+              "put that key there instead before starting replicas")
+    if args.storage_url is None:
+        print("no --storage-url: set [storage] url in its core.toml, or it keeps an audit "
+              "chain of its own")
+    _broker_note(added.broker_updated)
+    return EXIT_OK
+
+
+def cmd_core_revoke(args: argparse.Namespace) -> int:
+    """Revoke a replica's MQTT certificate and drop its ACL block."""
+    from provisioning.core_replicas import revoke_replica
+    from provisioning.exceptions import ProvisioningError
+
+    city = _city(args)
+    try:
+        revoked = revoke_replica(city, args.name)
+    except ProvisioningError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"core replica {args.name}: certificate serial {revoked.record.serial:x} revoked; "
+          f"its ACL block removed; CRL: {city.crl}")
+    _broker_note(revoked.broker_updated)
+    print("the broker reads the CRL and ACL at start and on SIGHUP: until reloaded it still "
+          "admits the revoked certificate (NATS: run provision broker --engine nats again)")
+    return EXIT_OK
+
+
+def cmd_core_list(args: argparse.Namespace) -> int:
+    """One line per MQTT identity of the core: client id, certificate serial and state."""
+    from provisioning.certificate_authority import CORE_MQTT_IDENTITY, load_certificate
+
+    city = _city(args)
+    init_cert = city.core_dir / "tls" / "mqtt-client.crt"
+    if init_cert.is_file():
+        certificate = load_certificate(init_cert)
+        print(f"{CORE_MQTT_IDENTITY:<20} serial {certificate.serial_number:x}  valid until "
+              f"{certificate.not_valid_after_utc.isoformat(timespec='seconds')}  "
+              f"(provision init: core/core.toml)")
+    for record in city.replicas():
+        state = (f"REVOKED {record.revoked_at}" if record.revoked
+                 else f"valid until {record.not_after}")
+        print(f"{record.name:<20} serial {record.serial:x}  {state}  "
+              f"(core/replicas/{record.name}/core.toml)")
+    return EXIT_OK
+
+
 # --- provision broker ---------------------------------------------------------------------
 
 def _register_broker(what: Subcommands) -> None:
@@ -276,12 +383,12 @@ def _provision_nats(city: Any, args: argparse.Namespace) -> int:
             install_dir=Path(args.install_dir) if args.install_dir else None)
     except ProvisioningError as exc:
         raise UserError(str(exc)) from exc
-    print(f"nats cluster files for {len(written.configs)} nodes and {written.districts} "
-          f"district(s) in {written.out_dir}")
+    print(f"nats cluster files for {len(written.configs)} nodes, {written.districts} "
+          f"district(s) and {written.replicas} core replica(s) in {written.out_dir}")
     _list_files(written.out_dir)
     print("use on node N: nats-server -c node-N.conf; agents and the core list every node in "
           "[broker] hosts (docs/scale-out.md)")
-    print("after district add/revoke: run this again and reload every node (SIGHUP)")
+    print("after district or core add/revoke: run this again and reload every node (SIGHUP)")
     return EXIT_OK
 
 

@@ -9,6 +9,8 @@ from tests.provisioning.conftest import ProvisionedCity
 
 COMMANDS = [["provision"], ["provision", "init"], ["provision", "district"],
             ["provision", "district", "add"], ["provision", "district", "revoke"],
+            ["provision", "core"], ["provision", "core", "add"],
+            ["provision", "core", "revoke"], ["provision", "core", "list"],
             ["provision", "broker"], ["agent", "install"], ["agent", "check"]]
 
 
