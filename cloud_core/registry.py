@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 import structlog
 
 from cloud_core.exceptions import RegistryError, StorageError
-from cloud_core.policy import EARTH_RADIUS_M, distance_m
+from cloud_core.policy import EARTH_RADIUS_M, Basis, distance_m
 from cloud_core.storage.base import Location, describe, is_postgres, normalise
 from cloud_core.storage.database import (
     Database,
@@ -482,6 +482,16 @@ class Registry:
     def open_sessions(self) -> list[dict[str, object]]:
         rows = self._read(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL").fetchall()
+        return [dict(zip(_SESSION_KEYS, row, strict=True)) for row in rows]
+
+    def open_sessions_counted_for(self, operator_id: str, agency: str,
+                                  district_id: str) -> list[dict[str, object]]:
+        """The open sessions a new one's caps count (``session_capacity``): the operator's own
+        and the agency's standing ones in the district, not every open session in the city."""
+        rows = self._read(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL AND "
+            "(operator_id = ? OR (agency = ? AND district_id = ? AND basis = ?))",
+            [operator_id, agency, district_id, Basis.DISTRICT_OWN.value]).fetchall()
         return [dict(zip(_SESSION_KEYS, row, strict=True)) for row in rows]
 
     # --- reads ------------------------------------------------------------------------------

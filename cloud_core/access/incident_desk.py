@@ -105,7 +105,15 @@ class IncidentDesk:
                                        external_ref=ref, legal_basis=legal_basis,
                                        service=service, clamp=clamp, area=declared)
             if ref:
-                self._incidents.trail.claim_ref(operator.agency, ref, incident.incident_id)
+                holder = self._incidents.trail.claim_ref(operator.agency, ref,
+                                                         incident.incident_id)
+                if holder != incident.incident_id:
+                    # Another replica opened the case in the same instant (the lock above is
+                    # this process's): ours closes at once, on the record; theirs is the case.
+                    await self.close(caller, incident.incident_id,
+                                     f"duplicate of {holder}: case {ref} was reported at once "
+                                     "through another core replica")
+                    return self._replay(caller, holder, incident_type)
         stored = self._incidents.get(incident.incident_id)
         assert stored is not None
         return self._report(stored)

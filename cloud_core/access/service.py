@@ -280,7 +280,9 @@ class AccessService:
         camera = self.registry.camera(camera_id)
         if camera is not None:
             refusal = capacity_refusal(
-                self.registry.open_sessions(), operator_id=caller.operator.operator_id,
+                self.registry.open_sessions_counted_for(
+                    caller.operator.operator_id, caller.operator.agency, camera.district_id),
+                operator_id=caller.operator.operator_id,
                 agency=caller.operator.agency, district_id=camera.district_id,
                 standing=not incident_id and not breakglass_id,
                 caps=self.policy.session_caps)

@@ -3,8 +3,9 @@
     [storage]
     url = "postgresql://safetynet@db.city.example:5432/safetynet"
 
-Without it the core keeps everything in SQLite files (the pilot). With it the audit chain and
-leadership are on PostgreSQL; keep the password out of the file (``~/.pgpass``, or the
+Without it the core keeps everything in SQLite files (the pilot). With it all of the core's
+state (registry, sessions, incidents, operators, evidence), the audit chain and the leadership
+are on PostgreSQL, shared by every replica; keep the password out of the file (``~/.pgpass``, or the
 ``PGPASSWORD``/``PGPASSFILE`` environment); a password in the URL works but is never logged.
 """
 
