@@ -84,7 +84,7 @@ async def test_a_core_that_lost_its_broker_shows_every_camera_unknown_then_onlin
     # The core loses its broker: every camera unknown, pushed to the console.
     await core.ingest.broker_reachability(False)
     await page.wait_for_function(
-        f"() => window.safetynet.cameras().counts?.unknown === {TOTAL}", timeout=5_000)
+        f"() => window.safetynet.cameras().counts?.unknown === {TOTAL}", timeout=15_000)
     assert await _counts(page) == {"online": "0", "offline": "0", "unknown": str(TOTAL)}
     await page.wait_for_function(
         "() => window.safetynet.clusters().length > 0"
@@ -106,7 +106,7 @@ async def test_a_core_that_lost_its_broker_shows_every_camera_unknown_then_onlin
     # The broker is back: everything returns to online.
     await core.ingest.broker_reachability(True)
     await page.wait_for_function(
-        f"() => window.safetynet.cameras().counts?.online === {TOTAL}", timeout=5_000)
+        f"() => window.safetynet.cameras().counts?.online === {TOTAL}", timeout=15_000)
     assert await _counts(page) == {"online": str(TOTAL), "offline": "0", "unknown": "0"}
     await page.wait_for_selector(".camera-card dd.status-online")
     assert await status.inner_text() == "online"
