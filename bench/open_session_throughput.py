@@ -95,22 +95,6 @@ asyncio.run(main(int(sys.argv[1])))
 
 
 
-def _postgres_pids(data_dir_hint: int) -> list[int]:
-    """Every process of the throwaway PostgreSQL cluster listening on port ``data_dir_hint``
-    (the postmaster and its backends: its children)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            cmdline = stat.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"postgres") and b"-p" in cmdline:
-            index = cmdline.index(b"-p")
-            if index + 1 < len(cmdline) and cmdline[index + 1] == str(data_dir_hint).encode():
-                pids.append(int(stat.parent.name))
-    return pids
-
-
 def _cluster_pids(postmaster: int) -> list[int]:
     """The postmaster and every process whose parent it is (its backends and workers)."""
     children = []
@@ -225,14 +209,14 @@ async def run(args: argparse.Namespace, postgres: ThrowawayPostgres | None) -> d
                         "stub_agent": [stub.pid], "broker": [broker.pid or 0],
                         "load_generator": [os.getpid()]}
                     if postgres is not None:
-                        groups["postgresql"] = _cluster_pids(_postgres_pids(postgres.port)[0])
+                        groups["postgresql"] = _cluster_pids(postgres.postmaster_pid)
                     cpu_before = {name: _cpu(pids) for name, pids in groups.items()}
                     started = time.perf_counter()
                     stop_at = started + args.seconds
                     await asyncio.gather(*(caller(i) for i in range(args.callers)))
                     elapsed = time.perf_counter() - started
                     if postgres is not None:  # backends come and go: count the newest set
-                        groups["postgresql"] = _cluster_pids(_postgres_pids(postgres.port)[0])
+                        groups["postgresql"] = _cluster_pids(postgres.postmaster_pid)
                     cpu = {name: round((_cpu(groups[name]) - before) / elapsed * 100, 1)
                            for name, before in cpu_before.items()}
             finally:

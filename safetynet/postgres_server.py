@@ -55,6 +55,13 @@ class ThrowawayPostgres:
         secret = self.password if password is None else password
         return f"postgresql://{SUPERUSER}:{secret}@127.0.0.1:{self.port}/{database}"
 
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends are its children), from ``postmaster.pid``."""
+        if self._dir is None:
+            raise RuntimeError("the cluster is not running")
+        return int((self._dir / "data" / "postmaster.pid").read_text().split()[0])
+
     def create_database(self, name: str) -> str:
         """Create database ``name``; return its DSN."""
         self._psql("postgres", f'CREATE DATABASE "{name}"')
