@@ -24,6 +24,7 @@ import aiortc.rtcrtpreceiver
 import av
 from aiortc.codecs import get_decoder
 
+import cloud_core
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from runtime.mqtt_link import BrokerSettings
@@ -33,6 +34,8 @@ from simulators.agent_configs import agent_config_text
 from simulators.pilot_districts import GANGNAM
 from simulators.rtsp_launcher import RtspCameraServer
 from viewer.client import CameraViewer
+
+SHIPPED_POLICY = Path(cloud_core.__file__).with_name("policy.toml")
 
 AGENT_PROCESS = Path(__file__).with_name("agent_process.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -136,9 +139,17 @@ class MediaRig:
         await self.cameras.start()
         self.broker = MosquittoBroker(work_dir=state)
         await self.broker.start()
+        # Benchmarks measure what the agent carries, not the city's fair shares: one operator
+        # watches 60 viewers' worth, past the shipped [session_caps].
+        policy = state / "bench-policy.toml"
+        policy.write_text(SHIPPED_POLICY.read_text(encoding="utf-8")
+                          .replace("per_operator = 16", "per_operator = 10000", 1)
+                          .replace("standing_per_agency = 64", "standing_per_agency = 10000", 1),
+                          encoding="utf-8")
+        options = {"policy_file": policy, **self._core_options}
         core_config = CoreConfig(database=state / "core.sqlite3", listen="127.0.0.1:0",
                                  broker=BrokerSettings(host=self.broker.host, port=self.broker.port),
-                                 **self._core_options)
+                                 **options)
         self.core = CoreServer(core_config)
         await self.core.__aenter__()
         assert self.core.access is not None
