@@ -40,10 +40,12 @@ def _sentinel() -> bytes:
 async def test_a_late_will_of_the_old_connection_leaves_the_reconnected_agent_online(
         core: CoreServer, mosquitto: MosquittoBroker, agent_config: AgentConfigFactory) -> None:
     config = agent_config(cameras=1)
+    registry = core.registry
+    assert registry is not None
     async with EdgeAgent(config) as agent:
         await core.wait_until(lambda r: _online(r) and _connection(r) is not None, 20)
         old = mqtt_pb2.AgentStatus(connected_at=agent.status.connected_at).connected_at
-        assert _connection(core.registry) == old.ToMicroseconds()
+        assert _connection(registry) == old.ToMicroseconds()
 
         # The link dies with its broker and reconnects: a new connection, a new stamp.
         await mosquitto.stop()
@@ -60,8 +62,8 @@ async def test_a_late_will_of_the_old_connection_leaves_the_reconnected_agent_on
             await late.publish(topics.heartbeat(MAPO.district_id), _sentinel(), qos=1)
         await core.wait_until(lambda r: r.camera(MAPO.cameras[0].camera_id) is not None, 10)
 
-        assert _online(core.registry)
-        assert [c.effective_status for c in core.registry.list_cameras(
+        assert _online(registry)
+        assert [c.effective_status for c in registry.list_cameras(
             district_id=config.district_id)] == ["online"]
     # A clean stop says offline on the current connection: that still takes the district off.
     await core.wait_until(lambda r: not _online(r), 10)
