@@ -8,6 +8,7 @@ the limit.
 
 Every replica ingests the same statuses, so every write is an idempotent upsert that decides in
 SQL: a camera status older (by the agent's ``changed_at``) than the stored one changes nothing,
+an agent status of an older connection (by its ``connected_at``) than the stored one neither,
 and a batch takes the next camera version under a lock of ``registry_meta``'s row (PostgreSQL:
 ``FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``), so versions never collide and commit in order.
 
@@ -30,7 +31,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -116,6 +117,9 @@ class AgentUpdate:
     online: bool
     software_version: str
     seen_at: datetime
+    #: When the agent's link began the connection this status belongs to (its will and its
+    #: online carry the same); None when it did not say (an older agent): applied as it comes.
+    connected_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,8 @@ CREATE TABLE IF NOT EXISTS districts (
     agent_id TEXT NOT NULL DEFAULT '',
     agent_online INTEGER NOT NULL DEFAULT 0,
     software_version TEXT NOT NULL DEFAULT '',
-    last_seen TEXT
+    last_seen TEXT,
+    connected_at_us INTEGER
 );
 CREATE TABLE IF NOT EXISTS cameras (
     rowid INTEGER PRIMARY KEY,
@@ -193,6 +198,7 @@ _ADDED_COLUMNS = (
     ("cameras", "changed_at_us", "INTEGER"),
     ("sessions", "relay_id", "TEXT NOT NULL DEFAULT ''"),
     ("sessions", "reported_at", "TEXT"),
+    ("districts", "connected_at_us", "INTEGER"),
 )
 _VERSION_INDEX = "CREATE INDEX IF NOT EXISTS cameras_version ON cameras(version)"
 
@@ -220,12 +226,21 @@ INSERT OR REPLACE INTO cameras_rtree (id, min_lat, max_lat, min_lon, max_lon)
 SELECT c.rowid, c.lat, c.lat, c.lon, c.lon FROM cameras c LEFT JOIN cameras_rtree r ON r.id = c.rowid
 WHERE c.version = ? AND (r.id IS NULL OR abs(r.min_lat - c.lat) > 1e-5 OR abs(r.min_lon - c.lon) > 1e-5)
 """
+#: An agent status of an older connection than the stored one changes nothing (a late last will
+#: of a connection the agent has replaced); of the same connection, offline beats online (the
+#: will, or a clean stop, comes after that connection's online). Undated statuses apply as sent.
 _UPSERT_AGENT = """
-INSERT INTO districts (district_id, name, agent_id, agent_online, software_version, last_seen)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO districts (district_id, name, agent_id, agent_online, software_version, last_seen,
+                       connected_at_us)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (district_id) DO UPDATE SET name = excluded.name, agent_id = excluded.agent_id,
   agent_online = excluded.agent_online, software_version = excluded.software_version,
-  last_seen = excluded.last_seen
+  last_seen = excluded.last_seen,
+  connected_at_us = COALESCE(excluded.connected_at_us, districts.connected_at_us)
+WHERE excluded.connected_at_us IS NULL OR districts.connected_at_us IS NULL
+   OR excluded.connected_at_us > districts.connected_at_us
+   OR (excluded.connected_at_us = districts.connected_at_us
+       AND excluded.agent_online <= districts.agent_online)
 """
 _CAMERA_VERSION = "SELECT value FROM registry_meta WHERE key = 'camera_version'"
 _ONLINE = "CASE WHEN c.status = 'online' AND COALESCE(d.agent_online, 0) = 1 " \
@@ -287,6 +302,15 @@ def _microseconds(moment: datetime | None) -> int | None:
     """A camera's ``changed_at`` as it is stored: microseconds since the epoch, an integer the
     engine compares (and a fifth of an ISO text's cost to make)."""
     return None if moment is None else round(moment.timestamp() * 1e6)
+
+
+def _exact_microseconds(moment: datetime | None) -> int | None:
+    """An agent's ``connected_at`` as stored: exact integer microseconds since the epoch, so a
+    will and an online of one connection compare equal."""
+    return None if moment is None else (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -397,9 +421,16 @@ class Registry:
         db = self.db
         row = db.execute("SELECT agent_online FROM districts WHERE district_id = ?",
                          [agent.district_id]).fetchone()
-        db.execute(_UPSERT_AGENT, [agent.district_id, agent.name or agent.district_id,
-                                   agent.agent_id, int(agent.online), agent.software_version,
-                                   iso(agent.seen_at)])
+        written = db.execute(_UPSERT_AGENT, [
+            agent.district_id, agent.name or agent.district_id, agent.agent_id,
+            int(agent.online), agent.software_version, iso(agent.seen_at),
+            _exact_microseconds(agent.connected_at)]).rowcount
+        if written == 0:
+            log.info("agent status not written: of an older connection than the stored one, or "
+                     "online after its own connection's offline", district=agent.district_id,
+                     online=agent.online,
+                     connected_at=None if agent.connected_at is None else iso(agent.connected_at))
+            return
         if row is None or bool(row[0]) != agent.online:
             # Every camera's effective state follows its agent: they all changed.
             db.execute("UPDATE cameras SET version = ? WHERE district_id = ?",
@@ -418,9 +449,10 @@ class Registry:
         return version
 
     def set_agent(self, district_id: str, name: str, agent_id: str, online: bool,
-                  software_version: str, seen_at: datetime) -> None:
+                  software_version: str, seen_at: datetime, *,
+                  connected_at: datetime | None = None) -> None:
         self.apply(StatusBatch(agents=[AgentUpdate(district_id, name, agent_id, online,
-                                                   software_version, seen_at)]))
+                                                   software_version, seen_at, connected_at)]))
 
     def upsert_cameras(self, updates: Iterable[CameraUpdate]) -> int:
         """Write a batch of camera statuses in one transaction; return how many."""

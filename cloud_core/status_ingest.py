@@ -369,9 +369,24 @@ def _agent_status(topic: topics.ParsedTopic, payload: bytes, seen_at: datetime) 
     if status.state not in (mqtt_pb2.AGENT_STATE_ONLINE, mqtt_pb2.AGENT_STATE_OFFLINE):
         raise MalformedStatus(f"agent status has no valid state ({status.state})")
     online = status.state == mqtt_pb2.AGENT_STATE_ONLINE
-    log.info("agent status", district=topic.district, online=online, agent=status.agent_id)
+    connected_at = _connected_at(status, seen_at)
+    log.info("agent status", district=topic.district, online=online, agent=status.agent_id,
+             connected_at=None if connected_at is None else connected_at.isoformat())
     return AgentUpdate(topic.district, status.district_name, status.agent_id, online,
-                       status.software_version, seen_at)
+                       status.software_version, seen_at, connected_at)
+
+
+def _connected_at(status: mqtt_pb2.AgentStatus, seen_at: datetime) -> datetime | None:
+    """The connection an agent status belongs to, or None: not sent (an older agent), not a
+    time, or further ahead than ``CLOCK_SKEW`` (a wrong clock must not freeze the district until
+    it comes true); then the status orders nothing and is applied as it arrives."""
+    if not status.HasField("connected_at"):
+        return None
+    try:
+        connected_at = status.connected_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+    return None if connected_at > seen_at + CLOCK_SKEW else connected_at
 
 
 def camera_update(district: str, status: mqtt_pb2.CameraStatus, topic_camera: str | None,

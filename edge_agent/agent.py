@@ -115,7 +115,7 @@ class EdgeAgent:
             subscriptions=subscriptions,
             on_message=self._on_message,
             on_connect=self._link_up,
-            will=self.status.last_will(),
+            will=self.status.last_will,  # a fresh will, and connection stamp, per attempt
         )
         self.status.attach(link)
         self._link = await stack.enter_async_context(link)

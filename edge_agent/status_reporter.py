@@ -8,7 +8,9 @@ snapshot: every camera's status in one retained message, sent at once after ever
 (the broker may have restarted and lost what it held), within ``SNAPSHOT_DELAY`` of any change,
 and periodically. A core that (re)subscribes reads each district's snapshot, so the city's
 68,000 statuses reach it as 25 messages, not 68,000 (docs/mqtt.md). The agent's own status is retained too, with the broker
-holding ``offline`` as the connection's last will.
+holding ``offline`` as the connection's last will. Will and ``online`` of one connection carry
+the same ``connected_at``, stamped as the link starts the attempt, so the core can tell a late
+will of an older connection (a cluster node's, a taken-over session's) from the current one's.
 """
 
 from __future__ import annotations
@@ -78,21 +80,39 @@ class StatusReporter:
         self._changed = asyncio.Event()  # a camera changed since the last snapshot
         self._unsent: dict[str, mqtt_pb2.CameraStatus] = {}  # changed, not yet published
         self._unsent_changed = asyncio.Event()
+        self._connected_us = 0  # the current connection's stamp (microseconds), 0 before any
+        self._connected_at: Timestamp | None = None
 
     def attach(self, link: MqttLink) -> None:
         self._link = link
 
     def last_will(self) -> LastWill:
+        """The will of a new connection: ``offline``, stamped with a new ``connected_at``.
+
+        The link's will factory: called as each connection attempt starts, so what
+        ``publish_online`` says on that connection carries the same stamp. Stamps only grow
+        within this process, even if the wall clock steps back.
+        """
+        self._connected_us = max(time.time_ns() // 1_000, self._connected_us + 1)
+        self._connected_at = Timestamp()
+        self._connected_at.FromMicroseconds(self._connected_us)
         return LastWill(topics.route(Kind.AGENT_STATUS, self._config.district_id),
                         self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE).SerializeToString())
 
+    @property
+    def connected_at(self) -> Timestamp | None:
+        """The stamp of the latest connection attempt (its will's), None before the first."""
+        return self._connected_at
+
     def agent_status(self, state: int) -> mqtt_pb2.AgentStatus:
+        """The agent's status, of the current connection (``connected_at``) when there is one."""
         return mqtt_pb2.AgentStatus(
             district_id=self._config.district_id, district_name=self._config.district_name,
             agent_id=self._config.agent_id, state=state,  # type: ignore[arg-type]
             software_version=__version__, changed_at=now_timestamp(),
             camera_count=len(self._cameras),
             uplink_streams=self._config.uplink_streams,
+            connected_at=self._connected_at,
         )
 
     def _initial_status(self, camera: CameraConfig) -> mqtt_pb2.CameraStatus:
@@ -114,7 +134,8 @@ class StatusReporter:
         return ["online" if s.state == online else "offline" for s in self._cameras.values()]
 
     async def publish_online(self) -> None:
-        """After each (re)connect: the agent is online, and its snapshot of every camera."""
+        """After each (re)connect: the agent is online (with the stamp this connection's will
+        got), and its snapshot of every camera."""
         await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),
                             self.agent_status(mqtt_pb2.AGENT_STATE_ONLINE))
         await self.publish_heartbeat()

@@ -158,11 +158,18 @@ class LastWill:
     payload: bytes
 
 
+#: Builds the last will of one connection attempt, called as the attempt starts, so the will can
+#: name its connection (an agent's ``AgentStatus.connected_at``, docs/mqtt.md).
+WillFactory = Callable[[], LastWill]
+
+
 class MqttLink:
     """A self-healing MQTT connection; an async context manager owning one background task.
 
     ``subscriptions`` are routes (``protos.topics.route``), subscribed at their QoS; a bare topic
-    filter (tests, tools) is subscribed at QoS 1.
+    filter (tests, tools) is subscribed at QoS 1. ``will`` is one ``LastWill`` for every
+    connection, or a ``WillFactory`` called at every connection attempt, before ``on_connect``
+    of that connection.
     """
 
     def __init__(
@@ -173,7 +180,7 @@ class MqttLink:
         on_message: MessageHandler,
         subscriptions: Sequence[Route | str] = (),
         on_connect: ConnectHandler | None = None,
-        will: LastWill | None = None,
+        will: LastWill | WillFactory | None = None,
         backoff_initial: float = 0.25,
         backoff_max: float = 10.0,
         max_queued_messages: int = 10_000,
@@ -264,8 +271,9 @@ class MqttLink:
     def _client_for_attempt(self, address: BrokerAddress) -> aiomqtt.Client:
         will = None
         if self._will is not None:
-            route = self._will.route
-            will = aiomqtt.Will(route.topic, self._will.payload, qos=route.qos, retain=route.retain)
+            last_will = self._will if isinstance(self._will, LastWill) else self._will()
+            route = last_will.route
+            will = aiomqtt.Will(route.topic, last_will.payload, qos=route.qos, retain=route.retain)
         made: list[asyncio.Queue[aiomqtt.Message]] = []
 
         class Inbox(asyncio.Queue[aiomqtt.Message]):

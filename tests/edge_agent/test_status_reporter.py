@@ -89,3 +89,15 @@ async def test_a_district_wide_outage_is_a_few_bounded_messages(
             await got.wait_for(lambda: sum(len(m.cameras) for m in received) >= len(extra))
     assert [len(m.cameras) for m in received] == [MAX_CHANGES_PER_MESSAGE] * 2 + [500]
     assert len({s.camera.camera_id for m in received for s in m.cameras}) == 2_500
+
+
+def test_the_will_and_the_online_of_one_connection_carry_its_stamp(
+        agent_config: AgentConfigFactory) -> None:
+    reporter = StatusReporter(agent_config(cameras=1))
+    assert not reporter.agent_status(mqtt_pb2.AGENT_STATE_ONLINE).HasField("connected_at")
+    first = mqtt_pb2.AgentStatus.FromString(reporter.last_will().payload)
+    assert first.state == mqtt_pb2.AGENT_STATE_OFFLINE and first.HasField("connected_at")
+    assert reporter.agent_status(mqtt_pb2.AGENT_STATE_ONLINE).connected_at == first.connected_at
+    second = mqtt_pb2.AgentStatus.FromString(reporter.last_will().payload)  # the next attempt
+    assert second.connected_at.ToMicroseconds() > first.connected_at.ToMicroseconds()
+    assert reporter.agent_status(mqtt_pb2.AGENT_STATE_ONLINE).connected_at == second.connected_at

@@ -91,7 +91,7 @@ EVIDENCE_ERROR_BAD_REQUEST: EvidenceError
 EVIDENCE_ERROR_INTERNAL: EvidenceError
 
 class AgentStatus(_message.Message):
-    __slots__ = ("district_id", "district_name", "agent_id", "state", "software_version", "changed_at", "camera_count", "uplink_streams")
+    __slots__ = ("district_id", "district_name", "agent_id", "state", "software_version", "changed_at", "camera_count", "uplink_streams", "connected_at")
     DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
     DISTRICT_NAME_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class AgentStatus(_message.Message):
     CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
     CAMERA_COUNT_FIELD_NUMBER: _ClassVar[int]
     UPLINK_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
     district_id: str
     district_name: str
     agent_id: str
@@ -108,7 +109,8 @@ class AgentStatus(_message.Message):
     changed_at: _timestamp_pb2.Timestamp
     camera_count: int
     uplink_streams: int
-    def __init__(self, district_id: _Optional[str] = ..., district_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., software_version: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_count: _Optional[int] = ..., uplink_streams: _Optional[int] = ...) -> None: ...
+    connected_at: _timestamp_pb2.Timestamp
+    def __init__(self, district_id: _Optional[str] = ..., district_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., software_version: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_count: _Optional[int] = ..., uplink_streams: _Optional[int] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CameraDescriptor(_message.Message):
     __slots__ = ("camera_id", "district_id", "name", "lat", "lon", "kind")
