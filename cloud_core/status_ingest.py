@@ -10,7 +10,8 @@ Staging keeps the newest payload per topic (statuses are state, and MQTT retains
 per topic too), in arrival order of that newest one, so memory is bounded by the number of topics
 (cameras and districts), not by the number of messages, and the loop never has to wait. A
 district's ``camera_changes`` message is the exception: each names different cameras, so each is
-staged on its own (one entry, however many cameras it carries). Beyond ``max_pending`` staged
+staged on its own (one entry, however many cameras it carries); so is an agent status, which the
+registry orders by the connection it belongs to. Beyond ``max_pending`` staged
 entries a message is dropped: logged at WARNING and counted.
 
 Statuses are state, and a district may send the same camera's state twice by different paths
@@ -170,6 +171,9 @@ class StatusIngest:
         """Record whether the core reaches its broker (on the writer thread, as every write),
         then tell the consoles: every camera shows ``unknown`` while it does not."""
         loop = asyncio.get_running_loop()
+        # This process's knowledge, read by everything that shows a camera (consoles, gRPC):
+        # the registry the loop reads holds it, not only the writer's connection.
+        self._registry.broker_reachable = reachable
         if self._executor is None or self._writer_db is None:
             return
         try:
@@ -194,7 +198,10 @@ class StatusIngest:
         """Stage one status message for the writer (any thread, O(1)); False when dropped."""
         with self._lock:
             key = topic_name
-            if topic.kind == "camera_changes":  # each its own cameras: none replaces another
+            # Each its own slot: a change message names its own cameras, and an agent status
+            # is ordered by its connection in SQL (a late will of an old connection must not
+            # replace the new connection's online before the writer sees both).
+            if topic.kind in ("camera_changes", "agent_status"):
                 key = f"{topic_name}{_NTH}{self._submitted}"
             full = key not in self._pending and len(self._pending) >= self._max_pending
             if full:

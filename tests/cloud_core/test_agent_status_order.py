@@ -148,3 +148,16 @@ def test_an_old_sqlite_registry_gets_the_connection_column(tmp_path: Path) -> No
     district = registry.district("gangnam")
     assert district is not None and district.agent_online
     registry.close()
+
+
+async def test_a_late_will_staged_with_the_new_online_in_one_batch_is_ignored(ingest) -> None:
+    """Both arrive before the writer runs: each keeps its own slot, so the will cannot replace
+    the new connection's online unseen."""
+    handler, registry = ingest
+    first, second = AT, AT + timedelta(seconds=3)
+    await _say(handler, _status(ONLINE, first))
+    topic = topics.agent_status("gangnam")
+    for payload in (_status(ONLINE, second), _status(OFFLINE, first)):
+        handler.submit(topics.parse(topic), topic, payload)
+    await handler.drained()
+    assert _online(registry)
