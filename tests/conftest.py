@@ -85,14 +85,19 @@ def core_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
     return tmp_path / "core.sqlite3"
 
 
-@pytest.fixture
-def core_config(tmp_path: Path, broker_settings: BrokerSettings) -> CoreConfig:
-    """A core on this test's broker (SQLite)."""
-    storage: StorageSettings | None = None
+def make_core_config(tmp_path: Path, broker_settings: BrokerSettings,
+                     storage: StorageSettings | None = None) -> CoreConfig:
+    """A core on this test's broker: SQLite, or all its state on ``storage``."""
     return CoreConfig(database=tmp_path / "core.sqlite3", listen="127.0.0.1:0",
                       broker=broker_settings, answer_timeout_seconds=5.0,
                       facilities_file=write_facilities_csv(tmp_path / "facilities.csv"),
                       storage=storage)
+
+
+@pytest.fixture
+def core_config(tmp_path: Path, broker_settings: BrokerSettings) -> CoreConfig:
+    """A core on this test's broker (SQLite; ``tests/integration`` runs it on both)."""
+    return make_core_config(tmp_path, broker_settings)
 
 
 @pytest.fixture

@@ -94,17 +94,17 @@ async def test_incident_grant_opens_video_and_closing_it_ends_the_session_within
         assert caught.value.code == "PERMISSION_DENIED" and "is closed" in caught.value.message
 
     # Who, what, when, why, outcome: on the record, in order, and the chain holds.
-    actions = [r.entry.action.value for r in audit_log.search(core.config.audit_database, limit=100)][::-1]
+    actions = [r.entry.action.value for r in audit_log.search(core.config.audit_location, limit=100)][::-1]
     for expected in ("incident.report", "access.grant", "session.open", "incident.close",
                      "grant.revoke", "session.close", "access.deny"):
         assert expected in actions
-    grant = audit_log.search(core.config.audit_database, action="access.grant", limit=1)[0].entry
+    grant = audit_log.search(core.config.audit_location, action="access.grant", limit=1)[0].entry
     assert (grant.operator_id, grant.agency, grant.camera_ids, grant.incident_id) == (
         "police-op", "police-112", ("gangnam-001",), incident_id)
     assert grant.legal_basis and grant.purpose and grant.period_end is not None
-    closed = audit_log.search(core.config.audit_database, action="session.close", limit=1)[0].entry
+    closed = audit_log.search(core.config.audit_location, action="session.close", limit=1)[0].entry
     assert closed.details["bytes_sent"] > 0 and closed.details["duration_seconds"] > 0
-    assert audit_log.verify(core.config.audit_database).ok
+    assert audit_log.verify(core.config.audit_location).ok
 
 
 async def test_agency_outside_the_service_or_camera_outside_the_radius_is_refused_with_a_reason(
@@ -202,10 +202,10 @@ async def test_break_glass_is_for_supervisors_only_and_recorded_as_a_pair(
                             token=tokens["police-sup"], breakglass_id=window.breakglass_id)
             await stub.StopBreakGlass(core_pb2.StopBreakGlassRequest(breakglass_id=window.breakglass_id),
                                       metadata=_auth(tokens["police-sup"]))
-    attempts = audit_log.search(core.config.audit_database, action="breakglass.start")
+    attempts = audit_log.search(core.config.audit_location, action="breakglass.start")
     assert [r.entry.outcome.value for r in attempts].count("denied") == 1  # the plain operator
     starts = [r for r in attempts if r.entry.outcome.value == "ok"]
-    stops = audit_log.search(core.config.audit_database, action="breakglass.stop")
+    stops = audit_log.search(core.config.audit_location, action="breakglass.stop")
     assert len(starts) == len(stops) == 2
     assert {r.entry.details["breakglass_id"] for r in starts} == {
         r.entry.details["breakglass_id"] for r in stops}
@@ -300,4 +300,4 @@ async def test_audit_service_is_for_auditors(core: CoreServer, tokens) -> None:
         assert found.records_json and all(json.loads(r)["operator_id"] == "police-op"
                                           for r in found.records_json)
     # The export itself is on the record.
-    assert audit_log.search(core.config.audit_database, action="audit.export")
+    assert audit_log.search(core.config.audit_location, action="audit.export")

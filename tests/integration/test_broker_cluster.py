@@ -26,6 +26,9 @@ from safetynet.nats_broker import NatsCluster
 from simulators.agent_configs import agent_config_text
 from tests.conftest import GANGNAM, MAPO, SMALL_SIM, AgentConfigFactory
 
+#: Brings cores, brokers and (failover) PostgreSQL of its own: not about the core's storage engine.
+pytestmark = pytest.mark.one_backend
+
 PASSWORDS = {"safetynet-core": "core-secret", "agent:gangnam": "gangnam-secret",
              "agent:mapo": "mapo-secret"}
 

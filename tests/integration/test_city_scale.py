@@ -100,6 +100,7 @@ async def test_every_agent_reconnecting_at_once_loses_no_status(city_core, broke
     assert "safetynet_core_statuses_ingested_total" in metrics
 
 
+@pytest.mark.one_backend  # the restarted core must start empty: a file of its own
 async def test_a_restarted_core_has_the_whole_city_from_the_retained_snapshots(
         city_core, core_config: CoreConfig, broker_settings: BrokerSettings) -> None:
     core, _ = city_core

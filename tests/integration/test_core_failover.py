@@ -36,6 +36,9 @@ from safetynet.nats_broker import NatsCluster
 from tests.conftest import GANGNAM, MAPO, AgentConfigFactory
 from viewer.client import CameraViewer, ViewError
 
+#: Brings cores, brokers and (failover) PostgreSQL of its own: not about the core's storage engine.
+pytestmark = pytest.mark.one_backend
+
 PASSWORDS = {"core-a": "a-secret", "core-b": "b-secret", "agent:gangnam": "gangnam-secret",
              "agent:mapo": "mapo-secret"}
 #: How long after the kills a new session must open through the survivors. The issue asks 5 s;
