@@ -122,3 +122,48 @@ async def test_two_replicas_see_one_city_and_either_closes_a_session(
               if r.entry.details.get("session_id") == session_id]
     assert len(closes) == 1 and closes[0].details["bytes_sent"] > 0
     assert verify(pg_dsn).ok
+
+
+@pytest.mark.media
+async def test_a_revoke_on_one_replica_ends_a_session_opened_on_the_other(
+    core_config: CoreConfig, tmp_path: Path, pg_dsn: str, agent_config: AgentConfigFactory,
+) -> None:
+    async with CoreServer(replica(core_config, tmp_path, "a", pg_dsn)) as a, \
+            CoreServer(replica(core_config, tmp_path, "b", pg_dsn)) as b:
+        await asyncio.gather(a.wait_connected(), b.wait_connected())
+        assert a.access is not None
+        _, token = a.access.operators.add("police-op", agency="police-112",
+                                          role="operator", policy=a.access.policy)
+        auth = (("authorization", f"Bearer {token}"),)
+        async with EdgeAgent(agent_config(GANGNAM, cameras=3)) as agent:
+            await asyncio.gather(a.wait_until(_gangnam_online(3), 10),
+                                 b.wait_until(_gangnam_online(3), 10))
+            camera = GANGNAM.cameras[0]
+            async with grpc.aio.insecure_channel(a.address) as channel:
+                report = await core_pb2_grpc.IncidentServiceStub(channel).Report(
+                    core_pb2.ReportIncidentRequest(
+                        incident_type="robbery",
+                        location=core_pb2.GeoPoint(lat=camera.lat, lon=camera.lon)),
+                    metadata=auth)
+            incident_id = report.incident.incident_id
+            viewer = CameraViewer(b.address, camera.camera_id, webrtc=WebRtcSettings.loopback(),
+                                  token=token, incident_id=incident_id)  # opened on B
+            await viewer.open()
+            try:
+                await viewer.wait_frames(3, timeout=10)
+                session_id = viewer.report.session_id
+                assert session_id in agent.sessions
+                revoked_at = asyncio.get_running_loop().time()
+                async with grpc.aio.insecure_channel(a.address) as channel:  # revoked on A
+                    await core_pb2_grpc.IncidentServiceStub(channel).Close(
+                        core_pb2.CloseIncidentRequest(incident_id=incident_id,
+                                                      reason="suspect arrested"),
+                        metadata=auth)
+                async with asyncio.timeout(5):
+                    await viewer.ended.wait()
+                assert asyncio.get_running_loop().time() - revoked_at < 5
+                assert session_id not in agent.sessions
+            finally:
+                await viewer.close()
+            assert (b.registry.session(session_id) or {}).get("close_reason") == "incident closed"
+    assert verify(pg_dsn).ok
