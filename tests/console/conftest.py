@@ -80,8 +80,9 @@ async def browser() -> AsyncIterator[Browser]:
 _PAGE_ERRORS: WeakKeyDictionary[Page, list[str]] = WeakKeyDictionary()
 
 
-async def console_page(browser: Browser, core: CoreServer) -> Page:
-    """A fresh page on the console's sign-in screen (1600x900, a control-room screen).
+async def console_page(browser: Browser, core: CoreServer, query: str = "") -> Page:
+    """A fresh page on the console's sign-in screen (1600x900, a control-room screen);
+    ``query`` is added to its URL (e.g. ``?ice-transport=relay``).
 
     Uncaught script errors are kept: ``page_errors(page)`` must be empty at the end of a test.
     """
@@ -90,7 +91,7 @@ async def console_page(browser: Browser, core: CoreServer) -> Page:
     errors: list[str] = []
     _PAGE_ERRORS[page] = errors
     page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.goto(console_url(core))
+    await page.goto(console_url(core) + query)
     await page.wait_for_selector("#signin-token")
     return page
 

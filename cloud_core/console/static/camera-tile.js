@@ -87,9 +87,14 @@ export class OfferPool {
     return !this.ice || this.ice.usable(offer.generation);
   }
 
+  _current(offer) {
+    return !this.ice || offer.generation === this.ice.generation;
+  }
+
+  /** New credentials: offers made with older ones go, new ones are made. */
   _dropStale() {
-    const stale = this.ready.filter((offer) => !this._usable(offer));
-    this.ready = this.ready.filter((offer) => this._usable(offer));
+    const stale = this.ready.filter((offer) => !this._current(offer));
+    this.ready = this.ready.filter((offer) => this._current(offer));
     for (const offer of stale) offer.pc.close();
     this._fill();
   }
@@ -100,7 +105,7 @@ export class OfferPool {
       completeOffer(this.ice).then((offer) => {
         this.making -= 1;
         if (this.closed) offer.pc.close();
-        else if (!this._usable(offer)) {
+        else if (!this._current(offer)) {   // new credentials came while it gathered
           offer.pc.close();
           this._fill();
         } else this.ready.push(offer);
@@ -114,7 +119,7 @@ export class OfferPool {
   async take() {
     await this.ice?.ready;
     let offer = this.ready.shift();
-    while (offer && !this._usable(offer)) {
+    while (offer && !this._usable(offer)) {   // its credentials are about to expire
       offer.pc.close();
       offer = this.ready.shift();
     }

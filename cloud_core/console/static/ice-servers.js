@@ -10,7 +10,8 @@
 const REFRESH_AT = 0.5;            // refetch at half the credential's lifetime …
 const MIN_REFRESH_MS = 30 * 1000;  // … but not more often than this
 const RETRY_MS = 10 * 1000;        // a failed fetch is retried
-export const EXPIRY_MARGIN_MS = 5 * 60 * 1000;   // an offer with less left than this is dropped
+const EXPIRY_MARGIN_MS = 5 * 60 * 1000;   // an offer with less left than this is not used …
+const EXPIRY_MARGIN_SHARE = 0.25;         // … or than this share of a short lifetime
 
 /** 'relay' when the page asks for relay-only ICE (tests), else 'all'. */
 export function transportPolicy() {
@@ -24,6 +25,7 @@ export class IceServers {
     this.api = api;
     this.servers = [];
     this.expiresAt = null;       // ms since the epoch (browser clock), null: never
+    this.marginMs = 0;
     this.generation = 0;         // bumps with every new set of credentials
     this.policy = transportPolicy();
     this._timer = null;
@@ -46,7 +48,7 @@ export class IceServers {
   /** Whether offers made with ``generation``'s credentials can still be used for a while. */
   usable(generation) {
     if (generation !== this.generation) return false;
-    return this.expiresAt === null || this.expiresAt - Date.now() > EXPIRY_MARGIN_MS;
+    return this.expiresAt === null || this.expiresAt - Date.now() > this.marginMs;
   }
 
   onChange(listener) {
@@ -76,6 +78,7 @@ export class IceServers {
     const ttlMs = (answer.ttl_seconds ?? 0) * 1000;
     this.servers = servers;
     this.expiresAt = servers.length && ttlMs ? Date.now() + ttlMs : null;
+    this.marginMs = Math.min(EXPIRY_MARGIN_MS, ttlMs * EXPIRY_MARGIN_SHARE);
     this.generation += 1;
     console.info(`ice servers: ${servers.length} TURN server(s)${this.policy === 'relay' ? ', relay only' : ''}`);
     for (const listener of this._listeners) listener(this.generation);
