@@ -7,6 +7,8 @@
 // ``?ice-transport=relay`` on the page (or window.safetynet.iceTransportPolicy = 'relay' before
 // sign-in) makes every peer connection relay only: for tests of the relay path; off by default.
 
+import { ApiError } from './api.js';
+
 const REFRESH_AT = 0.5;            // refetch at half the credential's lifetime …
 const MIN_REFRESH_MS = 30 * 1000;  // … but not more often than this
 const RETRY_MS = 10 * 1000;        // a failed fetch is retried
@@ -68,6 +70,7 @@ export class IceServers {
       answer = await this.api.get('/api/ice-servers');
     } catch (err) {
       if (this._closed) return;
+      if (err instanceof ApiError && err.status === 403) return;   // this role views no video
       console.warn('ice servers: cannot fetch TURN credentials', err.message);
       this._schedule(RETRY_MS);
       return;
