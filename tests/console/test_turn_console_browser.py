@@ -57,46 +57,49 @@ async def test_a_relay_only_console_gets_its_first_frame_through_coturn(
             incident_id = report.incident.incident.incident_id
 
             page = await console_page(browser, core, "?ice-transport=relay")
-            await sign_in(page, token)
-            await page.wait_for_function("() => window.safetynet.app.ice?.generation > 0")
-            async with page.expect_response(lambda r: "/whep/cameras/" in r.url) as whep:
-                await page.evaluate("(id) => window.safetynet.app.navigate(`#/incident/${id}`)",
-                                    incident_id)
-            response = await whep.value
-            assert response.status == 201
-            links = await response.header_value("link") or ""
-            session_id = (await response.header_value("location") or "").rsplit("/", 1)[-1]
-            assert 'rel="ice-server"' in links and f':{session_id}"' in links, links
-            assert f"<{coturn.urls[0]}>" in links
+            try:
+                await sign_in(page, token)
+                await page.wait_for_function("() => window.safetynet.app.ice?.generation > 0")
+                async with page.expect_response(lambda r: "/whep/cameras/" in r.url) as whep:
+                    await page.evaluate("(id) => window.safetynet.app.navigate(`#/incident/${id}`)",
+                                        incident_id)
+                response = await whep.value
+                assert response.status == 201
+                links = await response.header_value("link") or ""
+                session_id = (await response.header_value("location") or "").rsplit("/", 1)[-1]
+                assert 'rel="ice-server"' in links and f':{session_id}"' in links, links
+                assert f"<{coturn.urls[0]}>" in links
 
-            await page.wait_for_function(
-                "() => window.safetynet.tiles().length > 0 && window.safetynet.tiles()[0].state"
-                " === 'live' && window.safetynet.tiles()[0].frames_decoded > 0", timeout=20_000)
-            path = await page.evaluate(SELECTED_PAIR)
-            assert path is not None
-            assert path["policy"] == "relay"
-            assert " typ relay" in path["offer"] and " typ host" not in path["offer"]
-            assert " typ relay" in path["answer"]  # the agent relays too, with the offer's TURN
-            assert path["local"] == "relay", path
+                await page.wait_for_function(
+                    "() => window.safetynet.tiles().length > 0 && window.safetynet.tiles()[0].state"
+                    " === 'live' && window.safetynet.tiles()[0].frames_decoded > 0", timeout=20_000)
+                path = await page.evaluate(SELECTED_PAIR)
+                assert path is not None
+                assert path["policy"] == "relay"
+                assert " typ relay" in path["offer"] and " typ host" not in path["offer"]
+                assert " typ relay" in path["answer"]  # the agent relays too, with the offer's TURN
+                assert path["local"] == "relay", path
 
-            # New credentials (the console refetches at half their lifetime): the offers pooled
-            # with the old ones are closed and replaced by offers made with the new ones.
-            old = await page.evaluate("""async () => {
-              const app = window.safetynet.app;
-              await new Promise((resolve) => {
-                const check = () => (app.pool.ready.length === app.pool.size ? resolve() : setTimeout(check, 50));
-                check();
-              });
-              window.oldOffers = app.pool.ready.map((offer) => offer.pc);
-              const username = app.ice.servers[0].username;
-              await app.ice._fetch();
-              return username;
-            }""")
-            await page.wait_for_function("""() => {
-              const { pool, ice } = window.safetynet.app;
-              return pool.ready.length === pool.size
-                && pool.ready.every((offer) => offer.generation === ice.generation)
-                && window.oldOffers.every((pc) => pc.signalingState === 'closed');
-            }""", timeout=10_000)
-            assert await page.evaluate("() => window.safetynet.app.ice.servers[0].username") != old
-            assert page_errors(page) == []
+                # New credentials (the console refetches at half their lifetime): the offers pooled
+                # with the old ones are closed and replaced by offers made with the new ones.
+                await page.wait_for_function(
+                    "() => window.safetynet.app.pool.ready.length === window.safetynet.app.pool.size",
+                    timeout=10_000)
+                old = await page.evaluate("""async () => {
+                  const app = window.safetynet.app;
+                  window.oldOffers = app.pool.ready.map((offer) => offer.pc);
+                  const username = app.ice.servers[0].username;
+                  await app.ice._fetch();
+                  return username;
+                }""")
+                await page.wait_for_function("""() => {
+                  const { pool, ice } = window.safetynet.app;
+                  return pool.ready.length === pool.size
+                    && pool.ready.every((offer) => offer.generation === ice.generation)
+                    && window.oldOffers.every((pc) => pc.signalingState === 'closed');
+                }""", timeout=10_000)
+                assert await page.evaluate("() => window.safetynet.app.ice.servers[0].username") != old
+                assert page_errors(page) == []
+            finally:
+                # Before the core stops: a page left open keeps its event stream on the console.
+                await page.context.close()
