@@ -14,6 +14,7 @@
     POST /api/incidents/{id}/handoff  {reason, incident_type?}: the linked incident (SOS → 112)
     POST /api/incidents/{id}/extend   {minutes, reason}: past the time box (disaster response)
     GET  /api/incidents/{id}/cameras?offset=&limit=   every camera it reaches, a page at a time
+    GET  /api/ice-servers             TURN credentials for the console's offers (ice_servers.py)
     GET  /api/sessions/{id}           a session's state: active, why it ended, grant expiry
     POST /api/sessions/{id}/first-frame  {client}: the client decoded its first frame
     GET  /api/golden-time?since=&until=&format=json|csv   report → grant → first frame, p50/p95

@@ -16,9 +16,11 @@ from cloud_core.console.event_stream import EventStream
 from cloud_core.console.evidence_api import EvidenceApi
 from cloud_core.console.feeds import FeedEndpoints
 from cloud_core.console.http_errors import Handler, translate_errors
+from cloud_core.console.ice_servers import IceServersEndpoint
 from cloud_core.console.whep import WhepEndpoint
 from cloud_core.evidence import EvidenceCustody
 from cloud_core.metrics import CONTENT_TYPE, CoreMetrics
+from runtime.turn_credentials import TurnSettings
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; a report is a few hundred bytes
@@ -71,18 +73,21 @@ def metrics_route(metrics: CoreMetrics) -> web.RouteDef:
 
 def console_app(access: AccessService, *, outlines: tuple[DistrictOutline, ...] = (),
                 feed: CameraFeed | None = None, metrics: CoreMetrics | None = None,
-                evidence: EvidenceCustody | None = None) -> web.Application:
+                evidence: EvidenceCustody | None = None,
+                turn: TurnSettings | None = None) -> web.Application:
     """The console and WHEP over ``access``; ``outlines`` are drawn on the map.
 
     ``feed`` pushes camera changes to consoles (the core's, fed by its status ingest; without
     one, a feed over the registry that only serves snapshots); ``metrics`` adds ``/metrics``;
-    ``evidence`` (the core's clip custody) adds the tiles' "preserve" button's API.
+    ``evidence`` (the core's clip custody) adds the tiles' "preserve" button's API; ``turn``
+    (the core's ``[turn]``) lets ``/api/ice-servers`` mint relay credentials for the console.
     """
     app = web.Application(middlewares=[security_headers, translate_errors],
                           client_max_size=MAX_BODY_BYTES)
     app.add_routes(ConsoleApi(access, outlines, feed=feed, metrics=metrics).routes())
     if metrics is not None:
         app.add_routes([metrics_route(metrics)])
+    app.add_routes(IceServersEndpoint(access, turn).routes())
     app.add_routes(WhepEndpoint(access).routes())
     app.add_routes(FeedEndpoints(access).routes())
     app.add_routes(EventStream(access).routes())

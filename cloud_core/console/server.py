@@ -72,7 +72,8 @@ class ConsoleServer:
             log.warning("console listening WITHOUT TLS on a non-loopback address: set "
                         "tls_cert_file and tls_key_file", listen=self._config.http_listen)
         runner = web.AppRunner(console_app(self._access, outlines=outlines, feed=self._feed,
-                                           metrics=self._metrics, evidence=self._evidence),
+                                           metrics=self._metrics, evidence=self._evidence,
+                                           turn=self._config.turn),
                                access_log=None,
                                shutdown_timeout=1.0)
         await runner.setup()

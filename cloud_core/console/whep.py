@@ -10,7 +10,10 @@
     OPTIONS on any of them               → 204 (CORS preflight for players on other origins)
 
 The 201 names the first-frame resource in a ``Link`` header (rel ``urn:safetynet:first-frame``),
-so a player that follows links needs nothing but the session's Location.
+so a player that follows links needs nothing but the session's Location; with ``[turn]`` it also
+names the session's TURN servers, one ``Link: <turn:…>; rel="ice-server"; username=…;
+credential=…`` per URL (the draft's ICE server configuration), for the player's reconnect.
+The console has its own before it offers (``GET /api/ice-servers``).
 
 Decided by AccessService.open_session, exactly like gRPC's OpenSession: same policy, same audit,
 same signed grant relayed to the agent; media then flows player ↔ agent directly. The agent
@@ -24,10 +27,12 @@ import json
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from cloud_core.access import AccessService
 from cloud_core.console.bearer import authenticate
 from cloud_core.console.http_errors import error_response
+from cloud_core.console.ice_servers import link_headers
 from cloud_core.exceptions import InvalidRequest
 
 SDP = "application/sdp"
@@ -63,9 +68,11 @@ class WhepEndpoint:
             incident_id=request.query.get("incident", ""),
             breakglass_id=request.query.get("breakglass", ""))
         location = f"/whep/sessions/{opened.session_id}"
-        return web.Response(status=201, text=opened.sdp_answer, content_type=SDP, headers={
-            "Location": location,
-            "Link": f'<{location}/first-frame>; rel="{FIRST_FRAME_REL}"'})
+        headers = [("Location", location),
+                   ("Link", f'<{location}/first-frame>; rel="{FIRST_FRAME_REL}"'),
+                   *link_headers(opened.ice_servers)]
+        return web.Response(status=201, text=opened.sdp_answer, content_type=SDP,
+                            headers=CIMultiDict(headers))
 
     async def close(self, request: web.Request) -> web.Response:
         caller = authenticate(self._access, request)

@@ -49,40 +49,66 @@ function gathered(pc) {
   });
 }
 
-/** A receive-only peer connection with a complete offer (the agent does not trickle ICE). */
-async function completeOffer() {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+/**
+ * A receive-only peer connection with a complete offer (the agent does not trickle ICE), made
+ * with ``ice``'s TURN servers (IceServers) when there are some; ``generation`` says with which.
+ */
+async function completeOffer(ice) {
+  const generation = ice?.generation ?? 0;
+  const pc = new RTCPeerConnection(ice?.configuration() ?? { iceServers: [] });
   const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
   h264Only(transceiver);
   await pc.setLocalDescription();
   await gathered(pc);
-  return { pc, transceiver };
+  return { pc, transceiver, generation };
 }
 
 /**
  * Offers made ahead of time. Gathering ICE candidates takes Chromium ~150 ms; an operator
  * waiting for an incident's first picture should not wait for it, so a few complete offers are
- * kept ready and refilled in the background.
+ * kept ready and refilled in the background. An offer's relay candidates live as long as the
+ * TURN credentials it was made with: when ``ice`` gets new ones, older offers are dropped.
  */
 export class OfferPool {
-  constructor(size = 4) {
+  constructor(size = 4, ice = null) {
     this.size = size;
+    this.ice = ice;
     this.ready = [];
     this.making = 0;
     this.closed = false;
+    ice?.onChange(() => this._dropStale());
   }
 
   start() {
     this._fill();
   }
 
+  _usable(offer) {
+    return !this.ice || this.ice.usable(offer.generation);
+  }
+
+  _current(offer) {
+    return !this.ice || offer.generation === this.ice.generation;
+  }
+
+  /** New credentials: offers made with older ones go, new ones are made. */
+  _dropStale() {
+    const stale = this.ready.filter((offer) => !this._current(offer));
+    this.ready = this.ready.filter((offer) => this._current(offer));
+    for (const offer of stale) offer.pc.close();
+    this._fill();
+  }
+
   _fill() {
     while (!this.closed && this.ready.length + this.making < this.size) {
       this.making += 1;
-      completeOffer().then((offer) => {
+      completeOffer(this.ice).then((offer) => {
         this.making -= 1;
         if (this.closed) offer.pc.close();
-        else this.ready.push(offer);
+        else if (!this._current(offer)) {   // new credentials came while it gathered
+          offer.pc.close();
+          this._fill();
+        } else this.ready.push(offer);
       }, (err) => {
         this.making -= 1;
         console.warn('offer pool: cannot make an offer', err);
@@ -91,9 +117,14 @@ export class OfferPool {
   }
 
   async take() {
-    const offer = this.ready.shift();
+    await this.ice?.ready;
+    let offer = this.ready.shift();
+    while (offer && !this._usable(offer)) {   // its credentials are about to expire
+      offer.pc.close();
+      offer = this.ready.shift();
+    }
     this._fill();
-    return offer ?? completeOffer();
+    return offer ?? completeOffer(this.ice);
   }
 
   close() {

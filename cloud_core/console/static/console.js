@@ -8,6 +8,7 @@ import { Api, SignedOut } from './api.js';
 import { AuditPage } from './audit-page.js';
 import { CameraStore } from './camera-store.js';
 import { OfferPool } from './camera-tile.js';
+import { IceServers } from './ice-servers.js';
 import { h } from './dom.js';
 import { agencyLabel, kstTime } from './format.js';
 import { IncidentView } from './incident-view.js';
@@ -24,6 +25,7 @@ class Console {
     this.api = null;
     this.me = null;
     this.pool = null;
+    this.ice = null;
     this.view = null;
     this.route = '';
     this.overview = null;
@@ -96,8 +98,11 @@ class Console {
     this.cameras = cameras;
     this.cameras.on('cameras', ({ cameras }) => this.view?.onCameras?.(cameras));
     if (me.views_video) {
-      this.pool = new OfferPool(4);
-      this.pool.start();
+      // TURN credentials first (behind NAT the offers need relay candidates), then the pool.
+      this.ice = new IceServers(api);
+      this.pool = new OfferPool(4, this.ice);
+      const { pool } = this;
+      this.ice.start().then(() => pool.start());
     }
     this.$('operator').replaceChildren(h('b', {}, me.name),
       h('span', { title: me.agency_title }, agencyLabel(me.agency)), h('span', { class: 'role' }, me.role));
@@ -134,6 +139,8 @@ class Console {
     this.route = '';
     this.pool?.close();
     this.pool = null;
+    this.ice?.close();
+    this.ice = null;
     this.cameras?.close();
     this.cameras = null;
     this.me = null;
@@ -238,5 +245,7 @@ window.safetynet = {
   cameras: () => ({ ready: app.cameras?.ready ?? null, counts: app.cameras?.counts ?? null }),
   clusters: () => app.view?.map?.clusters ?? [],
   clusterFrames: () => app.view?.map?.framesDrawn ?? 0,
+  // Set to 'relay' before sign-in (or open the page with ?ice-transport=relay): relay-only ICE.
+  iceTransportPolicy: null,
 };
 app.boot();

@@ -4,6 +4,7 @@
 
 import { Api, SignedOut } from './api.js';
 import { CameraTile, OfferPool } from './camera-tile.js';
+import { IceServers } from './ice-servers.js';
 import { h } from './dom.js';
 import { EventStream } from './event-stream.js';
 import { kstTime, typeLabel } from './format.js';
@@ -40,6 +41,7 @@ class OfficerPage {
     this.cards = new Map();   // incident id → { el, incident, pushes, shown: Map(push id → el), tiles }
     this.received = [];       // { push_id, kind, at_ms } as pushes arrived (for tests)
     this.pool = null;
+    this.ice = null;
   }
 
   boot() {
@@ -62,8 +64,10 @@ class OfficerPage {
       $('officer-name').textContent = `${me.name} · ${me.role}`;
       $('officer-signin').hidden = true;
       $('officer').hidden = false;
-      this.pool = new OfferPool(1);
-      this.pool.start();
+      this.ice = new IceServers(api);
+      this.pool = new OfferPool(1, this.ice);
+      const { pool } = this;
+      this.ice.start().then(() => pool.start());
       this.events = new EventStream(token, (event) => this.onEvent(event));
       this.events.start();
       const mine = await api.get('/api/dispatch/mine');
@@ -75,6 +79,8 @@ class OfficerPage {
 
   signOut(notice) {
     this.events?.close();
+    this.ice?.close();
+    this.ice = null;
     for (const id of [...this.cards.keys()]) this.drop(id);
     sessionStorage.removeItem(TOKEN_KEY);
     $('officer').hidden = true;
