@@ -353,6 +353,8 @@ class MqttLink:
                 if not reader.done():
                     reader.cancel()
                     await asyncio.wait([reader])
+                elif not reader.cancelled():
+                    reader.exception()  # seen: it is why this session ends, logged by _run
         return self._closing
 
     async def _greet(self, on_connect: ConnectHandler, reader: asyncio.Task[None]) -> None:
@@ -364,8 +366,13 @@ class MqttLink:
                 await on_connect()
                 return
             except LinkDown as exc:
+                if reader.done():
+                    await reader  # the reader's own MqttError: the connection is gone
                 if reader.done() or not self.connected.is_set():
-                    raise
+                    # The connection dropped under on_connect: this is a lost link, to be
+                    # reconnected like any other, never the end of the link.
+                    raise aiomqtt.MqttError(f"connection lost during on_connect: {exc.why}") \
+                        from exc
                 self._log.warning("on_connect publish failed, trying again", why=exc.why,
                                   retry_in=round(delay, 2))
             await asyncio.sleep(delay)
