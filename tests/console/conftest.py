@@ -9,28 +9,23 @@ nothing but loopback has no default route, so its offers would carry no candidat
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
-import aioice.stun
-import aioice.turn
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
-from provisioning.turn_server import TurnServerOptions, write_turn_files
-from runtime.turn_credentials import TurnSettings, rest_credential
-from safetynet.broker import free_port
+from runtime.turn_credentials import TurnSettings
 from simulators.district_outlines import write_outlines_geojson
 from tests.conftest import GANGNAM, MAPO, AgentConfigFactory
+from tests.turn_server import running_coturn
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -115,54 +110,14 @@ def page_errors(page: Page) -> list[str]:
 TURN_SECRET = "a-console-test-secret-of-enough-length"
 
 
-class _Nothing(asyncio.DatagramProtocol):
-    pass
-
-
-async def turn_allocate(port: int, username: str, password: str) -> tuple[str, int]:
-    """Allocate a relay on the coturn at ``port`` with a REST credential; its relayed address."""
-    transport, _ = await aioice.turn.create_turn_endpoint(
-        _Nothing, ("127.0.0.1", port), username, password)
-    try:
-        return transport.get_extra_info("sockname")
-    finally:
-        transport.close()
-
-
 @pytest.fixture
 async def coturn(tmp_path: Path) -> AsyncIterator[TurnSettings]:
     """A real coturn on loopback (REST auth with TURN_SECRET), relaying to loopback peers; the
     core's ``[turn]`` for it."""
     if shutil.which("turnserver") is None:
         pytest.skip("coturn is not installed (apt-get install coturn)")
-    port = free_port()
-    relay_from = 40000 + port % 20000
-    options = TurnServerOptions(realm="turn.test", listening_ip="127.0.0.1", port=port,
-                                relay_ip="127.0.0.1", min_port=relay_from,
-                                max_port=min(relay_from + 200, 65535), deny_private=False,
-                                allow_loopback_peers=True)
     turn_dir = tmp_path / "coturn"
     turn_dir.mkdir()
-    config, _ = write_turn_files(turn_dir, options, secret=TURN_SECRET)
-    process = await asyncio.create_subprocess_exec(
-        "turnserver", "-c", str(config), "--no-stdout-log", "--log-file", str(turn_dir / "turn.log"),
-        "--pidfile", str(turn_dir / "turn.pid"), "--userdb", str(turn_dir / "turn.db"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
-    try:
-        username, password = rest_credential(TURN_SECRET, "probe", int(time.time()) + 60)
-        deadline = time.monotonic() + 10
-        while True:  # coturn says nothing when it is ready: allocate until it answers
-            try:
-                async with asyncio.timeout(1):
-                    await turn_allocate(port, username, password)
-                break
-            except (TimeoutError, ConnectionError, aioice.stun.TransactionFailed):
-                if time.monotonic() > deadline or process.returncode is not None:
-                    raise
-                await asyncio.sleep(0.1)
+    async with running_coturn(turn_dir, TURN_SECRET) as port:
         yield TurnSettings(urls=(f"turn:127.0.0.1:{port}?transport=udp",), secret=TURN_SECRET,
                            ttl_seconds=600)
-    finally:
-        process.terminate()
-        await process.wait()

@@ -26,7 +26,8 @@ from cloud_core.server import CoreServer
 from runtime.turn_credentials import TurnSettings
 from runtime.webrtc import IceServer
 from tests.conftest import TEST_OPERATORS
-from tests.console.conftest import TURN_SECRET, console_url, turn_allocate
+from tests.console.conftest import TURN_SECRET, console_url
+from tests.turn_server import turn_allocate
 
 TURN = TurnSettings(urls=("turn:turn.test:3478?transport=udp", "turns:turn.test:5349"),
                     secret=TURN_SECRET, ttl_seconds=900)

@@ -15,59 +15,19 @@ import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from provisioning.turn_server import TurnServerOptions, write_turn_files
 from runtime.turn_credentials import TurnSettings, mint, rest_credential
 from runtime.webrtc import apply_advertised_addresses
-from safetynet.broker import free_port
+from tests.turn_server import running_coturn, turn_allocate
 
 pytestmark = pytest.mark.skipif(shutil.which("turnserver") is None,
                                 reason="coturn is not installed (apt-get install coturn)")
 SECRET = "a-test-secret-of-enough-length"
 
 
-class _Nothing(asyncio.DatagramProtocol):
-    pass
-
-
-async def _allocate(port: int, username: str, password: str) -> tuple[str, int]:
-    transport, _ = await aioice.turn.create_turn_endpoint(
-        _Nothing, ("127.0.0.1", port), username, password)
-    try:
-        return transport.get_extra_info("sockname")
-    finally:
-        transport.close()
-
-
 @pytest.fixture
 async def coturn(tmp_path: Path) -> AsyncIterator[int]:
-    port = free_port()
-    relay_from = 40000 + port % 20000
-    options = TurnServerOptions(realm="turn.test", listening_ip="127.0.0.1", port=port,
-                                relay_ip="127.0.0.1", min_port=relay_from,
-                                max_port=min(relay_from + 200, 65535), deny_private=False,
-                                allow_loopback_peers=True)
-    config, _ = write_turn_files(tmp_path, options, secret=SECRET)
-    process = await asyncio.create_subprocess_exec(
-        "turnserver", "-c", str(config), "--no-stdout-log", "--log-file", str(tmp_path / "turn.log"),
-        "--pidfile", str(tmp_path / "turn.pid"), "--userdb", str(tmp_path / "turn.db"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
-    try:
-        username, password = rest_credential(SECRET, "probe", int(time.time()) + 60)
-        deadline = time.monotonic() + 10
-        while True:  # coturn says nothing when it is ready: allocate until it answers
-            try:
-                async with asyncio.timeout(1):
-                    await _allocate(port, username, password)
-                break
-            except (TimeoutError, ConnectionError, aioice.stun.TransactionFailed):
-                if time.monotonic() > deadline or process.returncode is not None:
-                    raise
-                await asyncio.sleep(0.1)
+    async with running_coturn(tmp_path, SECRET) as port:
         yield port
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 async def test_minted_credential_allocates_and_bad_ones_are_refused(coturn: int) -> None:
@@ -75,13 +35,13 @@ async def test_minted_credential_allocates_and_bad_ones_are_refused(coturn: int)
     server = mint(settings, "ses-abc")
     assert server.username is not None and server.credential is not None
     assert server.username.endswith(":ses-abc")
-    host, _ = await _allocate(coturn, server.username, server.credential)
+    host, _ = await turn_allocate(coturn, server.username, server.credential)
     assert host == "127.0.0.1"
     expired = rest_credential(SECRET, "ses-abc", int(time.time()) - 10)
     forged = rest_credential("not-the-city-secret-at-all", "ses-abc", int(time.time()) + 600)
     for username, password in (expired, forged, (server.username, server.credential[:-4] + "AAA=")):
         with pytest.raises(aioice.stun.TransactionFailed) as refused:
-            await _allocate(coturn, username, password)
+            await turn_allocate(coturn, username, password)
         assert "401" in str(refused.value) or "Unauthorized" in str(refused.value)
 
 
