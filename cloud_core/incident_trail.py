@@ -8,6 +8,7 @@ in the future, not older than the latest, and no faster than any vehicle on a ci
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -152,8 +153,7 @@ class TrailStore:
         rows = self._db.execute(
             "SELECT lat, lon, at, source FROM incident_positions WHERE incident_id=? "
             "ORDER BY seq DESC LIMIT ?", [incident_id, limit]).fetchall()
-        return tuple(TrailPoint(float(r[0]), float(r[1]), datetime.fromisoformat(str(r[2])),
-                                str(r[3])) for r in reversed(rows))
+        return trail_points(reversed(rows))
 
     def add_link(self, incident_id: str, other_id: str, kind: str, reason: str, at: datetime,
                  linked_by: str) -> bool:
@@ -194,3 +194,20 @@ class TrailStore:
         row = self._db.execute("SELECT incident_id FROM incident_refs WHERE agency=? AND "
                                "external_ref=?", [agency, external_ref]).fetchone()
         return str(row[0]) if row else None
+
+
+LATEST_POSITIONS_JOIN: Final = (
+    # The trail's latest TRAIL_KEPT points beside the incident's row, in one statement: seq
+    # counts each incident's positions from 1 with no gaps (add_position), so the latest are
+    # those past the highest seq less the count kept.
+    "LEFT JOIN incident_positions p ON p.incident_id = i.incident_id AND p.seq > "
+    "(SELECT COALESCE(MAX(seq), 0) FROM incident_positions WHERE incident_id = i.incident_id) "
+    f"- {TRAIL_KEPT}")
+"""SQL joining ``incidents i`` to its latest positions ``p`` (p.lat, p.lon, p.at, p.source;
+all NULL for an incident with none); ORDER BY p.seq for the oldest first."""
+
+
+def trail_points(rows: Iterable[Sequence[object]]) -> tuple[TrailPoint, ...]:
+    """Positions from rows of (lat, lon, at, source), in the rows' order."""
+    return tuple(TrailPoint(float(r[0]), float(r[1]), datetime.fromisoformat(str(r[2])),  # type: ignore[arg-type]
+                            str(r[3])) for r in rows)

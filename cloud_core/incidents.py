@@ -16,7 +16,7 @@ from pathlib import Path
 from cloud_core.dispatch import DispatchStore
 from cloud_core.exceptions import ConfigError, RegistryError
 from cloud_core.geo_area import GeoArea
-from cloud_core.incident_trail import TrailStore
+from cloud_core.incident_trail import LATEST_POSITIONS_JOIN, TrailStore, trail_points
 from cloud_core.policy import BreakGlass, Incident, TrailPoint, distance_m
 from cloud_core.storage.database import Database, DatabaseError
 from cloud_core.timestamps import iso
@@ -140,12 +140,16 @@ class IncidentStore:
         return cursor.rowcount > 0
 
     def get(self, incident_id: str) -> StoredIncident | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM incidents WHERE incident_id=?",
-                               [incident_id]).fetchone()
-        if not row:
+        # The row and its trail in one statement (one round trip, one snapshot).
+        rows = self._db.execute(
+            f"SELECT {_QUALIFIED_COLUMNS}, p.lat, p.lon, p.at, p.source FROM incidents i "
+            f"{LATEST_POSITIONS_JOIN} WHERE i.incident_id=? ORDER BY p.seq",
+            [incident_id]).fetchall()
+        if not rows:
             return None
-        stored = _incident(row)
-        trail = self.trail.positions(incident_id)
+        stored = _incident(rows[0])
+        width = len(_QUALIFIED_COLUMNS.split(","))
+        trail = trail_points(row[width:] for row in rows if row[width] is not None)
         return StoredIncident(replace(stored.incident, trail=trail, area=self._area(incident_id)),
                               stored.reported_by, stored.close_reason)
 
@@ -250,6 +254,8 @@ class IncidentStore:
 
 _COLUMNS = ("incident_id, incident_type, service, lat, lon, radius_m, agencies, opened_at, expires_at, "
             "closed_at, legal_basis, purpose, occurred_at, external_ref, reported_by, close_reason")
+
+_QUALIFIED_COLUMNS = ", ".join(f"i.{column.strip()}" for column in _COLUMNS.split(","))
 
 
 def _incident(row: tuple[object, ...]) -> StoredIncident:

@@ -468,42 +468,55 @@ class Registry:
                        agency: str = "", incident_id: str = "", breakglass_id: str = "",
                        basis: str = "", relay_id: str = "") -> None:
         """A session the agent (or, with ``relay_id``, a cloud relay) answered."""
-        with self._transaction():
-            self.db.execute(
-                "INSERT INTO sessions (session_id, camera_id, district_id, opened_at, expires_at, "
-                "operator_id, agency, incident_id, breakglass_id, basis, relay_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [session_id, camera_id, district_id, iso(opened_at), iso(expires_at),
-                 operator_id, agency, incident_id, breakglass_id, basis, relay_id],
-            )
+        self._write(
+            "INSERT INTO sessions (session_id, camera_id, district_id, opened_at, expires_at, "
+            "operator_id, agency, incident_id, breakglass_id, basis, relay_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [session_id, camera_id, district_id, iso(opened_at), iso(expires_at),
+             operator_id, agency, incident_id, breakglass_id, basis, relay_id],
+        )
 
     def end_session(self, session_id: str, closed_at: datetime, reason: str,
                     bytes_sent: int | None = None, duration_seconds: float | None = None) -> bool:
         """Mark a session closed (first reason wins); later reports may still add the figures."""
+        close = ("UPDATE sessions SET closed_at = ?, close_reason = ? "
+                 "WHERE session_id = ? AND closed_at IS NULL")
+        if bytes_sent is None and duration_seconds is None:
+            # One statement is its own transaction: on PostgreSQL no BEGIN and COMMIT round trips.
+            return self._write(close, [iso(closed_at), reason, session_id]).rowcount > 0
         with self._transaction():
-            result = self.db.execute(
-                "UPDATE sessions SET closed_at = ?, close_reason = ? "
-                "WHERE session_id = ? AND closed_at IS NULL",
-                [iso(closed_at), reason, session_id],
+            result = self.db.execute(close, [iso(closed_at), reason, session_id])
+            self.db.execute(
+                "UPDATE sessions SET bytes_sent = COALESCE(?, bytes_sent), "
+                "duration_seconds = COALESCE(?, duration_seconds) WHERE session_id = ?",
+                [bytes_sent, duration_seconds, session_id],
             )
-            if bytes_sent is not None or duration_seconds is not None:
-                self.db.execute(
-                    "UPDATE sessions SET bytes_sent = COALESCE(?, bytes_sent), "
-                    "duration_seconds = COALESCE(?, duration_seconds) WHERE session_id = ?",
-                    [bytes_sent, duration_seconds, session_id],
-                )
             return result.rowcount > 0
+
+    def close_session(self, session_id: str, closed_at: datetime, reason: str, *,
+                      operator_id: str | None = None,
+                      agency: str | None = None) -> dict[str, object] | None:
+        """Mark an open session closed and return its row, in one statement; None when there is
+        no such open session. With ``operator_id``, only one that operator opened, or (with
+        ``agency``, a supervisor's) one of that agency's: anyone else's is none."""
+        sql = ("UPDATE sessions SET closed_at = ?, close_reason = ? "
+               "WHERE session_id = ? AND closed_at IS NULL")
+        params: list[object] = [iso(closed_at), reason, session_id]
+        if operator_id is not None:
+            # agency None: "agency = NULL", true of no row.
+            sql += " AND (operator_id = ? OR agency = ?)"
+            params += [operator_id, agency]
+        row = self._write(f"{sql} RETURNING {_SESSION_COLUMNS}", params).fetchone()
+        return dict(zip(_SESSION_KEYS, row, strict=True)) if row else None
 
     def take_end_report(self, session_id: str, reported_at: datetime, bytes_sent: int,
                         duration_seconds: float) -> bool:
         """Record the agent's account of a session's end, once: True for the first taker (of
         every replica that received it, and of an MQTT redelivery), False after."""
-        with self._transaction():
-            result = self.db.execute(
-                "UPDATE sessions SET reported_at = ?, bytes_sent = ?, duration_seconds = ? "
-                "WHERE session_id = ? AND reported_at IS NULL",
-                [iso(reported_at), bytes_sent, duration_seconds, session_id])
-            return result.rowcount > 0
+        return self._write(
+            "UPDATE sessions SET reported_at = ?, bytes_sent = ?, duration_seconds = ? "
+            "WHERE session_id = ? AND reported_at IS NULL",
+            [iso(reported_at), bytes_sent, duration_seconds, session_id]).rowcount > 0
 
     def end_district_sessions(self, district_id: str, closed_at: datetime,
                               reason: str) -> list[dict[str, object]]:
@@ -671,6 +684,13 @@ class Registry:
             return self.db.execute(sql, params)
         except DatabaseError as exc:
             raise RegistryError(f"registry read failed: {exc}") from exc
+
+    def _write(self, sql: str, params: Sequence[object] = ()) -> Result:
+        """One statement that writes, its own transaction; RegistryError when it fails."""
+        try:
+            return self.db.execute(sql, params)
+        except DatabaseError as exc:
+            raise RegistryError(f"registry write failed: {exc}") from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Database]:

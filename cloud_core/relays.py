@@ -75,7 +75,8 @@ Route = Callable[[ViewerOffer, SessionBroker], Awaitable[OpenedSession]]
 async def direct_route(view: ViewerOffer, sessions: SessionBroker) -> OpenedSession:
     """The view goes to the camera's agent (the only route when the core runs no relays)."""
     return await sessions.open(view.camera.camera_id, view.sdp_offer, expires_at=view.expires_at,
-                               grant=view.grant, session_id=view.session_id, record=view.record)
+                               grant=view.grant, session_id=view.session_id, record=view.record,
+                               camera=view.camera)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ class RelayDesk:
     async def _via(self, relayed: ActiveRelay, view: ViewerOffer) -> OpenedSession:
         return await self._sessions.open(
             view.camera.camera_id, view.sdp_offer, expires_at=view.expires_at, grant=view.grant,
-            session_id=view.session_id, record=view.record, relay_id=relayed.relay_id)
+            session_id=view.session_id, record=view.record, relay_id=relayed.relay_id,
+            camera=view.camera)
 
     async def _relay_for(self, view: ViewerOffer) -> ActiveRelay | None:
         """The camera's relay for this incident, started now if need be; None if there is none."""

@@ -323,11 +323,10 @@ class SessionServicer(_Authenticated, core_pb2_grpc.SessionServiceServicer):  # 
             opened = await self._access.open_session(
                 caller, request.camera_id, request.sdp_offer, incident_id=request.incident_id,
                 breakglass_id=request.breakglass_id)
-        record = self._access.registry.session(opened.session_id) or {}
         return core_pb2.OpenSessionResponse(
             session_id=opened.session_id, sdp_answer=opened.sdp_answer,
             camera=camera_message(opened.camera), expires_at=_stamp(opened.expires_at),
-            basis=str(record.get("basis", "")), incident_id=str(record.get("incident_id", "")),
+            basis=opened.basis, incident_id=opened.incident_id,
             ice_servers=turn_to_proto(opened.ice_servers))
 
     async def ReportFirstFrame(self, request: core_pb2.FirstFrameRequest,

@@ -62,6 +62,8 @@ class OpenedSession:
     camera: CameraRecord
     ice_servers: tuple[IceServer, ...] = ()  # TURN minted for this session (both ends)
     via_relay: str = ""  # the cloud relay that serves it; empty: the district's agent directly
+    basis: str = ""  # what allowed it (the registry row's ``basis``), and for which incident
+    incident_id: str = ""
 
 
 class InvalidOffer(ValueError):
@@ -123,14 +125,16 @@ class SessionBroker:
     async def open(self, camera_id: str, sdp_offer: str, *, expires_at: datetime | None = None,
                    grant: bytes = b"", session_id: str | None = None,
                    record: dict[str, str] | None = None,
-                   relay_id: str = "") -> OpenedSession:
+                   relay_id: str = "", camera: CameraRecord | None = None) -> OpenedSession:
         """Relay the offer (with its signed grant) and return the agent's answer.
 
         ``record`` adds who and why to the session's registry row (operator, agency, incident…).
         With ``relay_id`` the offer goes to that cloud relay instead of the camera's agent.
+        ``camera``: the camera's row as the caller just read it (not read again).
         """
         check_offer(sdp_offer)
-        camera = self.find_camera(camera_id)
+        if camera is None or camera.camera_id != camera_id:
+            camera = self.find_camera(camera_id)
         if not camera.agent_online:
             raise AgentUnavailable(camera.district_id, "its agent is offline")
         session_id = session_id or self.new_session_id()
@@ -160,7 +164,9 @@ class SessionBroker:
         self._registry.record_session(session_id, camera_id, camera.district_id, now, expires_at,
                                       relay_id=relay_id, **(record or {}))
         self._set_phase(session_id, SessionPhase.OPEN, **({"relay": relay_id} if relay_id else {}))
-        return OpenedSession(session_id, answer, expires_at, camera, ice_servers, relay_id)
+        return OpenedSession(session_id, answer, expires_at, camera, ice_servers, relay_id,
+                             basis=(record or {}).get("basis", ""),
+                             incident_id=(record or {}).get("incident_id", ""))
 
     async def relay(self, district_id: str,
                     request: mqtt_pb2.SignalRequest) -> mqtt_pb2.SignalResponse:
@@ -179,14 +185,21 @@ class SessionBroker:
                         why=rejected.message)
         raise rejected
 
-    async def close(self, session_id: str, reason: str = "closed by viewer") -> None:
-        """End an open session, whichever replica opened it: the registry's row says where."""
-        record = self._registry.session(session_id)
-        if record is None or record["closed_at"] is not None:
+    async def close(self, session_id: str, reason: str = "closed by viewer", *,
+                    operator_id: str | None = None, agency: str | None = None) -> None:
+        """End an open session, whichever replica opened it: the registry's row says where.
+
+        With ``operator_id`` only a session that operator opened (or, with ``agency``, one of
+        that agency's); SessionNotFound for any other, as for one that is closed or unknown.
+        The row is closed first, in one statement that also reads it, then the agent is told:
+        it ends the session at its expiry anyway if it cannot be reached now.
+        """
+        record = self._registry.close_session(session_id, datetime.now(UTC), reason,
+                                              operator_id=operator_id, agency=agency)
+        if record is None:
             raise SessionNotFound(session_id)
         await self.close_at_agent(session_id, str(record["district_id"]), reason,
                                   relay_id=str(record["relay_id"]))
-        self._registry.end_session(session_id, datetime.now(UTC), reason)
 
     async def close_at_agent(self, session_id: str, district: str, reason: str, *,
                              relay_id: str | None = None) -> bool:

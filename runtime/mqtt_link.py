@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiomqtt
+import paho.mqtt.client as paho_mqtt
 import structlog
 
 from protos.topics import Route
@@ -258,6 +259,15 @@ class MqttLink:
         client = self._client
         if client is None or not self.connected.is_set():
             raise LinkDown(topic)
+        if qos == 0:
+            # Nothing confirms a QoS 0 message, so nothing is awaited: aiomqtt's publish would
+            # wait a loop turn for paho's socket write (an event, a pending call, a wake-up per
+            # signalling message). Queued with paho at once, as aiomqtt itself does.
+            info = client._client.publish(topic, payload, 0, retain)
+            if info.rc != paho_mqtt.MQTT_ERR_SUCCESS:
+                raise LinkDown(topic, f"the broker connection refused the message "
+                                      f"({paho_mqtt.error_string(info.rc)})")
+            return
         try:
             await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
         except aiomqtt.MqttError as exc:

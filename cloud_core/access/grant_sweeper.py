@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -19,10 +20,21 @@ from cloud_core.audit import AuditAction, AuditEntry
 from cloud_core.incidents import IncidentStore, StoredIncident
 from cloud_core.operators import OperatorStore
 from cloud_core.policy import CameraPlace, Operator, Policy, Role, incident_reaches
-from cloud_core.registry import Registry
+from cloud_core.registry import CameraRecord, Registry
 from cloud_core.sessions import SessionBroker
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Pass:
+    """What one sweep has read so far: each incident, camera and operator once per pass, not
+    once per open session (a hundred viewers of one incident's cameras are one read each)."""
+
+    disabled: set[str]
+    incidents: dict[str, StoredIncident | None] = field(default_factory=dict)
+    cameras: dict[str, CameraRecord | None] = field(default_factory=dict)
+    operators: dict[str, Operator | None] = field(default_factory=dict)
 
 
 class GrantSweeper:
@@ -47,13 +59,12 @@ class GrantSweeper:
         ends its video within seconds even if an agent missed its own expiry timer.
         """
         now = self._clock()
-        disabled = self._operators.disabled_ids()
-        incidents: dict[str, StoredIncident | None] = {}
+        seen = _Pass(disabled=self._operators.disabled_ids())
         ending = []
         for record in self._registry.open_sessions():
             if record["session_id"] in self._revoking:
                 continue
-            reason = self._why_grant_ended(record, now, disabled, incidents)
+            reason = self._why_grant_ended(record, now, seen)
             if reason is not None:
                 ending.append((record, reason))
         await self._expire_break_glass(now)
@@ -83,24 +94,25 @@ class GrantSweeper:
         finally:
             self._revoking.discard(session_id)
 
-    def _why_grant_ended(self, record: dict[str, object], now: datetime, disabled: set[str],
-                         incidents: dict[str, StoredIncident | None]) -> str | None:
-        if record["operator_id"] in disabled:
+    def _why_grant_ended(self, record: dict[str, object], now: datetime,
+                         seen: _Pass) -> str | None:
+        if record["operator_id"] in seen.disabled:
             return "operator disabled"
         if record["incident_id"]:
             incident_id = str(record["incident_id"])
-            if incident_id not in incidents:
-                incidents[incident_id] = self._incidents.get(incident_id)
-            stored = incidents[incident_id]
+            if incident_id not in seen.incidents:
+                seen.incidents[incident_id] = self._incidents.get(incident_id)
+            stored = seen.incidents[incident_id]
             if stored is None:
                 return "incident gone"
             if stored.incident.closed_at is not None:
                 return "incident closed"
             if now >= stored.incident.expires_at:
                 return "incident time box ended"
-            if record["basis"] == "incident" and not self._still_reached(record, stored, now):
+            if record["basis"] == "incident" and not self._still_reached(record, stored, now,
+                                                                         seen):
                 return "camera out of the incident's range"
-            field_problem = self._field_problem(record)
+            field_problem = self._field_problem(record, seen)
             if field_problem is not None:
                 return field_problem
         if record["breakglass_id"]:
@@ -113,9 +125,12 @@ class GrantSweeper:
             return "grant expired"
         return None
 
-    def _field_problem(self, record: dict[str, object]) -> str | None:
+    def _field_problem(self, record: dict[str, object], seen: _Pass) -> str | None:
         """A field officer's session holds only while assigned and handed the camera."""
-        operator = self._operators.get(str(record["operator_id"]))
+        operator_id = str(record["operator_id"])
+        if operator_id not in seen.operators:
+            seen.operators[operator_id] = self._operators.get(operator_id)
+        operator = seen.operators[operator_id]
         if operator is None or operator.role is not Role.FIELD:
             return None
         dispatch = self._incidents.dispatch
@@ -127,8 +142,11 @@ class GrantSweeper:
         return None
 
     def _still_reached(self, record: dict[str, object], stored: StoredIncident,
-                       now: datetime) -> bool:
-        camera = self._registry.camera(str(record["camera_id"]))
+                       now: datetime, seen: _Pass) -> bool:
+        camera_id = str(record["camera_id"])
+        if camera_id not in seen.cameras:
+            seen.cameras[camera_id] = self._registry.camera(camera_id)
+        camera = seen.cameras[camera_id]
         if camera is None:
             return False
         place = CameraPlace(camera.camera_id, camera.district_id, camera.lat, camera.lon)

@@ -290,7 +290,8 @@ class AccessService:
                 await self._recorder.refuse(caller, AuditAction.ACCESS_DENY, refusal,
                                             incident_id=incident_id or None)
         return await self._session_desk.open(caller, camera_id, sdp_offer,
-                                             incident_id=incident_id, breakglass_id=breakglass_id)
+                                             incident_id=incident_id, breakglass_id=breakglass_id,
+                                             camera=camera)
 
     def ask_relay(self, caller: Caller, incident_id: str) -> None:
         """Serve the incident's views through a cloud relay (docs/cloud-relay.md)."""

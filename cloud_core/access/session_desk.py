@@ -76,13 +76,18 @@ class SessionDesk:
         self.preempted_total = 0
 
     async def open(self, caller: Caller, camera_id: str, sdp_offer: str, *,
-                   incident_id: str = "", breakglass_id: str = "") -> OpenedSession:
-        """Decide, record, sign a grant, relay the offer; the answer, or AccessDenied."""
+                   incident_id: str = "", breakglass_id: str = "",
+                   camera: CameraRecord | None = None) -> OpenedSession:
+        """Decide, record, sign a grant, relay the offer; the answer, or AccessDenied.
+
+        ``camera``: the camera's row as the caller just read it (one read per call, not three).
+        """
         try:
             check_offer(sdp_offer)
         except InvalidOffer as exc:
             raise InvalidRequest(str(exc)) from exc
-        camera = self._registry.camera(camera_id)
+        if camera is None or camera.camera_id != camera_id:
+            camera = self._registry.camera(camera_id)
         decision, public_reason = self._decide(caller, camera, incident_id, breakglass_id)
         now = self._clock()
         session_id = SessionBroker.new_session_id()
@@ -160,10 +165,10 @@ class SessionDesk:
 
     async def close(self, caller: Caller, session_id: str) -> None:
         """The viewer ends its own session (or a supervisor one of the agency's)."""
-        record = self._session(caller, session_id)
-        if record["closed_at"] is not None:
-            raise SessionNotFound(session_id)
-        await self._sessions.close(session_id, "closed by viewer")
+        operator = caller.operator
+        await self._sessions.close(
+            session_id, "closed by viewer", operator_id=operator.operator_id,
+            agency=operator.agency if operator.role == Role.SUPERVISOR else None)
 
     def state(self, caller: Caller, session_id: str) -> SessionState:
         """Whether the session is still active, and if not why it ended."""

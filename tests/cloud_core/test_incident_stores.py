@@ -15,7 +15,7 @@ from cloud_core.dispatch import CAMERA, STILL, DispatchPush, DispatchStore
 from cloud_core.evidence import ClipRow, ClipStore
 from cloud_core.geo_area import GeoArea
 from cloud_core.golden_time import FirstFrame, GoldenTimeStore
-from cloud_core.incident_trail import HAND_OFF, TrailStore
+from cloud_core.incident_trail import HAND_OFF, TRAIL_KEPT, TrailStore
 from cloud_core.incidents import IncidentStore
 from cloud_core.policy import BreakGlass, Incident, Policy, TrailPoint
 from cloud_core.storage.base import Location
@@ -133,6 +133,20 @@ def test_the_trail_keeps_order_and_moves_the_incident(db: Database) -> None:
         T0 + timedelta(minutes=3), T0 + timedelta(minutes=4)]
     stored = store.get("INC-1")
     assert stored is not None and stored.incident.lat == pytest.approx(37.5019)
+    assert stored.incident.trail == trail  # read with the row, in one statement
+
+
+def test_an_incident_carries_only_its_latest_kept_positions(db: Database) -> None:
+    store = IncidentStore(db)
+    store.add(robbery(), "police-op")
+    for n in range(1, TRAIL_KEPT + 3):
+        store.trail.add_position("INC-1", TrailPoint(37.4979, 127.0276 + n / 100_000,
+                                                     T0 + timedelta(seconds=n), "cad"))
+    stored = store.get("INC-1")
+    assert stored is not None
+    assert len(stored.incident.trail) == TRAIL_KEPT
+    assert stored.incident.trail == store.trail.positions("INC-1")
+    assert stored.incident.trail[-1].at == T0 + timedelta(seconds=TRAIL_KEPT + 2)
 
 
 def test_links_are_kept_once_either_way_round(db: Database) -> None:

@@ -195,3 +195,27 @@ def test_sessions_keep_their_relay_and_the_end_report_is_taken_once(registry: Re
     assert (session["close_reason"], session["bytes_sent"], session["duration_seconds"]) == \
         ("closed by viewer", 1000, 2.5)
     assert registry.count_open_sessions() == 1
+
+
+def test_a_session_is_closed_only_by_its_operator_or_a_supervisor_of_its_agency(
+        registry: Registry) -> None:
+    now = datetime.now(UTC)
+    for session_id in ("ses-1", "ses-2", "ses-3"):
+        registry.record_session(session_id, "gangnam-001", "gangnam", now, now + timedelta(minutes=5),
+                                operator_id="kim", agency="police-112", relay_id="relay-1")
+    # Another operator, even of the same agency, closes none of kim's; nor does anyone when the
+    # agency named is another's.
+    assert registry.close_session("ses-1", now, "x", operator_id="lee", agency=None) is None
+    assert registry.close_session("ses-1", now, "x", operator_id="park", agency="fire-119") is None
+    still = registry.session("ses-1")
+    assert still is not None and still["closed_at"] is None
+    closed = registry.close_session("ses-1", now, "closed by viewer", operator_id="kim")
+    assert closed is not None
+    assert (closed["district_id"], closed["relay_id"], closed["close_reason"]) == (
+        "gangnam", "relay-1", "closed by viewer")
+    assert registry.close_session("ses-1", now, "again", operator_id="kim") is None  # once
+    assert registry.close_session("ses-2", now, "by supervisor", operator_id="choi",
+                                  agency="police-112") is not None
+    assert registry.close_session("ses-3", now, "swept") is not None  # no owner asked: any
+    assert registry.close_session("ses-9", now, "unknown") is None
+    assert registry.count_open_sessions() == 0
