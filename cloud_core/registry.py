@@ -529,6 +529,18 @@ class Registry:
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL").fetchall()
         return [dict(zip(_SESSION_KEYS, row, strict=True)) for row in rows]
 
+    def open_relay_upstreams(self, camera_id: str = "") -> list[dict[str, object]]:
+        """The open upstream sessions of cloud relays (``basis`` relay: a relay pulling a camera
+        for an incident's viewers), oldest first; only ``camera_id``'s when given. Every replica
+        reads the same, whichever started them."""
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE closed_at IS NULL AND basis = ?"
+        params: list[object] = ["relay"]
+        if camera_id:
+            sql += " AND camera_id = ?"
+            params.append(camera_id)
+        rows = self._read(sql + " ORDER BY opened_at, session_id", params).fetchall()
+        return [dict(zip(_SESSION_KEYS, row, strict=True)) for row in rows]
+
     def open_sessions_counted_for(self, operator_id: str, agency: str,
                                   district_id: str) -> list[dict[str, object]]:
         """The open sessions a new one's caps count (``session_capacity``): the operator's own

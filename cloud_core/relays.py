@@ -129,7 +129,6 @@ class RelayDesk:
         self._timeout = timeout
         self._clock = clock
         self.online: dict[str, datetime] = {}           # relay id -> its registration's time
-        self.active: dict[str, ActiveRelay] = {}        # camera id -> its relay
         self.refusals: collections.deque[RelayRefusal] = collections.deque(maxlen=64)
         self.changed = asyncio.Condition()
         self._starting: dict[str, asyncio.Lock] = {}
@@ -197,16 +196,19 @@ class RelayDesk:
                             camera=camera_id, error=str(exc))
                 return None
 
+    @property
+    def active(self) -> dict[str, ActiveRelay]:
+        """Camera id -> the relay serving it: every open relay upstream of a registered relay,
+        read from the registry, so each replica sees the relays any replica started."""
+        return {active.camera_id: active for active in
+                map(_active_relay, self._registry.open_relay_upstreams())
+                if active.relay_id in self.online}
+
     def _current(self, camera_id: str) -> ActiveRelay | None:
         """The camera's relay while its upstream session is open and its relay registered."""
-        active = self.active.get(camera_id)
-        if active is None:
-            return None
-        record = self._registry.session(active.upstream_session_id)
-        if (active.relay_id in self.online and record is not None
-                and record["closed_at"] is None):
-            return active
-        del self.active[camera_id]
+        for active in map(_active_relay, self._registry.open_relay_upstreams(camera_id)):
+            if active.relay_id in self.online:
+                return active
         return None
 
     def _least_busy(self) -> str | None:
@@ -260,8 +262,7 @@ class RelayDesk:
             details={"session_id": upstream_id, "district_id": camera.district_id,
                      "basis": "relay", "relay_id": relay_id, "via": "relay upstream"}))
         active = ActiveRelay(relay_id, camera.camera_id, camera.district_id, view.incident_id,
-                             upstream_id)
-        self.active[camera.camera_id] = active
+                             upstream_id)  # on the registry already: its upstream session's row
         log.info("cloud relay started", relay=relay_id, camera=camera.camera_id,
                  incident=view.incident_id, upstream=upstream_id)
         await self._changed()
@@ -319,11 +320,9 @@ class RelayDesk:
         return None, status
 
     def _forget(self, relay_id: str) -> None:
-        """A relay went away: its cameras are no longer relayed (their upstreams end at the
-        agents when the incidents do; the viewers' sessions are gone with the relay)."""
-        for camera_id, active in list(self.active.items()):
-            if active.relay_id == relay_id:
-                del self.active[camera_id]
+        """A relay went away: its cameras are no longer relayed (``active`` counts registered
+        relays only; their upstreams end at the agents when the incidents do; the viewers'
+        sessions are gone with the relay)."""
         now = self._clock()
         for session in self._registry.open_sessions():
             if session["relay_id"] == relay_id:
@@ -337,3 +336,12 @@ class RelayDesk:
         """Wait until ``predicate(self)`` holds; re-checked after each relay status."""
         async with asyncio.timeout(timeout), self.changed:
             await self.changed.wait_for(lambda: predicate(self))
+
+
+def _active_relay(upstream: Mapping[str, object]) -> ActiveRelay:
+    """The relay an upstream session's row names (its operator is the relay's identity)."""
+    return ActiveRelay(
+        relay_id=str(upstream["operator_id"]).removeprefix(f"{RELAY_AGENCY}:"),
+        camera_id=str(upstream["camera_id"]), district_id=str(upstream["district_id"]),
+        incident_id=str(upstream["incident_id"]),
+        upstream_session_id=str(upstream["session_id"]))
