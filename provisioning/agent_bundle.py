@@ -84,8 +84,10 @@ LOCAL_SECTION = (
 
 def agent_config_text(district_id: str, district_name: str, *, city_name: str, broker_host: str,
                       broker_port: int, core_address: str,
-                      advertise: Sequence[str] = (), local_mode: bool = False) -> str:
-    """The agent's TOML: TLS to the broker and the core with the bundle's files, CSV cameras."""
+                      advertise: Sequence[str] = (), local_mode: bool = False,
+                      broker_nodes: Sequence[str] = ()) -> str:
+    """The agent's TOML: TLS to the broker (``broker_nodes``: every node of a clustered one)
+    and the core with the bundle's files, CSV cameras."""
     advertise_line = (f"advertise = [{', '.join(_toml(a) for a in advertise)}]" if advertise else
                       "# advertise = [\"10.20.0.5\"]   # ICE host addresses; unset = every interface")
     return "\n".join([
@@ -103,6 +105,7 @@ def agent_config_text(district_id: str, district_name: str, *, city_name: str, b
         "[broker]                      # MQTT over TLS; the broker must show a city certificate",
         f"host = {_toml(broker_host)}",
         f"port = {broker_port}",
+        *broker_hosts_lines(broker_nodes),
         'ca_file = "tls/ca.crt"',
         'cert_file = "tls/agent.crt"',
         'key_file = "tls/agent.key"',
@@ -119,6 +122,14 @@ def agent_config_text(district_id: str, district_name: str, *, city_name: str, b
         "",
         *(LOCAL_SECTION if local_mode else ()),
     ])
+
+
+def broker_hosts_lines(broker_nodes: Sequence[str]) -> list[str]:
+    """``hosts = [...]`` for a clustered broker's nodes (tried in turn, failed over), or none."""
+    if not broker_nodes:
+        return []
+    return [f"hosts = [{', '.join(_toml(node) for node in broker_nodes)}]"
+            "   # the cluster's nodes: tried in turn"]
 
 
 def systemd_unit_text(district_id: str, *, config: Path, state_dir: Path, executable: str,

@@ -76,11 +76,16 @@ class CitySettings:
     created_at: str
     crl_number: int = 1
     broker_files: BrokerFiles | None = None
+    # The MQTT addresses ("host:port") of the city's clustered broker's nodes, once `provision
+    # broker --engine nats` wrote them; every agent and core replica config then lists them all.
+    broker_nodes: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CitySettings:
         files = data.pop("broker_files", None)
-        return cls(**data, broker_files=BrokerFiles(**files) if files else None)
+        nodes = tuple(str(node) for node in data.pop("broker_nodes", ()))
+        return cls(**data, broker_files=BrokerFiles(**files) if files else None,
+                   broker_nodes=nodes)
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,14 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from protos.topics import check_id, core_status_route
+from provisioning.agent_bundle import broker_hosts_lines
 from provisioning.atomic_write import write_private, write_public
 from provisioning.broker_config import refresh_access_files
 from provisioning.certificate_authority import (
@@ -155,7 +157,8 @@ def add_replica(city: City, name: str, *, listen: str | None = None,
         write_public(building / "tls" / "mqtt-client.crt", certificate_pem(certificate))
         write_public(building / "core.toml", replica_config_text(
             settings.name, name, listen=listen, broker_host=settings.broker_host,
-            broker_port=settings.broker_port, storage_url=storage_url))
+            broker_port=settings.broker_port, storage_url=storage_url,
+            broker_nodes=settings.broker_nodes))
         city.save_replica(record, building)
         try:
             os.rename(building, folder)
@@ -196,9 +199,11 @@ def revoke_replica(city: City, name: str, *, now: datetime | None = None) -> Rep
 
 
 def replica_config_text(city_name: str, name: str, *, listen: str, broker_host: str,
-                        broker_port: int, storage_url: str | None) -> str:
-    """The replica's core.toml (cloud_core/config.py): TLS on both links, its own MQTT identity,
-    every other file the core's (paths relative to the replica's folder)."""
+                        broker_port: int, storage_url: str | None,
+                        broker_nodes: Sequence[str] = ()) -> str:
+    """The replica's core.toml (cloud_core/config.py): TLS on both links, its own MQTT identity
+    (``broker_nodes``: every node of a clustered broker), every other file the core's (paths
+    relative to the replica's folder)."""
     core = TO_CORE.as_posix()
     topic = core_status_route(name).topic
     if storage_url is None:
@@ -226,6 +231,9 @@ def replica_config_text(city_name: str, name: str, *, listen: str, broker_host: 
         "[broker]                                   # MQTT over TLS with this replica's certificate",
         f"host = {json.dumps(broker_host)}",
         f"port = {broker_port}",
+        *broker_hosts_lines(broker_nodes),
+        *(["max_subscribe_qos = 0                      # NATS: the core subscribes at QoS 0 "
+           "(docs/scale-out.md)"] if broker_nodes else []),
         f'ca_file = "{core}/tls/ca.crt"',
         'cert_file = "tls/mqtt-client.crt"',
         'key_file = "tls/mqtt-client.key"',

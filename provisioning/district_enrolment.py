@@ -116,7 +116,7 @@ def _build_bundle(city: City, record: DistrictRecord, certificate: x509.Certific
             record.district_id, record.name, city_name=settings.name,
             broker_host=settings.broker_host, broker_port=settings.broker_port,
             core_address=settings.core_address, advertise=advertise,
-            local_mode=local_operators.is_file()).encode(),
+            local_mode=local_operators.is_file(), broker_nodes=settings.broker_nodes).encode(),
         "cameras.csv": inventory.encode(),
         "grant-public.pem": city.grant_public_key.read_bytes(),
         "tls/ca.crt": city.ca_cert.read_bytes(),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -260,5 +260,9 @@ def write_city_nats_cluster(city: City, out_dir: Path, *, hosts: Sequence[str],
         certificate = city.authority().issue_server(key.public_key(), "safetynet-broker", names)
         write_private(key_file, private_key_pem(key))
         write_public(cert_file, certificate_pem(certificate))
-    return write_nats_cluster_files(city, out_dir, nodes=nodes, install_dir=install,
-                                    server_cert=cert_file, server_key=key_file)
+    written = write_nats_cluster_files(city, out_dir, nodes=nodes, install_dir=install,
+                                       server_cert=cert_file, server_key=key_file)
+    # Bundles and replica configs written from now on list every node (``[broker] hosts``).
+    city.save_settings(replace(city.settings(), broker_nodes=tuple(
+        f"{node.host}:{node.mqtt_port}" for node in nodes)))
+    return written

@@ -386,8 +386,8 @@ def _provision_nats(city: Any, args: argparse.Namespace) -> int:
     print(f"nats cluster files for {len(written.configs)} nodes, {written.districts} "
           f"district(s) and {written.replicas} core replica(s) in {written.out_dir}")
     _list_files(written.out_dir)
-    print("use on node N: nats-server -c node-N.conf; agents and the core list every node in "
-          "[broker] hosts (docs/scale-out.md)")
+    print("use on node N: nats-server -c node-N.conf; bundles and core replica configs written "
+          "from now on list every node in [broker] hosts (older bundles: district add --update)")
     print("after district or core add/revoke: run this again and reload every node (SIGHUP)")
     return EXIT_OK
 

@@ -84,3 +84,23 @@ def test_user_names_are_the_certificate_dns(provisioned: ProvisionedCity) -> Non
     dn = subject_dn(load_certificate(cert))
     assert dn.startswith("CN=agent:alpha,")
     assert dn in [u.name for u in city_users(provisioned.city)]
+
+
+def test_configs_written_after_the_cluster_list_every_node(provisioned: ProvisionedCity) -> None:
+    from cloud_core.config import CoreConfig
+    from edge_agent.config import AgentConfig
+    from provisioning.core_replicas import add_replica
+    from provisioning.district_enrolment import add_district
+
+    city = provisioned.city
+    write_city_nats_cluster(city, provisioned.root / "nats", hosts=("n1", "n2", "n3"),
+                            mqtt_port=8883)
+    assert city.settings().broker_nodes == ("n1:8883", "n2:8883", "n3:8883")
+    replica = CoreConfig.from_toml(add_replica(city, "core-a").config)
+    assert [(a.host, a.port) for a in replica.broker.hosts] == [
+        ("n1", 8883), ("n2", 8883), ("n3", 8883)]
+    assert replica.broker.max_subscribe_qos == 0  # what the core needs on NATS
+    csv = provisioned.root / "alpha.csv"
+    enrolled = add_district(city, "alpha", name="Alpha-gu", cameras_csv=csv, update=True)
+    agent = AgentConfig.from_toml(enrolled.bundle.folder / "agent.toml")
+    assert [a.host for a in agent.broker.hosts] == ["n1", "n2", "n3"]
