@@ -61,6 +61,7 @@ from protos.safetynet.v1 import core_pb2, core_pb2_grpc, mqtt_pb2
 from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import LastWill, MqttLink
+from runtime.standby_link import SignalPair
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,8 @@ SERVICE_NAMES = tuple(service.full_name for service in core_pb2.DESCRIPTOR.servi
 # TCP already delivers in order; what QoS 1 adds is a PUBACK per status, the core's largest cost
 # in a 68,000-status burst, and Mosquitto's in-flight window pacing it. Mosquitto queues QoS 0
 # for an online client up to max_queued_messages like QoS 1 (broker_config.CITY_QUEUE_LIMITS).
+STANDBY_KINDS = (topics.Kind.SIGNAL_RESPONSE, topics.Kind.AGENT_STATUS)
+"""What a core replica's standby link takes while its main link may be down."""
 SUBSCRIPTIONS = tuple(dataclasses.replace(r, qos=0) if r.kind in INGESTED_KINDS else r
                       for r in topics.CORE_ROUTES)
 
@@ -208,7 +211,7 @@ class CoreServer:
                         will=LastWill(self._status_route, _core_status(online=False)))
         self._link = await stack.enter_async_context(link)
         stack.push_async_callback(self._say_offline)
-        self.relay.attach(link)
+        self.relay.attach(SignalPair(link, await self._standby(stack)))
         stack.callback(self.relay.attach, None)
         self.witnesses.attach(link)
         stack.push_async_callback(self._final_checkpoint)
@@ -220,6 +223,40 @@ class CoreServer:
         tasks.start(self.witnesses.run(), name="checkpoint-witnesses")
         if is_postgres(self.config.audit_location):
             tasks.start(self._checkpoint_as_leader(), name="leader-checkpoints")
+
+    async def _standby(self, stack: contextlib.AsyncExitStack) -> MqttLink | None:
+        """On a clustered broker, a second connection on another node (``runtime.standby_link``)
+        for the agents' answers and their own status: new sessions need not wait for this
+        replica to reconnect after its node's loss, and a district's agent that stops meanwhile
+        is seen to. None on one broker."""
+        settings = self.config.broker.standby_settings()
+        if settings is None:
+            return None
+        routes = [topics.route(kind, topics.ANY) for kind in STANDBY_KINDS]
+        if self.relays:
+            routes.append(topics.relay_route(topics.Kind.SIGNAL_RESPONSE, topics.ANY))
+        standby = MqttLink(settings, client_id=f"{self.config.client_id}-standby",
+                           subscriptions=[dataclasses.replace(r, qos=0) for r in routes],
+                           on_message=self._on_standby_message)
+        return await stack.enter_async_context(standby)
+
+    async def _on_standby_message(self, message: aiomqtt.Message) -> None:
+        """What came on the standby link, handled as on the main one (where its copy is
+        dropped: an answer by its request id, a status by the ingest's ordering)."""
+        topic = str(message.topic)
+        if topic.startswith(topics.RELAY_PREFIX):
+            relay = None
+            with contextlib.suppress(ValueError):
+                relay = topics.parse_relay(topic)
+            if relay is None or relay[0] is not topics.Kind.SIGNAL_RESPONSE:
+                return
+        else:
+            try:
+                if topics.parse(topic).kind not in STANDBY_KINDS:
+                    return
+            except ValueError:
+                return  # the main link logs what it does not expect
+        await self._on_message(message)
 
     async def _final_checkpoint(self) -> None:
         """On a clean stop, sign the head and hand it to the agents while the link is up."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -39,11 +40,13 @@ from protos.topics import Kind, Route
 from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import MqttLink
+from runtime.standby_link import SeenRequests, SignalPair
 from runtime.turn_credentials import from_proto as turn_from_proto
 from runtime.turn_credentials import with_session_servers
 from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
+
 
 
 class EdgeAgent:
@@ -56,6 +59,8 @@ class EdgeAgent:
         self._tasks = BackgroundTasks(f"agent:{config.agent_id}")
         self._stack: contextlib.AsyncExitStack | None = None
         self._link: MqttLink | None = None
+        self._signal: SignalPair | None = None  # the link, and its standby on a cluster
+        self._requests_seen = SeenRequests()  # a request that came on both links is one
         self._log = log.bind(district=config.district_id, agent=config.agent_id)
         self.witness = (CheckpointWitness(config.audit_witness_file)
                         if config.audit_witness_file is not None else None)
@@ -120,6 +125,8 @@ class EdgeAgent:
         self.status.attach(link)
         self._link = await stack.enter_async_context(link)
         stack.callback(setattr, self, "_link", None)
+        self._signal = SignalPair(link, await self._standby(stack))
+        stack.callback(setattr, self, "_signal", None)
         stack.push_async_callback(self._say_offline)
         for feed in self.feeds.values():
             await stack.enter_async_context(feed)
@@ -180,10 +187,44 @@ class EdgeAgent:
             self.evidence.link_up()
 
     async def _say_offline(self) -> None:
-        with contextlib.suppress(LinkDown):  # then the broker's last will says offline for us
-            await self.status.publish_offline()
+        """On a clean stop, ``offline`` on the link; while it is down (a stop during a
+        reconnect, which leaves no last will behind), on the standby, when there is one."""
+        if await self.status.publish_offline():
+            return
+        standby = self._signal.standby if self._signal is not None else None
+        if standby is None:
+            return
+        offline = self.status.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE)
+        try:
+            # QoS 0: a cluster mid-election acknowledges nothing, but passes it on to the cores.
+            await standby.publish(topics.agent_status(self.config.district_id),
+                                  offline.SerializeToString(), qos=0, retain=True)
+        except LinkDown as exc:
+            self._log.warning("could not say offline: both broker links are down", why=exc.why)
+        else:
+            self._log.info("said offline on the standby link")
 
     # --- signalling -------------------------------------------------------------------------
+
+    async def _standby(self, stack: contextlib.AsyncExitStack) -> MqttLink | None:
+        """On a clustered broker, a second connection on another node for signal requests
+        alone (``runtime.standby_link``): a new session need not wait for this agent to
+        reconnect after its node's loss. None on one broker."""
+        settings = self.config.broker.standby_settings()
+        if settings is None:
+            return None
+        route = topics.route(Kind.SIGNAL_REQUEST, self.config.district_id)
+        standby = MqttLink(settings, client_id=f"{self.config.agent_id}-standby",
+                           subscriptions=[replace(route, qos=0)],
+                           on_message=self._on_standby_message)
+        return await stack.enter_async_context(standby)
+
+    def _has_standby(self) -> bool:
+        return self._signal is not None and self._signal.standby is not None
+
+    async def _on_standby_message(self, message: aiomqtt.Message) -> None:
+        if str(message.topic) == topics.signal_request(self.config.district_id):
+            await self._on_message(message)
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload
@@ -207,6 +248,13 @@ class EdgeAgent:
             self._log.warning("rejected signal request without request id or body",
                               topic=str(message.topic))
             return
+        if self._has_standby() and not self._requests_seen.first(request.request_id):
+            # Its copy from the other link is answered already. (With one link a repeated id is
+            # answered again: a replayed grant is then refused as a replay, on the record.)
+            return
+        if self._tasks.closed:
+            self._log.info("signal request during shutdown ignored", request=request.request_id)
+            return
         self._tasks.start(self._handle(request), name=f"signal:{request.request_id}")
 
     async def _on_core_status(self, replica: str, payload: bytes) -> None:
@@ -220,8 +268,9 @@ class EdgeAgent:
     async def _handle(self, request: mqtt_pb2.SignalRequest) -> None:
         response = await self.answer(request)
         try:
-            await self.link.send(topics.route(Kind.SIGNAL_RESPONSE, self.config.district_id),
-                                 response.SerializeToString())
+            await (self._signal or self.link).send(
+                topics.route(Kind.SIGNAL_RESPONSE, self.config.district_id),
+                response.SerializeToString())
         except LinkDown as exc:
             self._log.warning("signal response lost, link down", request=request.request_id,
                               why=exc.why)

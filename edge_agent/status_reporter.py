@@ -140,10 +140,11 @@ class StatusReporter:
                             self.agent_status(mqtt_pb2.AGENT_STATE_ONLINE))
         await self.publish_heartbeat()
 
-    async def publish_offline(self) -> None:
-        """On a clean stop: say ``offline`` ourselves (the last will only fires on a lost link)."""
-        await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),
-                            self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE))
+    async def publish_offline(self) -> bool:
+        """On a clean stop: say ``offline`` ourselves (the last will only fires on a lost link);
+        False when the link was down."""
+        return await self._publish(topics.route(Kind.AGENT_STATUS, self._config.district_id),
+                                   self.agent_status(mqtt_pb2.AGENT_STATE_OFFLINE))
 
     async def camera_changed(self, camera_id: str, health: FeedHealth, viewers: int,
                              streaming: bool, *, codec: str | None = None,
@@ -234,11 +235,14 @@ class StatusReporter:
             self._changed.clear()
             await self.publish_heartbeat()
 
-    async def _publish(self, route: topics.Route, message: Message) -> None:
+    async def _publish(self, route: topics.Route, message: Message) -> bool:
+        """Publish on the link; False (and nothing raised) while it is down."""
         if self._link is None:
-            return
+            return False
         try:
             await self._link.send(route, message.SerializeToString())
         except LinkDown as exc:
             # The current state is published again in full after the next reconnect.
             log.debug("status not published, link down", topic=route.topic, why=exc.why)
+            return False
+        return True

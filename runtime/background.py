@@ -23,6 +23,11 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """No task can start any more (``close`` has begun)."""
+        return self._closed
+
     def __len__(self) -> int:
         return len(self._tasks)
 

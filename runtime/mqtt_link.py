@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -55,7 +56,8 @@ class BrokerSettings:
     attempt (TCP, TLS, CONNACK and the subscriptions) to one address. ``max_subscribe_qos``
     caps the QoS we subscribe at: 0 on a NATS cluster, where each QoS 1 subscription is a
     replicated JetStream consumer that stalls for a raft election after a node loss, and buys
-    nothing with clean sessions (docs/scale-out.md).
+    nothing with clean sessions (docs/scale-out.md). ``standby``: with two or more ``hosts``,
+    keep a second connection for signalling on another node (``runtime.standby_link``).
     """
 
     host: str = "127.0.0.1"
@@ -69,6 +71,7 @@ class BrokerSettings:
     hosts: tuple[BrokerAddress, ...] = ()
     connect_timeout: float = 5.0
     max_subscribe_qos: int = 2
+    standby: bool = True
 
     @property
     def uses_tls(self) -> bool:
@@ -78,6 +81,13 @@ class BrokerSettings:
     def addresses(self) -> tuple[BrokerAddress, ...]:
         """Every address to try, in order: ``hosts``, or the single ``host:port``."""
         return self.hosts or (BrokerAddress(self.host, self.port),)
+
+    def standby_settings(self) -> BrokerSettings | None:
+        """The standby connection's settings: the nodes in turn from the second on, so that it
+        is on another node than the first connection; None with fewer than two nodes."""
+        if not self.standby or len(self.hosts) < 2:
+            return None
+        return replace(self, hosts=(*self.hosts[1:], self.hosts[0]))
 
     def describe(self) -> str:
         nodes = ",".join(str(a) for a in self.addresses)
@@ -98,7 +108,7 @@ class BrokerSettings:
         """From a TOML ``[broker]`` table; relative file paths are taken from ``base``."""
         unknown = set(data) - {"host", "port", "ca_file", "cert_file", "key_file", "username",
                                "password", "keepalive", "hosts", "connect_timeout",
-                               "max_subscribe_qos"}
+                               "max_subscribe_qos", "standby"}
         if unknown:
             raise ValueError(f"unknown broker setting(s): {', '.join(sorted(unknown))}")
 
@@ -122,11 +132,15 @@ class BrokerSettings:
         max_qos = data.get("max_subscribe_qos", 2)
         if max_qos not in (0, 1, 2) or isinstance(max_qos, bool):
             raise ValueError("broker.max_subscribe_qos must be 0, 1 or 2")
+        standby = data.get("standby", True)
+        if not isinstance(standby, bool):
+            raise ValueError("broker.standby must be true or false")
         return cls(host=host, port=port, ca_file=path("ca_file"), cert_file=path("cert_file"),
                    key_file=path("key_file"), username=data.get("username"),
                    password=data.get("password"), keepalive=int(data.get("keepalive", 15)),
                    hosts=parse_hosts(data.get("hosts", []), default_port=port),
-                   connect_timeout=float(connect_timeout), max_subscribe_qos=max_qos)
+                   connect_timeout=float(connect_timeout), max_subscribe_qos=max_qos,
+                   standby=standby)
 
 
 def parse_hosts(value: object, *, default_port: int) -> tuple[BrokerAddress, ...]:
@@ -204,6 +218,7 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
+        self._connected_since: float | None = None
         self.connections = 0
         self._log = log.bind(client_id=client_id, broker=settings.describe())
 
@@ -273,6 +288,11 @@ class MqttLink:
         except aiomqtt.MqttError as exc:
             raise LinkDown(topic, str(exc)) from exc
 
+    def up_for(self) -> float:
+        """Seconds since this connection came up; 0 while the link is down."""
+        since = self._connected_since
+        return 0.0 if since is None else time.monotonic() - since
+
     @property
     def broker(self) -> BrokerAddress | None:
         """The address this link is connected to now, or None while it is down."""
@@ -328,6 +348,7 @@ class MqttLink:
             finally:
                 self._settled.set()
                 self.connected.clear()
+                self._connected_since = None
                 self._client = None
             failures += 1
             index += 1
@@ -354,6 +375,7 @@ class MqttLink:
             try:
                 await self._subscribe(client)
                 self.connections += 1
+                self._connected_since = time.monotonic()
                 self.connected.set()
                 self._log.info("mqtt connected", node=str(address), connections=self.connections)
                 if self._on_connect is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -18,7 +19,7 @@ from cloud_core.signalling.base import SignallingTransport, ensure_request_id
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 from runtime.exceptions import LinkDown
-from runtime.mqtt_link import MqttLink
+from runtime.standby_link import SeenRequests
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +27,12 @@ log = structlog.get_logger(__name__)
 def relay_key(relay_id: str) -> str:
     """Where a relay's pending requests are kept: never a district id (those have no ':')."""
     return f"relay:{relay_id}"
+
+
+class Sender(Protocol):
+    """Where requests go out: an ``MqttLink``, or a ``SignalPair`` with its standby."""
+
+    async def send(self, route: topics.Route, payload: bytes) -> None: ...
 
 
 @dataclass
@@ -41,10 +48,11 @@ class MqttSignalling(SignallingTransport):
     """
 
     def __init__(self) -> None:
-        self._link: MqttLink | None = None
+        self._link: Sender | None = None
         self._pending: dict[str, _Pending] = {}
+        self._answered = SeenRequests()  # a second copy (from the standby link) is no news
 
-    def attach(self, link: MqttLink | None) -> None:
+    def attach(self, link: Sender | None) -> None:
         """Send through ``link`` from now on (``None``: the core is not connected)."""
         self._link = link
 
@@ -96,12 +104,14 @@ class MqttSignalling(SignallingTransport):
             return
         pending = self._pending.get(response.request_id)
         if pending is None:
-            log.info("signal response for no pending request", district=district_id,
-                     request=response.request_id)
+            if self._answered.first(response.request_id):
+                log.info("signal response for no pending request", district=district_id,
+                         request=response.request_id)
             return
         if pending.district_id != district_id:
             log.warning("signal response from the wrong district ignored", district=district_id,
                         expected=pending.district_id, request=response.request_id)
             return
         if not pending.future.done():
+            self._answered.first(response.request_id)
             pending.future.set_result(response)
