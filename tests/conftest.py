@@ -20,6 +20,7 @@ import structlog
 from cloud_core.config import CoreConfig
 from cloud_core.server import CoreServer
 from cloud_core.storage.base import Location
+from cloud_core.storage.database import Database, open_database
 from cloud_core.storage.settings import StorageSettings
 from edge_agent.config import AgentConfig, CameraConfig
 from runtime.logs import configure_logging
@@ -83,6 +84,16 @@ def core_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
     if backend == "postgres":
         return str(request.getfixturevalue("pg_dsn"))
     return tmp_path / "core.sqlite3"
+
+
+@pytest.fixture
+def two_replicas(core_database: Location) -> Iterator[tuple[Database, Database]]:
+    """Two replicas' own handles on one core database (each its connections, as two processes
+    have)."""
+    a, b = open_database(core_database), open_database(core_database)
+    yield a, b
+    a.close()
+    b.close()
 
 
 def make_core_config(tmp_path: Path, broker_settings: BrokerSettings,

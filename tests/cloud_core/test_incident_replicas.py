@@ -5,27 +5,17 @@ added to one incident at the same moment never take the same place in its trail.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cloud_core.incidents import IncidentStore
 from cloud_core.policy import Policy, TrailPoint
-from cloud_core.storage.base import Location
 from cloud_core.storage.database import Database, open_database
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 GANGNAM = (37.4979, 127.0276)
 POSITIONS_EACH = 40
-
-
-@pytest.fixture
-def two_replicas(core_database: Location) -> Iterator[tuple[Database, Database]]:
-    a, b = open_database(core_database), open_database(core_database)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def test_an_incident_opened_on_one_replica_is_seen_and_closed_on_the_other(

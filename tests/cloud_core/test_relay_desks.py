@@ -4,10 +4,8 @@ picks the least busy relay), until its upstream session ends or the relay goes o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_core.grants import GrantSigner
@@ -16,7 +14,7 @@ from cloud_core.registry import Registry
 from cloud_core.relays import ActiveRelay, RelayDesk
 from cloud_core.sessions import SessionBroker
 from cloud_core.signalling import MqttSignalling
-from cloud_core.storage.base import Location
+from cloud_core.storage.database import Database
 from runtime.grant import RELAY_AGENCY, relay_operator
 
 
@@ -31,17 +29,9 @@ def _desk(registry: Registry) -> RelayDesk:
                      incidents=IncidentStore(registry.db), record=record, timeout=1.0)
 
 
-@pytest.fixture
-def replicas(core_database: Location) -> Iterator[tuple[Registry, Registry]]:
-    a, b = Registry(core_database), Registry(core_database)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_a_relay_started_on_one_replica_is_the_cameras_relay_on_every_replica(
-        replicas: tuple[Registry, Registry]) -> None:
-    registry_a, registry_b = replicas
+        two_replicas: tuple[Database, Database]) -> None:
+    registry_a, registry_b = (Registry(db) for db in two_replicas)
     desk_a, desk_b = _desk(registry_a), _desk(registry_b)
     now = datetime.now(UTC)
     for desk in (desk_a, desk_b):  # both replicas received the relays' retained statuses
