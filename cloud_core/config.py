@@ -28,6 +28,7 @@
     # hosts = ["mqtt1:8883", "mqtt2:8883", "mqtt3:8883"]   # a cluster: tried in turn, instead
     # connect_timeout = 5             # of host/port; max_subscribe_qos = 0 on NATS
     #                                   (docs/scale-out.md)
+    # standby = true                  # with hosts: a 2nd connection for signalling
 
     [storage]                         # optional: all the core's state on PostgreSQL, shared by
     url = "postgresql://safetynet@db.city.example/safetynet"   # several core replicas: registry,

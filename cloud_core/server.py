@@ -72,10 +72,10 @@ SERVICE_NAMES = tuple(service.full_name for service in core_pb2.DESCRIPTOR.servi
 # TCP already delivers in order; what QoS 1 adds is a PUBACK per status, the core's largest cost
 # in a 68,000-status burst, and Mosquitto's in-flight window pacing it. Mosquitto queues QoS 0
 # for an online client up to max_queued_messages like QoS 1 (broker_config.CITY_QUEUE_LIMITS).
-STANDBY_KINDS = (topics.Kind.SIGNAL_RESPONSE, topics.Kind.AGENT_STATUS)
-"""What a core replica's standby link takes while its main link may be down."""
 SUBSCRIPTIONS = tuple(dataclasses.replace(r, qos=0) if r.kind in INGESTED_KINDS else r
                       for r in topics.CORE_ROUTES)
+STANDBY_KINDS = (topics.Kind.SIGNAL_RESPONSE, topics.Kind.AGENT_STATUS)
+"""What a core replica's standby link takes (``runtime.standby_link``), at QoS 0."""
 
 
 class CoreServer:

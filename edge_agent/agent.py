@@ -48,7 +48,6 @@ from runtime.webrtc import WebRtcSettings
 log = structlog.get_logger(__name__)
 
 
-
 class EdgeAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -223,6 +222,7 @@ class EdgeAgent:
         return self._signal is not None and self._signal.standby is not None
 
     async def _on_standby_message(self, message: aiomqtt.Message) -> None:
+        """A signal request that came on the standby (its copy on the main link is dropped)."""
         if str(message.topic) == topics.signal_request(self.config.district_id):
             await self._on_message(message)
 

@@ -18,6 +18,7 @@
     port = 1883                   # TLS when ca_file is set: ca_file, cert_file, key_file
     # hosts = ["mqtt1:8883", "mqtt2:8883", "mqtt3:8883"]  # a broker cluster, tried in turn
     # connect_timeout = 5         # seconds per attempt on one node (docs/scale-out.md)
+    # standby = true              # with hosts: a 2nd connection for signalling on another node
 
     [webrtc]
     advertise = ["127.0.0.1"]     # ICE host candidates; empty = every interface

@@ -3,9 +3,11 @@
 On a clustered broker (two or more ``[broker] hosts``), a client whose node dies must connect
 again, and a NATS cluster refuses new MQTT connections until it has elected new leaders for the
 streams the dead node led: 4 to 9 s (docs/scale-out.md). Signalling cannot wait that long, so an
-agent and a core replica keep a second connection, the standby, on another node: it subscribes
-to the signalling topics only (QoS 0, which flows on an established connection through an
-election), has no last will and says nothing of status. A message goes out on the main link,
+agent and a core replica keep a second connection, the standby, on another node, with no last
+will. It subscribes at QoS 0, which flows on an established connection through an election, to
+signalling only: an agent's to its signal requests, a core's to the agents' answers and their
+statuses (an agent that stops while its main link is down says ``offline`` on its standby,
+else no one would). A message goes out on the main link,
 and also on the standby while the main link is down or has been up for less than ``SETTLE_S``:
 a NATS cluster accepts connections during an election that pass nothing on until it is over
 (seen here: for up to 20 s), so a freshly reconnected main link is not trusted alone. A message
