@@ -14,6 +14,8 @@
     policy = "policy.toml"            # optional: the city's policy; the shipped default otherwise
     facilities = "facilities.csv"     # optional: parking and hazardous facilities (119)
     sweep_seconds = 1                 # how often ended grants are looked for
+    agent_silence_seconds = 120       # an agent not heard from this long is offline (0: never);
+                                      # more than its heartbeat_seconds (30) allows to be lost
 
     tls_cert_file = "tls/server.crt"        # optional: gRPC over TLS (both files, from
     tls_key_file = "tls/server.key"          # `safetynet provision init`); plain without them
@@ -74,6 +76,7 @@ class CoreConfig:
     policy_file: Path | None = None         # default: the shipped policy
     facilities_file: Path | None = None
     sweep_seconds: float = 1.0
+    agent_silence_seconds: float = 120.0
     tls_cert_file: Path | None = None       # gRPC over TLS when set (with tls_key_file)
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None  # mutual TLS: clients need a certificate from this CA
@@ -128,7 +131,8 @@ class CoreConfig:
     def from_mapping(cls, data: dict[str, Any], base: Path) -> CoreConfig:
         unknown = set(data) - {"listen", "database", "broker", "session_ttl_seconds",
                                "answer_timeout_seconds", "client_id", "grant_key", "policy",
-                               "facilities", "sweep_seconds", "tls_cert_file", "tls_key_file",
+                               "facilities", "sweep_seconds", "agent_silence_seconds",
+                               "tls_cert_file", "tls_key_file",
                                "tls_client_ca_file", "http_listen", "district_outlines", "turn",
                                "checkpoint_key", "audit_witness_files", "storage", "relays",
                                "audit_database"}
@@ -150,6 +154,11 @@ class CoreConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{key} must be a positive number, got {value!r}")
             numbers[key] = float(value)
+        silence = data.get("agent_silence_seconds", 120.0)
+        if isinstance(silence, bool) or not isinstance(silence, int | float) or silence < 0:
+            raise ValueError(f"agent_silence_seconds must be a number of seconds (0: never), "
+                             f"got {silence!r}")
+        numbers["agent_silence_seconds"] = float(silence)
         broker = data.get("broker", {})
         if not isinstance(broker, dict):
             raise ValueError("[broker] must be a table")

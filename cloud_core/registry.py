@@ -448,6 +448,34 @@ class Registry:
                        [version])
         return version
 
+    def mark_silent_agents(self, seen_before: datetime) -> tuple[list[str], int]:
+        """Take every agent last heard from before ``seen_before`` for offline (its node may
+        have died with it, and its last will with the node); return those districts and the
+        camera version after (0: none). A status or heartbeat that arrives meanwhile keeps
+        its district online: the check and the change are one statement each, in one
+        transaction. The stored connection stays, so that agent's next connection (a newer
+        one) is online again as soon as it says so."""
+        db = self.db
+        cutoff = iso(seen_before)
+        with self._transaction():
+            silent = [str(row[0]) for row in db.execute(
+                "SELECT district_id FROM districts WHERE agent_online = 1 AND last_seen < ? "
+                "ORDER BY district_id", [cutoff])]
+            if not silent:
+                return [], 0
+            version = int(db.scalar(self._sql.lock_camera_version)) + 1
+            marked = []
+            for district_id in silent:
+                if db.execute("UPDATE districts SET agent_online = 0 WHERE district_id = ? "
+                              "AND agent_online = 1 AND last_seen < ?",
+                              [district_id, cutoff]).rowcount:
+                    db.execute("UPDATE cameras SET version = ? WHERE district_id = ?",
+                               [version, district_id])
+                    marked.append(district_id)
+            db.execute("UPDATE registry_meta SET value = ? WHERE key = 'camera_version'",
+                       [version])
+        return marked, version
+
     def set_agent(self, district_id: str, name: str, agent_id: str, online: bool,
                   software_version: str, seen_at: datetime, *,
                   connected_at: datetime | None = None) -> None:

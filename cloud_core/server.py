@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import gc
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -341,11 +341,29 @@ class CoreServer:
                 continue
             try:
                 await access.sweep()
+                await self._mark_silent_agents()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # The sweeper must keep running: a failed pass is retried on the next tick.
                 log.exception("grant sweep failed")
+
+    async def _mark_silent_agents(self) -> None:
+        """An agent not heard from for ``agent_silence_seconds`` is offline: its node may have
+        died with it, and its last will with the node (a cluster keeps a will on the node the
+        agent is connected to). Only once this core has held its broker link that long itself:
+        right after a (re)connect the retained statuses are still arriving."""
+        silence = self.config.agent_silence_seconds
+        if not silence or self.registry is None or self._link is None \
+                or self._link.up_for() < silence:
+            return
+        silent, version = self.registry.mark_silent_agents(
+            datetime.now(UTC) - timedelta(seconds=silence))
+        for district_id in silent:
+            log.warning("agent silent: taken for offline", district=district_id,
+                        silent_for_s=silence)
+        if silent:
+            await self._committed(version)
 
     def _note_broker_reachability(self) -> None:
         """Every camera shows ``unknown`` while the core cannot reach the broker."""

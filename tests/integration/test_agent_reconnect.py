@@ -4,15 +4,20 @@ the core keeps the district online. A real Mosquitto, a real core and agent in t
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import aiomqtt
 
+from cloud_core.config import CoreConfig
 from cloud_core.registry import Registry
 from cloud_core.server import CoreServer
 from edge_agent.agent import EdgeAgent
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 from safetynet.broker import MosquittoBroker
-from tests.conftest import MAPO, AgentConfigFactory
+from simulators.pilot_districts import PilotCamera
+from tests.conftest import GANGNAM, MAPO, AgentConfigFactory
 
 
 def _connection(registry: Registry, district_id: str = "gangnam") -> int | None:
@@ -67,3 +72,52 @@ async def test_a_late_will_of_the_old_connection_leaves_the_reconnected_agent_on
             district_id=config.district_id)] == ["online"]
     # A clean stop says offline on the current connection: that still takes the district off.
     await core.wait_until(lambda r: not _online(r), 10)
+
+
+async def test_an_agent_not_heard_from_is_taken_for_offline_and_its_next_connection_is_online(
+        core_config: CoreConfig, mosquitto: MosquittoBroker) -> None:
+    """A cluster keeps a will on the node the agent is connected to: when agent and node die
+    together, no one says offline. The core takes an agent it has not heard from for
+    ``agent_silence_seconds`` for offline; the agent's next connection is online again."""
+    camera = GANGNAM.cameras[0]
+
+    def status(state: int, connected_us: int) -> bytes:
+        message = mqtt_pb2.AgentStatus(district_id="gangnam", district_name="Gangnam-gu",
+                                       agent_id="gangnam-agent", state=state)  # type: ignore[arg-type]
+        message.connected_at.FromMicroseconds(connected_us)
+        return message.SerializeToString()
+
+    first = int(time.time() * 1_000_000)
+    config = replace(core_config, agent_silence_seconds=1.0, sweep_seconds=0.2)
+    async with CoreServer(config) as server:
+        # Online and one heartbeat, then the connection ends without a word (a clean DISCONNECT
+        # sends no will: as good as a will lost with its node).
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="gangnam-agent") as gone:
+            await gone.publish(topics.agent_status("gangnam"),
+                               status(mqtt_pb2.AGENT_STATE_ONLINE, first), qos=1, retain=True)
+            await gone.publish(topics.heartbeat("gangnam"), _snapshot(camera), qos=1)
+        await server.wait_until(lambda r: _online(r) and r.camera(camera.camera_id) is not None,
+                                10)
+        await server.wait_until(lambda r: not _online(r), 10)
+        assert [c.effective_status for c in server.registry.list_cameras(
+            district_id="gangnam")] == ["offline"]
+
+        # The retained online of that same connection does not revive it; a newer one does.
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="gangnam-agent") as back:
+            await back.publish(topics.agent_status("gangnam"),
+                               status(mqtt_pb2.AGENT_STATE_ONLINE, first), qos=1, retain=True)
+            await back.publish(topics.heartbeat(MAPO.district_id), _sentinel(), qos=1)
+            await server.wait_until(lambda r: r.camera(MAPO.cameras[0].camera_id) is not None, 10)
+            assert not _online(server.registry)  # type: ignore[arg-type]
+            await back.publish(topics.agent_status("gangnam"),
+                               status(mqtt_pb2.AGENT_STATE_ONLINE, first + 1_000_000), qos=1,
+                               retain=True)
+            await back.publish(topics.heartbeat("gangnam"), _snapshot(camera), qos=1)
+            await server.wait_until(_online, 10)
+
+
+def _snapshot(camera: PilotCamera) -> bytes:
+    return mqtt_pb2.Heartbeat(district_id="gangnam", cameras=[mqtt_pb2.CameraStatus(
+        state=mqtt_pb2.CAMERA_STATE_ONLINE, camera=mqtt_pb2.CameraDescriptor(
+            camera_id=camera.camera_id, district_id="gangnam", name=camera.name,
+            lat=camera.lat, lon=camera.lon))]).SerializeToString()
