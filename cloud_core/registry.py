@@ -130,6 +130,9 @@ class StatusBatch:
     cameras: Sequence[CameraUpdate] = ()
     heartbeats: Sequence[str] = ()   # districts whose heartbeat arrived (their last_seen moves)
     seen_at: datetime | None = None
+    #: (district, connection) of heartbeats that name their connection: proof the agent is
+    #: online on it, when it is newer than the one stored (a late will of an older one came last).
+    alive: Sequence[tuple[str, datetime]] = ()
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,8 @@ class Registry:
                          "the stored status", ignored=ignored)
             db.executemany("UPDATE districts SET last_seen = ? WHERE district_id = ?",
                            [(seen, d) for d in batch.heartbeats])
+            for district_id, connected_at in batch.alive:
+                self._apply_alive(district_id, connected_at, version)
             if not db.scalar("SELECT EXISTS(SELECT 1 FROM cameras WHERE version = ?)", [version]):
                 return version - 1
             if db.dialect == "sqlite":
@@ -416,6 +421,19 @@ class Registry:
             db.execute("UPDATE registry_meta SET value = ? WHERE key = 'camera_version'",
                        [version])
         return version
+
+    def _apply_alive(self, district_id: str, connected_at: datetime, version: int) -> None:
+        """A heartbeat of a newer connection than the stored one: its agent is online on it."""
+        db = self.db
+        if db.execute(
+                "UPDATE districts SET agent_online = 1, connected_at_us = ? WHERE district_id = ? "
+                "AND agent_online = 0 AND connected_at_us IS NOT NULL AND connected_at_us < ?",
+                [_exact_microseconds(connected_at), district_id,
+                 _exact_microseconds(connected_at)]).rowcount:
+            log.info("agent online by its heartbeat: its status on the broker was an older "
+                     "connection's", district=district_id, connected_at=iso(connected_at))
+            db.execute("UPDATE cameras SET version = ? WHERE district_id = ?",
+                       [version, district_id])
 
     def _apply_agent(self, agent: AgentUpdate, version: int) -> None:
         db = self.db

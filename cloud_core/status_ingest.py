@@ -88,11 +88,12 @@ class _Slice:
     agents: list[AgentUpdate] = field(default_factory=list)
     cameras: list[CameraUpdate] = field(default_factory=list)
     heartbeats: list[str] = field(default_factory=list)
+    alive: list[tuple[str, datetime]] = field(default_factory=list)
     #: What each written camera's status was, as sent: kept once the slice is committed.
     sent: list[_Sent] = field(default_factory=list)
 
     def batch(self, seen_at: datetime) -> StatusBatch:
-        return StatusBatch(self.agents, self.cameras, self.heartbeats, seen_at)
+        return StatusBatch(self.agents, self.cameras, self.heartbeats, seen_at, self.alive)
 
 
 class StatusIngest:
@@ -315,6 +316,8 @@ class StatusIngest:
             beat = self._decode_batch(mqtt_pb2.Heartbeat, topic, payload)
             self._add_newer(part, self._changed(topic, beat.cameras, seen_at))
             part.heartbeats.append(topic.district)
+            if (connected_at := _connected_at(beat, seen_at)) is not None:
+                part.alive.append((topic.district, connected_at))
         elif topic.kind == "camera_changes":
             changes = self._decode_batch(mqtt_pb2.CameraChanges, topic, payload)
             self._add_newer(part, self._changed(topic, changes.cameras, seen_at))
@@ -383,8 +386,9 @@ def _agent_status(topic: topics.ParsedTopic, payload: bytes, seen_at: datetime) 
                        status.software_version, seen_at, connected_at)
 
 
-def _connected_at(status: mqtt_pb2.AgentStatus, seen_at: datetime) -> datetime | None:
-    """The connection an agent status belongs to, or None: not sent (an older agent), not a
+def _connected_at(status: mqtt_pb2.AgentStatus | mqtt_pb2.Heartbeat,
+                  seen_at: datetime) -> datetime | None:
+    """The connection an agent status (or heartbeat) belongs to, or None: not sent (an older agent), not a
     time, or further ahead than ``CLOCK_SKEW`` (a wrong clock must not freeze the district until
     it comes true); then the status orders nothing and is applied as it arrives."""
     if not status.HasField("connected_at"):

@@ -221,7 +221,7 @@ class StatusReporter:
             district_id=self._config.district_id, agent_id=self._config.agent_id,
             sent_at=now_timestamp(), uptime_seconds=time.monotonic() - self._started,
             cameras=list(self._cameras.values()), sessions=self.sessions,
-            journal_seq=self.journal_seq(),
+            journal_seq=self.journal_seq(), connected_at=self._connected_at,
         )
         await self._publish(topics.route(Kind.HEARTBEAT, self._config.district_id), beat)
 

@@ -121,3 +121,42 @@ def _snapshot(camera: PilotCamera) -> bytes:
         state=mqtt_pb2.CAMERA_STATE_ONLINE, camera=mqtt_pb2.CameraDescriptor(
             camera_id=camera.camera_id, district_id="gangnam", name=camera.name,
             lat=camera.lat, lon=camera.lon))]).SerializeToString()
+
+
+async def test_a_core_that_finds_a_stale_will_retained_learns_the_agent_is_online_from_its_heartbeat(
+        core_config: CoreConfig, mosquitto: MosquittoBroker) -> None:
+    """The broker keeps the agent status that came last: a late will of an older connection
+    may sit there although the agent is online on a newer one. A core starting with an empty
+    registry takes the agent for online by the heartbeat, which names its connection; a
+    heartbeat of the very connection that said offline does not revive it."""
+    camera = GANGNAM.cameras[0]
+    older = int(time.time() * 1_000_000)
+    newer = older + 1_000_000
+
+    def beat(connected_us: int) -> bytes:
+        message = mqtt_pb2.Heartbeat.FromString(_snapshot(camera))
+        message.connected_at.FromMicroseconds(connected_us)
+        return message.SerializeToString()
+
+    will = mqtt_pb2.AgentStatus(district_id="gangnam", district_name="Gangnam-gu",
+                                agent_id="gangnam-agent", state=mqtt_pb2.AGENT_STATE_OFFLINE)
+    will.connected_at.FromMicroseconds(older)
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="agent-past") as past:
+        await past.publish(topics.heartbeat("gangnam"), beat(newer), qos=1, retain=True)
+        await past.publish(topics.agent_status("gangnam"), will.SerializeToString(), qos=1,
+                           retain=True)
+    async with CoreServer(core_config) as server:
+        await server.wait_until(_online, 10)
+        assert (_connection(server.registry) or 0) == newer  # type: ignore[arg-type]
+
+        # Its own connection's offline (a clean stop) wins over that connection's heartbeat.
+        will.connected_at.FromMicroseconds(newer)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="agent-now") as now:
+            await now.publish(topics.agent_status("gangnam"), will.SerializeToString(), qos=1,
+                              retain=True)
+            await server.wait_until(lambda r: not _online(r), 10)
+            await now.publish(topics.heartbeat("gangnam"), beat(newer), qos=1, retain=True)
+            await now.publish(topics.heartbeat(MAPO.district_id), _sentinel(), qos=1)
+            await server.wait_until(lambda r: r.camera(MAPO.cameras[0].camera_id) is not None,
+                                    10)
+        assert not _online(server.registry)  # type: ignore[arg-type]

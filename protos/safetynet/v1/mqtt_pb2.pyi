@@ -151,7 +151,7 @@ class CameraStatus(_message.Message):
     def __init__(self, camera: _Optional[_Union[CameraDescriptor, _Mapping]] = ..., state: _Optional[_Union[CameraState, str]] = ..., reason: _Optional[_Union[OfflineReason, str]] = ..., detail: _Optional[str] = ..., viewers: _Optional[int] = ..., streaming: _Optional[bool] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transcoding: _Optional[bool] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions", "journal_seq")
+    __slots__ = ("district_id", "agent_id", "sent_at", "uptime_seconds", "cameras", "sessions", "journal_seq", "connected_at")
     DISTRICT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,7 @@ class Heartbeat(_message.Message):
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
     district_id: str
     agent_id: str
     sent_at: _timestamp_pb2.Timestamp
@@ -166,7 +167,8 @@ class Heartbeat(_message.Message):
     cameras: _containers.RepeatedCompositeFieldContainer[CameraStatus]
     sessions: int
     journal_seq: int
-    def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ..., journal_seq: _Optional[int] = ...) -> None: ...
+    connected_at: _timestamp_pb2.Timestamp
+    def __init__(self, district_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., sessions: _Optional[int] = ..., journal_seq: _Optional[int] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CameraChanges(_message.Message):
     __slots__ = ("district_id", "cameras", "sent_at")
