@@ -40,12 +40,15 @@ from protos.topics import Kind, Route
 from runtime.background import BackgroundTasks
 from runtime.exceptions import LinkDown
 from runtime.mqtt_link import MqttLink
-from runtime.standby_link import SeenRequests, SignalPair
+from runtime.standby_link import SETTLE_S, SeenRequests, SignalPair
 from runtime.turn_credentials import from_proto as turn_from_proto
 from runtime.turn_credentials import with_session_servers
 from runtime.webrtc import WebRtcSettings
 
 log = structlog.get_logger(__name__)
+
+STANDBY_BEAT_S = 2.0
+"""How often the heartbeat also goes on the standby while the main link is down or unsettled."""
 
 
 class EdgeAgent:
@@ -132,6 +135,9 @@ class EdgeAgent:
         self._tasks = await stack.enter_async_context(BackgroundTasks(f"agent:{self.config.agent_id}"))
         self._tasks.start(self.status.run_heartbeats(), name="heartbeat")
         self._tasks.start(self.status.run_changes(), name="camera-changes")
+        if self._signal.standby is not None:
+            self._tasks.start(self._beat_on_standby(link, self._signal.standby),
+                              name="standby-heartbeat")
         stack.push_async_callback(self.prober.close)
         self.prober.start()
         if self.evidence is not None:
@@ -217,6 +223,31 @@ class EdgeAgent:
                            subscriptions=[replace(route, qos=0)],
                            on_message=self._on_standby_message)
         return await stack.enter_async_context(standby)
+
+    async def _beat_on_standby(self, main: MqttLink, standby: MqttLink) -> None:
+        """While the main link is down or unsettled, the heartbeat goes on the standby too.
+
+        It names the main link's newest connection attempt: a cluster recovering from a node's
+        loss drops connections made meanwhile and fires their wills late, and a heartbeat of a
+        newer connection takes the agent for online again at the core, where the agent's own
+        status would wait for the main link to reconnect. QoS 0: a cluster mid-election
+        acknowledges nothing, but passes it on. (Should the agent die meanwhile, the core's
+        silence timeout takes it offline.)"""
+        while True:
+            await asyncio.sleep(STANDBY_BEAT_S)
+            await self._standby_beat(main, standby)
+
+    async def _standby_beat(self, main: MqttLink, standby: MqttLink) -> bool:
+        """One beat on the standby, unless the main link is settled; True when it went out."""
+        if main.up_for() >= SETTLE_S or not standby.connected.is_set():
+            return False
+        try:
+            await standby.publish(topics.heartbeat(self.config.district_id),
+                                  self.status.heartbeat().SerializeToString(), qos=0,
+                                  retain=True)
+        except LinkDown:
+            return False
+        return True
 
     def _has_standby(self) -> bool:
         return self._signal is not None and self._signal.standby is not None

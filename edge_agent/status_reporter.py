@@ -217,13 +217,17 @@ class StatusReporter:
                                 changes)
 
     async def publish_heartbeat(self) -> None:
-        beat = mqtt_pb2.Heartbeat(
+        await self._publish(topics.route(Kind.HEARTBEAT, self._config.district_id),
+                            self.heartbeat())
+
+    def heartbeat(self) -> mqtt_pb2.Heartbeat:
+        """The district's snapshot, of the current connection (``connected_at``)."""
+        return mqtt_pb2.Heartbeat(
             district_id=self._config.district_id, agent_id=self._config.agent_id,
             sent_at=now_timestamp(), uptime_seconds=time.monotonic() - self._started,
             cameras=list(self._cameras.values()), sessions=self.sessions,
             journal_seq=self.journal_seq(), connected_at=self._connected_at,
         )
-        await self._publish(topics.route(Kind.HEARTBEAT, self._config.district_id), beat)
 
     async def run_heartbeats(self, snapshot_delay: float = SNAPSHOT_DELAY) -> None:
         """The snapshot every ``heartbeat_seconds``, and ``snapshot_delay`` after a change."""
