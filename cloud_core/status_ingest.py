@@ -388,9 +388,10 @@ def _agent_status(topic: topics.ParsedTopic, payload: bytes, seen_at: datetime) 
 
 def _connected_at(status: mqtt_pb2.AgentStatus | mqtt_pb2.Heartbeat,
                   seen_at: datetime) -> datetime | None:
-    """The connection an agent status (or heartbeat) belongs to, or None: not sent (an older agent), not a
-    time, or further ahead than ``CLOCK_SKEW`` (a wrong clock must not freeze the district until
-    it comes true); then the status orders nothing and is applied as it arrives."""
+    """The connection an agent status (or heartbeat) belongs to, or None: not sent (an older
+    agent), not a time, or further ahead than ``CLOCK_SKEW`` (a wrong clock must not freeze the
+    district until it comes true); then the status orders nothing and is applied as it
+    arrives."""
     if not status.HasField("connected_at"):
         return None
     try:
