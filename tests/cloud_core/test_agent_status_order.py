@@ -15,6 +15,7 @@ import pytest
 from cloud_core.registry import Registry
 from cloud_core.status_ingest import StatusIngest
 from cloud_core.storage.base import Location
+from cloud_core.storage.database import Database
 from protos import topics
 from protos.safetynet.v1 import mqtt_pb2
 
@@ -116,10 +117,11 @@ async def test_an_ignored_will_leaves_the_cameras_version_alone(ingest) -> None:
     assert record is not None and record.effective_status == "online"
 
 
-def test_two_replicas_agree_whichever_writes_the_late_will(core_database: Location) -> None:
+def test_two_replicas_agree_whichever_writes_the_late_will(
+        two_replicas: tuple[Database, Database]) -> None:
     """Each replica ingests the same statuses; one that reads the old will late (its own MQTT
     backlog) must not undo the newer connection another replica wrote."""
-    first, second = Registry(core_database), Registry(core_database)
+    first, second = (Registry(db) for db in two_replicas)
     seen = datetime.now(UTC)
     first.set_agent("gangnam", "Gangnam-gu", "gangnam-agent", True, "1", seen, connected_at=AT)
     first.set_agent("gangnam", "Gangnam-gu", "gangnam-agent", True, "1", seen,

@@ -6,6 +6,8 @@ and one leader signs it, taken over when the leader stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,49 +77,61 @@ def _gangnam_online(cameras: int):
     return check
 
 
-@pytest.mark.media
-async def test_two_replicas_see_one_city_and_either_closes_a_session(
+@contextlib.asynccontextmanager
+async def _replicas_and_gangnam(
     core_config: CoreConfig, tmp_path: Path, pg_dsn: str, agent_config: AgentConfigFactory,
-) -> None:
+    operator_id: str, agency: str,
+) -> AsyncIterator[tuple[CoreServer, CoreServer, EdgeAgent, str]]:
+    """Replicas A and B on one database and broker, Gangnam's agent (3 cameras) online in
+    both, and an operator's token: (a, b, agent, token)."""
     async with CoreServer(replica(core_config, tmp_path, "a", pg_dsn)) as a, \
             CoreServer(replica(core_config, tmp_path, "b", pg_dsn)) as b:
         await asyncio.gather(a.wait_connected(), b.wait_connected())
         assert a.access is not None and b.access is not None
-        _, token = a.access.operators.add("gangnam-op", agency="district:gangnam",
-                                          role="operator", policy=a.access.policy)
-        auth = (("authorization", f"Bearer {token}"),)
+        _, token = a.access.operators.add(operator_id, agency=agency, role="operator",
+                                          policy=a.access.policy)
         async with EdgeAgent(agent_config(GANGNAM, cameras=3)) as agent:
-            # Both ingest the agent's statuses into the one registry; each lists it whole.
             await asyncio.gather(a.wait_until(_gangnam_online(3), 10),
                                  b.wait_until(_gangnam_online(3), 10))
-            for core in (a, b):
-                async with grpc.aio.insecure_channel(core.address) as channel:
-                    listed = await core_pb2_grpc.CameraServiceStub(channel).ListCameras(
-                        core_pb2.ListCamerasRequest(district_id="gangnam"), metadata=auth)
-                assert [c.camera_id for c in listed.cameras] == [
-                    "gangnam-001", "gangnam-002", "gangnam-003"]
-                assert core.ingest.dropped == 0
+            yield a, b, agent, token
 
-            viewer = CameraViewer(a.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
-                                  token=token)
-            await viewer.open()
-            try:
-                await viewer.wait_frames(3, timeout=10)
-                session_id = viewer.report.session_id
-                assert session_id in agent.sessions
-                async with grpc.aio.insecure_channel(b.address) as channel:  # not the opener
-                    await core_pb2_grpc.SessionServiceStub(channel).CloseSession(
-                        core_pb2.CloseSessionRequest(session_id=session_id), metadata=auth)
-                assert session_id not in agent.sessions  # B's close reached the agent
-                async with asyncio.timeout(5):
-                    await viewer.ended.wait()
-            finally:
-                await viewer.close()
-            # The agent's report of the end reaches both replicas; it goes on the record once.
-            await a.wait_until(lambda r: bool((r.session(session_id) or {}).get("bytes_sent")), 5)
-            record = b.registry.session(session_id) if b.registry else None
-            assert record is not None and record["close_reason"] == "closed by viewer"
-            assert a.broker is not None and a.broker.phase(session_id) is None
+
+@pytest.mark.media
+async def test_two_replicas_see_one_city_and_either_closes_a_session(
+    core_config: CoreConfig, tmp_path: Path, pg_dsn: str, agent_config: AgentConfigFactory,
+) -> None:
+    async with _replicas_and_gangnam(core_config, tmp_path, pg_dsn, agent_config,
+                                     "gangnam-op", "district:gangnam") as (a, b, agent, token):
+        auth = (("authorization", f"Bearer {token}"),)
+        # Both ingest the agent's statuses into the one registry; each lists it whole.
+        for core in (a, b):
+            async with grpc.aio.insecure_channel(core.address) as channel:
+                listed = await core_pb2_grpc.CameraServiceStub(channel).ListCameras(
+                    core_pb2.ListCamerasRequest(district_id="gangnam"), metadata=auth)
+            assert [c.camera_id for c in listed.cameras] == [
+                "gangnam-001", "gangnam-002", "gangnam-003"]
+            assert core.ingest.dropped == 0
+
+        viewer = CameraViewer(a.address, "gangnam-001", webrtc=WebRtcSettings.loopback(),
+                              token=token)
+        await viewer.open()
+        try:
+            await viewer.wait_frames(3, timeout=10)
+            session_id = viewer.report.session_id
+            assert session_id in agent.sessions
+            async with grpc.aio.insecure_channel(b.address) as channel:  # not the opener
+                await core_pb2_grpc.SessionServiceStub(channel).CloseSession(
+                    core_pb2.CloseSessionRequest(session_id=session_id), metadata=auth)
+            assert session_id not in agent.sessions  # B's close reached the agent
+            async with asyncio.timeout(5):
+                await viewer.ended.wait()
+        finally:
+            await viewer.close()
+        # The agent's report of the end reaches both replicas; it goes on the record once.
+        await a.wait_until(lambda r: bool((r.session(session_id) or {}).get("bytes_sent")), 5)
+        record = b.registry.session(session_id) if b.registry else None
+        assert record is not None and record["close_reason"] == "closed by viewer"
+        assert a.broker is not None and a.broker.phase(session_id) is None
     closes = [r.entry for r in search(pg_dsn, action="session.close")
               if r.entry.details.get("session_id") == session_id]
     assert len(closes) == 1 and closes[0].details["bytes_sent"] > 0
@@ -128,42 +142,35 @@ async def test_two_replicas_see_one_city_and_either_closes_a_session(
 async def test_a_revoke_on_one_replica_ends_a_session_opened_on_the_other(
     core_config: CoreConfig, tmp_path: Path, pg_dsn: str, agent_config: AgentConfigFactory,
 ) -> None:
-    async with CoreServer(replica(core_config, tmp_path, "a", pg_dsn)) as a, \
-            CoreServer(replica(core_config, tmp_path, "b", pg_dsn)) as b:
-        await asyncio.gather(a.wait_connected(), b.wait_connected())
-        assert a.access is not None
-        _, token = a.access.operators.add("police-op", agency="police-112",
-                                          role="operator", policy=a.access.policy)
+    async with _replicas_and_gangnam(core_config, tmp_path, pg_dsn, agent_config,
+                                     "police-op", "police-112") as (a, b, agent, token):
         auth = (("authorization", f"Bearer {token}"),)
-        async with EdgeAgent(agent_config(GANGNAM, cameras=3)) as agent:
-            await asyncio.gather(a.wait_until(_gangnam_online(3), 10),
-                                 b.wait_until(_gangnam_online(3), 10))
-            camera = GANGNAM.cameras[0]
-            async with grpc.aio.insecure_channel(a.address) as channel:
-                report = await core_pb2_grpc.IncidentServiceStub(channel).Report(
-                    core_pb2.ReportIncidentRequest(
-                        incident_type="robbery",
-                        location=core_pb2.GeoPoint(lat=camera.lat, lon=camera.lon)),
+        camera = GANGNAM.cameras[0]
+        async with grpc.aio.insecure_channel(a.address) as channel:
+            report = await core_pb2_grpc.IncidentServiceStub(channel).Report(
+                core_pb2.ReportIncidentRequest(
+                    incident_type="robbery",
+                    location=core_pb2.GeoPoint(lat=camera.lat, lon=camera.lon)),
+                metadata=auth)
+        incident_id = report.incident.incident_id
+        viewer = CameraViewer(b.address, camera.camera_id, webrtc=WebRtcSettings.loopback(),
+                              token=token, incident_id=incident_id)  # opened on B
+        await viewer.open()
+        try:
+            await viewer.wait_frames(3, timeout=10)
+            session_id = viewer.report.session_id
+            assert session_id in agent.sessions
+            revoked_at = asyncio.get_running_loop().time()
+            async with grpc.aio.insecure_channel(a.address) as channel:  # revoked on A
+                await core_pb2_grpc.IncidentServiceStub(channel).Close(
+                    core_pb2.CloseIncidentRequest(incident_id=incident_id,
+                                                  reason="suspect arrested"),
                     metadata=auth)
-            incident_id = report.incident.incident_id
-            viewer = CameraViewer(b.address, camera.camera_id, webrtc=WebRtcSettings.loopback(),
-                                  token=token, incident_id=incident_id)  # opened on B
-            await viewer.open()
-            try:
-                await viewer.wait_frames(3, timeout=10)
-                session_id = viewer.report.session_id
-                assert session_id in agent.sessions
-                revoked_at = asyncio.get_running_loop().time()
-                async with grpc.aio.insecure_channel(a.address) as channel:  # revoked on A
-                    await core_pb2_grpc.IncidentServiceStub(channel).Close(
-                        core_pb2.CloseIncidentRequest(incident_id=incident_id,
-                                                      reason="suspect arrested"),
-                        metadata=auth)
-                async with asyncio.timeout(5):
-                    await viewer.ended.wait()
-                assert asyncio.get_running_loop().time() - revoked_at < 5
-                assert session_id not in agent.sessions
-            finally:
-                await viewer.close()
-            assert (b.registry.session(session_id) or {}).get("close_reason") == "incident closed"
+            async with asyncio.timeout(5):
+                await viewer.ended.wait()
+            assert asyncio.get_running_loop().time() - revoked_at < 5
+            assert session_id not in agent.sessions
+        finally:
+            await viewer.close()
+        assert (b.registry.session(session_id) or {}).get("close_reason") == "incident closed"
     assert verify(pg_dsn).ok
